@@ -1,0 +1,45 @@
+"""course_utils: the companion library of the course on deep learning for microscopy segmentation.
+
+The modules follow the flow of data, and each imports only from those to its left::
+
+    data -> targets -> models -> train / predict -> postprocess -> metrics      (plot beside)
+
+``mode`` (fast vs full) and ``env`` (device, seeding, environment report) sit under all of them.
+Submodules load on first use, so ``import course_utils as cu`` is cheap and ``cu.metrics`` works.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .mode import get_mode, is_fast, pick
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "checks",
+    "classical",
+    "data",
+    "env",
+    "metrics",
+    "mode",
+    "models",
+    "plot",
+    "postprocess",
+    "predict",
+    "targets",
+    "train",
+)
+
+__all__ = ["get_mode", "is_fast", "pick", *_SUBMODULES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'course_utils' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES))

@@ -1,0 +1,1 @@
+"""postprocess (see the modules inside)."""

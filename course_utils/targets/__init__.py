@@ -1,0 +1,1 @@
+"""targets (see the modules inside)."""

@@ -70,7 +70,7 @@ def seed_everything(seed: int = 0, deterministic: bool = True) -> np.random.Gene
     import torch
 
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (seeding the legacy global state is the point)
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)

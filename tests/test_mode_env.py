@@ -1,0 +1,96 @@
+"""course_utils.mode (fast/full switch) and course_utils.env (device, seeding, report)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from course_utils import env, mode
+
+
+@pytest.mark.parametrize(
+    "value, expected", [("fast", "fast"), ("FULL", "full"), (" fast ", "fast")]
+)
+def test_mode_from_environment(monkeypatch, value, expected):
+    monkeypatch.setenv("COURSE_MODE", value)
+    assert mode.get_mode() == expected
+
+
+def test_auto_mode_follows_cuda(monkeypatch):
+    monkeypatch.setenv("COURSE_MODE", "auto")
+    monkeypatch.setattr(mode, "_cuda_available", lambda: True)
+    assert mode.get_mode() == "full"
+    monkeypatch.setattr(mode, "_cuda_available", lambda: False)
+    assert mode.get_mode() == "fast"
+    monkeypatch.delenv("COURSE_MODE")
+    assert mode.get_mode() == "fast"
+
+
+def test_bad_mode_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("COURSE_MODE", "turbo")
+    with pytest.raises(ValueError, match="COURSE_MODE='turbo'.*fast, full, auto"):
+        mode.get_mode()
+
+
+def test_pick(monkeypatch):
+    monkeypatch.setenv("COURSE_MODE", "fast")
+    assert mode.pick(fast=2, full=100) == 2 and mode.is_fast()
+    monkeypatch.setenv("COURSE_MODE", "full")
+    assert mode.pick(fast=2, full=100) == 100 and not mode.is_fast()
+
+
+def test_get_device_cpu_here_and_forced(monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    expected = "cuda" if torch.cuda.is_available() else None
+    dev = env.get_device()
+    if expected:
+        assert dev.type == expected
+    assert env.get_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert env.get_device() == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_get_device_refuses_missing_cuda():
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        env.get_device("cuda")
+
+
+def test_seed_everything_reproduces():
+    rng1 = env.seed_everything(3)
+    a = (torch.rand(3), np.random.rand(2), rng1.random(2))  # noqa: NPY002
+    rng2 = env.seed_everything(3)
+    b = (torch.rand(3), np.random.rand(2), rng2.random(2))  # noqa: NPY002
+    assert torch.equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[2], b[2])
+
+
+def test_check_env_reports_and_explains(capsys):
+    report = env.check_env(packages=("numpy", "torch", "no_such_package_xyz"))
+    out = capsys.readouterr().out
+    assert report["versions"]["numpy"] == np.__version__
+    assert report["versions"]["no_such_package_xyz"] is None
+    assert any("no_such_package_xyz" in p for p in report["problems"])
+    assert "device:" in out and "MISSING" in out and report["mode"] in {"fast", "full"}
+
+
+def test_check_env_explains_cuda_build_without_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    report = env.check_env(packages=("torch",))
+    assert report["device"] in {"cpu", "mps"}
+    assert any("no GPU is visible" in p for p in report["problems"])
+
+
+def test_check_env_explains_broken_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("driver too old")
+
+    monkeypatch.setattr(torch, "zeros", broken)
+    report = env.check_env(packages=("torch",), verbose=False)
+    assert any("driver" in p for p in report["problems"])

@@ -8,7 +8,7 @@ export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 export MPLBACKEND ?= Agg
 JOBS ?= 2
 
-.PHONY: help setup notebooks course book test test-fast lab bench clean
+.PHONY: help setup notebooks course site book test test-fast lab bench clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,20 +21,34 @@ notebooks: setup  ## regenerate the solution and exercise notebooks from noteboo
 
 course: setup  ## main job: execute every notebook and build the website into _build/html
 	$(PY) scripts/build_notebooks.py --check
+	@$(MAKE) --no-print-directory site
+	@echo "website: file://$(CURDIR)/_build/html/index.html"
+
+# The execution cache is keyed on the code, not on the mode: clear it when the mode changes.
+site:
+	@mode=$$($(PY) -c 'import course_utils; print(course_utils.get_mode())'); \
+	if [ -f _build/.course_mode ] && [ "$$(cat _build/.course_mode)" != "$$mode" ]; then \
+	    echo "mode is now $$mode: clearing the notebook execution cache"; \
+	    rm -rf _build/.jupyter_cache; \
+	fi; mkdir -p _build && echo "$$mode" > _build/.course_mode
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
-	@echo "website: $(CURDIR)/_build/html/index.html"
 
 book: course  ## alias of course
 
 test: setup  ## every check: lint, generated notebooks up to date, unit tests, notebooks (nbval)
 	$(VENV)/bin/ruff check .
 	$(PY) scripts/build_notebooks.py --check
-	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n $(JOBS) --dist loadfile \
-	    --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
-	    tests notebooks/[0-9][0-9]_*.ipynb
+	rm -rf _build/executed
+	COURSE_SAVE_EXECUTED=_build/executed OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n $(JOBS) \
+	    --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
+	    --ignore=tests/website tests notebooks/[0-9][0-9]_*.ipynb
+	@# the website, from the notebooks just executed (nothing runs twice), then the browser check
+	$(PY) scripts/cache_executed.py _build/executed
+	@$(MAKE) --no-print-directory site
+	$(VENV)/bin/pytest tests/website
 
-test-fast: setup  ## unit tests only (no notebooks)
-	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n $(JOBS) tests
+test-fast: setup  ## unit tests only (no notebooks, no website)
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n $(JOBS) --ignore=tests/website tests
 
 lab: setup  ## open JupyterLab on the course
 	$(VENV)/bin/jupyter lab notebooks/

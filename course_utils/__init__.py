@@ -22,6 +22,7 @@ _SUBMODULES = (
     "classical",
     "data",
     "env",
+    "history",
     "metrics",
     "mode",
     "models",

@@ -1,0 +1,57 @@
+"""Data for the course: synthetic generators, the dataset registry, loaders and patches.
+
+- ``synthetic_nuclei``, ``synthetic_cells``: images with exact labels, no files needed.
+- ``fetch``, ``list_files``, ``split_names``: registered files (URL + sha256) found in the cache
+  ``COURSE_DATA_CACHE``, the mirror ``COURSE_DATA_MIRROR``, or downloaded unless
+  ``COURSE_OFFLINE=1``; ``DataUnavailableError`` when none of these works.
+- ``load_split``: one API for BBBC039 and the synthetic sets; ``normalize_percentile``.
+- ``PatchDataset``: random training crops as a torch Dataset (torch is imported on first use).
+
+Introduced in notebook 00.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .loaders import load_split, normalize_percentile, read_bbbc039_mask, read_image
+from .registry import (
+    DataUnavailableError,
+    cache_dir,
+    fetch,
+    list_datasets,
+    list_files,
+    mirror_dir,
+    split_names,
+)
+from .synthetic import synthetic_cells, synthetic_nuclei
+
+__all__ = [
+    "DataUnavailableError",
+    "PatchDataset",
+    "cache_dir",
+    "fetch",
+    "list_datasets",
+    "list_files",
+    "load_split",
+    "mirror_dir",
+    "normalize_percentile",
+    "read_bbbc039_mask",
+    "read_image",
+    "split_names",
+    "synthetic_cells",
+    "synthetic_nuclei",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # torch takes a second or two to import; only PatchDataset needs it.
+    if name == "PatchDataset":
+        from .patches import PatchDataset
+
+        return PatchDataset
+    raise AttributeError(f"module 'course_utils.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"PatchDataset"})

@@ -94,6 +94,7 @@ def _expected_output(cell) -> None:
     if not expected:
         raise SourceError(f"cell {cell.id}: tagged nbval-check-output without '# > ' lines")
     cell.source = "\n".join(lines).rstrip()
+    cell.execution_count = 1  # nbval compares only the outputs of cells that were run
     cell.outputs = [
         nbformat.v4.new_output("stream", name="stdout", text="\n".join(expected) + "\n")
     ]

@@ -1,1 +1,11 @@
 """models (see the modules inside)."""
+
+from .cellpose import CellposeNet as CellposeNet
+from .receptive_field import receptive_field as receptive_field
+from .stardist import StarDistNet as StarDistNet
+from .unet import UNet as UNet
+from .unet import UNetOriginal as UNetOriginal
+from .unet import center_crop as center_crop
+from .unet import count_parameters as count_parameters
+from .unet import unet_output_size as unet_output_size
+from .unet import valid_input_sizes as valid_input_sizes

@@ -1,0 +1,137 @@
+"""Tests of course_utils.plot (Agg backend, set in conftest)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.colors import ListedColormap, rgb_to_hsv  # noqa: E402
+from skimage.segmentation import find_boundaries  # noqa: E402
+
+from course_utils.plot import flow_to_rgb, label_cmap, overlay, show_grid  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _labels():
+    y = np.zeros((40, 50), np.int32)
+    y[5:15, 5:20], y[5:15, 20:30], y[25:35, 10:40] = 3, 7, 12
+    return y
+
+
+def test_label_cmap_black_background_bright_colours():
+    cmap = label_cmap(64, seed=1)
+    assert isinstance(cmap, ListedColormap) and cmap.N == 64
+    colours = np.asarray(cmap.colors)
+    np.testing.assert_array_equal(colours[0], [0, 0, 0, 1])
+    hsv = rgb_to_hsv(colours[1:, :3])
+    assert hsv[:, 2].min() >= 0.6 - 1e-9 and hsv[:, 1].min() >= 0.6 - 1e-9
+    assert len(np.unique(colours[1:, :3], axis=0)) == 63
+    np.testing.assert_array_equal(label_cmap(64, seed=1).colors, colours)
+    assert not np.array_equal(label_cmap(64, seed=2).colors, colours)
+    with pytest.raises(ValueError, match="n_labels"):
+        label_cmap(1)
+
+
+def test_overlay_draws_colours_and_contours():
+    image = np.linspace(0, 1, 40 * 50, dtype=np.float32).reshape(40, 50)
+    labels = _labels()
+    ax = overlay(image, labels, title="nuclei", alpha=0.5)
+    assert ax.get_title() == "nuclei" and not ax.axison
+    grey, colour = ax.get_images()
+    np.testing.assert_array_equal(grey.get_array(), image)
+    rgba = np.asarray(colour.get_array())
+    edge = find_boundaries(labels, mode="inner") & (labels > 0)
+    np.testing.assert_array_equal(rgba[..., 3][labels == 0], 0.0)
+    np.testing.assert_array_equal(rgba[..., 3][edge], 1.0)
+    np.testing.assert_array_equal(rgba[..., 3][(labels > 0) & ~edge], 0.5)
+    # Touching objects 3 and 7 get different colours, and each object a single colour.
+    c3, c7 = rgba[10, 10, :3], rgba[10, 25, :3]
+    assert not np.allclose(c3, c7)
+    assert np.all(rgba[labels == 3, :3] == c3)
+
+
+def test_overlay_on_given_axes_without_contours():
+    fig, axes = plt.subplots(1, 2)
+    ax = overlay(np.zeros((40, 50)), _labels(), axes[1], contours=False, alpha=0.2)
+    assert ax is axes[1]
+    alpha = np.asarray(ax.get_images()[1].get_array())[..., 3]
+    assert set(np.unique(alpha)) == {0.0, 0.2}
+
+
+@pytest.mark.parametrize(
+    ("image", "labels", "error"),
+    [
+        (np.zeros((40, 50)), np.zeros((40, 51), np.int32), ValueError),
+        (np.zeros((40, 50)), np.zeros((40, 50), np.float32), TypeError),
+        (np.zeros((40, 50)), -np.ones((40, 50), np.int32), ValueError),
+        (np.zeros((3, 40, 50)), np.zeros((40, 50), np.int32), ValueError),
+    ],
+)
+def test_overlay_bad_input(image, labels, error):
+    with pytest.raises(error):
+        overlay(image, labels)
+
+
+def test_show_grid_layout_and_label_display():
+    images = [np.random.default_rng(0).random((40, 50)), _labels(), np.zeros((20, 20, 3))]
+    fig = show_grid(images, ["raw", "labels", "rgb"], ncols=2, suptitle="grid")
+    axes = fig.axes
+    assert len(axes) == 4 and fig.get_suptitle() == "grid"
+    assert [ax.get_title() for ax in axes[:3]] == ["raw", "labels", "rgb"]
+    assert not axes[3].get_images()  # the spare panel is empty
+    raw, lab = axes[0].get_images()[0], axes[1].get_images()[0]
+    assert raw.get_cmap().name == "gray"
+    assert lab.get_interpolation() == "nearest"
+    shown = np.asarray(lab.get_array())
+    assert shown.shape == (40, 50, 3)
+    np.testing.assert_array_equal(shown[0, 0], [0, 0, 0])
+    assert shown[10, 10].max() >= 0.6
+
+
+def test_show_grid_bad_input():
+    with pytest.raises(ValueError, match="empty"):
+        show_grid([])
+    with pytest.raises(ValueError, match="titles"):
+        show_grid([np.zeros((4, 4))], ["a", "b"])
+    with pytest.raises(ValueError, match="images\\[0\\]"):
+        show_grid([np.zeros((2, 4, 5))])
+    assert not plt.get_fignums()  # nothing half-drawn left behind
+
+
+def test_flow_to_rgb_hue_follows_direction():
+    angles = np.array([0.0, 0.5, 1.0, 1.5]) * np.pi  # right, down, left, up (image axes)
+    dy, dx = np.sin(angles)[None, :], np.cos(angles)[None, :]
+    flows = np.stack([dy, dx]) * np.array([1.0, 0.5, 1.0, 0.25])
+    rgb = flow_to_rgb(flows)
+    assert rgb.shape == (1, 4, 3) and rgb.dtype == np.float32
+    hsv = rgb_to_hsv(rgb[0])
+    np.testing.assert_allclose(hsv[:, 0], [0.0, 0.25, 0.5, 0.75], atol=1e-6)
+    np.testing.assert_allclose(hsv[:, 2], [1.0, 0.5, 1.0, 0.25], atol=1e-6)
+    np.testing.assert_allclose(rgb[0, 0], [1, 0, 0], atol=1e-6)  # right = red
+
+
+def test_flow_to_rgb_zero_field_and_fixed_scale():
+    np.testing.assert_array_equal(flow_to_rgb(np.zeros((2, 3, 4))), 0.0)
+    flows = np.zeros((2, 1, 2))
+    flows[1] = [0.5, 4.0]
+    value = rgb_to_hsv(flow_to_rgb(flows, max_magnitude=1.0)[0])[:, 2]
+    np.testing.assert_allclose(value, [0.5, 1.0], atol=1e-6)  # clipped at 1
+    with pytest.raises(ValueError, match="shape"):
+        flow_to_rgb(np.zeros((3, 4, 4)))
+    with pytest.raises(ValueError, match="max_magnitude"):
+        flow_to_rgb(flows, max_magnitude=0)
+
+
+def test_flow_to_rgb_accepts_torch_tensors():
+    torch = pytest.importorskip("torch")
+    flows = np.random.default_rng(0).normal(size=(2, 5, 6)).astype(np.float32)
+    np.testing.assert_array_equal(flow_to_rgb(torch.from_numpy(flows)), flow_to_rgb(flows))

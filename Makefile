@@ -8,6 +8,9 @@ export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 export MPLBACKEND ?= Agg
 JOBS ?= 2
 
+# Builds and tests draw static figures: nobody is there to move a slider.
+course site test test-fast: export COURSE_STATIC_FIGURES = 1
+
 .PHONY: help setup notebooks course site book test test-fast lab bench clean
 
 help:  ## list the commands

@@ -9,6 +9,7 @@ Introduced in notebook 00.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -248,3 +249,55 @@ def flow_to_rgb(flows: Any, max_magnitude: float | None = None) -> np.ndarray:
     hue = np.mod(np.arctan2(dy, dx) / (2 * np.pi), 1.0)
     hsv = np.stack((hue, np.ones_like(hue), value), axis=-1)
     return hsv_to_rgb(hsv).astype(np.float32)
+
+
+STATIC_ENV = "COURSE_STATIC_FIGURES"
+
+
+def widgets_available() -> bool:
+    """``True`` in a live Jupyter kernel, unless ``COURSE_STATIC_FIGURES=1`` asks for figures only.
+
+    The course's test and website builds set ``COURSE_STATIC_FIGURES=1``: there is nobody to move a
+    slider, and a widget would only show as text. Introduced in notebook 01.
+    """
+    if os.environ.get(STATIC_ENV, "").strip() not in ("", "0"):
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _default(control: Any) -> Any:
+    if hasattr(control, "value"):  # an ipywidgets widget
+        return control.value
+    if isinstance(control, list | tuple) and control and not isinstance(control[0], int | float):
+        return control[0]  # a list of options, as ipywidgets.interact reads it
+    return control
+
+
+def interactive(fn: Any, **controls: Any) -> Any:
+    """Call ``fn`` with sliders when a person can move them, else draw it once with the defaults.
+
+    Parameters
+    ----------
+    fn : callable
+        Draws one figure for given keyword values.
+    **controls
+        Name -> an ipywidgets widget (its ``value`` is the default), a list of options (the first
+        is the default), or a fixed value.
+
+    Returns
+    -------
+    The ipywidgets ``interactive`` object in a live notebook, otherwise what ``fn`` returns.
+
+    Introduced in notebook 01.
+    """
+    if widgets_available():
+        from ipywidgets import interact
+
+        return interact(fn, **controls)
+    return fn(**{name: _default(control) for name, control in controls.items()})

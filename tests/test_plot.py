@@ -135,3 +135,27 @@ def test_flow_to_rgb_accepts_torch_tensors():
     torch = pytest.importorskip("torch")
     flows = np.random.default_rng(0).normal(size=(2, 5, 6)).astype(np.float32)
     np.testing.assert_array_equal(flow_to_rgb(torch.from_numpy(flows)), flow_to_rgb(flows))
+
+
+def test_interactive_draws_once_with_defaults_without_a_frontend(monkeypatch):
+    from ipywidgets import IntSlider
+
+    from course_utils import plot
+
+    monkeypatch.setenv("COURSE_STATIC_FIGURES", "1")
+    assert not plot.widgets_available()
+    calls = []
+    result = plot.interactive(
+        lambda t, method, k: calls.append((t, method, k)) or "drawn",
+        t=IntSlider(7, min=0, max=10),
+        method=["shape", "intensity"],
+        k=3,
+    )
+    assert result == "drawn" and calls == [(7, "shape", 3)]
+
+
+def test_widgets_unavailable_outside_a_kernel(monkeypatch):
+    from course_utils import plot
+
+    monkeypatch.delenv("COURSE_STATIC_FIGURES", raising=False)
+    assert not plot.widgets_available()  # pytest is no Jupyter kernel

@@ -13,7 +13,6 @@
 #   every deep-learning method in this course has to beat.
 
 # %%
-import os
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -330,8 +329,8 @@ plt.show()
 
 # %% [markdown]
 # ## Try it yourself: threshold and minimum distance
-# The figure below uses the chosen values. In a live Jupyter session a second cell adds sliders
-# (ipywidgets) to move the threshold and `min_distance` and see merges and splits appear.
+# In a live Jupyter session the cell below shows sliders (ipywidgets) to move the threshold and
+# `min_distance` and see merges and splits appear; on the website it draws the chosen values.
 
 
 # %%
@@ -354,32 +353,16 @@ def show_segmentation(threshold=0.0, min_distance=7, method="shape"):
     plt.show()
 
 
-show_segmentation(0.0, best_md["shape"])
-
-
 # %%
-def widget_frontend() -> bool:
-    """True in a Jupyter kernel run by a person; False in scripts, CI and batch executions."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    batch = any(os.environ.get(v) for v in ("CI", "COURSE_SAVE_EXECUTED", "COURSE_NO_WIDGETS"))
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell" and not batch
+from ipywidgets import FloatSlider, IntSlider
 
-
-if widget_frontend():
-    from ipywidgets import FloatSlider, IntSlider, interact
-
-    interact(
-        show_segmentation,
-        threshold=FloatSlider(0.0, min=0.0, max=1.0, step=0.02, description="t (0=Otsu)"),
-        min_distance=IntSlider(best_md["shape"], min=1, max=30),
-        method=["shape", "intensity"],
-    )
-else:
-    print("no widget frontend here (script, CI or website): the static figure above shows it")
+# Sliders in a live notebook; one static figure with these defaults in CI and on the website.
+cu.plot.interactive(
+    show_segmentation,
+    threshold=FloatSlider(0.0, min=0.0, max=1.0, step=0.02, description="t (0=Otsu)"),
+    min_distance=IntSlider(best_md["shape"], min=1, max=30),
+    method=["shape", "intensity"],
+)
 
 # %% [markdown]
 # ## The same pipeline on synthetic nuclei

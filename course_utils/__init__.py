@@ -25,6 +25,7 @@ _SUBMODULES = (
     "history",
     "metrics",
     "mode",
+    "overlap",
     "models",
     "plot",
     "postprocess",

@@ -178,7 +178,10 @@ def predict_tiled(
     One forward pass on a blank tile measures the model's output size. If it is smaller than
     the tile (valid convolutions), the image is padded with ``pad_mode`` by the margin
     ``(tile - out) / 2`` (and as much more as the last tiles need) and the outputs are laid
-    edge to edge: the result equals the model applied once to the padded image. If it is the
+    edge to edge: the result equals the model applied once to the padded image when the model is
+    shift-equivariant; a U-Net's poolings see a shifted grid in each tile unless the output size
+    is a multiple of ``2**depth``, so its tiles agree with one pass only approximately (as in
+    Ronneberger 2015, where tiles of 388 are not multiples of 16 either). If it is the
     same size (same padding), tiles overlap by ``overlap`` and each keeps the half of every
     overlap nearest its own centre. The result then equals the model applied to the whole
     image (up to float rounding) when the model's receptive field reaches at most

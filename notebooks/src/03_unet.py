@@ -1,0 +1,803 @@
+# %% [markdown]
+# # 03 · The U-Net: the original and the modern one
+#
+# **What you will learn**
+# - the U-Net of Ronneberger 2015, piece by piece: valid 3x3 convolutions, 2x2 max pooling, 2x2
+#   up-convolutions, skip connections that are centre-cropped and concatenated, dropout at the
+#   end of the contracting path;
+# - why the valid convolutions make the output smaller than the input (572 -> 388), which input
+#   sizes work, and how **overlap-tile** prediction with mirrored borders segments an image of
+#   any size;
+# - the paper's **weight map**, which makes the thin background between touching cells
+#   expensive to get wrong, built by hand and then fast;
+# - weighted cross-entropy, and how many touching nuclei a network keeps apart with and without
+#   the weight map;
+# - why pixel accuracy lies, and what IoU and Dice say instead;
+# - how the U-Net is trained today (same padding, batch norm, Adam, mixed precision) and a
+#   3-class variant (background / interior / boundary) for separating instances.
+
+# %%
+import inspect
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy import ndimage as ndi
+from skimage.measure import label as connected_components
+from skimage.segmentation import expand_labels
+from torch.utils.data import DataLoader
+
+import course_utils as cu
+
+report = cu.env.check_env()
+rng = cu.env.seed_everything(0)
+
+# %% [markdown]
+# Sizes come from `cu.pick(fast=..., full=...)`. Fast mode trains tiny networks (base width 8,
+# depth 3) for a few dozen steps on a few images, so that the notebook runs in minutes on a CPU;
+# full mode trains the paper's width (64) and depth (4) on all training images on a GPU.
+
+# %%
+N_TRAIN = cu.pick(fast=8, full=100)  # BBBC039 training images
+N_VAL = cu.pick(fast=2, full=50)  # validation images
+N_TEST = cu.pick(fast=3, full=48)  # test images for the final scores
+DEPTH = cu.pick(fast=3, full=4)  # number of 2x2 poolings (the paper: 4)
+BASE = cu.pick(fast=8, full=64)  # channels of the first level (the paper: 64)
+PATCH_VALID = cu.pick(fast=188, full=428)  # input patch of the valid U-Net (output 100 / 244)
+PATCH_SAME = cu.pick(fast=128, full=256)  # patch of the same-padded U-Net
+TILE_VALID = cu.pick(fast=380, full=572)  # prediction tile of the valid U-Net
+TILE_SAME, OVERLAP = cu.pick(fast=(256, 32), full=(512, 64))  # tiles of the same-padded one
+BATCH = cu.pick(fast=4, full=8)
+EPOCHS = cu.pick(fast=2, full=30)
+PATCHES_PER_EPOCH = cu.pick(fast=96, full=1600)
+VAL_PATCHES = cu.pick(fast=8, full=200)
+LR = cu.pick(fast=2e-3, full=1e-3)
+WORKERS = cu.pick(fast=0, full=8)  # data-loading processes (the weight maps cost CPU time)
+device = cu.env.get_device()
+print(
+    f"mode {cu.get_mode()}: {N_TRAIN} train / {N_VAL} val / {N_TEST} test images, depth {DEPTH}, "
+    f"base width {BASE}, {EPOCHS} epochs x {PATCHES_PER_EPOCH // BATCH} steps, on {device}"
+)
+
+# %% [markdown]
+# ## 1 · The original U-Net
+# The U-Net (Ronneberger, Fischer and Brox 2015, "U-Net: Convolutional Networks for Biomedical
+# Image Segmentation") has a **contracting path** (left side of the "U") and an **expanding
+# path** (right side):
+#
+# - each level applies two unpadded ("valid") 3x3 convolutions with ReLU, so each convolution
+#   removes a one-pixel rim: -4 pixels per level;
+# - a 2x2 max pooling with stride 2 halves the size and the number of channels doubles
+#   (64, 128, 256, 512, 1024);
+# - dropout sits at the end of the contracting path (on the 1024-channel bottleneck);
+# - on the way up, a 2x2 "up-convolution" (a transposed convolution with stride 2) doubles the
+#   size and halves the channels; the feature map of the same level of the contracting path is
+#   **centre-cropped** to that size (it is larger, the valid convolutions below it ate more) and
+#   **concatenated**; two valid 3x3 convolutions follow;
+# - a 1x1 convolution maps the 64 channels to one score per class.
+#
+# `cu.models.UNetOriginal` is that network, with each design choice as an argument. Its
+# `forward` reads top to bottom:
+
+# %%
+print(inspect.getsource(cu.models.UNetOriginal.forward))
+print(inspect.getsource(cu.models.unet._valid_double_conv))
+
+# %% [markdown]
+# The skip connection needs the centre of the larger encoder map. Here is that crop by hand on
+# a small tensor: a 6 x 6 map cropped to its central 2 x 2.
+
+# %%
+feature_map = torch.arange(36.0).reshape(1, 1, 6, 6)
+top, left = (6 - 2) // 2, (6 - 2) // 2
+by_hand = feature_map[..., top : top + 2, left : left + 2]
+print(by_hand[0, 0])
+assert torch.equal(by_hand, cu.models.center_crop(feature_map, (2, 2)))
+
+# %% [markdown]
+# With the paper's settings (depth 4, base width 64) the network has about 31 million
+# parameters. We follow a 572 x 572 tile through it: on PyTorch's `meta` device, tensors have a
+# shape but no data, so this costs nothing.
+
+# %%
+paper_unet = cu.models.UNetOriginal(in_channels=1, n_classes=2, depth=4, base_channels=64)
+n_paper = cu.models.count_parameters(paper_unet)
+paper_unet = paper_unet.to("meta")
+trace = []
+named_blocks = [(f"encoder level {i + 1}", b) for i, b in enumerate(paper_unet.encoder)]
+named_blocks += [("bottleneck", paper_unet.bottleneck)]
+named_blocks += [(f"decoder level {4 - i}", b) for i, b in enumerate(paper_unet.decoder)]
+named_blocks += [("1x1 head", paper_unet.head)]
+hooks = [
+    block.register_forward_hook(lambda mod, inp, out, name=name: trace.append((name, out.shape)))
+    for name, block in named_blocks
+]
+paper_out = paper_unet(torch.zeros(1, 1, 572, 572, device="meta"))
+for hook in hooks:
+    hook.remove()
+print(f"paper configuration: {n_paper:,} parameters; input (1, 1, 572, 572)")
+for name, shape in trace:
+    print(f"  {name:18s} -> {tuple(shape)}")
+del paper_unet
+
+# %% [markdown]
+# ### The output size
+# Follow one side of the tile: each level subtracts 4 (two valid convolutions) and then halves
+# (pooling, which needs an even size); the bottleneck subtracts 4; each way up doubles
+# (up-convolution) and subtracts 4. For 572: 572 - 4 = 568, / 2 = 284, - 4 = 280, / 2 = 140,
+# ... down to 28 at the bottleneck, then up to 388.
+#
+# **Exercise 1.** Write the output size for an input of side `input_size` and `depth` poolings.
+# You may assume the size is valid (even before every pooling).
+
+
+# %% tags=["solution"]
+def my_output_size(input_size, depth=4):
+    """Output side of the original U-Net for a square input of side `input_size`."""
+    # BEGIN SOLUTION
+    size = input_size
+    for _ in range(depth):
+        size = (size - 4) // 2
+    size -= 4
+    for _ in range(depth):
+        size = 2 * size - 4
+    return size
+    # END SOLUTION
+
+
+# %% tags=["check"]
+cases = [(572, 4), (188, 3), (380, 3), (428, 4), (140, 2)]
+cu.checks.check_equal(
+    [my_output_size(s, d) for s, d in cases],
+    [cu.models.unet_output_size(s, d) for s, d in cases],
+    f"my_output_size for (size, depth) in {cases}",
+)
+
+# %% [markdown]
+# Not every size works: a pooling of an odd size would drop a row, and the skip connections
+# would then no longer line up with the pixels they came from. `cu.models.valid_input_sizes`
+# lists the sizes for which every pooling sees an even size. For depth 4 they are 16 apart
+# (one more pooling doubles the step), and the output is always 184 pixels smaller: a margin of
+# 92 pixels on each side is context the network needs but does not segment.
+
+# %%
+sizes4 = cu.models.valid_input_sizes(4, min_size=180, max_size=700)
+print("depth 4, valid inputs:", sizes4)
+print("outputs:              ", [cu.models.unet_output_size(s, 4) for s in sizes4])
+sizes_ours = cu.models.valid_input_sizes(DEPTH, min_size=100, max_size=400)
+out_valid = cu.models.unet_output_size(PATCH_VALID, DEPTH)
+step = sizes_ours[1] - sizes_ours[0]
+print(f"depth {DEPTH} (ours): valid inputs {sizes_ours[:8]} ... (every {step})")
+print(f"our training patch {PATCH_VALID} -> output {out_valid}")
+
+# %% [markdown]
+# ## 2 · Overlap-tile prediction with mirrored borders
+# Because the output is smaller than the input, a large image is segmented tile by tile: the
+# output tiles are laid edge to edge, and each one's input tile reaches `margin` pixels further
+# on every side. At the image border that context does not exist, so the paper **mirrors** the
+# image there. `cu.predict.tile_grid` gives the boxes that `cu.predict.predict_tiled` uses; we
+# draw them on a whole BBBC039 image (520 x 696) with our prediction tile.
+
+# %%
+test_images, test_labels = cu.data.load_split("bbbc039", "test", n=N_TEST)
+image, truth = test_images[0], test_labels[0]
+out_tile = cu.models.unet_output_size(TILE_VALID, DEPTH)
+tiles = cu.predict.tile_grid(image.shape, TILE_VALID, out_tile)
+margin = (TILE_VALID - out_tile) // 2
+pad_after = (max(t["input"][2] for t in tiles) - 520, max(t["input"][3] for t in tiles) - 696)
+padded = np.pad(image, ((margin, pad_after[0]), (margin, pad_after[1])), mode="reflect")
+print(f"tile {TILE_VALID} -> {out_tile}: margin {margin} px, {len(tiles)} tiles")
+
+fig, axes = plt.subplots(1, 2, figsize=(15, 5.5))
+extent = (-margin - 0.5, 696 + pad_after[1] - 0.5, 520 + pad_after[0] - 0.5, -margin - 0.5)
+for ax in axes:
+    ax.imshow(padded, cmap="gray", vmin=0, vmax=1, extent=extent)
+    ax.add_patch(plt.Rectangle((-0.5, -0.5), 696, 520, fill=False, color="white", lw=2))
+    ax.set_xlabel("x (pixels, image coordinates)")
+    ax.set_ylabel("y (pixels)")
+for t in tiles:
+    y0, x0, y1, x1 = t["output"]
+    axes[0].add_patch(
+        plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.5, color="tab:cyan")
+    )
+for name, colour, ls in (("input", "tab:orange", "--"), ("output", "tab:orange", "-")):
+    y0, x0, y1, x1 = tiles[0][name]
+    axes[1].add_patch(
+        plt.Rectangle(
+            (x0 - 0.5, y0 - 0.5),
+            x1 - x0,
+            y1 - y0,
+            fill=False,
+            lw=2,
+            color=colour,
+            ls=ls,
+            label=f"tile (0, 0): {name}",
+        )
+    )
+axes[0].set_title("output tiles (cyan) cover the image once; white = the image")
+axes[1].set_title("the first tile sees the mirrored border (dashed: its input)")
+axes[1].legend(loc="lower right")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 3 · The weight map
+# Touching objects are the hard part. In the paper's data, the annotation separates touching
+# cells by a thin line of background. In BBBC039 touching nuclei are drawn right next to each
+# other, with no gap, so the foreground mask `labels > 0` merges them and a two-class network
+# cannot keep them apart whatever it learns. We make the gap: pixels where a nucleus touches
+# another nucleus become background (a 2-pixel line).
+
+
+# %%
+def with_gaps(labels):
+    """Labels with every pixel that touches another nucleus (8-neighbourhood) set to 0."""
+    others_max = ndi.maximum_filter(labels, size=3, mode="nearest")
+    as_high = np.where(labels == 0, np.iinfo(labels.dtype).max, labels)  # ignore background
+    others_min = ndi.minimum_filter(as_high, size=3, mode="nearest")
+    touching = (labels > 0) & ((others_max > labels) | (others_min < labels))
+    return np.where(touching, 0, labels)
+
+
+def busiest_window(labels, size):
+    """(y, x) of the size x size window (on a 40-pixel grid) with the most touching pixels."""
+    touch = (labels > 0) & (with_gaps(labels) == 0)
+    height, width = labels.shape
+    windows = [
+        (touch[y : y + size, x : x + size].sum(), y, x)
+        for y in range(0, height - size + 1, 40)
+        for x in range(0, width - size + 1, 40)
+    ]
+    return max(windows)[1:]
+
+
+train_images, train_labels = cu.data.load_split("bbbc039", "train", n=N_TRAIN)
+val_images, val_labels = cu.data.load_split("bbbc039", "val", n=N_VAL)
+labels_full = train_labels[0]
+gapped_full = with_gaps(labels_full)
+wy, wx = busiest_window(labels_full, 160)  # a crop with many touching nuclei
+crop_image = train_images[0][wy : wy + 160, wx : wx + 160]
+crop_labels = labels_full[wy : wy + 160, wx : wx + 160]
+crop_gapped = gapped_full[wy : wy + 160, wx : wx + 160]
+
+# %% [markdown]
+# The paper's weight map (its eq. 2) is
+#
+# $$w(x) = w_c(x) + w_0 \exp\left(-\frac{(d_1(x) + d_2(x))^2}{2\sigma^2}\right),$$
+#
+# where $w_c$ balances the classes ($N / (2 N_\text{class})$: background and foreground then
+# weigh the same in total), and $d_1$, $d_2$ are the distances from a background pixel to the
+# nearest and the second-nearest cell. The second term is large only where two cells are close:
+# in the gaps. The paper uses $w_0 = 10$ and $\sigma \approx 5$ pixels.
+#
+# **Exercise 2.** Build the weight map naively: one distance transform of the whole image per
+# cell (`ndi.distance_transform_edt(labels != i)` is the distance to cell `i`), keeping the two
+# smallest distances at every pixel. The border term applies to background pixels only; with
+# fewer than two cells there is none.
+
+
+# %% tags=["solution"]
+def naive_weight_map(labels, w0=10.0, sigma=5.0):
+    """U-Net weight map (float32, same shape as `labels`), one distance transform per cell."""
+    # BEGIN SOLUTION
+    background = labels == 0
+    n, n_bg = labels.size, np.count_nonzero(background)
+    n_fg = n - n_bg
+    w_bg = n / (2 * n_bg) if n_bg else 0.0
+    w_fg = n / (2 * n_fg) if n_fg else 0.0
+    weights = np.where(background, w_bg, w_fg)
+    ids = np.unique(labels[labels > 0])
+    if len(ids) >= 2:
+        d1 = np.full(labels.shape, np.inf)
+        d2 = np.full(labels.shape, np.inf)
+        for i in ids:
+            d = ndi.distance_transform_edt(labels != i)
+            d2 = np.minimum(d2, np.maximum(d1, d))  # the new second-nearest
+            d1 = np.minimum(d1, d)
+        border = w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2))
+        weights = weights + np.where(background, border, 0.0)
+    return weights.astype(np.float32)
+    # END SOLUTION
+
+
+# %% tags=["check"]
+cu.checks.check_close(
+    naive_weight_map(crop_gapped),
+    cu.targets.unet_weight_map(crop_gapped, w0=10.0, sigma=5.0),
+    "naive_weight_map(crop_gapped)",
+    rtol=0,
+    atol=1e-4,
+)
+
+# %% [markdown]
+# The naive version computes a distance transform of the whole image for every nucleus.
+# `cu.targets.unet_weight_map` computes each one only in the cell's bounding box grown by the
+# distance beyond which the border term is below 1e-6, which gives the same numbers. Both on one
+# whole training image:
+
+# %%
+n_cells = len(np.unique(gapped_full)) - 1
+start = time.perf_counter()
+w_naive = naive_weight_map(gapped_full)
+t_naive = time.perf_counter() - start
+start = time.perf_counter()
+w_fast = cu.targets.unet_weight_map(gapped_full)
+t_fast = time.perf_counter() - start
+weight_map_diff = float(np.abs(w_naive - w_fast).max())
+print(
+    f"{gapped_full.shape} image with {n_cells} nuclei: naive {t_naive:.2f} s, course_utils "
+    f"{t_fast:.3f} s ({t_naive / t_fast:.0f}x faster); largest difference {weight_map_diff:.1e}"
+)
+
+# %%
+w_crop = cu.targets.unet_weight_map(crop_gapped)
+w_class = cu.targets.unet_weight_map(crop_gapped, w0=0.0)  # the class-balance term alone
+fig, axes = plt.subplots(1, 4, figsize=(18, 4.6))
+cu.plot.overlay(crop_image, crop_labels, ax=axes[0], title="BBBC039 crop and its labels")
+axes[1].imshow(crop_gapped > 0, cmap="gray")
+axes[1].set_title("foreground target with gaps")
+im = axes[2].imshow(w_class, cmap="viridis")
+axes[2].set_title("class balance $w_c$")
+fig.colorbar(im, ax=axes[2], fraction=0.046)
+im = axes[3].imshow(w_crop, cmap="magma")
+axes[3].set_title("weight map $w = w_c$ + border term")
+fig.colorbar(im, ax=axes[3], fraction=0.046, label="loss weight")
+for ax in axes[1:]:
+    ax.set_xlabel("x (pixels)")
+    ax.set_ylabel("y (pixels)")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 4 · Weighted cross-entropy
+# The network gives two scores (logits) per pixel; softmax turns them into probabilities
+# $p_k(x)$, and the cross-entropy of a pixel is $-\log p_{\ell(x)}(x)$, with $\ell(x)$ its true
+# class. The paper weights each pixel's term by $w(x)$; we average over pixels.
+#
+# **Exercise 3.** Write the weighted cross-entropy with `F.log_softmax` and `gather`.
+
+
+# %% tags=["solution"]
+def weighted_cross_entropy(logits, target, weight):
+    """Mean of weight * cross-entropy over pixels.
+
+    logits (B, C, H, W) float, target (B, H, W) int64 class ids, weight (B, H, W) float.
+    """
+    # BEGIN SOLUTION
+    log_p = F.log_softmax(logits, dim=1)
+    nll = -log_p.gather(1, target[:, None]).squeeze(1)
+    return (weight * nll).mean()
+    # END SOLUTION
+
+
+# %% tags=["check"]
+gen = torch.Generator().manual_seed(0)
+logits_t = torch.randn(2, 3, 5, 7, generator=gen)
+target_t = torch.randint(0, 3, (2, 5, 7), generator=gen)
+weight_t = torch.rand(2, 5, 7, generator=gen) * 10
+reference = (weight_t * F.cross_entropy(logits_t, target_t, reduction="none")).mean()
+cu.checks.check_close(
+    weighted_cross_entropy(logits_t, target_t, weight_t), reference, "weighted_cross_entropy"
+)
+
+# %% [markdown]
+# ### Training data and losses
+# `cu.data.PatchDataset` cuts random patches and turns their labels into targets: here the
+# foreground-with-gaps mask and its weight map (computed on the whole input patch, so that the
+# distances see the context). The valid U-Net predicts only the centre of its input, so the loss
+# crops the targets to the output with `center_crop`.
+#
+# `cu.train.fit` saves checkpoints in `checkpoints/<mode>/<name>/`. Running a training cell again
+# resumes from them (a finished run is loaded, not repeated); delete that folder to retrain.
+
+
+# %%
+def targets_2class(labels):
+    """(foreground with gaps, int64) and its weight map (float32), both (h, w)."""
+    gapped = with_gaps(labels)
+    return (gapped > 0).astype(np.int64), cu.targets.unet_weight_map(gapped)
+
+
+def crop_to(target, out):
+    return cu.models.center_crop(target, tuple(out.shape[-2:]))
+
+
+def plain_loss(out, y, *extra):
+    return F.cross_entropy(out, crop_to(y, out))
+
+
+def weighted_loss(out, y, weight):
+    return weighted_cross_entropy(out, crop_to(y, out), crop_to(weight, out))
+
+
+def foreground_iou(out, y):
+    """Validation metric: IoU of the predicted foreground (any class > 0) with the target's."""
+    truth, pred = crop_to(y, out) > 0, out.argmax(1) > 0
+    return float((truth & pred).sum() / (truth | pred).sum().clamp(min=1))
+
+
+def loaders(patch, target_fn):
+    train = cu.data.PatchDataset(
+        train_images, train_labels, patch, length=PATCHES_PER_EPOCH, target_fn=target_fn, seed=0
+    )
+    val = cu.data.PatchDataset(
+        val_images, val_labels, patch, length=VAL_PATCHES, target_fn=target_fn, seed=1
+    )
+    options = {"batch_size": BATCH, "num_workers": WORKERS, "pin_memory": device.type == "cuda"}
+    return DataLoader(train, shuffle=True, **options), DataLoader(val, **options)
+
+
+def train(name, model, patch, target_fn, loss_fn, amp):
+    """Train with Adam and a cosine schedule; checkpoints in checkpoints/<mode>/<name>."""
+    cu.env.seed_everything(0)
+    train_loader, val_loader = loaders(patch, target_fn)
+    return cu.train.fit(
+        model,
+        train_loader,
+        val_loader,
+        loss_fn=loss_fn,
+        epochs=EPOCHS,
+        lr=LR,
+        scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, EPOCHS),
+        metrics={"iou": foreground_iou},
+        amp=amp,
+        device=device,
+        seed=0,
+        checkpoint_dir=cu.train.checkpoint_dir(name),
+    )
+
+
+x_patch, y_patch, w_patch = cu.data.PatchDataset(
+    train_images, train_labels, PATCH_VALID, target_fn=targets_2class
+)[0]
+print(
+    f"one item: image {tuple(x_patch.shape)}, target {tuple(y_patch.shape)} "
+    f"{y_patch.dtype}, weights {tuple(w_patch.shape)}; the network predicts the central "
+    f"{out_valid} x {out_valid}"
+)
+
+# %% [markdown]
+# ### Training the original U-Net, without and then with the weight map
+# Both runs use the same seed, data and number of steps. The paper trained with stochastic
+# gradient descent, momentum 0.99 and one large tile per batch; to compare architectures and
+# targets rather than optimisers, every network in this notebook is trained with Adam
+# (Kingma & Ba 2015), which is less sensitive to the learning rate and gets far in a short run
+# like ours. `fit` shows a progress bar per epoch.
+
+# %%
+histories, models = {}, {}
+torch.manual_seed(0)
+models["original"] = cu.models.UNetOriginal(depth=DEPTH, base_channels=BASE)
+histories["original"] = train(
+    "03_unet_original", models["original"], PATCH_VALID, targets_2class, plain_loss, amp=False
+)
+
+# %%
+torch.manual_seed(0)
+models["original + weight map"] = cu.models.UNetOriginal(depth=DEPTH, base_channels=BASE)
+histories["original + weight map"] = train(
+    "03_unet_weighted",
+    models["original + weight map"],
+    PATCH_VALID,
+    targets_2class,
+    weighted_loss,
+    amp=False,
+)
+histories["original + weight map"].plot()
+plt.show()
+
+# %% [markdown]
+# ### Predicting whole test images, tile by tile
+# `predict_tiled` mirrors the border and lays the output tiles edge to edge. We check that it
+# does what the figure of section 2 shows: the same tiles, assembled by hand, give the same
+# numbers (in float32 and one tile at a time, so that a GPU computes both the same way).
+
+
+# %%
+def probabilities(model, img, valid):
+    """Softmax of the tiled prediction, (C, H, W) float32."""
+    tile, overlap = (TILE_VALID, 0) if valid else (TILE_SAME, OVERLAP)
+    logits = cu.predict.predict_tiled(model, img, tile_size=tile, overlap=overlap, device=device)
+    return torch.softmax(torch.from_numpy(logits), dim=0).numpy()
+
+
+model = models["original + weight map"].eval()
+tiled = cu.predict.predict_tiled(
+    model, image, tile_size=TILE_VALID, batch_size=1, amp=False, device=device
+)
+by_hand = np.zeros_like(tiled)
+with torch.no_grad():
+    for t in tiles:
+        y0, x0, y1, x1 = (v + m for v, m in zip(t["input"], (margin, margin, margin, margin)))
+        window = torch.from_numpy(padded[None, None, y0:y1, x0:x1].copy()).to(device)
+        oy0, ox0, oy1, ox1 = t["output"]
+        by_hand[:, oy0:oy1, ox0:ox1] = model(window)[0, :, : oy1 - oy0, : ox1 - ox0].cpu()
+tiled_prob = torch.softmax(torch.from_numpy(tiled), 0).numpy()
+tiled_diff = float(np.abs(tiled_prob - torch.softmax(torch.from_numpy(by_hand), 0).numpy()).max())
+print(f"predict_tiled vs tiles by hand: largest probability difference {tiled_diff:.1e}")
+
+# %% [markdown]
+# Is it the same as one pass over the whole (mirror-padded) image? Almost, not exactly. The
+# valid U-Net is shift-equivariant only for shifts by a multiple of $2^{\text{depth}}$ pixels (the
+# pooling grid), and an output tile (292 pixels here in fast mode, 388 in full mode as in the
+# paper) is not such a multiple: the next tile sees a pooling grid shifted by 4 pixels. The
+# paper's rule (an even size before every pooling) makes the tiles fit together, not identical
+# to a whole-image pass.
+
+# %%
+# The smallest valid input that holds the image and its margins (extra mirroring at the end).
+whole_in = [
+    cu.models.valid_input_sizes(DEPTH, n + 2 * margin, n + 2 * margin + 2**DEPTH)[0]
+    for n in image.shape
+]
+whole_pad = np.pad(
+    image, [(margin, s - n - margin) for s, n in zip(whole_in, image.shape)], mode="reflect"
+)
+with torch.no_grad():
+    whole = model(torch.from_numpy(whole_pad)[None, None].to(device))[0, :, :520, :696].cpu()
+whole_prob = torch.softmax(whole, 0).numpy()
+phase_diff = float(np.abs(whole_prob - tiled_prob).max())
+phase_flips = float((whole_prob.argmax(0) != tiled_prob.argmax(0)).mean())
+print(
+    f"whole image {tuple(whole_pad.shape)} in one pass vs tiles: largest probability difference "
+    f"{phase_diff:.3f}, class changed on {phase_flips:.3%} of the pixels"
+)
+
+# %% [markdown]
+# ## 5 · How many touching nuclei stay apart?
+# Instances are the connected components of the predicted foreground. A true nucleus counts as
+# found when a predicted object overlaps it with IoU >= 0.5 (one-to-one at that threshold). We
+# count the **touching** nuclei (those that share a connected component of the true foreground
+# with another nucleus) that are found: each of them was kept apart from its neighbour.
+
+
+# %%
+def touching_ids(labels):
+    """Ids of the nuclei that share a foreground component with another nucleus."""
+    components = connected_components(labels > 0, connectivity=1)
+    pairs = np.unique(np.stack([labels[labels > 0], components[labels > 0]]), axis=1)
+    per_component = np.bincount(pairs[1])
+    return set(pairs[0][per_component[pairs[1]] > 1].tolist())
+
+
+def found_ids(truth, pred):
+    """Ids of the true nuclei matched by a predicted object with IoU >= 0.5."""
+    iou, true_ids, _ = cu.metrics.iou_matrix(truth, pred, return_ids=True)
+    return set(true_ids[iou.max(axis=1) >= 0.5].tolist()) if iou.size else set()
+
+
+def instances_2class(prob):
+    return connected_components(prob.argmax(0) == 1, connectivity=1).astype(np.int32)
+
+
+def instances_3class(prob):
+    """Interior components, grown back over the predicted boundary."""
+    classes = prob.argmax(0)
+    seeds = connected_components(classes == 1, connectivity=1)
+    return np.where(classes > 0, expand_labels(seeds, distance=2), 0).astype(np.int32)
+
+
+def evaluate(model, valid, to_instances):
+    """Pixel scores, F1 at IoU 0.5 and touching nuclei kept apart, over the test images."""
+    preds = [to_instances(probabilities(model, img, valid)) for img in test_images]
+    pixel = [cu.metrics.pixel_metrics(t > 0, p > 0) for t, p in zip(test_labels, preds)]
+    touching = [touching_ids(t) for t in test_labels]
+    apart = sum(len(s & found_ids(t, p)) for s, t, p in zip(touching, test_labels, preds))
+    scores = {k: float(np.mean([m[k] for m in pixel])) for k in ("accuracy", "iou", "dice")}
+    scores["f1@0.5"] = cu.metrics.matching_dataset(test_labels, preds, 0.5).f1
+    scores["touching apart"] = apart
+    return scores, preds
+
+
+def describe(name, scores):
+    print(
+        f"{name:22s} pixel accuracy {scores['accuracy']:.3f}, IoU {scores['iou']:.3f}, "
+        f"Dice {scores['dice']:.3f} | F1 at IoU 0.5 {scores['f1@0.5']:.3f} | touching "
+        f"nuclei kept apart {scores['touching apart']} of {n_touching}"
+    )
+
+
+oracle = [connected_components(with_gaps(t) > 0, connectivity=1) for t in test_labels]
+n_touching = sum(len(touching_ids(t)) for t in test_labels)
+oracle_apart = sum(len(touching_ids(t) & found_ids(t, o)) for t, o in zip(test_labels, oracle))
+print(
+    f"{n_touching} of {sum(int(t.max()) for t in test_labels)} test nuclei touch another one; "
+    f"a perfect prediction of the gap target keeps {oracle_apart} of them apart"
+)
+results, predictions = {}, {}
+for name in ("original", "original + weight map"):
+    results[name], predictions[name] = evaluate(models[name], True, instances_2class)
+    describe(name, results[name])
+
+# %% [markdown]
+# The weight map puts a weight of about $w_0 = 10$ on the gap pixels, so missing a gap costs
+# ten times more than missing an ordinary background pixel, while the pixel scores barely
+# notice a 2-pixel gap. Compare the "touching apart" counts of the two runs: after only a few
+# dozen steps (fast mode) a difference of a few nuclei is within the noise of training; the
+# longer full-mode runs tell more.
+
+# %% [markdown]
+# ## 6 · Pixel accuracy lies
+# Most pixels of a fluorescence image are background. A "network" that predicts background
+# everywhere is right on most pixels, yet finds nothing. IoU (TP / (TP + FP + FN)) and Dice
+# (2 TP / (2 TP + FP + FN)) ignore the true negatives, so they cannot be inflated that way. They
+# are tied to each other: Dice = 2 IoU / (1 + IoU), so they rank predictions of one image the
+# same way.
+
+# %%
+nothing = [cu.metrics.pixel_metrics(t > 0, np.zeros_like(t)) for t in test_labels]
+rows = {
+    "predict background everywhere": {
+        k: np.mean([m[k] for m in nothing]) for k in ("accuracy", "iou", "dice")
+    }
+}
+rows.update({name: {k: results[name][k] for k in ("accuracy", "iou", "dice")} for name in results})
+print(pd.DataFrame(rows).T.round(3))
+dice_from_iou = [
+    cu.metrics.pixel_metrics(t > 0, p > 0) for t, p in zip(test_labels, predictions["original"])
+]
+dice_rule_holds = all(np.isclose(m["dice"], 2 * m["iou"] / (1 + m["iou"])) for m in dice_from_iou)
+print("Dice = 2 IoU / (1 + IoU) on every image:", dice_rule_holds)
+
+# %% [markdown]
+# ## 7 · Adapting to today's standards
+# The U-Net most people train today differs from the paper in a few ways:
+#
+# - **same padding**: each 3x3 convolution pads by one pixel, so the output has the input's
+#   size, no crop is needed in the skips, and any size divisible by $2^{\text{depth}}$ works.
+#   Pixels near a tile edge then see zeros instead of context, so tiles overlap and each keeps
+#   its centre (`predict_tiled` with `overlap`);
+# - **batch normalisation** (Ioffe & Szegedy 2015) after each convolution: training is stable
+#   at larger learning rates and needs no careful initialisation;
+# - **Adam** (Kingma & Ba 2015) rather than SGD with high momentum (used for all runs here);
+# - **mixed precision**: on a GPU, `fit(amp="auto")` runs the forward pass in bfloat16 (or float16
+#   with loss scaling), about twice as fast, with the weights kept in float32. On a CPU it is off.
+#
+# `cu.models.UNet` has these as arguments (normalisation, residual blocks, upsampling mode).
+#
+# A further change is the **target**. Instead of a foreground mask with thin gaps, three
+# classes: background, cell interior and cell **boundary** (`cu.targets.boundary_classes`). The
+# boundary class marks the rim of every cell, not only the contacts, so it is far more frequent
+# than the gap pixels and is trained here without a weight map; instances are the connected
+# components of the interior, grown back over the boundary. Whether it keeps more touching
+# nuclei apart than the weighted two-class network depends on the training time: compare them
+# in the table below.
+
+# %%
+boundary_crop = cu.targets.boundary_classes(crop_labels)
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+cu.plot.overlay(crop_image, crop_labels, ax=axes[0], title="labels")
+im = axes[1].imshow(boundary_crop, cmap="viridis", interpolation="nearest")
+axes[1].set_title("3-class target: 0 background, 1 interior, 2 boundary")
+axes[1].set_xlabel("x (pixels)")
+axes[1].set_ylabel("y (pixels)")
+fig.colorbar(im, ax=axes[1], ticks=[0, 1, 2], fraction=0.046)
+plt.tight_layout()
+plt.show()
+
+
+# %%
+def target_3class(labels):
+    return cu.targets.boundary_classes(labels).astype(np.int64)
+
+
+torch.manual_seed(0)
+models["modern"] = cu.models.UNet(out_channels=2, depth=DEPTH, base_channels=BASE, norm="batch")
+histories["modern"] = train(
+    "03_unet_modern", models["modern"], PATCH_SAME, targets_2class, weighted_loss, amp="auto"
+)
+
+# %%
+torch.manual_seed(0)
+models["modern 3-class"] = cu.models.UNet(out_channels=3, depth=DEPTH, base_channels=BASE)
+histories["modern 3-class"] = train(
+    "03_unet_3class", models["modern 3-class"], PATCH_SAME, target_3class, plain_loss, amp="auto"
+)
+
+# %%
+results["modern"], predictions["modern"] = evaluate(models["modern"], False, instances_2class)
+results["modern 3-class"], predictions["modern 3-class"] = evaluate(
+    models["modern 3-class"], False, instances_3class
+)
+for name in ("modern", "modern 3-class"):
+    describe(name, results[name])
+
+# %% [markdown]
+# ### The four networks side by side
+# Parameters, seconds per epoch (on this machine: they depend on the device and the patch size),
+# and the scores on the test images. "Touching apart" counts the touching nuclei found with
+# IoU >= 0.5.
+
+# %%
+setups = {
+    "original": ("valid", "none", "foreground + gaps", "CE", False),
+    "original + weight map": ("valid", "none", "foreground + gaps", "weighted CE", False),
+    "modern": ("same", "batch", "foreground + gaps", "weighted CE", True),
+    "modern 3-class": ("same", "batch", "3 classes", "CE", True),
+}
+table = pd.DataFrame(
+    [
+        {
+            "variant": name,
+            "padding": pad,
+            "norm": norm,
+            "target": target,
+            "loss": loss,
+            "optimiser": "Adam",
+            "mixed precision": amp and device.type == "cuda",
+            "parameters": cu.models.count_parameters(models[name]),
+            "patch": PATCH_VALID if pad == "valid" else PATCH_SAME,
+            "s / epoch": float(np.mean(histories[name]["seconds"])),
+            "pixel IoU": results[name]["iou"],
+            "Dice": results[name]["dice"],
+            "F1 @ IoU 0.5": results[name]["f1@0.5"],
+            "touching apart": f"{results[name]['touching apart']} / {n_touching}",
+        }
+        for name, (pad, norm, target, loss, amp) in setups.items()
+    ]
+).set_index("variant")
+table.round(3)
+
+# %%
+y0, x0 = busiest_window(truth, 200)  # the most crowded part of the first test image
+zoom = (slice(y0, y0 + 200), slice(x0, x0 + 200))
+names = list(results)
+fig, axes = plt.subplots(
+    1, 1 + len(names), figsize=(4.2 * (1 + len(names)), 5), layout="constrained"
+)
+cu.plot.overlay(image[zoom], truth[zoom], ax=axes[0], title="ground truth")
+for ax, name in zip(axes[1:], names):
+    found = results[name]["touching apart"]
+    cu.plot.overlay(
+        image[zoom],
+        predictions[name][0][zoom],
+        ax=ax,
+        title=f"{name}\nF1 {results[name]['f1@0.5']:.2f}, touching apart {found}/{n_touching}",
+    )
+fig.suptitle(
+    f"First test image, y {y0}-{y0 + 200}, x {x0}-{x0 + 200}: one colour per nucleus "
+    "(scores over all test images)"
+)
+plt.show()
+
+# %% [markdown]
+# ## Recap
+# - The original U-Net (Ronneberger 2015): valid 3x3 convolutions, 2x2 max pooling, 2x2
+#   up-convolutions, centre-cropped and concatenated skips, dropout at the bottleneck. Its output
+#   is smaller than its input (572 -> 388), and only some input sizes are valid.
+# - Overlap-tile prediction with mirrored borders segments images of any size; tiles give the
+#   whole-image answer only up to the pooling grid.
+# - The weight map $w = w_c + w_0 \exp(-(d_1 + d_2)^2 / 2\sigma^2)$ makes the gaps between
+#   touching cells count; computing each distance transform only near its cell gives the same
+#   map much faster.
+# - Pixel accuracy rewards predicting background; IoU and Dice do not.
+# - Today's U-Net: same padding, batch norm (Ioffe & Szegedy 2015), Adam (Kingma & Ba 2015),
+#   mixed precision; a 3-class target (background / interior / boundary) is another way to
+#   separate touching instances, with no weight map.
+# - Separating touching nuclei is what the pixel scores do not measure: count the instances.
+#
+# The checks below fail if a piece of this pipeline breaks. The fast-mode score bounds are what
+# the fast mode reaches on a CPU with these seeds, minus a safety margin; the full-mode bounds
+# are set well below what a full training should reach.
+
+# %%
+IOU_MIN, F1_MIN = cu.pick(fast=(0.8, 0.6), full=(0.85, 0.65))
+assert my_output_size(572, 4) == cu.models.unet_output_size(572, 4) == 388
+assert 572 in cu.models.valid_input_sizes(4) and 571 not in cu.models.valid_input_sizes(4)
+assert 30e6 < n_paper < 32e6, n_paper
+assert tuple(paper_out.shape) == (1, 2, 388, 388)
+assert weight_map_diff < 1e-4, weight_map_diff
+assert tiled_diff < 1e-4, tiled_diff
+assert phase_flips < 0.03, phase_flips
+assert oracle_apart >= 0.9 * n_touching, (oracle_apart, n_touching)
+assert rows["predict background everywhere"]["accuracy"] > 0.7  # high, although it finds nothing
+assert all(m["iou"] == 0.0 for m in nothing)
+assert dice_rule_holds
+for name, scores in results.items():
+    assert scores["iou"] >= IOU_MIN, (name, scores)
+    assert scores["f1@0.5"] >= F1_MIN, (name, scores)
+    assert 0 < scores["touching apart"] <= n_touching, (name, scores)
+print("all checks passed")

@@ -166,3 +166,20 @@ def _print_report(report: dict) -> None:
     print("versions: " + ", ".join(f"{k} {v or 'MISSING'}" for k, v in report["versions"].items()))
     for problem in report["problems"]:
         print(f"  ! {problem}")
+
+
+def dataloader_workers(full: int = 4) -> int:
+    """Number of DataLoader worker processes: 0 in fast mode, up to ``full`` in full mode.
+
+    Workers prepare patches while the GPU trains. They are used only where processes start by
+    ``fork`` (Linux): with ``spawn`` (macOS, Windows) a function defined in a notebook cannot be
+    sent to a worker, so the data is prepared in the main process there. Never more than the
+    machine's cores.
+
+    Introduced in notebook 03.
+    """
+    import multiprocessing
+
+    if get_mode() == "fast" or multiprocessing.get_start_method(allow_none=False) != "fork":
+        return 0
+    return max(0, min(int(full), os.cpu_count() or 1))

@@ -94,3 +94,16 @@ def test_check_env_explains_broken_cuda(monkeypatch):
     monkeypatch.setattr(torch, "zeros", broken)
     report = env.check_env(packages=("torch",), verbose=False)
     assert any("driver" in p for p in report["problems"])
+
+
+def test_dataloader_workers(monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setenv("COURSE_MODE", "fast")
+    assert env.dataloader_workers(8) == 0
+    monkeypatch.setenv("COURSE_MODE", "full")
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "fork")
+    monkeypatch.setattr(env.os, "cpu_count", lambda: 2)
+    assert env.dataloader_workers(8) == 2
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "spawn")
+    assert env.dataloader_workers(8) == 0

@@ -6,6 +6,8 @@
   ``COURSE_OFFLINE=1``; ``DataUnavailableError`` when none of these works.
 - ``load_split``: one API for BBBC039 and the synthetic sets; ``normalize_percentile``.
 - ``PatchDataset``: random training crops as a torch Dataset (torch is imported on first use).
+- ``augment``: augmentations ``(image, labels, rng) -> (image, labels)`` for ``PatchDataset``
+  (flips, rotation, affine, elastic, intensity, noise, blur, ``compose``); notebook 04.
 
 Introduced in notebook 00.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import augment
 from .loaders import load_split, normalize_percentile, read_bbbc039_mask, read_image
 from .registry import (
     DataUnavailableError,
@@ -29,6 +32,7 @@ from .synthetic import synthetic_cells, synthetic_nuclei
 __all__ = [
     "DataUnavailableError",
     "PatchDataset",
+    "augment",
     "cache_dir",
     "fetch",
     "list_datasets",

@@ -55,7 +55,7 @@ EPOCHS = cu.pick(fast=2, full=30)
 PATCHES_PER_EPOCH = cu.pick(fast=96, full=1600)
 VAL_PATCHES = cu.pick(fast=8, full=200)
 LR = cu.pick(fast=2e-3, full=1e-3)
-WORKERS = cu.pick(fast=0, full=8)  # data-loading processes (the weight maps cost CPU time)
+WORKERS = cu.env.dataloader_workers(full=8)  # data-loading processes (weight maps cost CPU)
 device = cu.env.get_device()
 print(
     f"mode {cu.get_mode()}: {N_TRAIN} train / {N_VAL} val / {N_TEST} test images, depth {DEPTH}, "

@@ -3,12 +3,14 @@
 With ``COURSE_SAVE_EXECUTED=<folder>`` set, every notebook run by ``pytest --nbval-lax`` is written
 to ``<folder>/<name>.ipynb`` with the outputs of that run. ``scripts/cache_executed.py`` then hands
 them to the website's execution cache, so that ``make test`` executes each notebook once and still
-builds and checks the website.
+builds and checks the website. ``<name>.json`` beside each holds its wall time.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,14 @@ def pytest_runtest_makereport(item, call):
         item.cell.execution_count = item.cell_num + 1
 
 
+_STARTED: dict[str, float] = {}
+
+
+def pytest_runtest_setup(item):
+    if hasattr(item, "cell") and _save_dir() is not None:
+        _STARTED.setdefault(str(item.parent.fspath), time.perf_counter())
+
+
 def pytest_runtest_teardown(item, nextitem):
     folder = _save_dir()
     notebook = getattr(item.parent, "nb", None)
@@ -37,4 +47,7 @@ def pytest_runtest_teardown(item, nextitem):
         import nbformat
 
         folder.mkdir(parents=True, exist_ok=True)
-        nbformat.write(notebook, str(folder / Path(str(item.parent.fspath)).name))
+        path = folder / Path(str(item.parent.fspath)).name
+        nbformat.write(notebook, str(path))
+        seconds = time.perf_counter() - _STARTED.pop(str(item.parent.fspath), time.perf_counter())
+        path.with_suffix(".json").write_text(json.dumps({"seconds": round(seconds, 1)}) + "\n")

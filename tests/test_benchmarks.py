@@ -1,0 +1,154 @@
+"""Smoke tests of the benchmark scripts: they run, and what they write is right (never timed).
+
+``train_throughput.py --quick`` trains tiny versions of the four networks on the CPU and writes
+its JSON; the FLOP count it reports is checked against a count by hand of the convolutions.
+``make_results.py`` renders a folder of fake results files, in the schema and not.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+SCHEMA_KEYS = ("benchmark", "device", "date", "versions", "machine", "settings", "rows")
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("throughput")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COURSE_DEVICE": "cpu"}
+    # One DataLoader worker: targets computed in a forked process must work too.
+    cmd = [sys.executable, str(BENCH / "train_throughput.py"), "--quick", "--workers", "1"]
+    cmd += ["--out", str(out)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "images_per_s" in done.stdout  # the printed table
+    return json.loads((out / "train_throughput_cpu.json").read_text())
+
+
+def test_quick_throughput_json_follows_the_schema(quick_report):
+    assert all(key in quick_report for key in SCHEMA_KEYS)
+    assert quick_report["benchmark"] == "train_throughput"
+    assert quick_report["device"] == "cpu"
+    assert quick_report["versions"]["torch"]
+    rows = quick_report["rows"]
+    assert {(r["model"], r["config"]) for r in rows} == {
+        (m, c)
+        for m in ("unet_original", "unet", "cellpose", "stardist")
+        for c in ("fp32", "bf16+cl")
+    }
+    for row in rows:
+        assert row["images_per_s"] > 0 and row["tflops"] > 0
+        assert row["mfu"] is None  # no peak is known for a CPU
+        assert row["fit_default"] == (row["config"] == "fp32")  # fit: no autocast on the CPU
+        # backward = grad of inputs + of weights ~ 2x forward; the first layer has no input grad
+        assert 2.5 < row["gflop_step"] / row["gflop_fwd"] <= 3.0 + 1e-9
+    pipeline = quick_report["extra_tables"]["input pipeline, fit's default setting"]
+    assert [p["model"] for p in pipeline] == ["unet_original", "unet", "cellpose", "stardist"]
+    for p in pipeline:
+        assert p["data_ms"] > 0 and p["loop_ms"] > 0 and p["fit_img_s"] > 0
+        assert p["gpu_idle"] is None
+
+
+def _conv_flops_by_hand(model, x) -> float:
+    """2 x multiply-adds of every convolution in one forward pass, from the layer shapes."""
+    import torch
+    from torch import nn
+
+    total = []
+
+    def hook(module, inputs, output):
+        k = module.kernel_size[0] * module.kernel_size[1]
+        if isinstance(module, nn.ConvTranspose2d):  # every input pixel meets the whole kernel
+            pixels, c_in = inputs[0].shape[-2] * inputs[0].shape[-1], module.in_channels
+            total.append(2 * c_in * module.out_channels * k * pixels)
+        else:
+            pixels, c_in = output.shape[-2] * output.shape[-1], module.in_channels
+            total.append(2 * c_in // module.groups * module.out_channels * k * pixels)
+
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        model(x)
+    return float(sum(total))
+
+
+def test_quick_throughput_flops_match_a_count_by_hand(quick_report):
+    import torch
+
+    tt = _load("train_throughput")
+    for name in ("unet_original", "unet"):  # conv-only networks: the counter sees only convs
+        row = next(r for r in quick_report["rows"] if r["model"] == name)
+        model = tt.build(name, quick=True)[0]
+        x = torch.zeros(1, 1, row["size"], row["size"])
+        assert row["gflop_fwd"] * 1e9 == pytest.approx(_conv_flops_by_hand(model, x), rel=1e-6)
+
+
+def test_peak_table_and_sizes():
+    tt = _load("train_throughput")
+    assert tt.peak_tflops("NVIDIA H100 80GB HBM3")["label"] == "H100 SXM"
+    assert tt.peak_tflops("NVIDIA H100 PCIe")["bf16"] == pytest.approx(756.5)
+    assert tt.peak_tflops("NVIDIA H200")["label"] == "H200 SXM"
+    assert tt.peak_tflops("NVIDIA A100-SXM4-80GB")["label"] == "A100"
+    assert tt.peak_tflops("NVIDIA GeForce RTX 4090") is None
+    from course_utils.models import unet_output_size
+
+    assert tt.patch_size("unet_original", 512, quick=False) == 508  # 508 -> 324 output
+    assert unet_output_size(508) == 324
+    assert tt.patch_size("stardist", 501, quick=False) == 504  # the nearest multiple of 2**3
+
+
+def _write(folder: Path, name: str, payload) -> None:
+    text = payload if isinstance(payload, str) else json.dumps(payload)
+    (folder / name).write_text(text)
+
+
+def test_make_results_renders_schema_and_other_layouts(tmp_path):
+    _write(tmp_path, "train_throughput_nvidia-h100-80gb-hbm3.json", {
+        "benchmark": "train_throughput", "title": "Training throughput",
+        "device": "nvidia-h100-80gb-hbm3", "date": "2030-01-02T03:04:05",
+        "versions": {"torch": "9.9"}, "machine": "NVIDIA H100 80GB HBM3",
+        "settings": {"batch": [8]},
+        "rows": [{"model": "unet_original", "size": 508, "batch": 8, "config": "bf16+cl",
+                  "fit_default": True, "images_per_s": 1234.5678, "tflops": 412.345,
+                  "mfu": 0.41678, "extra": "not shown"}],
+        "extra_tables": {"input pipeline": [{"model": "unet_original", "gpu_idle": 0.125}]},
+    })  # fmt: skip
+    _write(tmp_path, "flows_cpu.json", {  # the _common.write_results layout
+        "benchmark": "flows", "environment": {"date": "2030-01-01", "cpu": "Some CPU",
+                                              "versions": {"numpy": "3.0"}},
+        "results": [{"ratio": 4.0, "reference_s": 2.0, "ours_s": 0.5, "size": [512, 512]}],
+    })  # fmt: skip
+    _write(tmp_path, "stardist_cpu.json", "{not json")
+    out = tmp_path / "RESULTS.md"
+    _load("make_results").main(["--results-dir", str(tmp_path), "--out", str(out)])
+    text = out.read_text()
+    assert "## train_throughput on nvidia-h100-80gb-hbm3" in text
+    assert "| model | size | batch | config | fit_default | images_per_s | tflops | mfu |" in text
+    assert "| unet_original | 508 | 8 | bf16+cl | yes | 1235 | 412.3 | 0.4168 |" in text
+    assert "not shown" not in text  # the throughput table has fixed columns
+    assert "| unet_original | 0.125 |" in text  # extra tables rendered as they are
+    assert "## flows on cpu" in text and "2030-01-01" in text and "numpy=3.0" in text
+    assert "| size | ours_s | reference_s | ratio |" in text  # the schema's column order
+    assert "| 512x512 | 0.5 | 2 | 4 |" in text
+    assert "no 'rows' (from 'results')" in text
+    missing = text[text.index("## Missing") : text.index("## train_throughput")]
+    assert "not run at all: stardist, matching, weightmap" in missing
+    assert "no GPU run yet (CPU only): flows" in missing
+    assert "`stardist_cpu.json` (unreadable" in missing
+    assert "train_throughput" not in missing

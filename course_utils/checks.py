@@ -13,11 +13,16 @@ from typing import Any
 
 import numpy as np
 
+from ._validate import to_numpy
+
 TODO_HINT = "complete the TODO in the exercise cell above, then run it again"
 
 
 class ExerciseError(AssertionError):
-    """An exercise check failed; the message says why and what to do."""
+    """An exercise check failed; the message says why and what to do.
+
+    Introduced in notebook 01.
+    """
 
 
 def _to_numpy(value: Any, name: str) -> np.ndarray:
@@ -25,10 +30,8 @@ def _to_numpy(value: Any, name: str) -> np.ndarray:
         raise ExerciseError(f"{name} is None: {TODO_HINT}.")
     if value is Ellipsis:
         raise ExerciseError(f"{name} is `...`: {TODO_HINT}.")
-    if hasattr(value, "detach"):  # torch tensors, without importing torch here
-        value = value.detach().cpu().numpy()
     try:
-        return np.asarray(value)
+        return to_numpy(value)  # torch tensors too, without importing torch here
     except Exception as err:
         raise ExerciseError(f"{name} cannot be read as an array ({err}).") from err
 
@@ -55,14 +58,25 @@ def check_close(
     ------
     ExerciseError
         With the shape or the largest difference when they disagree.
+
+    Introduced in notebook 01.
     """
     a = _to_numpy(actual, name)
     e = _to_numpy(expected, "the expected value")
     if a.shape != e.shape:
         raise ExerciseError(f"{name} has shape {a.shape}, expected {e.shape}.")
-    if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
-        raise ExerciseError(f"{name} has dtype {a.dtype}, expected numbers.")
+    if a.dtype.kind not in "biuf":
+        raise ExerciseError(f"{name} has dtype {a.dtype}, expected real numbers.")
     a64, e64 = a.astype(np.float64), e.astype(np.float64)
+    nan_mismatch = np.isnan(a64) != np.isnan(e64)
+    if nan_mismatch.any():
+        # The largest difference below would skip these places and point elsewhere.
+        where = tuple(int(i) for i in np.argwhere(nan_mismatch)[0])
+        raise ExerciseError(
+            f"{name} has NaN where the expected value has none (or the other way round): "
+            f"{int(nan_mismatch.sum())} place(s), the first at index {where} "
+            f"(got {float(a64[where]):.6g}, expected {float(e64[where]):.6g})."
+        )
     if not np.allclose(a64, e64, rtol=rtol, atol=atol, equal_nan=True):
         diff = np.abs(a64 - e64)
         worst = np.unravel_index(np.nanargmax(diff), diff.shape) if diff.ndim else ()
@@ -81,8 +95,11 @@ def check_equal(actual: Any, expected: Any, name: str) -> None:
     ------
     ExerciseError
         When they differ, with the number of differing elements for arrays.
+
+    Introduced in notebook 01.
     """
-    if isinstance(expected, (str, int, bool, tuple)) and not isinstance(actual, np.ndarray):
+    # Scalars and tuples compare directly; arrays and tensors (getattr ndim > 0) element-wise.
+    if isinstance(expected, (str, int, bool, tuple)) and getattr(actual, "ndim", 0) == 0:
         if actual is None:
             raise ExerciseError(f"{name} is None: {TODO_HINT}.")
         if actual != expected:
@@ -106,9 +123,16 @@ def check_true(condition: Any, message: str) -> None:
     ------
     ExerciseError
         When the condition is false or None.
+
+    Introduced in notebook 01.
     """
     if condition is None:
         raise ExerciseError(f"not yet checked ({message}): {TODO_HINT}.")
+    if getattr(condition, "ndim", 0) > 0 and int(np.prod(condition.shape)) != 1:
+        raise ExerciseError(
+            f"the check of '{message}' got an array of shape {tuple(condition.shape)}, not one "
+            "True/False: reduce it with .all() or .any()."
+        )
     if not bool(condition):
         raise ExerciseError(f"expected that {message}, but it does not hold.")
     _ok(message)

@@ -24,6 +24,8 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.segmentation import relabel_sequential, watershed
 
+from ._validate import check_labels
+
 Method = Literal["shape", "intensity"]
 
 __all__ = [
@@ -49,17 +51,6 @@ def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return image
-
-
-def _check_labels(labels: np.ndarray, name: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"{name} must be a 2D (H, W) label image, got shape {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool:
-        raise TypeError(f"{name} must be an integer label image, got dtype {labels.dtype}")
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"{name} has negative ids; 0 is background, objects are 1, 2, ...")
-    return labels
 
 
 def _check_positive_int(value: int, name: str, minimum: int) -> int:
@@ -332,8 +323,8 @@ def merge_split_counts(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, int]
 
     Introduced in notebook 01.
     """
-    y_true = _check_labels(y_true, "y_true")
-    y_pred = _check_labels(y_pred, "y_pred")
+    y_true = check_labels(y_true, "y_true")
+    y_pred = check_labels(y_pred, "y_pred")
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true shape {y_true.shape} != y_pred shape {y_pred.shape}")
     # sequential ids keep the contingency table small whatever the original ids are

@@ -36,6 +36,8 @@ def get_device(prefer: str | None = None):
     ------
     RuntimeError
         If the preferred device is not available, with the reason.
+
+    Introduced in notebook 00.
     """
     import torch
 
@@ -61,11 +63,43 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def _amp_dtype(amp, device):
+    """The autocast dtype for ``amp`` on ``device`` (a ``torch.device``), or None for none.
+
+    ``"auto"``: on CUDA only; bfloat16 on GPUs with native support (compute capability 8.0,
+    Ampere, or newer; ROCm), else float16. bfloat16 has the range of float32 and needs no loss
+    scaling; float16 does (``train.fit`` adds a GradScaler for it). Turing GPUs such as the T4
+    only *emulate* bfloat16, slowly, so they get float16. ``True`` forces it on any device
+    (bfloat16 off CUDA). Shared by ``train.fit`` and ``predict.predict_tiled``.
+    """
+    import torch
+
+    if not (amp is None or isinstance(amp, bool) or amp in ("auto", "bf16", "fp16")):
+        raise ValueError(f"amp must be 'auto', True, False, 'bf16' or 'fp16', got {amp!r}")
+    cuda = device.type == "cuda"
+    if amp is False or amp is None or (amp == "auto" and not cuda):
+        return None
+    if amp is True or amp == "auto":
+        amp = "fp16" if cuda and not _native_bf16(device) else "bf16"
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def _native_bf16(device) -> bool:
+    import torch
+
+    if torch.version.hip:
+        return True
+    # torch.cuda.is_bf16_supported() also says True where bfloat16 is only emulated (T4).
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def seed_everything(seed: int = 0, deterministic: bool = True) -> np.random.Generator:
     """Seed Python, NumPy and torch, and return a NumPy generator seeded the same way.
 
     With ``deterministic=True`` torch is asked for deterministic algorithms where it has them
     (``warn_only``, so that a GPU op without one does not stop a notebook).
+
+    Introduced in notebook 00.
     """
     import torch
 
@@ -123,6 +157,8 @@ def check_env(packages: Sequence[str] = DEFAULT_PACKAGES, verbose: bool = True) 
         ``python``, ``platform``, ``mode``, ``device``, ``gpu`` (name or ``None``),
         ``gpu_memory_gb``, ``versions`` (name -> version or ``None``) and ``problems``
         (list of human-readable strings; empty when all is well).
+
+    Introduced in notebook 00.
     """
     versions = {name: _version(name) for name in packages}
     problems = [

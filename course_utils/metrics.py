@@ -81,7 +81,10 @@ class Matching:
 
 @dataclass(frozen=True)
 class DatasetMatching(Matching):
-    """:class:`Matching` over a data set; ``by_image`` says how the ratios were averaged."""
+    """:class:`Matching` over a data set; ``by_image`` says how the ratios were averaged.
+
+    Introduced in notebook 07.
+    """
 
     by_image: bool = False
 

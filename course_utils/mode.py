@@ -41,6 +41,8 @@ def get_mode() -> Mode:
     ------
     ValueError
         If ``COURSE_MODE`` holds anything else.
+
+    Introduced in notebook 00.
     """
     raw = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
     if raw not in _CHOICES:
@@ -54,7 +56,7 @@ def get_mode() -> Mode:
 
 
 def is_fast() -> bool:
-    """``True`` in fast mode."""
+    """``True`` in fast mode. Introduced in notebook 00."""
     return get_mode() == "fast"
 
 
@@ -66,5 +68,7 @@ def pick(fast: T, full: T) -> T:
     >>> import os; os.environ["COURSE_MODE"] = "fast"
     >>> pick(fast=2, full=100)
     2
+
+    Introduced in notebook 00.
     """
     return fast if get_mode() == "fast" else full

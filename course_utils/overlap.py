@@ -14,29 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from ._validate import check_labels
+
 CRITERIA = ("iou", "iot", "iop")
 
 
-def _as_labels(y: Any, name: str, *, allow_bool: bool = False) -> np.ndarray:
-    """Validate one label image (or binary mask) and return it as an ndarray."""
-    arr = np.asarray(y)
-    if arr.dtype == bool and not allow_bool:
-        raise TypeError(f"{name} is a boolean mask: label it first (skimage.measure.label).")
-    if arr.dtype != bool and not np.issubdtype(arr.dtype, np.integer):
-        hint = "; threshold probabilities first (prob > 0.5)" if allow_bool else ""
-        raise TypeError(f"{name} must hold integer labels, got dtype {arr.dtype}{hint}.")
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"{name} must be a 2D or 3D label image, got shape {arr.shape}.")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}).")
-    if np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < 0:
-        raise ValueError(f"{name} has negative ids (min {arr.min()}); ids must be >= 0.")
-    return arr
-
-
 def _as_pair(y_true: Any, y_pred: Any, *, allow_bool: bool = False):
-    t = _as_labels(y_true, "y_true", allow_bool=allow_bool)
-    p = _as_labels(y_pred, "y_pred", allow_bool=allow_bool)
+    """Validate two label images (or binary masks) of the same shape, 2D or 3D."""
+    t = check_labels(y_true, "y_true", ndim=(2, 3), allow_bool=allow_bool)
+    p = check_labels(y_pred, "y_pred", ndim=(2, 3), allow_bool=allow_bool)
     if t.shape != p.shape:
         raise ValueError(f"y_true {t.shape} and y_pred {p.shape} have different shapes.")
     return t, p

@@ -20,11 +20,11 @@ from matplotlib.colors import ListedColormap, hsv_to_rgb
 from matplotlib.figure import Figure
 from skimage.segmentation import find_boundaries
 
+from ._validate import check_labels, to_numpy
+
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensors, without importing torch here
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
+    arr = to_numpy(x)
     if arr.dtype == object:
         raise TypeError(f"{name} cannot be read as a numeric array.")
     return arr
@@ -74,16 +74,9 @@ def _label_colours(labels: np.ndarray, cmap: ListedColormap) -> np.ndarray:
 
 
 def _check_labels_2d(labels: Any, name: str = "labels") -> np.ndarray:
-    arr = _to_numpy(labels, name)
-    if arr.dtype == bool:
-        arr = arr.astype(np.int32)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{name} must hold integer labels, got dtype {arr.dtype}.")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2D (H, W), got shape {arr.shape}.")
-    if arr.size and arr.min() < 0:
-        raise ValueError(f"{name} has negative ids (min {arr.min()}).")
-    return arr
+    """Integer (H, W) labels; a boolean mask is shown as one object."""
+    arr = check_labels(labels, name, allow_bool=True, allow_empty=True)
+    return arr.astype(np.int32) if arr.dtype == bool else arr
 
 
 def _panel(arr: np.ndarray, name: str) -> tuple[bool, np.ndarray]:

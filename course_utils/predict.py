@@ -21,6 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._validate import check_image
+from .env import _amp_dtype
+
 __all__ = ["predict_tiled", "tile_grid"]
 
 PAD_MODES = ("reflect", "symmetric", "edge", "constant", "wrap")
@@ -105,31 +108,16 @@ def tile_grid(
 
 
 def _as_chw(image) -> np.ndarray:
-    if torch.is_tensor(image):
-        image = image.detach().cpu().numpy()
-    if not isinstance(image, np.ndarray):
+    if not (torch.is_tensor(image) or isinstance(image, np.ndarray)):
         raise TypeError(f"image must be a numpy array or torch tensor, got {type(image).__name__}")
-    if image.dtype.kind not in "biuf":
-        raise TypeError(f"image must be real numbers, got dtype {image.dtype}")
-    if image.ndim not in (2, 3):
-        raise ValueError(
-            f"image must be (H, W) or (C, H, W), got shape {image.shape}; "
-            "call predict_tiled once per image of a batch"
-        )
-    if image.size == 0:
-        raise ValueError(f"image is empty (shape {image.shape})")
+    image = check_image(image, hint="; call predict_tiled once per image of a batch")
     return np.asarray(image[None] if image.ndim == 2 else image, dtype=np.float32)
 
 
 def _autocast(amp, device: torch.device):
-    if amp not in ("auto", True, False, None, "bf16", "fp16"):
-        raise ValueError(f"amp must be 'auto', True, False, 'bf16' or 'fp16', got {amp!r}")
-    cuda = device.type == "cuda"
-    if amp is False or amp is None or (amp == "auto" and not cuda):
+    dtype = _amp_dtype(amp, device)
+    if dtype is None:
         return contextlib.nullcontext()
-    if amp is True or amp == "auto":
-        amp = "fp16" if cuda and not torch.cuda.is_bf16_supported() else "bf16"
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
@@ -209,12 +197,14 @@ def predict_tiled(
         ``"symmetric"``, ``"edge"``, ``"constant"`` (zeros) or ``"wrap"``; margins larger than
         the image are handled by repeated mirroring.
     amp : "auto", bool, "bf16" or "fp16"
-        Mixed precision; ``"auto"`` is on for CUDA only (bfloat16 where supported).
+        Mixed precision; ``"auto"`` is on for CUDA only (bfloat16 on Ampere or newer, else
+        float16), as in ``train.fit``.
 
     Returns
     -------
     numpy.ndarray
-        float32 ``(C_out, H, W)``.
+        float32 ``(C_out, H, W)``, on the CPU, also for a tensor ``image`` (tiles are
+        gathered in host memory, so a whole-slide output need not fit on the GPU).
 
     Introduced in notebook 03.
     """
@@ -259,7 +249,7 @@ def _predict(model, img, tile, overlap, batch_size, device, pad_mode) -> np.ndar
             [padded[:, y0 + top : y1 + top, x0 + left : x1 + left] for y0, x0, y1, x1 in
              (t["input"] for t in chunk)]
         )  # fmt: skip
-        out = _forward(model, torch.from_numpy(batch).to(device, non_blocking=True)).cpu().numpy()
+        out = _forward(model, torch.from_numpy(batch).to(device)).cpu().numpy()
         if result is None:
             result = np.empty((out.shape[1], height, width), dtype=np.float32)
         for t, pred in zip(chunk, out, strict=True):

@@ -9,7 +9,6 @@ import contextlib
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,26 +19,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .env import get_device
+from .checkpoint import _resume, _save_checkpoint, checkpoint_dir, load_checkpoint
+from .env import _amp_dtype, get_device
 from .history import _BOOKKEEPING, History, _fmt
 
 __all__ = ["History", "checkpoint_dir", "fit", "load_checkpoint"]
 
 # Stepped after every batch instead of every epoch (their schedule is counted in batches).
 _PER_BATCH_SCHEDULERS = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
-
-
-def _resolve_amp(amp: Any, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, whether a GradScaler is needed)."""
-    if amp is False or amp is None or (amp == "auto" and device.type != "cuda"):
-        return None, False
-    if amp is True or amp == "auto":
-        # bf16 has the range of fp32 and needs no loss scaling; older GPUs only have fp16.
-        old_gpu = device.type == "cuda" and not torch.cuda.is_bf16_supported()
-        amp = "fp16" if old_gpu else "bf16"
-    if amp in ("bf16", "fp16"):
-        return (torch.bfloat16, False) if amp == "bf16" else (torch.float16, True)
-    raise ValueError(f"amp must be 'auto', True, False, 'bf16' or 'fp16', got {amp!r}")
 
 
 class _Run:
@@ -69,7 +56,9 @@ class _Run:
             )
         self.scheduler = scheduler
         self.per_batch = isinstance(scheduler, _PER_BATCH_SCHEDULERS)
-        self.amp_dtype, use_scaler = _resolve_amp(amp, self.device)
+        self.amp_dtype = _amp_dtype(amp, self.device)
+        # Loss scaling only for float16: bfloat16 has the exponent range of float32.
+        use_scaler = self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.loss_fn, self.metrics, self.grad_clip = loss_fn, metrics, grad_clip
         self.seed, self.monitor = seed, monitor
@@ -85,7 +74,12 @@ class _Run:
                 "the loader must yield (x, y) or (x, y, *extra) with x a tensor, "
                 f"got {type(batch).__name__}"
             )
-        moved = [b.to(self.device, non_blocking=True) if torch.is_tensor(b) else b for b in batch]
+        # Asynchronous copies only from pinned memory to CUDA; elsewhere they gain nothing
+        # (and MPS has had wrong results with them).
+        non_blocking = self.device.type == "cuda"
+        moved = [
+            b.to(self.device, non_blocking=non_blocking) if torch.is_tensor(b) else b for b in batch
+        ]
         x = moved[0]
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -139,7 +133,7 @@ def _validate(run: _Run, loader) -> dict[str, float]:
             x, y, extra = run.to_device(batch)
             out = run.model(x)
             sums["val_loss"] += float(run.loss_fn(out, y, *extra)) * x.shape[0]
-            out = out.float() if torch.is_tensor(out) else out  # metrics in full precision
+            out = _to_float32(out)  # metrics in full precision, also for (prob, dist) outputs
             for name, fn in run.metrics.items():
                 sums[name] += float(fn(out, y)) * x.shape[0]
             count += x.shape[0]
@@ -147,6 +141,14 @@ def _validate(run: _Run, loader) -> dict[str, float]:
         raise ValueError("val_loader yielded no batches")
     # Weighted by batch size, so that a short last batch counts for what it holds.
     return {k: v / count for k, v in sums.items()}
+
+
+def _to_float32(out: Any) -> Any:
+    if torch.is_tensor(out):
+        return out.float()
+    if isinstance(out, tuple | list):
+        return type(out)(_to_float32(o) for o in out)
+    return out
 
 
 def _run_epoch(run: _Run, epoch: int, epochs: int, train_loader, val_loader, progress) -> dict:
@@ -175,134 +177,6 @@ def _step_scheduler(run: _Run, record: dict) -> None:
         run.scheduler.step(record[run.monitor])
     else:
         run.scheduler.step()
-
-
-# --- checkpoints ------------------------------------------------------------------------------
-
-
-def _rng_state() -> dict:
-    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
-    # Plain Python types, so that torch.load(weights_only=True) can read the file back.
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, np.uint32), pos, has_gauss, cached))  # noqa: NPY002
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _save_checkpoint(run: _Run, directory: Path, epoch: int, history: History, best: bool):
-    state = {
-        "epoch": epoch,
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": None if run.scheduler is None else run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict(),
-        "history": {"monitor": history.monitor, "mode": history.mode, "records": history.records},
-        "rng": _rng_state(),
-    }
-    # Write, then rename: an interruption mid-write never leaves a truncated last.pt.
-    torch.save(state, directory / "last.pt.tmp")
-    os.replace(directory / "last.pt.tmp", directory / "last.pt")
-    if best:
-        shutil.copyfile(directory / "last.pt", directory / "best.pt.tmp")
-        os.replace(directory / "best.pt.tmp", directory / "best.pt")
-
-
-def _check_state_fits(model: nn.Module, weights: Mapping, path: Path) -> None:
-    """Raise before loading: load_state_dict would half-load a file that does not fit."""
-    ours = model.state_dict()
-    problems = {
-        "missing": [k for k in ours if k not in weights],
-        "unexpected": [k for k in weights if k not in ours],
-        "other shape": [
-            f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}"
-            for k, v in ours.items()
-            if k in weights and tuple(weights[k].shape) != tuple(v.shape)
-        ],
-    }
-    found = [f"{what}: {', '.join(keys[:3])}" for what, keys in problems.items() if keys]
-    if found:
-        raise ValueError(
-            f"the checkpoint {path} does not fit this model ({'; '.join(found)}). It was written "
-            "for another architecture: use another checkpoint_dir, or delete it if unneeded."
-        )
-
-
-def _resume(run: _Run, directory: Path, resume: bool, history: History) -> tuple[int, History]:
-    last = directory / "last.pt"
-    if not last.exists():
-        if (directory / "best.pt").exists():
-            raise FileExistsError(f"{directory} has a best.pt but no last.pt; fit won't touch it")
-        return 0, history
-    if not resume:
-        raise FileExistsError(
-            f"{last} exists and resume=False: fit never overwrites a checkpoint. Pass "
-            "resume=True to continue that run, or use another checkpoint_dir."
-        )
-    state = torch.load(last, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "history"} <= set(state):
-        raise ValueError(f"{last} was not written by course_utils.train.fit; it is left alone")
-    _check_state_fits(run.model, state["model"], last)
-    run.model.load_state_dict(state["model"])
-    try:
-        run.optimizer.load_state_dict(state["optimizer"])
-    except (ValueError, KeyError) as err:
-        raise ValueError(f"the optimizer state in {last} does not fit this optimizer") from err
-    if run.scheduler is not None and state.get("scheduler") is not None:
-        run.scheduler.load_state_dict(state["scheduler"])
-    if state.get("scaler"):  # empty when written without fp16 loss scaling
-        run.scaler.load_state_dict(state["scaler"])
-    _set_rng_state(state["rng"])
-    return int(state["epoch"]), History(history.monitor, history.mode, state["history"]["records"])
-
-
-def checkpoint_dir(name: str, root: str | os.PathLike | None = None) -> Path:
-    """Folder where a notebook keeps the checkpoints of one model: ``checkpoints/<mode>/<name>``.
-
-    The mode is part of the path, so that a fast-mode model is never mistaken for a full-mode
-    one. ``root`` defaults to ``COURSE_CHECKPOINTS`` or ``checkpoints/`` in the current folder
-    (git-ignored). A later notebook (07) finds the earlier notebooks' models here.
-
-    Introduced in notebook 03.
-    """
-    if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"checkpoint name must be a plain folder name, got {name!r}")
-    from .mode import get_mode
-
-    base = Path(root or os.environ.get("COURSE_CHECKPOINTS") or "checkpoints")
-    return base / get_mode() / name
-
-
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load the weights of a :func:`fit` checkpoint (or a plain ``state_dict`` file) into ``model``.
-
-    ``path`` is a ``.pt`` file or a checkpoint directory (its ``best.pt``, else ``last.pt``).
-    Returns the whole checkpoint dict (``epoch``, ``history``, ...). Raises ``ValueError``,
-    loading nothing, when the weights do not fit the model. Introduced in notebook 02.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.pt" if (path / "best.pt").exists() else path / "last.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    is_fit_file = isinstance(state, dict) and isinstance(state.get("model"), Mapping)
-    weights = state["model"] if is_fit_file else state
-    _check_state_fits(model, weights, path)
-    model.load_state_dict(weights)
-    return state
 
 
 def fit(
@@ -357,8 +231,9 @@ def fit(
     device : str or torch.device, optional
         Default :func:`course_utils.env.get_device`.
     amp : "auto", bool, "bf16" or "fp16"
-        Mixed precision. ``"auto"``: on CUDA bfloat16 where supported, else float16 with a
-        gradient scaler; off on CPU and MPS. ``True`` or a dtype name forces it.
+        Mixed precision. ``"auto"``: on CUDA bfloat16 on GPUs that have it natively (Ampere
+        or newer), else float16 with a gradient scaler (e.g. a T4); off on CPU and MPS.
+        ``True`` or a dtype name forces it (a scaler only ever for float16).
     channels_last : "auto" or bool
         NHWC memory layout (faster convolutions on CUDA); ``"auto"``: on CUDA only.
     checkpoint_dir : path, optional

@@ -43,3 +43,28 @@ def test_check_true():
     with pytest.raises(ExerciseError, match="not yet checked"):
         check_true(None, "anything")
     assert issubclass(ExerciseError, AssertionError)
+
+
+def test_check_close_points_at_a_nan_the_student_made():
+    expected = np.array([1.0, 2.0, 3.0])
+    with pytest.raises(ExerciseError, match=r"NaN .* 1 place\(s\), the first at index \(1,\)"):
+        check_close(np.array([1.0, np.nan, 3.0]), expected, "x")
+    check_close(np.array([np.nan, 2.0]), np.array([np.nan, 2.0]), "x")  # NaN where expected
+
+
+def test_checks_take_half_precision_tensors_and_refuse_complex():
+    check_close(torch.tensor([1.0, 2.0], dtype=torch.bfloat16), np.array([1.0, 2.0]), "bf16")
+    with pytest.raises(ExerciseError, match="real numbers"):
+        check_close(np.array([1 + 1j]), np.array([1.0]), "x")
+
+
+def test_check_equal_compares_a_tensor_with_a_number_element_wise():
+    check_equal(torch.tensor(4), 4, "count")
+    with pytest.raises(ExerciseError, match=r"has shape \(2,\), expected \(\)"):
+        check_equal(torch.tensor([4, 4]), 4, "count")
+
+
+def test_check_true_asks_to_reduce_an_array():
+    check_true(np.array([True]), "one element is fine")
+    with pytest.raises(ExerciseError, match=r"\.all\(\) or \.any\(\)"):
+        check_true(np.array([True, False]), "all positive")

@@ -217,7 +217,8 @@ def test_merge_split_counts_swapped_roles():
 )
 def test_segment_classical_rejects_bad_arguments(kwargs, error):
     image, _ = touching_discs()
-    with pytest.raises(error):
+    (name,) = kwargs
+    with pytest.raises(error, match=name):  # the message names the argument
         segment_classical(image, **kwargs)
 
 
@@ -245,8 +246,10 @@ def test_merge_split_counts_rejects_bad_labels():
         merge_split_counts(good.astype(np.float32), good)
     with pytest.raises(ValueError):
         merge_split_counts(good, np.zeros((4, 5), np.int32))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="negative"):
         merge_split_counts(good, good - 1)
+    with pytest.raises(ValueError, match="empty"):
+        merge_split_counts(good[:0], good[:0])
 
 
 def test_find_markers_rejects_mismatched_mask():

@@ -363,3 +363,34 @@ def test_flows_to_masks_rejects_bad_settings():
 def test_follow_flows_rejects_mismatched_mask():
     with pytest.raises(ValueError, match="mask"):
         follow_flows(np.zeros((2, 8, 8), np.float32), np.ones((8, 7), bool), device="cpu")
+    with pytest.raises(TypeError, match="threshold it first"):  # a probability map
+        follow_flows(np.zeros((2, 8, 8), np.float32), np.full((8, 8), 0.2), device="cpu")
+
+
+def test_half_precision_network_outputs_are_accepted(cells):
+    # What a network under bfloat16 autocast returns; numpy has no bfloat16.
+    flows = torch.from_numpy(FLOW_SCALE * masks_to_flows(cells, device="cpu"))
+    prob = torch.from_numpy(cellprob_logit(cells))
+    masks = flows_to_masks(flows.bfloat16(), prob.bfloat16(), device="cpu")
+    assert isinstance(masks, torch.Tensor) and masks.dtype == torch.int32
+    assert naive_f1(cells, masks.numpy()) >= 0.99
+
+
+def test_tensor_heat_map_leaves_the_device_before_float64(cells, monkeypatch):
+    # MPS has no float64: the float32 heat map must reach the CPU before it is widened.
+    class OnMPS:
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+        def cpu(self):
+            return self.tensor
+
+        def double(self):
+            raise RuntimeError("Cannot convert a MPS Tensor to float64 dtype")
+
+    diffuse = tf._diffuse_torch
+    monkeypatch.setattr(tf, "_use_numba", lambda device: False)
+    monkeypatch.setattr(tf, "_diffuse_torch", lambda *args: OnMPS(diffuse(*args)))
+    via_tensors = masks_to_flows(cells, device="cpu")
+    monkeypatch.undo()
+    np.testing.assert_allclose(via_tensors, masks_to_flows(cells, device="cpu"), atol=1e-6)

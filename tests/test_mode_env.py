@@ -107,3 +107,51 @@ def test_dataloader_workers(monkeypatch):
     assert env.dataloader_workers(8) == 2
     monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "spawn")
     assert env.dataloader_workers(8) == 0
+
+
+def test_amp_dtype_off_the_gpu_and_forced():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert env._amp_dtype("auto", cpu) is None  # no mixed precision on the CPU unless asked
+    assert env._amp_dtype(False, cuda) is None and env._amp_dtype(None, cuda) is None
+    assert env._amp_dtype(True, cpu) == torch.bfloat16
+    assert env._amp_dtype("fp16", cpu) == torch.float16
+    assert env._amp_dtype("bf16", cuda) == torch.bfloat16  # a forced dtype is not second-guessed
+    for bad in ("fp8", "BF16", 1, 0.5):
+        with pytest.raises(ValueError, match="amp"):
+            env._amp_dtype(bad, cpu)
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)],
+)
+def test_amp_auto_on_cuda_picks_bf16_only_where_it_is_native(monkeypatch, capability, expected):
+    # A T4 (7.5) emulates bfloat16 and torch.cuda.is_bf16_supported() says True there: it must
+    # not decide, or the T4 (Colab) would train in slow emulated bfloat16 instead of float16.
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    cuda = torch.device("cuda")
+    assert env._amp_dtype("auto", cuda) == expected
+    assert env._amp_dtype(True, cuda) == expected
+
+
+def test_get_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(env, "_mps_available", lambda: True)
+    assert env.get_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert env.get_device() == torch.device("mps")
+    monkeypatch.setattr(env, "_mps_available", lambda: False)
+    assert env.get_device() == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="MPS is not available"):
+        env.get_device("mps")
+
+
+def test_other_seed_other_numbers():
+    env.seed_everything(3)
+    a = (torch.rand(3), np.random.rand(2))  # noqa: NPY002
+    env.seed_everything(4)
+    b = (torch.rand(3), np.random.rand(2))  # noqa: NPY002
+    assert not torch.equal(a[0], b[0]) and not np.array_equal(a[1], b[1])

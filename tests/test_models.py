@@ -242,7 +242,10 @@ def test_stardist_distances_stay_positive_for_negative_preactivations():
     with torch.no_grad():
         model.dist_head.bias.fill_(-50.0)
     _, dist = model(torch.randn(1, 1, 16, 16))
-    assert (dist >= 0).all()
+    # Strictly positive, with a gradient back to the head: a ReLU would give 0 and no gradient.
+    assert (dist > 0).all()
+    dist.sum().backward()
+    assert (model.dist_head.bias.grad > 0).all()
 
 
 def test_stardist_bad_arguments_raise():

@@ -82,6 +82,14 @@ def test_tensor_2d_input_batch_size_and_training_flag():
     np.testing.assert_allclose(a, whole(model.eval(), image[None]), atol=1e-5)  # dropout was off
 
 
+def test_half_precision_tensor_image():
+    model, image = conv_stack(padding=1), rand_image(2, 30, 41)
+    half = torch.from_numpy(image).bfloat16()
+    got = predict_tiled(model, half, tile_size=16, overlap=8)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, whole(model, half.float().numpy()), atol=1e-5)
+
+
 def test_tuple_outputs_are_joined_along_channels():
     class TwoHeads(nn.Module):
         def __init__(self):

@@ -335,3 +335,48 @@ def test_checkpoint_dir_depends_on_mode(monkeypatch, tmp_path):
     assert checkpoint_dir("unet") == tmp_path / "ck" / "full" / "unet"
     with pytest.raises(ValueError, match="plain folder name"):
         checkpoint_dir("../escape")
+
+
+@pytest.mark.parametrize(("amp", "scaled"), [("fp16", True), ("bf16", False), (False, False)])
+def test_grad_scaler_only_with_float16(tmp_path, amp, scaled):
+    # bfloat16 has the range of float32: scaling its loss would only cost time.
+    run(tiny_net(), tmp_path, epochs=1, amp=amp)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert bool(state["scaler"]) == scaled
+
+
+def test_metrics_get_float32_also_for_tuple_outputs_under_bf16():
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 1, 3, padding=1), nn.Conv2d(1, 2, 3, padding=1)
+
+        def forward(self, x):
+            return self.a(x), self.b(x)
+
+    seen = []
+
+    def metric(out, y):
+        seen.append(tuple(o.dtype for o in out))
+        return 0.0
+
+    def loss_fn(out, y):
+        return nn.functional.binary_cross_entropy_with_logits(out[0].float(), y)
+
+    train, val = loaders()
+    fit(TwoHeads(), train, val, loss_fn=loss_fn, metrics={"m": metric}, epochs=1, amp="bf16",
+        device="cpu", progress=False)  # fmt: skip
+    assert seen and all(dtypes == (torch.float32, torch.float32) for dtypes in seen)
+
+
+def test_cuda_rng_states_restored_for_the_gpus_present(monkeypatch):
+    # A checkpoint written on a two-GPU machine, resumed on a one-GPU machine.
+    from course_utils import checkpoint
+
+    state = {**checkpoint._rng_state(), "cuda": ["state of gpu 0", "state of gpu 1"]}
+    seen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: seen.append(list(states)))
+    checkpoint._set_rng_state(state)
+    assert seen == [["state of gpu 0"]]

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from .._validate import check_image, check_labels
+
 __all__ = [
     "compose",
     "elastic",
@@ -53,19 +55,10 @@ _MODES = ("reflect", "constant")
 
 def _check_pair(image: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, bool]:
     """Image as float32 (C, H, W), labels as an integer array, and whether the image was 2-D."""
-    x, y = np.asarray(image), np.asarray(labels)
-    if x.ndim not in (2, 3):
-        raise ValueError(f"image must be (H, W) or (C, H, W), got shape {x.shape}")
-    if x.dtype.kind not in "biuf":
-        raise TypeError(f"image must be real-valued, got dtype {x.dtype}")
-    if y.dtype.kind not in "biu":
-        raise TypeError(f"labels must be an integer label image (never floats), got {y.dtype}")
-    if y.ndim != 2 or y.shape != x.shape[-2:]:
+    x = check_image(image)
+    y = check_labels(labels, "labels", allow_bool=True)
+    if y.shape != x.shape[-2:]:
         raise ValueError(f"labels have shape {y.shape}, expected the image's (H, W) {x.shape[-2:]}")
-    if y.size == 0:
-        raise ValueError("image and labels are empty")
-    if y.min() < 0:
-        raise ValueError(f"labels have negative ids (min {y.min()}); ids must be >= 0")
     return np.asarray(x if x.ndim == 3 else x[None], np.float32), y, x.ndim == 2
 
 

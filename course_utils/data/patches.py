@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._validate import check_image, check_labels
+
 __all__ = ["PatchDataset"]
 
 Augment = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
@@ -37,21 +39,13 @@ def _check_images(images: Sequence[Any], labels: Sequence[Any]):
         raise ValueError("images is empty")
     out_x, out_y = [], []
     for k, (image, lab) in enumerate(zip(images, labels)):
-        x = np.asarray(image)
-        y = np.asarray(lab)
-        if x.ndim not in (2, 3):
-            raise ValueError(f"images[{k}] must be (H, W) or (C, H, W), got shape {x.shape}")
-        if x.dtype.kind not in "biuf":
-            raise TypeError(f"images[{k}] must be real-valued, got dtype {x.dtype}")
-        if y.dtype.kind not in "biu":
-            raise TypeError(f"labels[{k}] must be an integer array, got dtype {y.dtype}")
-        if y.ndim != 2 or y.shape != x.shape[-2:]:
+        x = check_image(image, f"images[{k}]")
+        y = check_labels(lab, f"labels[{k}]", allow_bool=True)
+        if y.shape != x.shape[-2:]:
             raise ValueError(
                 f"labels[{k}] has shape {y.shape}, expected the image's (H, W) = {x.shape[-2:]}"
             )
-        if y.size and y.min() < 0:
-            raise ValueError(f"labels[{k}] has negative ids")
-        if y.size and y.max() > np.iinfo(np.int32).max // 9:
+        if y.max() > np.iinfo(np.int32).max // 9:
             raise ValueError(f"labels[{k}] has ids too large for int32 patches")
         out_x.append(np.asarray(x if x.ndim == 3 else x[None], dtype=np.float32))
         out_y.append(y.astype(np.int32, copy=False))

@@ -53,7 +53,10 @@ class DataUnavailableError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One registered file: where it lives in the dataset, its size, checksum and source."""
+    """One registered file: where it lives in the dataset, its size, checksum and source.
+
+    Introduced in notebook 00.
+    """
 
     relpath: str
     size: int
@@ -62,25 +65,37 @@ class FileEntry:
 
 
 def registry_dir() -> Path:
-    """The folder holding ``<dataset>/MANIFEST.tsv``: ``$COURSE_DATA_REGISTRY`` or ``data/``."""
+    """The folder holding ``<dataset>/MANIFEST.tsv``: ``$COURSE_DATA_REGISTRY`` or ``data/``.
+
+    Introduced in notebook 00.
+    """
     env = os.environ.get("COURSE_DATA_REGISTRY")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
 
 
 def cache_dir() -> Path:
-    """The download cache: ``$COURSE_DATA_CACHE`` or ``~/.cache/course_utils``."""
+    """The download cache: ``$COURSE_DATA_CACHE`` or ``~/.cache/course_utils``.
+
+    Introduced in notebook 00.
+    """
     env = os.environ.get("COURSE_DATA_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "course_utils"
 
 
 def mirror_dir() -> Path | None:
-    """The read-only mirror ``$COURSE_DATA_MIRROR``, or None when it is not set."""
+    """The read-only mirror ``$COURSE_DATA_MIRROR``, or None when it is not set.
+
+    Introduced in notebook 00.
+    """
     env = os.environ.get("COURSE_DATA_MIRROR")
     return Path(env).expanduser() if env else None
 
 
 def list_datasets() -> list[str]:
-    """Names of the registered datasets (folders of the registry with a ``MANIFEST.tsv``)."""
+    """Names of the registered datasets (folders of the registry with a ``MANIFEST.tsv``).
+
+    Introduced in notebook 00.
+    """
     root = registry_dir()
     if not root.is_dir():
         return []

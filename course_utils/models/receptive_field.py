@@ -83,6 +83,8 @@ class ReceptiveField:
     size_min : int
         Smallest extent over output positions; equal to ``size`` for stacks of convolutions and
         pooling, smaller where upsampling makes neighbouring output pixels see different amounts.
+
+    Introduced in notebook 02.
     """
 
     size: int
@@ -273,6 +275,8 @@ def receptive_field(layers: Any, axis: int = 0) -> ReceptiveField:
     >>> rf = receptive_field([("conv", 3), ("pool", 2), ("conv", 3)])
     >>> rf.size, rf.jump
     (8, 2.0)
+
+    Introduced in notebook 02.
     """
     if axis not in (0, 1):
         raise ValueError(f"axis must be 0 (height) or 1 (width), got {axis!r}")

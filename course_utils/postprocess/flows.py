@@ -28,21 +28,17 @@ import numba
 import numpy as np
 from scipy import ndimage
 
+from .._validate import is_tensor as _is_tensor
+from .._validate import to_numpy
 from ..targets import flows as _target_flows
-from ..targets.flows import (
-    FLOW_SCALE,
-    _is_tensor,
-    _relabel_consecutive,
-    _resolve_device,
-    _unit_flows,
-)
+from ..targets.flows import FLOW_SCALE, _relabel_consecutive, _resolve_device, _unit_flows
 
 #: Masks covering more than this fraction of the image are dropped (a failed segmentation).
 MAX_SIZE_FRACTION = 0.4
 
 
 def _as_numpy(x: Any, name: str) -> np.ndarray:
-    arr = x.detach().cpu().numpy() if _is_tensor(x) else np.asarray(x)
+    arr = to_numpy(x)
     if arr.dtype == bool or not (
         np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
     ):
@@ -174,7 +170,10 @@ def follow_flows(
     import torch
 
     arr = _check_flows(flows)
-    m = mask.detach().cpu().numpy() if _is_tensor(mask) else np.asarray(mask)
+    m = to_numpy(mask)
+    if m.dtype != bool and not np.issubdtype(m.dtype, np.integer):
+        # A float map (a probability) would start from every pixel that is not exactly 0.
+        raise TypeError(f"mask must be a boolean array, got dtype {m.dtype}; threshold it first")
     if m.shape != arr.shape[1:]:
         raise ValueError(f"mask has shape {m.shape}, expected {arr.shape[1:]} like flows")
     if int(niter) < 0:

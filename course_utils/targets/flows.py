@@ -28,30 +28,11 @@ from typing import Any
 import numba
 import numpy as np
 
+from .._validate import check_labels
+from .._validate import is_tensor as _is_tensor
+
 #: Scale of the flows a Cellpose network is trained on: targets are ``FLOW_SCALE * unit flows``.
 FLOW_SCALE = 5.0
-
-
-def _is_tensor(x: Any) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return isinstance(x, torch.Tensor)
-
-
-def _check_labels(labels: Any, name: str = "labels") -> np.ndarray:
-    """Return ``labels`` as a numpy integer array after checking shape, dtype and sign."""
-    arr = labels.detach().cpu().numpy() if _is_tensor(labels) else np.asarray(labels)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2D (H, W) label image, got shape {arr.shape}")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{name} must have an integer dtype (0 = background), got {arr.dtype}")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape})")
-    if np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < 0:
-        raise ValueError(f"{name} must be non-negative (0 = background), got min {arr.min()}")
-    return arr
 
 
 def _relabel_consecutive(labels: np.ndarray) -> tuple[np.ndarray, int]:
@@ -251,7 +232,8 @@ def _heat_map(lab: np.ndarray, n: int, niter: int | None, device: Any) -> np.nda
     padded = np.pad(lab, 1)
     if _use_numba(device):
         return _diffuse_numba(padded, cy + 1, cx + 1, steps)
-    return _diffuse_torch(padded, cy + 1, cx + 1, steps, device).double().cpu().numpy()
+    # To the CPU first: MPS has no float64.
+    return _diffuse_torch(padded, cy + 1, cx + 1, steps, device).cpu().double().numpy()
 
 
 def _unit_flows(lab: np.ndarray, n: int, niter: int | None, device: Any) -> np.ndarray:
@@ -308,7 +290,7 @@ def masks_to_flows(labels: Any, *, niter: int | None = None, device: Any = None)
     """
     if niter is not None and int(niter) < 0:
         raise ValueError(f"niter must be >= 0, got {niter}")
-    arr = _check_labels(labels)
+    arr = check_labels(labels)
     dev = _resolve_device(device, labels)
     lab, n = _relabel_consecutive(arr)
     flows = _unit_flows(lab, n, niter, dev)

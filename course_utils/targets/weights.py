@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from .._validate import check_labels, is_tensor
+
 __all__ = ["boundary_classes", "unet_weight_map"]
 
 # Absolute error allowed on the border term where it is cut off (far from any pair of cells).
@@ -35,22 +37,10 @@ _TRUNCATE_ATOL = 1e-6
 
 def _check_labels(labels: np.ndarray, name: str = "labels") -> np.ndarray:
     """Return ``labels`` as a 2-D integer numpy array, or raise a clear error."""
-    if not isinstance(labels, np.ndarray):
-        if type(labels).__module__.startswith("torch"):
-            raise TypeError(f"{name} must be a numpy array, not a torch tensor; use .numpy().")
-        labels = np.asarray(labels)
-    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(
-            f"{name} must be an integer instance label image (0 = background), got dtype "
-            f"{labels.dtype}; label a binary mask with skimage.measure.label first."
-        )
-    if labels.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (H, W), got shape {labels.shape}.")
-    if labels.size == 0:
-        raise ValueError(f"{name} is empty (shape {labels.shape}).")
-    if labels.min() < 0:
-        raise ValueError(f"{name} has negative ids (min {labels.min()}); ids must be >= 0.")
-    return labels
+    # The weight maps are numpy in, numpy out: a tensor would come back as another type.
+    if is_tensor(labels):
+        raise TypeError(f"{name} must be a numpy array, not a torch tensor; use .numpy().")
+    return check_labels(labels, name)
 
 
 def _class_weights(

@@ -43,7 +43,8 @@ test: setup  ## every check: lint, generated notebooks up to date, unit tests, n
 	$(PY) scripts/build_notebooks.py --check
 	rm -rf _build/executed _build/test-checkpoints
 	@# the notebooks train from scratch here, in a folder of their own (never the user's checkpoints)
-	COURSE_CHECKPOINTS=_build/test-checkpoints COURSE_SAVE_EXECUTED=_build/executed OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n $(JOBS) \
+	COURSE_CHECKPOINTS=$(CURDIR)/_build/test-checkpoints COURSE_SAVE_EXECUTED=$(CURDIR)/_build/executed \
+	    OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n $(JOBS) \
 	    --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
 	    --ignore=tests/website tests notebooks/[0-9][0-9]_*.ipynb
 	@# the website, from the notebooks just executed (nothing runs twice), then the browser check

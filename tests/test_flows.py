@@ -394,3 +394,23 @@ def test_tensor_heat_map_leaves_the_device_before_float64(cells, monkeypatch):
     via_tensors = masks_to_flows(cells, device="cpu")
     monkeypatch.undo()
     np.testing.assert_allclose(via_tensors, masks_to_flows(cells, device="cpu"), atol=1e-6)
+
+
+def test_numba_kernels_leave_torch_threads_and_forked_workers_alone():
+    """After the parallel kernels ran, torch keeps its thread count and DataLoader workers live."""
+    import multiprocessing
+
+    import torch
+
+    from course_utils.data import PatchDataset, synthetic_nuclei
+
+    image, labels = synthetic_nuclei((96, 96), seed=3)
+    threads = torch.get_num_threads()
+    masks_to_flows(labels)
+    assert torch.get_num_threads() == threads
+    if multiprocessing.get_start_method() != "fork":
+        pytest.skip("forked workers only")
+    data = PatchDataset([image], [labels], 48, length=4, target_fn=masks_to_flows)
+    loader = torch.utils.data.DataLoader(data, batch_size=2, num_workers=2)
+    shapes = [tuple(y.shape) for _, y in loader]
+    assert shapes == [(2, 2, 48, 48), (2, 2, 48, 48)]

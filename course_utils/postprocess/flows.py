@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 from scipy import ndimage
 
+from .._numba import numba
 from .._validate import is_tensor as _is_tensor
 from .._validate import to_numpy
 from ..targets import flows as _target_flows

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 
+from .._numba import numba
 from .._validate import check_labels
 from .._validate import is_tensor as _is_tensor
 

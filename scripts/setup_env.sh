@@ -25,11 +25,14 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q -c "$CONSTRAINTS")
+# Some machines list local package folders as extra indexes; pip warns once per package that a
+# folder lacks. Those lines are noise; everything else pip says is kept.
+quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
 start=$(date +%s)
 echo "[setup] installing torch and torchvision (pinned in $CONSTRAINTS)"
-"${PIP[@]}" torch torchvision
+quiet "${PIP[@]}" torch torchvision
 echo "[setup] installing course_utils[$EXTRAS]"
-"${PIP[@]}" -e ".[$EXTRAS]"
+quiet "${PIP[@]}" -e ".[$EXTRAS]"
 echo "$want" > "$STAMP"
 echo "[setup] done in $(( $(date +%s) - start )) s"

@@ -18,8 +18,9 @@ Introduced in notebook 06 (through ``non_maximum_suppression``).
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from .._numba import numba
 
 
 def make_buffers(n_max: int):

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 
+from .._numba import numba
 from ..targets.stardist import _check_grid
 from ._polygon_overlap import intersection_area, make_buffers, polygon_area
 

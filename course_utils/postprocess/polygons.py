@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 
+from .._numba import numba
 from ..targets.stardist import ray_angles
 from ._polygon_overlap import _shell_sort
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numba
 import numpy as np
 from scipy import ndimage as ndi
+
+from .._numba import numba
 
 __all__ = ["edt_prob", "fibonacci_rays", "ray_angles", "star_dist", "star_dist_3d"]
 

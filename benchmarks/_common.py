@@ -26,6 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BASE_PACKAGES = ("numpy", "scipy", "scikit-image", "course_utils")
 
@@ -115,3 +117,11 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = 
     print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
     for row in cells:
         print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
+
+
+def make_labels(size: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Touching synthetic nuclei, int32 (size, size): ~150 at 512, ~600 at 1024; and the source."""
+    from course_utils.data import synthetic_nuclei
+
+    _, labels = synthetic_nuclei((size, size), seed=seed)
+    return labels, "synthetic_nuclei"

@@ -30,28 +30,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median_time, print_table, write_results  # noqa: E402
+from _common import make_labels, median_time, print_table, write_results  # noqa: E402
 
 MALLOC = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
-
-
-def make_labels(size: int, seed: int = 0) -> tuple[np.ndarray, str]:
-    """Touching-nuclei labels (int32, size x size) and the name of the generator used."""
-    try:
-        from course_utils.data import synthetic_nuclei
-    except ImportError:
-        from skimage.draw import disk
-        from skimage.segmentation import expand_labels
-
-        rng = np.random.default_rng(seed)
-        labels = np.zeros((size, size), np.int32)
-        for k in range(1, int(150 * (size / 512) ** 2) + 1):
-            rr, cc = disk(tuple(rng.uniform(0, size, 2)), rng.uniform(6, 12), shape=labels.shape)
-            labels[rr, cc] = k
-        labels = expand_labels(labels, 3)
-        _, labels = np.unique(labels, return_inverse=True)  # consecutive, as cellpose needs
-        return labels.reshape(size, size).astype(np.int32), "random_disks"
-    return synthetic_nuclei((size, size), seed=seed)[1], "synthetic_nuclei"
 
 
 def _row(size, n_cells, step, ours, ref, agreement, source, repeats) -> dict:

@@ -20,28 +20,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median_time, print_table, write_results  # noqa: E402
+from _common import make_labels, median_time, print_table, write_results  # noqa: E402
 
 from course_utils.metrics import matching  # noqa: E402
 
 AP_THRESHOLDS = [round(t, 2) for t in np.arange(0.5, 1.0, 0.05)]
-
-
-def make_labels(size: int, seed: int = 0) -> tuple[np.ndarray, str]:
-    """Touching-object labels (int32, size x size) and the name of the generator used."""
-    try:
-        from course_utils.data import synthetic_nuclei
-    except ImportError:
-        from skimage.draw import disk
-        from skimage.segmentation import expand_labels
-
-        rng = np.random.default_rng(seed)
-        labels = np.zeros((size, size), np.int32)
-        for k in range(1, int(150 * (size / 512) ** 2) + 1):
-            rr, cc = disk(tuple(rng.uniform(0, size, 2)), rng.uniform(6, 12), shape=labels.shape)
-            labels[rr, cc] = k
-        return expand_labels(labels, 3), "random_disks"
-    return synthetic_nuclei((size, size), seed=seed)[1], "synthetic_nuclei"
 
 
 def perturb(labels: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -27,6 +27,7 @@ _SUBMODULES = (
     "mode",
     "overlap",
     "models",
+    "pipelines",
     "plot",
     "postprocess",
     "predict",

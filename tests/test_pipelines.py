@@ -1,0 +1,238 @@
+"""Tests of course_utils.pipelines: network outputs -> instances, targets, training, checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from course_utils import pipelines as pl
+from course_utils.data import synthetic_nuclei
+from course_utils.metrics import matching
+from course_utils.predict import predict_tiled
+from course_utils.targets import FLOW_SCALE, boundary_classes, edt_prob, masks_to_flows, star_dist
+from course_utils.train import checkpoint_dir
+
+TINY = {"depth": 2, "base_channels": 4}
+INSTANCES = {
+    "unet_weighted": pl.unet_2class_instances,
+    "unet_3class": pl.unet_3class_instances,
+    "cellpose": pl.cellpose_instances,
+    "stardist": pl.stardist_instances,
+}
+
+
+@pytest.fixture(scope="module")
+def nuclei():
+    image, labels = synthetic_nuclei((96, 112), seed=3)
+    assert labels.max() >= 5
+    return image, labels
+
+
+def one_hot(classes, n):
+    return np.eye(n, dtype=np.float32)[classes].transpose(2, 0, 1)
+
+
+def f1(truth, pred):
+    return matching(truth, pred, 0.5).f1
+
+
+# --- instances from a network -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", pl.METHODS)
+def test_untrained_model_gives_int32_labels_of_the_image_shape(method, nuclei):
+    image = nuclei[0][:70, :90]  # not a multiple of any pooling factor
+    model = pl.build_model(method, **TINY)
+    labels = INSTANCES[method](model, image)
+    assert labels.dtype == np.int32 and labels.shape == image.shape
+    assert labels.min() >= 0
+    assert model.training  # network_outputs restores the mode
+
+
+def test_network_outputs_whole_image_equals_the_model_on_the_padded_image(nuclei):
+    model = pl.build_model("unet_3class", **TINY).eval()
+    image = nuclei[0][:70, :90]
+    out = pl.network_outputs(model, image)
+    padded = np.pad(image, ((0, 2), (0, 2)), mode="reflect")  # to multiples of 4
+    with torch.no_grad():
+        direct = model(torch.from_numpy(padded)[None, None])[0, :, :70, :90].numpy()
+    assert out.shape == (3, 70, 90) and out.dtype == np.float32
+    np.testing.assert_allclose(out, direct, atol=1e-5)
+
+
+def test_network_outputs_stardist_grid_and_tiles(nuclei):
+    image = nuclei[0][:70, :90]
+    star = pl.build_model("stardist", **TINY)
+    assert star.grid == 2
+    out = pl.network_outputs(star, image)
+    assert out.shape == (1 + star.n_rays, 35, 45)
+    assert np.all(out[1:] >= 0)  # distances come out of a softplus
+    model = pl.build_model("cellpose", **TINY)
+    tiled = pl.network_outputs(model, image, tile_size=32, overlap=8)
+    np.testing.assert_array_equal(tiled, predict_tiled(model, image, tile_size=32, overlap=8))
+
+
+def test_network_outputs_rejects_bad_images():
+    model = pl.build_model("unet_3class", **TINY)
+    with pytest.raises(ValueError, match="image"):
+        pl.network_outputs(model, np.zeros((1, 2, 8, 8), np.float32))
+    with pytest.raises(TypeError, match="real numbers"):
+        pl.network_outputs(model, np.zeros((8, 8), bool))
+
+
+# --- perfect outputs give the labels back -----------------------------------------------------
+
+
+def test_perfect_two_class_output_with_gaps(nuclei):
+    labels = nuclei[1]
+    pred = pl.instances_from_foreground(one_hot((pl.with_gaps(labels) > 0).astype(int), 2))
+    assert pred.dtype == np.int32
+    assert f1(labels, pred) > 0.9
+
+
+def test_perfect_three_class_output(nuclei):
+    labels = nuclei[1]
+    pred = pl.instances_from_classes(one_hot(boundary_classes(labels), 3))
+    assert pred.dtype == np.int32 and f1(labels, pred) > 0.95
+
+
+def test_perfect_flows(nuclei):
+    labels = nuclei[1]
+    logit = np.where(labels > 0, 10.0, -10.0)[None]
+    outputs = np.concatenate([FLOW_SCALE * masks_to_flows(labels, device="cpu"), logit])
+    pred = pl.instances_from_flows(outputs)
+    assert pred.dtype == np.int32 and f1(labels, pred) > 0.95
+
+
+@pytest.mark.parametrize("grid", [1, 2])
+def test_perfect_stardist_maps(nuclei, grid):
+    labels = nuclei[1]
+    prob = edt_prob(labels)[::grid, ::grid]
+    dist = star_dist(labels, 32, grid=(grid, grid))
+    pred = pl.instances_from_stardist(prob, dist, labels.shape, grid=grid)
+    assert pred.dtype == np.int32 and pred.shape == labels.shape
+    assert f1(labels, pred) > 0.9
+
+
+def test_perfect_outputs_on_bbbc039(bbbc039_labels):
+    labels = bbbc039_labels[0]
+    pred = pl.instances_from_classes(one_hot(boundary_classes(labels), 3))
+    assert f1(labels, pred) > 0.98
+
+
+def test_instances_reject_wrong_channel_counts():
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        pl.instances_from_classes(np.zeros((2, 8, 8)))
+    with pytest.raises(ValueError, match=r"\(2, H, W\)"):
+        pl.instances_from_foreground(np.zeros((8, 8)))
+
+
+# --- targets and losses -----------------------------------------------------------------------
+
+
+def naive_with_gaps(labels):
+    out = labels.copy()
+    h, w = labels.shape
+    for y in range(h):
+        for x in range(w):
+            if labels[y, x] == 0:
+                continue
+            window = labels[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2]
+            if np.any((window != 0) & (window != labels[y, x])):
+                out[y, x] = 0
+    return out
+
+
+def test_with_gaps_matches_a_pixel_loop(nuclei):
+    labels = nuclei[1][:48, :48]
+    gapped = pl.with_gaps(labels)
+    np.testing.assert_array_equal(gapped, naive_with_gaps(labels))
+    assert gapped.dtype == labels.dtype
+    with pytest.raises(TypeError, match="integer"):
+        pl.with_gaps(labels.astype(float))
+    with pytest.raises(ValueError, match="2D"):
+        pl.with_gaps(labels[None])
+
+
+def test_stardist_loss_matches_its_formula():
+    gen = torch.Generator().manual_seed(0)
+    logit = torch.randn(2, 1, 6, 6, generator=gen)
+    pred, dist = 10 * torch.rand(2, 2, 8, 6, 6, generator=gen)
+    prob = torch.rand(2, 1, 6, 6, generator=gen)
+    y, p = prob.double().numpy(), torch.sigmoid(logit.double()).numpy()
+    bce = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    mae = (y * np.abs(pred.numpy() - dist.numpy())).sum() / (8 * y.sum())
+    loss = pl._stardist_loss((logit, pred), prob, dist)
+    assert loss.item() == pytest.approx(bce + 0.2 * mae, rel=1e-4)
+
+
+def test_weighted_loss_crops_targets_to_the_valid_output():
+    out = torch.randn(1, 2, 4, 4)
+    target = torch.zeros(1, 8, 8, dtype=torch.int64)
+    weight = torch.ones(1, 8, 8)
+    weight[:, 2:6, 2:6] = 3.0  # only the centre is seen by the output
+    expected = 3.0 * torch.nn.functional.cross_entropy(out, target[:, 2:6, 2:6])
+    assert pl._weighted_loss(out, target, weight).item() == pytest.approx(expected.item())
+
+
+# --- configuration, training, checkpoints -----------------------------------------------------
+
+
+def test_model_config_and_build_model():
+    with pytest.raises(ValueError, match="method"):
+        pl.model_config("mask_rcnn")
+    for method in pl.METHODS:
+        config, model = pl.model_config(method), pl.build_model(method)
+        assert model.depth == config["depth"]
+    star = pl.build_model("stardist")
+    assert (star.grid, star.n_rays) == (2, 32)  # notebook 06, fast mode
+    assert pl.build_model("cellpose", base_channels=4).output[-1].out_channels == 3
+    a, b = pl.build_model("unet_3class", seed=1), pl.build_model("unet_3class", seed=1)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.fixture(scope="module")
+def patches_data(nuclei):
+    image, labels = nuclei
+    return [image, image[::-1].copy()], [labels, labels[::-1].copy()]
+
+
+@pytest.mark.parametrize("method", pl.METHODS)
+def test_one_tiny_epoch_of_every_method(method, patches_data):
+    images, labels = patches_data
+    patch = 52 if method == "unet_weighted" else 32  # 52 is a valid input of depth 2 (-> 12)
+    model, history = pl.train_model(
+        method, images, labels, epochs=1, patch_size=patch, patches_per_epoch=4, batch_size=2,
+        progress=False, device="cpu", val_images=images[:1], val_labels=labels[:1], **TINY,
+    )  # fmt: skip
+    assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
+    assert np.isfinite(history[0]["val_loss"]) and not model.training
+
+
+def test_train_helper_checkpoints_and_load_pretrained(patches_data, tmp_path):
+    images, labels = patches_data
+    assert pl.load_pretrained("unet_3class", root=tmp_path) is None
+    folder = checkpoint_dir(pl.CHECKPOINTS["unet_3class"], tmp_path)
+    model, _ = pl.train_unet_3class(
+        images, labels, epochs=1, patch_size=32, patches_per_epoch=2, batch_size=2,
+        progress=False, device="cpu", checkpoint_dir=folder, **TINY,
+    )  # fmt: skip
+    assert (folder / "best.pt").exists()
+    # The default configuration (depth 3) does not fit these depth-2 weights: a clear error.
+    with pytest.raises(ValueError, match="does not fit"):
+        pl.load_pretrained("unet_3class", root=tmp_path)
+    (folder / "recipe.json").write_text(json.dumps({"model": TINY}))
+    loaded = pl.load_pretrained("unet_3class", root=tmp_path)
+    assert not loaded.training
+    for x, y in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(x, y)
+
+
+def test_train_model_needs_both_validation_lists(patches_data):
+    images, labels = patches_data
+    with pytest.raises(ValueError, match="val_labels"):
+        pl.train_model("unet_3class", images, labels, epochs=1, patch_size=32,
+                       val_images=images)  # fmt: skip

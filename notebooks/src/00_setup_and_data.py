@@ -8,6 +8,8 @@
 # - the two datasets of this course: **BBBC039** (real nuclei) and a **synthetic** generator;
 # - the difference between a *semantic* mask and *instance* labels, and why touching nuclei are
 #   the central problem of this course.
+#
+# **Papers:** {cite}`caicedo2019bbbc039,ljosa2012bbbc`
 
 # %% [markdown]
 # ## The environment

@@ -16,6 +16,8 @@
 #
 # Every piece is first written by hand and then **asserted** equal to PyTorch's version: when an
 # assert passes, you know exactly what the library does.
+#
+# **Papers:** {cite}`dumoulin2016convarithmetic,luo2016erf,ioffe2015batchnorm,he2016resnet,srivastava2014dropout,odena2016checkerboard,milletari2016vnet`
 
 # %%
 import matplotlib.pyplot as plt

@@ -15,6 +15,8 @@
 # - why pixel accuracy lies, and what IoU and Dice say instead;
 # - how the U-Net is trained today (same padding, batch norm, Adam, mixed precision) and a
 #   3-class variant (background / interior / boundary) for separating instances.
+#
+# **Papers:** {cite}`ronneberger2015unet,kingma2015adam,ioffe2015batchnorm`
 
 # %%
 import inspect

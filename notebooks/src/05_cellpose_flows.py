@@ -17,6 +17,8 @@
 #
 # Cellpose 2.0 (Pachitariu & Stringer 2022) kept this design and added human-in-the-loop
 # training; we use the original recipe.
+#
+# **Papers:** {cite}`stringer2021cellpose,pachitariu2022cellpose2`
 
 # %%
 

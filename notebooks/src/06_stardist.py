@@ -16,6 +16,8 @@
 #   into a label image, and tuning both thresholds on the validation images;
 # - the scores on the BBBC039 test images, and the 3-D version (Weigert 2020): star-convex
 #   polyhedra.
+#
+# **Papers:** {cite}`schmidt2018stardist,weigert2020stardist3d`
 
 # %%
 import json

@@ -15,6 +15,8 @@
 # - **the capstone**: the classical watershed, two U-Nets, a Cellpose-style and a
 #   StarDist-style network on the same BBBC039 test images, in one table and one plot, and
 #   where each method fails.
+#
+# **Papers:** {cite}`maierhein2024metricsreloaded,reinke2024pitfalls,kirillov2019panoptic,cheng2021boundaryiou,stringer2021cellpose,schmidt2018stardist`
 
 # %%
 import time

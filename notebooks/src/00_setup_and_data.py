@@ -9,7 +9,7 @@
 # - the difference between a *semantic* mask and *instance* labels, and why touching nuclei are
 #   the central problem of this course.
 #
-# **Papers:** {cite}`caicedo2019bbbc039,ljosa2012bbbc`
+# **Papers:** {cite}`caicedo2019bbbc039`, {cite}`ljosa2012bbbc`
 
 # %% [markdown]
 # ## The environment

@@ -12,7 +12,8 @@
 # - the object-level score of this classical pipeline on the BBBC039 test images: the number
 #   every deep-learning method in this course has to beat.
 #
-# **Papers:** {cite}`otsu1979threshold,beucher1979watershed,vanderwalt2014skimage,caicedo2019bbbc039`
+# **Papers:** {cite}`otsu1979threshold`, {cite}`beucher1979watershed`,
+# {cite}`vanderwalt2014skimage`, {cite}`caicedo2019bbbc039`
 
 # %%
 

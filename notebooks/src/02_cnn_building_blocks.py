@@ -17,7 +17,9 @@
 # Every piece is first written by hand and then **asserted** equal to PyTorch's version: when an
 # assert passes, you know exactly what the library does.
 #
-# **Papers:** {cite}`dumoulin2016convarithmetic,luo2016erf,ioffe2015batchnorm,he2016resnet,srivastava2014dropout,odena2016checkerboard,milletari2016vnet`
+# **Papers:** {cite}`dumoulin2016convarithmetic`, {cite}`luo2016erf`, {cite}`ioffe2015batchnorm`,
+# {cite}`he2016resnet`, {cite}`srivastava2014dropout`, {cite}`odena2016checkerboard`,
+# {cite}`milletari2016vnet`
 
 # %%
 import matplotlib.pyplot as plt

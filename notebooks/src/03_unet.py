@@ -16,7 +16,7 @@
 # - how the U-Net is trained today (same padding, batch norm, Adam, mixed precision) and a
 #   3-class variant (background / interior / boundary) for separating instances.
 #
-# **Papers:** {cite}`ronneberger2015unet,kingma2015adam,ioffe2015batchnorm`
+# **Papers:** {cite}`ronneberger2015unet`, {cite}`kingma2015adam`, {cite}`ioffe2015batchnorm`
 
 # %%
 import inspect

@@ -16,7 +16,8 @@
 # The transforms written here live in `course_utils.data.augment`; every later notebook
 # (Cellpose, StarDist) trains with them.
 #
-# **Papers:** {cite}`simard2003elastic,buslaev2020albumentations,ronneberger2015unet`
+# **Papers:** {cite}`simard2003elastic`, {cite}`buslaev2020albumentations`,
+# {cite}`ronneberger2015unet`
 
 # %%
 import time

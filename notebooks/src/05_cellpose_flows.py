@@ -18,7 +18,7 @@
 # Cellpose 2.0 (Pachitariu & Stringer 2022) kept this design and added human-in-the-loop
 # training; we use the original recipe.
 #
-# **Papers:** {cite}`stringer2021cellpose,pachitariu2022cellpose2`
+# **Papers:** {cite}`stringer2021cellpose`, {cite}`pachitariu2022cellpose2`
 
 # %%
 

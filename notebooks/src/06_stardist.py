@@ -17,7 +17,7 @@
 # - the scores on the BBBC039 test images, and the 3-D version (Weigert 2020): star-convex
 #   polyhedra.
 #
-# **Papers:** {cite}`schmidt2018stardist,weigert2020stardist3d`
+# **Papers:** {cite}`schmidt2018stardist`, {cite}`weigert2020stardist3d`
 
 # %%
 import json

@@ -16,7 +16,9 @@
 #   StarDist-style network on the same BBBC039 test images, in one table and one plot, and
 #   where each method fails.
 #
-# **Papers:** {cite}`maierhein2024metricsreloaded,reinke2024pitfalls,kirillov2019panoptic,cheng2021boundaryiou,stringer2021cellpose,schmidt2018stardist`
+# **Papers:** {cite}`maierhein2024metricsreloaded`, {cite}`reinke2024pitfalls`,
+# {cite}`kirillov2019panoptic`, {cite}`cheng2021boundaryiou`, {cite}`stringer2021cellpose`,
+# {cite}`schmidt2018stardist`
 
 # %%
 import time

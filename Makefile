@@ -42,8 +42,8 @@ test: setup  ## every check: lint, generated notebooks up to date, unit tests, n
 	$(VENV)/bin/ruff check .
 	$(PY) scripts/build_notebooks.py --check
 	rm -rf _build/executed _build/test-checkpoints
-	@# the notebooks train from scratch here, in a folder of their own (never the user's checkpoints)
-	COURSE_CHECKPOINTS=$(CURDIR)/_build/test-checkpoints COURSE_SAVE_EXECUTED=$(CURDIR)/_build/executed \
+	@# the notebooks train from scratch, each in a folder of its own (never the user's checkpoints)
+	COURSE_TEST_CHECKPOINTS=$(CURDIR)/_build/test-checkpoints COURSE_SAVE_EXECUTED=$(CURDIR)/_build/executed \
 	    OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n $(JOBS) \
 	    --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
 	    --ignore=tests/website tests notebooks/[0-9][0-9]_*.ipynb

@@ -4,6 +4,7 @@ With ``COURSE_SAVE_EXECUTED=<folder>`` set, every notebook run by ``pytest --nbv
 to ``<folder>/<name>.ipynb`` with the outputs of that run. ``scripts/cache_executed.py`` then hands
 them to the website's execution cache, so that ``make test`` executes each notebook once and still
 builds and checks the website. ``<name>.json`` beside each holds its wall time.
+With ``COURSE_TEST_CHECKPOINTS=<folder>``, each notebook keeps its checkpoints in a subfolder.
 """
 
 from __future__ import annotations
@@ -34,8 +35,15 @@ _STARTED: dict[str, float] = {}
 
 
 def pytest_runtest_setup(item):
-    if hasattr(item, "cell") and _save_dir() is not None:
+    if not hasattr(item, "cell"):
+        return
+    if _save_dir() is not None:
         _STARTED.setdefault(str(item.parent.fspath), time.perf_counter())
+    # Notebooks run side by side: each gets checkpoints of its own, so that notebook 07 never
+    # loads a model that notebook 05 is still training (the kernel starts after this hook).
+    root = os.environ.get("COURSE_TEST_CHECKPOINTS")
+    if root:
+        os.environ["COURSE_CHECKPOINTS"] = str(Path(root) / Path(str(item.parent.fspath)).stem)
 
 
 def pytest_runtest_teardown(item, nextitem):

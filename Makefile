@@ -5,7 +5,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Notebook kernels come from .venv, whatever kernels the user has installed elsewhere.
 export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
-export MPLBACKEND ?= Agg
 JOBS ?= 2
 
 # Builds and tests draw static figures: nobody is there to move a slider.

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 
+import matplotlib
 import pytest
 
 os.environ["COURSE_OFFLINE"] = "1"
 os.environ.setdefault("COURSE_MODE", "fast")
-os.environ.setdefault("MPLBACKEND", "Agg")
+# Agg for the tests in this process only: an environment variable would reach the notebook
+# kernels that nbval starts and silence their inline figures.
+matplotlib.use("Agg")
 
 
 @pytest.fixture(scope="session")

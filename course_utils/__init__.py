@@ -2,7 +2,8 @@
 
 The modules follow the flow of data, and each imports only from those to its left::
 
-    data -> targets -> models -> train / predict -> postprocess -> metrics      (plot beside)
+    data -> targets -> models -> losses -> train / predict -> postprocess -> metrics
+         -> methods (one record per method) -> pipelines                  (plot beside)
 
 ``mode`` (fast vs full) and ``env`` (device, seeding, environment report) sit under all of them.
 Submodules load on first use, so ``import course_utils as cu`` is cheap and ``cu.metrics`` works.
@@ -21,8 +22,11 @@ _SUBMODULES = (
     "checks",
     "classical",
     "data",
+    "distributed",
     "env",
     "history",
+    "losses",
+    "methods",
     "metrics",
     "mode",
     "overlap",

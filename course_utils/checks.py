@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validate import to_numpy
+from ._shared.validate import to_numpy
 
 TODO_HINT = "complete the TODO in the exercise cell above, then run it again"
 

@@ -24,7 +24,7 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.segmentation import relabel_sequential, watershed
 
-from ._validate import check_labels
+from ._shared.validate import check_labels
 
 Method = Literal["shape", "intensity"]
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._shared.device import resolve_device
 from .mode import get_mode
 
 DEFAULT_PACKAGES = ("numpy", "scipy", "skimage", "matplotlib", "torch", "torchvision")
@@ -26,7 +27,8 @@ def get_device(prefer: str | None = None):
     ----------
     prefer : str, optional
         Force a device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``). The environment
-        variable ``COURSE_DEVICE`` does the same without code changes.
+        variable ``COURSE_DEVICE`` does the same without code changes; every function of
+        ``course_utils`` that picks a device honours it.
 
     Returns
     -------
@@ -34,63 +36,14 @@ def get_device(prefer: str | None = None):
 
     Raises
     ------
+    ValueError
+        If ``prefer`` or ``COURSE_DEVICE`` is not a device name (the message names which).
     RuntimeError
         If the preferred device is not available, with the reason.
 
     Introduced in notebook 00.
     """
-    import torch
-
-    prefer = prefer or os.environ.get("COURSE_DEVICE") or None
-    if prefer is not None:
-        dev = torch.device(prefer)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {prefer!r} asked for, but CUDA is not available")
-        if dev.type == "mps" and not _mps_available():
-            raise RuntimeError(f"device {prefer!r} asked for, but MPS is not available")
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if _mps_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def _mps_available() -> bool:
-    import torch
-
-    backend = getattr(torch.backends, "mps", None)
-    return bool(backend is not None and backend.is_available())
-
-
-def _amp_dtype(amp, device):
-    """The autocast dtype for ``amp`` on ``device`` (a ``torch.device``), or None for none.
-
-    ``"auto"``: on CUDA only; bfloat16 on GPUs with native support (compute capability 8.0,
-    Ampere, or newer; ROCm), else float16. bfloat16 has the range of float32 and needs no loss
-    scaling; float16 does (``train.fit`` adds a GradScaler for it). Turing GPUs such as the T4
-    only *emulate* bfloat16, slowly, so they get float16. ``True`` forces it on any device
-    (bfloat16 off CUDA). Shared by ``train.fit`` and ``predict.predict_tiled``.
-    """
-    import torch
-
-    if not (amp is None or isinstance(amp, bool) or amp in ("auto", "bf16", "fp16")):
-        raise ValueError(f"amp must be 'auto', True, False, 'bf16' or 'fp16', got {amp!r}")
-    cuda = device.type == "cuda"
-    if amp is False or amp is None or (amp == "auto" and not cuda):
-        return None
-    if amp is True or amp == "auto":
-        amp = "fp16" if cuda and not _native_bf16(device) else "bf16"
-    return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-def _native_bf16(device) -> bool:
-    import torch
-
-    if torch.version.hip:
-        return True
-    # torch.cuda.is_bf16_supported() also says True where bfloat16 is only emulated (T4).
-    return torch.cuda.get_device_capability(device)[0] >= 8
+    return resolve_device(prefer or None)
 
 
 def seed_everything(seed: int = 0, deterministic: bool = True) -> np.random.Generator:
@@ -154,7 +107,9 @@ def check_env(packages: Sequence[str] = DEFAULT_PACKAGES, verbose: bool = True) 
     Returns
     -------
     dict
-        ``python``, ``platform``, ``mode``, ``device``, ``gpu`` (name or ``None``),
+        ``python``, ``platform``, ``mode`` (``"invalid"`` when ``COURSE_MODE`` is not a mode),
+        ``device`` (``None`` when none can be used, e.g. ``COURSE_DEVICE`` names no device),
+        ``gpu`` (name or ``None``),
         ``gpu_memory_gb``, ``versions`` (name -> version or ``None``) and ``problems``
         (list of human-readable strings; empty when all is well).
 
@@ -166,11 +121,16 @@ def check_env(packages: Sequence[str] = DEFAULT_PACKAGES, verbose: bool = True) 
         for name, v in versions.items()
         if v is None
     ]
+    try:
+        mode = get_mode()
+    except ValueError as err:  # a report must not crash on the very thing it should report
+        mode = "invalid"
+        problems.append(str(err))
     report = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "mode": get_mode(),
-        "device": "cpu",
+        "mode": mode,
+        "device": None,
         "gpu": None,
         "gpu_memory_gb": None,
         "versions": versions,
@@ -182,7 +142,7 @@ def check_env(packages: Sequence[str] = DEFAULT_PACKAGES, verbose: bool = True) 
         problems.extend(_torch_problems(torch))
         try:
             report["device"] = str(get_device())
-        except RuntimeError as err:
+        except (RuntimeError, ValueError) as err:  # e.g. COURSE_DEVICE=garbage
             problems.append(str(err))
         if torch.cuda.is_available() and not problems:
             props = torch.cuda.get_device_properties(0)
@@ -198,7 +158,7 @@ def _print_report(report: dict) -> None:
     print(f"mode: {report['mode']}   (set COURSE_MODE=fast|full|auto to change)")
     gpu = report["gpu"]
     extra = f" ({gpu}, {report['gpu_memory_gb']} GiB)" if gpu else ""
-    print(f"device: {report['device']}{extra}")
+    print(f"device: {report['device'] or 'none (see below)'}{extra}")
     print("versions: " + ", ".join(f"{k} {v or 'MISSING'}" for k, v in report["versions"].items()))
     for problem in report["problems"]:
         print(f"  ! {problem}")

@@ -9,7 +9,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-_BOOKKEEPING = ("epoch", "lr", "seconds")
+#: Columns of a record that say when and how, not how well (left out of plots and summaries).
+BOOKKEEPING = ("epoch", "lr", "seconds")
 
 
 class History:
@@ -79,7 +80,7 @@ class History:
 
         if not self.records:
             raise ValueError("nothing to plot: the history has no epochs yet")
-        metrics = [k for k in self.keys() if k not in (*_BOOKKEEPING, "train_loss", "val_loss")]
+        metrics = [k for k in self.keys() if k not in (*BOOKKEEPING, "train_loss", "val_loss")]
         n = 1 + len(metrics)
         ncols, nrows = min(n, 3), math.ceil(n / 3)
         size = figsize or (4.5 * ncols, 3.4 * nrows)
@@ -103,16 +104,16 @@ class History:
 
     def __repr__(self) -> str:
         best = self.best
-        tail = "" if best is None else f", best epoch {best['epoch']}: {self.monitor}="
-        return (
-            f"History({len(self)} epochs{tail}{'' if best is None else _fmt(best[self.monitor])})"
-        )
+        if best is None:
+            return f"History({len(self)} epochs)"
+        value = format_value(best[self.monitor])
+        return f"History({len(self)} epochs, best epoch {best['epoch']}: {self.monitor}={value})"
 
     def _repr_html_(self) -> str:
         keys, best = self.keys(), self.best_epoch
         rows = "".join(
             f"<tr{' style=font-weight:bold' if r.get('epoch') == best else ''}>"
-            + "".join(f"<td>{_fmt(r.get(k))}</td>" for k in keys)
+            + "".join(f"<td>{format_value(r.get(k))}</td>" for k in keys)
             + "</tr>"
             for r in self.records
         )
@@ -120,7 +121,8 @@ class History:
         return f"<table><caption>{self!r}</caption><tr>{head}</tr>{rows}</table>"
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A record's value for printing: floats with 4 significant digits."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 

@@ -28,7 +28,8 @@ from scipy import sparse
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 from tqdm.auto import tqdm
 
-from .overlap import CRITERIA, _as_pair
+from ._shared.validate import check_label_pair
+from .overlap import CRITERIA
 from .overlap import OverlapTable as OverlapTable
 from .overlap import iou_matrix as iou_matrix
 from .overlap import overlap_table as overlap_table
@@ -334,7 +335,7 @@ def pixel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 
     Introduced in notebook 01.
     """
-    t, p = _as_pair(y_true, y_pred, allow_bool=True)
+    t, p = check_label_pair(y_true, y_pred, allow_bool=True)
     t, p = t != 0, p != 0
     tp = int(np.count_nonzero(t & p))
     fp = int(np.count_nonzero(p)) - tp

@@ -10,22 +10,12 @@ Introduced in notebook 07.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from ._validate import check_labels
+from ._shared.validate import check_label_pair
 
 CRITERIA = ("iou", "iot", "iop")
-
-
-def _as_pair(y_true: Any, y_pred: Any, *, allow_bool: bool = False):
-    """Validate two label images (or binary masks) of the same shape, 2D or 3D."""
-    t = check_labels(y_true, "y_true", ndim=(2, 3), allow_bool=allow_bool)
-    p = check_labels(y_pred, "y_pred", ndim=(2, 3), allow_bool=allow_bool)
-    if t.shape != p.shape:
-        raise ValueError(f"y_true {t.shape} and y_pred {p.shape} have different shapes.")
-    return t, p
 
 
 @dataclass(frozen=True)
@@ -114,7 +104,7 @@ def overlap_table(y_true: np.ndarray, y_pred: np.ndarray) -> OverlapTable:
 
     Introduced in notebook 07.
     """
-    t_img, p_img = _as_pair(y_true, y_pred)
+    t_img, p_img = check_label_pair(y_true, y_pred)
     t_of, p_of, counts = _pair_counts(t_img.ravel(), p_img.ravel())
     t_ids, rows = np.unique(t_of, return_inverse=True)
     p_ids, cols = np.unique(p_of, return_inverse=True)

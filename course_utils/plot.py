@@ -20,7 +20,7 @@ from matplotlib.colors import ListedColormap, hsv_to_rgb
 from matplotlib.figure import Figure
 from skimage.segmentation import find_boundaries
 
-from ._validate import check_labels, to_numpy
+from ._shared.validate import check_labels, to_numpy
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:

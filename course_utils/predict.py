@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validate import check_image
-from .env import _amp_dtype
+from ._shared.device import amp_dtype, model_device
+from ._shared.validate import check_image, check_int
+from .models import UNetOriginal, unet_output_size, valid_input_sizes
 
-__all__ = ["predict_tiled", "tile_grid"]
+__all__ = ["network_outputs", "predict_tiled", "tile_grid"]
 
 PAD_MODES = ("reflect", "symmetric", "edge", "constant", "wrap")
 
@@ -115,7 +116,7 @@ def _as_chw(image) -> np.ndarray:
 
 
 def _autocast(amp, device: torch.device):
-    dtype = _amp_dtype(amp, device)
+    dtype = amp_dtype(amp, device)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -212,11 +213,10 @@ def predict_tiled(
     tile = _pair(tile_size, "tile_size")
     if pad_mode not in PAD_MODES:
         raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     if device is not None:
         model.to(device)
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     was_training = model.training
     model.eval()
     try:
@@ -224,11 +224,6 @@ def predict_tiled(
             return _predict(model, img, tile, overlap, batch_size, device, pad_mode)
     finally:
         model.train(was_training)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    tensors = [*model.parameters(), *model.buffers()]
-    return tensors[0].device if tensors else torch.device("cpu")
 
 
 def _predict(model, img, tile, overlap, batch_size, device, pad_mode) -> np.ndarray:
@@ -257,3 +252,55 @@ def _predict(model, img, tile, overlap, batch_size, device, pad_mode) -> np.ndar
             sy, sx = oy0 - iy - margin[0], ox0 - ix - margin[1]
             result[:, oy0:oy1, ox0:ox1] = pred[:, sy : sy + oy1 - oy0, sx : sx + ox1 - ox0]
     return result
+
+
+def network_outputs(
+    model: nn.Module,
+    image,
+    *,
+    tile_size: int | None = None,
+    overlap: int = 32,
+    device=None,
+    amp: bool | str = "auto",
+) -> np.ndarray:
+    """Raw outputs of a network on a whole image: float32 numpy ``(C_out, H', W')``.
+
+    ``image`` (H, W) or (C, H, W), normalised. With ``tile_size=None`` the network runs once on
+    the image reflect-padded at its bottom/right to a size it accepts (a multiple of
+    ``grid * 2**depth``), and the output is cropped back: (C_out, H, W), or for StarDist
+    (1 + n_rays, ceil(H / grid), ceil(W / grid)), its tuple output joined along channels.
+    Otherwise, and always for ``UNetOriginal`` (valid convolutions; default tile: the smallest
+    valid input with an output of >= 256 pixels), overlap-tile prediction with
+    :func:`predict_tiled`. ``device``: default the model's; ``amp`` as in ``predict_tiled``.
+
+    Introduced in notebook 07.
+    """
+    img = _as_chw(image)
+    dtype = image.dtype if torch.is_tensor(image) else np.asarray(image).dtype
+    if dtype in (np.bool_, torch.bool):
+        raise TypeError("image is boolean: give the microscopy image, not a mask")
+    if isinstance(model, UNetOriginal):
+        if tile_size is None:
+            sizes = valid_input_sizes(model.depth, 64, 2048)
+            tile_size = next(s for s in sizes if unet_output_size(s, model.depth) >= 256)
+        return predict_tiled(model, img, tile_size=tile_size, overlap=0, device=device, amp=amp)
+    if tile_size is not None:
+        return predict_tiled(
+            model, img, tile_size=tile_size, overlap=overlap, device=device, amp=amp
+        )
+    grid = getattr(model, "grid", 1)
+    multiple = grid * 2 ** int(getattr(model, "depth", 0))
+    h, w = img.shape[1:]
+    mode = "reflect" if min(h, w) > 1 else "edge"
+    padded = np.pad(img, ((0, 0), (0, -h % multiple), (0, -w % multiple)), mode=mode)
+    if device is not None:
+        model.to(device)
+    dev = torch.device(device) if device is not None else model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), _autocast(amp, dev):
+            out = _forward(model, torch.from_numpy(padded)[None].to(dev))
+    finally:
+        model.train(was_training)
+    return out[0, :, : -(-h // grid), : -(-w // grid)].cpu().numpy()

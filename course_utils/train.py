@@ -1,6 +1,8 @@
 """The training loop: ``fit`` (mixed precision, checkpoints, exact resume) and ``History``.
 
-Notebook 02 builds the loop by hand, then switches to ``fit``. Introduced in notebook 02.
+Notebook 02 builds the loop by hand, then switches to ``fit``. The same ``fit`` runs on one
+process or, unchanged, on several under ``torchrun`` (``course_utils.distributed``).
+Introduced in notebook 02.
 """
 
 from __future__ import annotations
@@ -19,14 +21,32 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import _resume, _save_checkpoint, checkpoint_dir, load_checkpoint
-from .env import _amp_dtype, get_device
-from .history import _BOOKKEEPING, History, _fmt
+from . import distributed
+from ._shared.device import amp_dtype, resolve_device
+from ._shared.validate import check_int
+from .checkpoint import (
+    checkpoint_dir,
+    describe,
+    load_checkpoint,
+    restore_training_state,
+    rng_state,
+    save_training_state,
+    training_lock,
+)
+from .history import BOOKKEEPING, History, format_value
 
 __all__ = ["History", "checkpoint_dir", "fit", "load_checkpoint"]
 
 # Stepped after every batch instead of every epoch (their schedule is counted in batches).
 _PER_BATCH_SCHEDULERS = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
+
+
+def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in ``DistributedDataParallel`` (batch norm synchronised on CUDA)."""
+    if device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 class _Run:
@@ -36,7 +56,8 @@ class _Run:
                  metrics, grad_clip, seed, monitor):  # fmt: skip
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.device = torch.device(device) if device is not None else get_device()
+        self.device = distributed.setup(resolve_device(device))
+        self.module = model  # the network itself; self.model may be its DDP wrapper
         if channels_last == "auto":
             channels_last = self.device.type == "cuda"  # only tensor cores profit from NHWC
         elif not isinstance(channels_last, bool):
@@ -44,6 +65,8 @@ class _Run:
         self.model, self.channels_last = model.to(self.device), channels_last
         if channels_last:
             model.to(memory_format=torch.channels_last)
+        if distributed.world_size() > 1:
+            self.model = _wrap_ddp(model, self.device)
         if optimizer is None:
             optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         self.optimizer = optimizer
@@ -56,7 +79,7 @@ class _Run:
             )
         self.scheduler = scheduler
         self.per_batch = isinstance(scheduler, _PER_BATCH_SCHEDULERS)
-        self.amp_dtype = _amp_dtype(amp, self.device)
+        self.amp_dtype = amp_dtype(amp, self.device)
         # Loss scaling only for float16: bfloat16 has the exponent range of float32.
         use_scaler = self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
@@ -122,7 +145,10 @@ def _train_epoch(run: _Run, loader, desc: str, progress: bool) -> float:
     bar.close()
     if count == 0:
         raise ValueError("train_loader yielded no batches")
-    return float(total / count)
+    # One process: itself. Under torchrun: the mean over the global batches of the epoch.
+    counted = torch.tensor(float(count), device=total.device)
+    summed = distributed.all_reduce_sum(torch.stack([total, counted]))
+    return float(summed[0] / summed[1])
 
 
 def _validate(run: _Run, loader) -> dict[str, float]:
@@ -200,6 +226,7 @@ def fit(
     progress: bool = True,
     monitor: str = "val_loss",
     monitor_mode: str = "min",
+    meta: Mapping[str, Any] | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs, validating and checkpointing after each.
 
@@ -238,7 +265,9 @@ def fit(
         NHWC memory layout (faster convolutions on CUDA); ``"auto"``: on CUDA only.
     checkpoint_dir : path, optional
         ``last.pt`` every epoch, ``best.pt`` when ``monitor`` improves (model, optimizer,
-        scheduler and scaler states, epoch, history, RNG states; written atomically).
+        scheduler and scaler states, epoch, history, RNG states, and ``meta``; written to a
+        unique temporary file and renamed, so nothing is ever half-written or overwritten by
+        accident). A second run into the same folder at the same time is refused.
     resume : bool
         Continue from ``checkpoint_dir/last.pt``; if it holds ``epochs`` epochs already, return
         its history without training (the model gets its weights). A ``last.pt`` that does
@@ -253,6 +282,17 @@ def fit(
     monitor, monitor_mode : str
         Record key and ``"min"``/``"max"`` for the best epoch. Without ``val_loader`` the
         default ``"val_loss"`` becomes ``"train_loss"``.
+    meta : dict, optional
+        What the checkpoints should say about the run, e.g. ``{"method": "cellpose", "data":
+        "bbbc039/train"}`` (plain values only). ``fit`` adds the network's class and constructor
+        arguments (for the networks of ``course_utils.models``), the mode, the course version
+        and a checksum of the weights, so that ``course_utils.methods.load_model`` rebuilds
+        the network from a checkpoint alone.
+
+    Under ``torchrun --nproc_per_node=N`` (``course_utils.distributed``) each process trains
+    on ``1/N`` of every global batch of the loaders (``batch_size`` is the global batch, and
+    ``lr`` is the rate for it), the model is wrapped in ``DistributedDataParallel``, and only
+    rank 0 writes checkpoints and prints.
 
     Returns
     -------
@@ -267,40 +307,78 @@ def fit(
 
     Introduced in notebook 02.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    epochs = check_int(epochs, "epochs", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
     metrics = dict(metrics or {})
     monitor = "train_loss" if monitor == "val_loss" and val_loader is None else monitor
     known = ["train_loss"] + (["val_loss", *metrics] if val_loader is not None else [])
     if monitor not in known:
         raise ValueError(f"monitor must be one of {known} (metrics need val_loader): {monitor!r}")
     history = History(monitor, monitor_mode)
+    directory = _checkpoint_folder(checkpoint_dir)
+    record_meta = describe(model, meta)  # refuses bad meta before any training
     run = _Run(model, optimizer=optimizer, lr=lr, scheduler=scheduler, device=device, amp=amp,
                channels_last=channels_last, loss_fn=loss_fn, metrics=metrics,
                grad_clip=grad_clip, seed=seed, monitor=monitor)  # fmt: skip
-    directory, start = None if checkpoint_dir is None else Path(checkpoint_dir), 0
-    if directory is not None:
-        directory.mkdir(parents=True, exist_ok=True)
-        start, history = _resume(run, directory, resume, history)
-    if start >= epochs and progress:
-        tqdm.write(f"{directory / 'last.pt'} already holds {start} epochs: nothing to train")
-    for epoch in range(start, epochs):
-        record = _run_epoch(run, epoch, epochs, train_loader, val_loader, progress)
-        history.append(record)
-        improved = history.best_epoch == record["epoch"]
-        _step_scheduler(run, record)
+    if distributed.world_size() > 1:
+        train_loader = distributed.shard_loader(train_loader, seed)
+    main = distributed.is_main_process()
+    progress = progress and main
+    with contextlib.ExitStack() as stack:
+        if directory is not None and main:
+            stack.enter_context(training_lock(directory))
+        start = 0
         if directory is not None:
-            _save_checkpoint(run, directory, epoch + 1, history, improved)
-        if progress:
-            tqdm.write(_summary(record, epochs, improved))
+            start, history = restore_training_state(
+                directory, model=model, optimizer=run.optimizer, scheduler=run.scheduler,
+                scaler=run.scaler, resume=resume, history=history,
+            )  # fmt: skip
+        if start >= epochs and progress:
+            tqdm.write(f"{directory / 'last.pt'} already holds {start} epochs: nothing to train")
+        for epoch in range(start, epochs):
+            record = _run_epoch(run, epoch, epochs, train_loader, val_loader, progress)
+            history.append(record)
+            improved = history.best_epoch == record["epoch"]
+            _step_scheduler(run, record)
+            if directory is not None and main:
+                state = _training_state(run, epoch + 1, history, record_meta)
+                save_training_state(directory, state, best=improved)
+            distributed.barrier()  # the others wait until rank 0 has written
+            if progress:
+                tqdm.write(_summary(record, epochs, improved))
     model.eval()
     return history
 
 
+def _checkpoint_folder(path: str | os.PathLike | None) -> Path | None:
+    """The checkpoint folder, created if needed; a clear error when it is a file."""
+    if path is None:
+        return None
+    directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"checkpoint_dir {directory} is a file, not a folder")
+    if distributed.is_main_process():
+        directory.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
+    return directory
+
+
+def _training_state(run: _Run, epoch: int, history: History, meta: dict) -> dict[str, Any]:
+    """Everything a checkpoint holds after ``epoch`` epochs (weights of the bare network)."""
+    return {
+        "epoch": epoch,
+        "model": run.module.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": None if run.scheduler is None else run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "history": {"monitor": history.monitor, "mode": history.mode, "records": history.records},
+        "rng": rng_state(),
+        "meta": dict(meta),
+    }
+
+
 def _summary(record: dict, epochs: int, improved: bool) -> str:
     parts = [f"epoch {record['epoch']}/{epochs}"]
-    parts += [f"{k} {_fmt(v)}" for k, v in record.items() if k not in _BOOKKEEPING]
+    parts += [f"{k} {format_value(v)}" for k, v in record.items() if k not in BOOKKEEPING]
     parts += [f"lr {record['lr']:.3g}", f"{record['seconds']:.1f} s"]
     return "  ".join(parts) + ("  (best)" if improved else "")

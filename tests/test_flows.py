@@ -9,6 +9,8 @@ from scipy import ndimage
 from skimage.draw import disk, ellipse
 from skimage.measure import label
 
+from course_utils._shared import jit
+from course_utils._shared.relabel import relabel_consecutive
 from course_utils.postprocess import flows as pf
 from course_utils.postprocess import flows_to_masks, follow_flows
 from course_utils.targets import FLOW_SCALE, masks_to_flows
@@ -115,7 +117,7 @@ def test_flows_are_unit_inside_and_zero_outside(cells):
 @pytest.mark.parametrize("make, niter", [(touching_cells, None), (odd_cells, None), (odd_cells, 7)])
 def test_heat_and_flows_match_per_cell_loop(make, niter):
     lab = make()
-    relabelled, n = tf._relabel_consecutive(lab)
+    relabelled, n = relabel_consecutive(lab)
     heat = tf._heat_map(relabelled, n, niter, torch.device("cpu"))
     expected = slow_heat(relabelled, niter)
     np.testing.assert_allclose(heat, expected, rtol=1e-10, atol=1e-300)
@@ -156,7 +158,7 @@ def test_torch_cpu_tensor_equals_numpy(cells):
 
 def test_torch_diffusion_kernel_equals_numba(cells):
     # The GPU code path (tensor slicing), run here on the CPU.
-    lab, n = tf._relabel_consecutive(cells)
+    lab, n = relabel_consecutive(cells)
     cy, cx, ext = tf._centres_numba(lab, n)
     padded = np.pad(lab, 1)
     a = tf._diffuse_numba(padded, cy + 1, cx + 1, 60)
@@ -313,7 +315,7 @@ def test_gpu_code_path_gives_the_same_results_on_cpu(cells, monkeypatch):
     flows = masks_to_flows(cells, device="cpu")
     prob = cellprob_logit(cells)
     masks = flows_to_masks(FLOW_SCALE * flows, prob, device="cpu")
-    monkeypatch.setattr(tf, "_use_numba", lambda device: False)
+    monkeypatch.setattr(jit, "use_numba", lambda device: False)
     np.testing.assert_allclose(masks_to_flows(cells, device="cpu"), flows, atol=1e-6)
     masks_torch = flows_to_masks(FLOW_SCALE * flows, prob, device="cpu")
     assert naive_f1(masks, masks_torch, thresh=0.9) == 1.0
@@ -389,7 +391,7 @@ def test_tensor_heat_map_leaves_the_device_before_float64(cells, monkeypatch):
             raise RuntimeError("Cannot convert a MPS Tensor to float64 dtype")
 
     diffuse = tf._diffuse_torch
-    monkeypatch.setattr(tf, "_use_numba", lambda device: False)
+    monkeypatch.setattr(jit, "use_numba", lambda device: False)
     monkeypatch.setattr(tf, "_diffuse_torch", lambda *args: OnMPS(diffuse(*args)))
     via_tensors = masks_to_flows(cells, device="cpu")
     monkeypatch.undo()

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from course_utils import env, mode
+from course_utils._shared import device as shared_device
+from course_utils._shared.device import amp_dtype
 
 
 @pytest.mark.parametrize(
@@ -111,14 +113,14 @@ def test_dataloader_workers(monkeypatch):
 
 def test_amp_dtype_off_the_gpu_and_forced():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert env._amp_dtype("auto", cpu) is None  # no mixed precision on the CPU unless asked
-    assert env._amp_dtype(False, cuda) is None and env._amp_dtype(None, cuda) is None
-    assert env._amp_dtype(True, cpu) == torch.bfloat16
-    assert env._amp_dtype("fp16", cpu) == torch.float16
-    assert env._amp_dtype("bf16", cuda) == torch.bfloat16  # a forced dtype is not second-guessed
+    assert amp_dtype("auto", cpu) is None  # no mixed precision on the CPU unless asked
+    assert amp_dtype(False, cuda) is None and amp_dtype(None, cuda) is None
+    assert amp_dtype(True, cpu) == torch.bfloat16
+    assert amp_dtype("fp16", cpu) == torch.float16
+    assert amp_dtype("bf16", cuda) == torch.bfloat16  # a forced dtype is not second-guessed
     for bad in ("fp8", "BF16", 1, 0.5):
         with pytest.raises(ValueError, match="amp"):
-            env._amp_dtype(bad, cpu)
+            amp_dtype(bad, cpu)
 
 
 @pytest.mark.parametrize(
@@ -132,18 +134,18 @@ def test_amp_auto_on_cuda_picks_bf16_only_where_it_is_native(monkeypatch, capabi
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     cuda = torch.device("cuda")
-    assert env._amp_dtype("auto", cuda) == expected
-    assert env._amp_dtype(True, cuda) == expected
+    assert amp_dtype("auto", cuda) == expected
+    assert amp_dtype(True, cuda) == expected
 
 
 def test_get_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
     monkeypatch.delenv("COURSE_DEVICE", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(env, "_mps_available", lambda: True)
+    monkeypatch.setattr(shared_device, "mps_available", lambda: True)
     assert env.get_device() == torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert env.get_device() == torch.device("mps")
-    monkeypatch.setattr(env, "_mps_available", lambda: False)
+    monkeypatch.setattr(shared_device, "mps_available", lambda: False)
     assert env.get_device() == torch.device("cpu")
     with pytest.raises(RuntimeError, match="MPS is not available"):
         env.get_device("mps")
@@ -155,3 +157,34 @@ def test_other_seed_other_numbers():
     env.seed_everything(4)
     b = (torch.rand(3), np.random.rand(2))  # noqa: NPY002
     assert not torch.equal(a[0], b[0]) and not np.array_equal(a[1], b[1])
+
+
+def test_course_device_garbage_names_the_variable(monkeypatch):
+    monkeypatch.setenv("COURSE_DEVICE", "garbage")
+    with pytest.raises(ValueError, match="COURSE_DEVICE='garbage' is not a device"):
+        env.get_device()
+    report = env.check_env(verbose=False)
+    assert report["device"] is None  # not "cpu": nothing can run with this setting
+    assert any("COURSE_DEVICE='garbage'" in p for p in report["problems"])
+    monkeypatch.setenv("COURSE_DEVICE", "xla")
+    with pytest.raises(ValueError, match="cpu, cuda or mps only"):
+        env.get_device()
+
+
+def test_check_env_reports_a_bad_mode_instead_of_raising(monkeypatch):
+    monkeypatch.setenv("COURSE_MODE", "garbage")
+    report = env.check_env(verbose=False)
+    assert report["mode"] == "invalid"
+    assert any("COURSE_MODE='garbage'" in p for p in report["problems"])
+
+
+def test_resolve_device_order(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("COURSE_DEVICE", "cpu")
+    assert shared_device.resolve_device() == torch.device("cpu")  # the variable beats CUDA
+    assert shared_device.resolve_device(like=torch.zeros(1)) == torch.device("cpu")
+    assert shared_device.resolve_device("cpu", like=torch.zeros(1)) == torch.device("cpu")
+    monkeypatch.delenv("COURSE_DEVICE")
+    assert shared_device.resolve_device() == torch.device("cuda")
+    with pytest.raises(ValueError, match="device='nonsense'"):
+        shared_device.resolve_device("nonsense")

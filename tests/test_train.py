@@ -373,10 +373,10 @@ def test_cuda_rng_states_restored_for_the_gpus_present(monkeypatch):
     # A checkpoint written on a two-GPU machine, resumed on a one-GPU machine.
     from course_utils import checkpoint
 
-    state = {**checkpoint._rng_state(), "cuda": ["state of gpu 0", "state of gpu 1"]}
+    state = {**checkpoint.rng_state(), "cuda": ["state of gpu 0", "state of gpu 1"]}
     seen = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: seen.append(list(states)))
-    checkpoint._set_rng_state(state)
+    checkpoint.set_rng_state(state)
     assert seen == [["state of gpu 0"]]

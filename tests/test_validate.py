@@ -1,4 +1,4 @@
-"""course_utils._validate: the shared input checks, and that every module uses them alike."""
+"""course_utils._shared.validate: the shared input checks, and that every module uses them alike."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_utils import _validate as v
+from course_utils._shared import validate as v
 from course_utils.classical import merge_split_counts
 from course_utils.data.augment import flip_rot90
 from course_utils.data.patches import PatchDataset

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from .._validate import check_image, check_labels
+from .._shared.validate import check_image, check_labels
 
 __all__ = [
     "compose",

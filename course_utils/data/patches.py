@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .._validate import check_image, check_labels
+from .._shared.validate import check_image, check_labels
 
 __all__ = ["PatchDataset"]
 

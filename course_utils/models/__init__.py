@@ -2,6 +2,9 @@
 
 from .cellpose import CellposeNet as CellposeNet
 from .receptive_field import receptive_field as receptive_field
+from .registry import NETWORKS as NETWORKS
+from .registry import build_network as build_network
+from .registry import network_config as network_config
 from .stardist import StarDistNet as StarDistNet
 from .unet import UNet as UNet
 from .unet import UNetOriginal as UNetOriginal

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .unet import _check_input, _check_int
+from .._shared.validate import check_int, check_model_input
 
 __all__ = ["CellposeNet"]
 
@@ -104,9 +104,12 @@ class CellposeNet(nn.Module):
         self, in_channels: int = 1, base_channels: int = 32, depth: int = 4, style: bool = True
     ) -> None:
         super().__init__()
-        _check_int("in_channels", in_channels, 1)
-        _check_int("base_channels", base_channels, 1)
-        _check_int("depth", depth, 0)
+        in_channels = check_int(in_channels, "in_channels", minimum=1)
+        base_channels = check_int(base_channels, "base_channels", minimum=1)
+        depth = check_int(depth, "depth", minimum=0)
+        #: The constructor arguments: a checkpoint stores them to rebuild this network.
+        self.config = {"in_channels": in_channels, "base_channels": base_channels,
+                       "depth": depth, "style": bool(style)}  # fmt: skip
         self.in_channels, self.depth, self.use_style = in_channels, depth, bool(style)
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.down = nn.ModuleList(
@@ -124,7 +127,7 @@ class CellposeNet(nn.Module):
     def forward(
         self, x: torch.Tensor, return_style: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        _check_input(x, self.in_channels, 2**self.depth)
+        check_model_input(x, self.in_channels, 2**self.depth)
         skips = []
         for level, block in enumerate(self.down):
             x = block(x if level == 0 else F.max_pool2d(x, 2))

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .unet import UNet, _check_input, _check_int
+from .._shared.validate import check_int, check_model_input
+from .unet import UNet
 
 __all__ = ["StarDistNet"]
 
@@ -59,15 +60,21 @@ class StarDistNet(nn.Module):
         grid: int = 1,
     ) -> None:
         super().__init__()
-        _check_int("in_channels", in_channels, 1)
-        _check_int("n_rays", n_rays, 1)
-        _check_int("base_channels", base_channels, 1)
+        in_channels = check_int(in_channels, "in_channels", minimum=1)
+        n_rays = check_int(n_rays, "n_rays", minimum=1)
+        base_channels = check_int(base_channels, "base_channels", minimum=1)
         if grid not in _GRIDS or isinstance(grid, bool):
             raise ValueError(f"grid must be one of {_GRIDS}, got {grid!r}.")
-        self.in_channels, self.grid, self.n_rays = in_channels, grid, n_rays
+        depth = check_int(depth, "depth", minimum=0)
+        #: The constructor arguments: a checkpoint stores them to rebuild this network.
+        self.config = {
+            "in_channels": in_channels, "n_rays": n_rays, "base_channels": base_channels,
+            "depth": depth, "grid": int(grid),
+        }  # fmt: skip
+        self.in_channels, self.grid, self.n_rays = in_channels, int(grid), n_rays
         stem: list[nn.Module] = []
         channels = in_channels
-        for _ in range(grid.bit_length() - 1):  # one conv pair and pooling per factor 2
+        for _ in range(self.grid.bit_length() - 1):  # one conv pair and pooling per factor 2
             stem += [
                 nn.Conv2d(channels, base_channels, 3, padding=1),
                 nn.ReLU(inplace=True),
@@ -88,6 +95,6 @@ class StarDistNet(nn.Module):
         self.dist_head = nn.Conv2d(features, n_rays, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_input(x, self.in_channels, self.grid * 2**self.depth)
+        check_model_input(x, self.in_channels, self.grid * 2**self.depth)
         features = self.neck(self.backbone.forward_features(self.stem(x)))
         return self.prob_head(features), F.softplus(self.dist_head(features))

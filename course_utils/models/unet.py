@@ -20,6 +20,8 @@ import math
 import torch
 from torch import nn
 
+from .._shared.validate import check_int, check_model_input
+
 __all__ = [
     "UNet",
     "UNetOriginal",
@@ -38,27 +40,6 @@ def count_parameters(model: nn.Module) -> int:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def _check_int(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
-
-
-def _check_input(x: torch.Tensor, in_channels: int, multiple: int) -> None:
-    """Raise a clear error unless ``x`` is (B, in_channels, H, W) with H, W divisible by
-    ``multiple``. Shared by the models of this package."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}.")
-    if x.ndim != 4 or x.shape[1] != in_channels:
-        raise ValueError(f"x must have shape (B, {in_channels}, H, W), got {tuple(x.shape)}.")
-    if x.shape[-2] % multiple or x.shape[-1] % multiple:
-        raise ValueError(
-            f"height and width must be divisible by {multiple}, got {tuple(x.shape[-2:])}; "
-            "pad or crop the input (e.g. to a multiple of 2**depth)."
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,8 +65,8 @@ def unet_output_size(input_size: int, depth: int = 4) -> int:
 
     Introduced in notebook 03.
     """
-    _check_int("input_size", input_size, 1)
-    _check_int("depth", depth, 0)
+    input_size = check_int(input_size, "input_size", minimum=1)
+    depth = check_int(depth, "depth", minimum=0)
     size = input_size
     for level in range(depth):
         size -= 4
@@ -113,8 +94,8 @@ def valid_input_sizes(depth: int = 4, min_size: int = 1, max_size: int = 1024) -
 
     Introduced in notebook 03.
     """
-    _check_int("min_size", min_size, 1)
-    _check_int("max_size", max_size, min_size)
+    min_size = check_int(min_size, "min_size", minimum=1)
+    max_size = check_int(max_size, "max_size", minimum=min_size)
     sizes = []
     for size in range(min_size, max_size + 1):
         try:
@@ -180,15 +161,15 @@ class UNetOriginal(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        for name, value, minimum in (
-            ("in_channels", in_channels, 1),
-            ("n_classes", n_classes, 1),
-            ("depth", depth, 0),
-            ("base_channels", base_channels, 1),
-        ):
-            _check_int(name, value, minimum)
+        in_channels = check_int(in_channels, "in_channels", minimum=1)
+        n_classes = check_int(n_classes, "n_classes", minimum=1)
+        depth = check_int(depth, "depth", minimum=0)
+        base_channels = check_int(base_channels, "base_channels", minimum=1)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        #: The constructor arguments: a checkpoint stores them to rebuild this network.
+        self.config = {"in_channels": in_channels, "n_classes": n_classes, "depth": depth,
+                       "base_channels": base_channels, "dropout": float(dropout)}  # fmt: skip
         self.in_channels, self.depth = in_channels, depth
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.encoder = nn.ModuleList()
@@ -212,7 +193,7 @@ class UNetOriginal(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.in_channels, 1)
+        check_model_input(x, self.in_channels, 1)
         for side in x.shape[-2:]:
             unet_output_size(int(side), self.depth)  # raises a clear error for a bad size
         skips = []
@@ -324,11 +305,11 @@ class UNet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        _check_int("in_channels", in_channels, 1)
+        in_channels = check_int(in_channels, "in_channels", minimum=1)
         if out_channels is not None:
-            _check_int("out_channels", out_channels, 1)
-        _check_int("depth", depth, 0)
-        _check_int("base_channels", base_channels, 1)
+            out_channels = check_int(out_channels, "out_channels", minimum=1)
+        depth = check_int(depth, "depth", minimum=0)
+        base_channels = check_int(base_channels, "base_channels", minimum=1)
         for name, value, choices in (
             ("norm", norm, _NORMS),
             ("upsample", upsample, _UPSAMPLES),
@@ -338,6 +319,12 @@ class UNet(nn.Module):
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+        #: The constructor arguments: a checkpoint stores them to rebuild this network.
+        self.config = {
+            "in_channels": in_channels, "out_channels": out_channels, "depth": depth,
+            "base_channels": base_channels, "norm": norm, "residual": bool(residual),
+            "upsample": upsample, "padding_mode": padding_mode, "dropout": float(dropout),
+        }  # fmt: skip
         self.in_channels, self.depth = in_channels, depth
         widths = [base_channels * 2**level for level in range(depth + 1)]
         block = lambda i, o: ConvBlock(i, o, norm, residual, padding_mode)  # noqa: E731
@@ -367,7 +354,7 @@ class UNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Last decoder features, (B, base_channels, H, W)."""
-        _check_input(x, self.in_channels, 2**self.depth)
+        check_model_input(x, self.in_channels, 2**self.depth)
         skips = []
         for block in self.encoder:
             x = block(x)

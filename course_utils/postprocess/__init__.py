@@ -1,7 +1,10 @@
-"""postprocess (see the modules inside)."""
+"""postprocess: network outputs -> instance labels (see the modules inside)."""
 
 from .flows import flows_to_masks as flows_to_masks
 from .flows import follow_flows as follow_flows
+from .instances import classes_to_labels as classes_to_labels
+from .instances import foreground_to_labels as foreground_to_labels
+from .instances import stardist_to_labels as stardist_to_labels
 from .nms import non_maximum_suppression as non_maximum_suppression
 from .polygons import dist_to_coord as dist_to_coord
 from .polygons import polygons_to_label as polygons_to_label

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._numba import numba
+from .._shared.jit import numba
 
 
 def make_buffers(n_max: int):
@@ -66,12 +66,12 @@ def _slab_edges(ax, ay, bx, by, lo, hi, xs):  # pragma: no cover
                 if lo <= x <= hi:
                     xs[k] = x
                     k += 1
-    _shell_sort(xs, k)
+    shell_sort(xs, k)
     return k
 
 
 @numba.njit(cache=True, nogil=True)
-def _shell_sort(a, n):  # pragma: no cover
+def shell_sort(a, n):  # pragma: no cover
     """Sort a[:n] in place (a few dozen values; compiles much faster than np.sort)."""
     gap = n // 2
     while gap > 0:

@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .._numba import numba
-from .._validate import is_tensor as _is_tensor
-from .._validate import to_numpy
-from ..targets import flows as _target_flows
-from ..targets.flows import FLOW_SCALE, _relabel_consecutive, _resolve_device, _unit_flows
+from .._shared import jit
+from .._shared.device import resolve_device
+from .._shared.jit import numba
+from .._shared.relabel import relabel_consecutive
+from .._shared.validate import is_tensor, to_numpy
+from ..targets.flows import FLOW_SCALE, unit_flows
 
 #: Masks covering more than this fraction of the image are dropped (a failed segmentation).
 MAX_SIZE_FRACTION = 0.4
@@ -151,8 +152,8 @@ def follow_flows(
     step : float
         Multiplies the flows at every step (1.0: one pixel per step on unit flows).
     device : str or torch.device, optional
-        Where to compute. Default: the tensor's device, else CUDA when available, else the CPU
-        (a compiled loop over points there; ``grid_sample`` on a GPU).
+        Where to compute. Default: the tensor's device, else ``COURSE_DEVICE``, else CUDA when
+        available, else the CPU (a compiled loop over points there; ``grid_sample`` on a GPU).
     return_path : bool
         Return every intermediate position too (memory: ``(niter + 1) * N * 8`` bytes).
 
@@ -179,8 +180,8 @@ def follow_flows(
     if int(niter) < 0:
         raise ValueError(f"niter must be >= 0, got {niter}")
     start = np.stack(np.nonzero(m), axis=1).astype(np.float32)
-    dev = _resolve_device(device, flows)
-    if _target_flows._use_numba(dev):
+    dev = resolve_device(device, like=flows)
+    if jit.use_numba(dev):
         path = np.zeros((int(niter) + 1 if return_path else 0, len(start), 2), np.float32)
         _follow_numba(arr[0], arr[1], start, int(niter), float(step), path, return_path)
         out = path if return_path else start
@@ -192,8 +193,8 @@ def follow_flows(
             float(step),
             return_path,
         )
-        out = out if _is_tensor(flows) else out.cpu().numpy()
-    if _is_tensor(flows) and not _is_tensor(out):
+        out = out if is_tensor(flows) else out.cpu().numpy()
+    if is_tensor(flows) and not is_tensor(out):
         out = torch.from_numpy(out).to(flows.device)
     return out
 
@@ -261,7 +262,7 @@ def _cluster_end_points(ends: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def _flow_errors(labels: np.ndarray, n: int, unit: np.ndarray, device: Any) -> np.ndarray:
     """Mean squared difference (n,) between the masks' own flows and ``unit`` flows, per mask."""
-    own = _unit_flows(labels, n, None, device)
+    own = unit_flows(labels, n, None, device)
     err = ((own - unit) ** 2).sum(axis=0)
     total = np.bincount(labels.ravel(), weights=err.ravel(), minlength=n + 1)[1:]
     count = np.bincount(labels.ravel(), minlength=n + 1)[1:]
@@ -299,7 +300,7 @@ def _drop(labels: np.ndarray, drop: np.ndarray) -> tuple[np.ndarray, int]:
     """Zero the ids where ``drop`` (indexed by id, entry 0 ignored) is True and renumber."""
     drop = drop.copy()
     drop[0] = False
-    return _relabel_consecutive(np.where(drop[labels], 0, labels))
+    return relabel_consecutive(np.where(drop[labels], 0, labels))
 
 
 def _check_masks_args(flows, cellprob, niter, min_size, flow_threshold) -> tuple:
@@ -347,8 +348,8 @@ def flows_to_masks(
     min_size : int
         Drop masks with fewer pixels (0 keeps all).
     device : str or torch.device, optional
-        Where to follow flows and recompute them. Default: the tensor's device, else CUDA when
-        available, else the CPU.
+        Where to follow flows and recompute them. Default: the tensor's device, else
+        ``COURSE_DEVICE``, else CUDA when available, else the CPU.
 
     Returns
     -------
@@ -368,13 +369,13 @@ def flows_to_masks(
     Masks larger than ``MAX_SIZE_FRACTION`` of the image are dropped. Introduced in notebook 05.
     """
     arr, prob = _check_masks_args(flows, cellprob, niter, min_size, flow_threshold)
-    dev = _resolve_device(device, flows)
+    dev = resolve_device(device, like=flows)
     fg = prob > cellprob_threshold
     labels = np.zeros(fg.shape, np.int32)
     if fg.any():
         unit = arr / FLOW_SCALE
         ends = follow_flows(unit * fg, fg, niter=niter, device=dev)
-        ends = ends.cpu().numpy() if _is_tensor(ends) else ends
+        ends = ends.cpu().numpy() if is_tensor(ends) else ends
         labels[fg] = _cluster_end_points(ends, fg.shape)
         sizes = np.bincount(labels.ravel())
         labels, n = _drop(labels, sizes > MAX_SIZE_FRACTION * labels.size)
@@ -384,7 +385,7 @@ def flows_to_masks(
         if n and min_size:
             labels, n = _drop(labels, np.bincount(labels.ravel()) < min_size)
         labels = _fill_holes(labels)  # keeps the ids 1..n
-    if _is_tensor(flows):
+    if is_tensor(flows):
         import torch
 
         return torch.from_numpy(labels).to(flows.device)

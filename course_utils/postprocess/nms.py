@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .._numba import numba
-from ..targets.stardist import _check_grid
+from .._shared.jit import numba
+from .._shared.validate import check_grid
 from ._polygon_overlap import intersection_area, make_buffers, polygon_area
 
 __all__ = ["non_maximum_suppression"]
@@ -263,7 +263,7 @@ def non_maximum_suppression(
 
     Introduced in notebook 06.
     """
-    grid = _check_grid(grid)
+    grid = check_grid(grid)
     for name, v in (("prob_thresh", prob_thresh), ("nms_thresh", nms_thresh)):
         if not np.isscalar(v) or not np.isfinite(v):
             raise ValueError(f"{name} must be a finite number, got {v!r}")

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .._numba import numba
+from .._shared.jit import numba
 from ..targets.stardist import ray_angles
-from ._polygon_overlap import _shell_sort
+from ._polygon_overlap import shell_sort
 
 __all__ = ["dist_to_coord", "polygons_to_label"]
 
@@ -83,7 +83,7 @@ def _fill_polygon(out, rows, cols, value):  # pragma: no cover
             if (y0 <= r < y1) or (y1 <= r < y0):
                 xs[m] = x0 + (r - y0) * (x1 - x0) / (y1 - y0)
                 m += 1
-        _shell_sort(xs, m)
+        shell_sort(xs, m)
         for q in range(0, m - 1, 2):
             c_lo = max(0, int(np.ceil(xs[q])))
             c_hi = min(width - 1, int(np.floor(xs[q + 1])))

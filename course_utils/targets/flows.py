@@ -27,35 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from .._numba import numba
-from .._validate import check_labels
-from .._validate import is_tensor as _is_tensor
+from .._shared import jit
+from .._shared.device import resolve_device
+from .._shared.jit import numba
+from .._shared.relabel import relabel_consecutive
+from .._shared.validate import check_labels, is_tensor
 
 #: Scale of the flows a Cellpose network is trained on: targets are ``FLOW_SCALE * unit flows``.
 FLOW_SCALE = 5.0
-
-
-def _relabel_consecutive(labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """Map the ids of ``labels`` (non-negative ints) to 1..n in increasing order; 0 stays 0.
-
-    Returns the int32 relabelled image and n. A lookup table keeps this O(pixels) when the
-    largest id is not much bigger than the image; otherwise a sort is used.
-    """
-    top = int(labels.max()) if labels.size else 0
-    if top == 0:
-        return np.zeros(labels.shape, np.int32), 0
-    if top <= 4 * labels.size + 1024:
-        present = np.zeros(top + 1, bool)
-        present[labels] = True
-        present[0] = False
-        lut = np.cumsum(present, dtype=np.int64).astype(np.int32)
-        lut[0] = 0
-        return lut[labels], int(lut[-1])
-    ids, inverse = np.unique(labels, return_inverse=True)
-    inverse = inverse.reshape(labels.shape).astype(np.int32)
-    if ids[0] != 0:
-        inverse += 1
-    return inverse, int(inverse.max())
 
 
 @numba.njit(cache=True)
@@ -209,35 +188,27 @@ def _diffuse_torch(lab: np.ndarray, cy: np.ndarray, cx: np.ndarray, niter: int, 
     return T
 
 
-def _resolve_device(device: Any, tensor_in: Any = None):
-    """Where to compute: the argument, else the input tensor's device, else CUDA when present."""
-    import torch
-
-    if device is not None:
-        return torch.device(device)
-    if tensor_in is not None and _is_tensor(tensor_in):
-        return tensor_in.device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _use_numba(device: Any) -> bool:
-    """CPU work runs in compiled loops; other devices use the tensor code (tests patch this)."""
-    return device.type == "cpu"
-
-
 def _heat_map(lab: np.ndarray, n: int, niter: int | None, device: Any) -> np.ndarray:
     """Heat map (H+2, W+2) float64, zero-padded, of consecutive int32 labels 1..n (n >= 1)."""
     cy, cx, ext = _centres_numba(lab, int(n))  # int: one compiled signature
     steps = int(2 * ext.max()) if niter is None else int(niter)
     padded = np.pad(lab, 1)
-    if _use_numba(device):
+    if jit.use_numba(device):
         return _diffuse_numba(padded, cy + 1, cx + 1, steps)
     # To the CPU first: MPS has no float64.
     return _diffuse_torch(padded, cy + 1, cx + 1, steps, device).cpu().double().numpy()
 
 
-def _unit_flows(lab: np.ndarray, n: int, niter: int | None, device: Any) -> np.ndarray:
-    """Flows (2, H, W) float32 of consecutive int32 labels 1..n, computed on ``device``."""
+def unit_flows(lab: np.ndarray, n: int, niter: int | None, device: Any) -> np.ndarray:
+    """Unit flows (2, H, W) float32 of labels that are already consecutive, without checks.
+
+    The core of :func:`masks_to_flows`, shared with ``postprocess.flows_to_masks`` (which
+    recomputes the flows of its own masks for the flow check). ``lab``: int32 (H, W) with ids
+    exactly 1..n (see ``_shared.relabel``); ``niter``: diffusion steps, ``None`` for the default;
+    ``device``: a ``torch.device`` (the CPU runs the numba kernels).
+
+    Introduced in notebook 05.
+    """
     if n == 0:
         return np.zeros((2, *lab.shape), np.float32)
     return _flows_from_heat(_heat_map(lab, n, niter, device), lab)
@@ -256,8 +227,9 @@ def masks_to_flows(labels: Any, *, niter: int | None = None, device: Any = None)
         bounding box (the reference's choice, enough for heat to cross every cell).
     device : str or torch.device, optional
         Where to compute. Default: the tensor's device for tensor input; for numpy input,
-        CUDA when available, else the CPU. The CPU path is a compiled (numba) stencil over the
-        whole image, the GPU path the same stencil with tensor slicing.
+        ``COURSE_DEVICE`` when set, else CUDA when available, else the CPU. The CPU path is a
+        compiled (numba) stencil over the whole image, the GPU path the same stencil with
+        tensor slicing.
 
     Returns
     -------
@@ -291,11 +263,23 @@ def masks_to_flows(labels: Any, *, niter: int | None = None, device: Any = None)
     if niter is not None and int(niter) < 0:
         raise ValueError(f"niter must be >= 0, got {niter}")
     arr = check_labels(labels)
-    dev = _resolve_device(device, labels)
-    lab, n = _relabel_consecutive(arr)
-    flows = _unit_flows(lab, n, niter, dev)
-    if _is_tensor(labels):
+    dev = resolve_device(device, like=labels)
+    lab, n = relabel_consecutive(arr)
+    flows = unit_flows(lab, n, niter, dev)
+    if is_tensor(labels):
         import torch
 
         return torch.from_numpy(flows).to(labels.device)
     return flows
+
+
+def cellpose_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Training targets of the Cellpose-style method: scaled flows and the cell mask.
+
+    ``labels`` integer (h, w). Returns ``FLOW_SCALE`` x :func:`masks_to_flows` (float32
+    (2, h, w)) and the foreground (float32 (h, w), 1 inside cells). Computed on the CPU:
+    DataLoader workers are forked processes, which must not touch a GPU.
+    Introduced in notebook 05.
+    """
+    flows = FLOW_SCALE * masks_to_flows(labels, device="cpu")
+    return flows.astype(np.float32), (np.asarray(labels) > 0).astype(np.float32)

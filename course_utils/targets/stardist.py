@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from .._numba import numba
+from .._shared.jit import numba
+from .._shared.validate import check_grid, check_int
 
 __all__ = ["edt_prob", "fibonacci_rays", "ray_angles", "star_dist", "star_dist_3d"]
 
@@ -42,19 +43,7 @@ def ray_angles(n_rays: int = 32) -> np.ndarray:
 
 
 def _check_n_rays(n_rays: Any) -> int:
-    if isinstance(n_rays, bool) or not isinstance(n_rays, (int, np.integer)) or n_rays < 3:
-        raise ValueError(f"n_rays must be an int >= 3, got {n_rays!r}")
-    return int(n_rays)
-
-
-def _check_grid(grid: Any) -> tuple[int, int]:
-    try:
-        gy, gx = (int(g) for g in grid)
-    except (TypeError, ValueError):
-        raise ValueError(f"grid must be a pair of positive ints, got {grid!r}") from None
-    if gy < 1 or gx < 1:
-        raise ValueError(f"grid must be a pair of positive ints, got {grid!r}")
-    return gy, gx
+    return check_int(n_rays, "n_rays", minimum=3)
 
 
 def _check_labels_np(labels: Any, ndim: int, name: str = "labels") -> np.ndarray:
@@ -187,7 +176,7 @@ def star_dist(labels: Any, n_rays: int = 32, grid: tuple[int, int] = (1, 1)) -> 
     Introduced in notebook 06.
     """
     n_rays = _check_n_rays(n_rays)
-    grid = _check_grid(grid)
+    grid = check_grid(grid)
     if type(labels).__module__.startswith("torch"):
         return _star_dist_torch(labels, n_rays, grid)
     labels = np.ascontiguousarray(_check_labels_np(labels, 2), dtype=np.int32)
@@ -292,6 +281,22 @@ def edt_prob(labels: np.ndarray) -> np.ndarray:
         vals = dist[mask]
         prob[grown][mask] = vals / (vals.max() + 1e-10)
     return prob[1:-1, 1:-1].copy() if whole else prob
+
+
+def stardist_targets(
+    labels: np.ndarray, n_rays: int = 32, grid: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training targets of the StarDist-style method, on the network's output grid.
+
+    ``labels`` integer (h, w) with h and w divisible by ``grid``. Returns the object
+    probability :func:`edt_prob` (float32 (1, h/grid, w/grid)) and the ray distances
+    :func:`star_dist` (float32 (n_rays, h/grid, w/grid), channels first as the network
+    predicts them). Introduced in notebook 06.
+    """
+    grid = check_int(grid, "grid", minimum=1)
+    prob = edt_prob(labels)[::grid, ::grid]
+    dist = star_dist(labels, n_rays, grid=(grid, grid))
+    return prob[None].astype(np.float32), np.ascontiguousarray(np.moveaxis(dist, -1, 0))
 
 
 def fibonacci_rays(n: int) -> np.ndarray:

@@ -14,7 +14,9 @@ bounding box grown by the distance beyond which the border term is negligible (b
 which gives the same numbers about a hundred times faster.
 
 ``boundary_classes`` turns instance labels into the 0/1/2 (background/interior/boundary) target
-of the 3-class U-Net.
+of the 3-class U-Net. ``with_gaps`` cuts the background gap between touching nuclei that a
+2-class target needs; ``unet_2class_targets`` and ``unet_3class_targets`` are the two U-Net
+methods' training targets (``course_utils.methods``), each defined here once.
 
 Introduced in notebook 03.
 """
@@ -27,9 +29,15 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .._validate import check_labels, is_tensor
+from .._shared.validate import check_labels, is_tensor
 
-__all__ = ["boundary_classes", "unet_weight_map"]
+__all__ = [
+    "boundary_classes",
+    "unet_2class_targets",
+    "unet_3class_targets",
+    "unet_weight_map",
+    "with_gaps",
+]
 
 # Absolute error allowed on the border term where it is cut off (far from any pair of cells).
 _TRUNCATE_ATOL = 1e-6
@@ -224,3 +232,35 @@ def boundary_classes(labels: np.ndarray, *, boundary_width: int = 1) -> np.ndarr
     classes[cells] = 1
     classes[cells & ((local_max != labels) | (local_min != labels))] = 2
     return classes
+
+
+def with_gaps(labels: np.ndarray) -> np.ndarray:
+    """Labels with every pixel that touches another nucleus (8-neighbourhood) set to 0.
+
+    BBBC039 draws touching nuclei without a gap; a 2-class target needs one (notebook 03).
+    ``labels`` integer (H, W); returns the same dtype and shape. Introduced in notebook 03.
+    """
+    labels = _check_labels(labels)
+    others_max = ndi.maximum_filter(labels, size=3, mode="nearest")
+    as_high = np.where(labels == 0, np.iinfo(labels.dtype).max, labels)  # ignore background
+    others_min = ndi.minimum_filter(as_high, size=3, mode="nearest")
+    touching = (labels > 0) & ((others_max > labels) | (others_min < labels))
+    return np.where(touching, 0, labels)
+
+
+def unet_2class_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Targets of the weighted 2-class U-Net: the foreground with gaps and its weight map.
+
+    ``labels`` integer (h, w). Returns ``(classes, weights)``: int64 (h, w), 1 on nuclei with
+    the gaps of :func:`with_gaps` cut, 0 elsewhere; float32 (h, w), :func:`unet_weight_map` of
+    the gapped labels (computed on the whole patch, so that the distances see its context).
+    Introduced in notebook 03.
+    """
+    gapped = with_gaps(labels)
+    return (gapped > 0).astype(np.int64), unet_weight_map(gapped)
+
+
+def unet_3class_targets(labels: np.ndarray) -> np.ndarray:
+    """Target of the 3-class U-Net: :func:`boundary_classes` as int64 (h, w) (0 background,
+    1 interior, 2 boundary). Introduced in notebook 03."""
+    return boundary_classes(labels).astype(np.int64)

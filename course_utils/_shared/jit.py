@@ -17,4 +17,14 @@ import numba
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
-__all__ = ["numba"]
+__all__ = ["numba", "use_numba"]
+
+
+def use_numba(device) -> bool:
+    """Whether work for ``device`` (a ``torch.device``) runs in the compiled CPU kernels.
+
+    The CPU does; other devices use the tensor code. One switch for every module, so that a
+    test can send the CPU down the tensor path too (``monkeypatch.setattr(jit, "use_numba",
+    ...)``).
+    """
+    return device.type == "cpu"

@@ -1,0 +1,36 @@
+"""One record per method: network, targets, loss, post-processing, checkpoint, written once.
+
+The course teaches four deep methods of instance segmentation. Each is a :class:`Method`
+record in :data:`METHODS`; notebooks 03, 05 and 06 build every piece by hand and then assert
+that theirs equals the record's, and notebook 07, the model zoo, the tests and the benchmarks
+use the records, so that no recipe is written twice:
+
+==================  ================  ==================================  =====================
+method              network           targets -> loss                     outputs -> instances
+==================  ================  ==================================  =====================
+``unet_weighted``   ``UNetOriginal``  foreground with gaps + weight map   connected components
+                                      -> weighted cross-entropy
+``unet_3class``     ``UNet``          background / interior / boundary    interior grown over
+                                      -> cross-entropy                    the boundary
+``cellpose``        ``CellposeNet``   5 x flows + cell mask               flow following
+                                      -> MSE / 2 + BCE                    (``flows_to_masks``)
+``stardist``        ``StarDistNet``   object probability + ray distances  polygon NMS
+                                      -> BCE + weighted MAE               (``stardist_to_labels``)
+==================  ================  ==================================  =====================
+
+- ``records``: :class:`Method`, :data:`METHODS`, :func:`get`;
+- ``loading``: :func:`load_model` rebuilds a network from a checkpoint alone (``train.fit``
+  writes the network's class and arguments into it), :func:`read_meta`;
+- ``training``: :func:`train_method` trains a fresh network through its record.
+
+Introduced in notebook 03.
+"""
+
+from .loading import load_model as load_model
+from .loading import read_meta as read_meta
+from .records import METHODS as METHODS
+from .records import Method as Method
+from .records import get as get
+from .records import init_stardist_distances as init_stardist_distances
+from .training import checkpoint_folder as checkpoint_folder
+from .training import train_method as train_method

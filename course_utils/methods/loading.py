@@ -1,0 +1,66 @@
+"""Rebuild a method's network from its checkpoint alone, and read what a checkpoint says.
+
+Introduced in notebook 07.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from ..checkpoint import CheckpointError, check_state_fits, checkpoint_file, read_checkpoint
+from ..models import NETWORKS, build_network
+from .records import get
+
+__all__ = ["load_model", "read_meta"]
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``meta`` record of a checkpoint file or folder (network, arguments, method, data,
+    mode, course version, weights checksum); ``{}`` for a file written without one.
+    Introduced in notebook 07."""
+    return dict(read_checkpoint(checkpoint_file(path), verify=False)["meta"])
+
+
+def load_model(path: str | os.PathLike, *, method: str | None = None) -> nn.Module:
+    """Rebuild the network of a checkpoint from the file alone, in eval mode, on the CPU.
+
+    ``path``: a ``.pt`` file written by ``train.fit`` (or the zoo), or a checkpoint folder (its
+    ``best.pt``, else ``last.pt``). The weights are verified against their checksum. With
+    ``method``, the checkpoint must hold that method's network.
+
+    Raises
+    ------
+    FileNotFoundError
+        No checkpoint there.
+    CheckpointError
+        (a ``ValueError``) The file is corrupted or changed, was written before checkpoints
+        described their network, or holds another method or network; the message names the
+        file, what differs, and how to get a fitting one.
+
+    Introduced in notebook 07.
+    """
+    file = checkpoint_file(path)
+    state = read_checkpoint(file)
+    meta = state["meta"]
+    retrain = (f"delete {file.parent} and run notebook {get(method).notebook} again"
+               if method is not None else "train it again with course_utils.train.fit")  # fmt: skip
+    if meta.get("network") not in NETWORKS or not isinstance(meta.get("network_args"), Mapping):
+        raise CheckpointError(
+            f"{file} does not say which network it holds (it was written before checkpoints "
+            f"described themselves, or for a network outside course_utils.models): {retrain}."
+        )
+    if method is not None:
+        record = get(method)
+        if meta.get("method") not in (None, record.name) or meta["network"] != record.network:
+            raise CheckpointError(
+                f"{file} holds a {meta.get('method') or meta['network']} model "
+                f"({meta['network']}), not {record.name} ({record.network}): {retrain}."
+            )
+    model = build_network(meta["network"], meta["network_args"])
+    check_state_fits(model, state["model"], file, meta)
+    model.load_state_dict(state["model"])  # fp16 weights (the zoo) are cast to the parameters'
+    return model.eval()

@@ -1,0 +1,249 @@
+"""The records of the four methods: :class:`Method` and :data:`METHODS`.
+
+See :mod:`course_utils.methods` for what a record holds and who reads it (the table there).
+
+Adding a method means adding one record to :data:`METHODS`.
+
+Introduced in notebook 03.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.special import expit
+from torch import nn
+
+from .. import losses
+from ..mode import get_mode
+from ..models import NETWORKS, build_network
+from ..postprocess import (
+    classes_to_labels,
+    flows_to_masks,
+    foreground_to_labels,
+    stardist_to_labels,
+)
+from ..predict import network_outputs
+from ..targets import (
+    cellpose_targets,
+    star_dist,
+    stardist_targets,
+    unet_2class_targets,
+    unet_3class_targets,
+)
+
+__all__ = ["METHODS", "Method", "get", "init_stardist_distances"]
+
+
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A read-only view of ``mapping``, nested mappings included."""
+    return MappingProxyType(
+        {k: _frozen(v) if isinstance(v, Mapping) else v for k, v in mapping.items()}
+    )
+
+
+@dataclass(frozen=True)
+class Method:
+    """The recipe of one method (see the table of :mod:`course_utils.methods`).
+
+    Attributes
+    ----------
+    name, title : str
+        Key in :data:`METHODS` (``"cellpose"``) and a name for tables ("Cellpose-style").
+    notebook : str
+        The notebook that builds the method by hand (``"05"``).
+    network : str
+        Class name in ``course_utils.models.NETWORKS``.
+    configs : mapping of mode to mapping
+        Constructor arguments of the network in ``"fast"`` and ``"full"`` mode.
+    targets : callable
+        ``targets(labels, **{k: config[k] for k in target_args}) -> tuple of arrays``, the
+        training targets of an (h, w) label patch (``course_utils.targets``).
+    target_args : tuple of str
+        Network arguments the targets depend on (StarDist: ``n_rays``, ``grid``).
+    loss : callable
+        ``loss(output, *targets) -> scalar tensor`` (``course_utils.losses``).
+    to_labels : callable
+        ``to_labels(outputs, shape, grid, **postprocess) -> int32 (H, W)`` from the raw
+        outputs of :func:`course_utils.predict.network_outputs`.
+    postprocess : mapping
+        Default keyword arguments of ``to_labels`` (the thresholds).
+    predict : mapping of mode to mapping
+        Keyword arguments of ``network_outputs`` (tiles) per mode.
+    patch_size : mapping of mode to int
+        Training patch side per mode (a valid input size for ``UNetOriginal``).
+    checkpoint : str
+        Folder name under ``checkpoint_dir`` where the method's notebook saves its model.
+    prepare : callable or None
+        ``prepare(model, labels)``: set up a fresh network from the training labels before
+        training (StarDist starts its distance head at the typical distance).
+    """
+
+    name: str
+    title: str
+    notebook: str
+    network: str
+    configs: Mapping[str, Mapping[str, Any]]
+    targets: Callable[..., Any]
+    loss: Callable[..., torch.Tensor]
+    to_labels: Callable[..., np.ndarray]
+    checkpoint: str
+    patch_size: Mapping[str, int]
+    predict: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    postprocess: Mapping[str, Any] = field(default_factory=dict)
+    target_args: tuple[str, ...] = ()
+    prepare: Callable[[nn.Module, Sequence[np.ndarray]], None] | None = None
+
+    def config(self, mode: str | None = None, **overrides: Any) -> dict[str, Any]:
+        """Constructor arguments in ``mode`` (default: the current one), updated by
+        ``overrides`` (e.g. ``in_channels=2``)."""
+        config = {**self.configs[mode or get_mode()], **overrides}
+        known = inspect.signature(NETWORKS[self.network]).parameters
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise ValueError(f"{self.name}: {unknown} are not arguments of {self.network}")
+        return config
+
+    def build(self, *, seed: int = 0, mode: str | None = None, **overrides: Any) -> nn.Module:
+        """A fresh network (weights drawn after ``torch.manual_seed(seed)``)."""
+        torch.manual_seed(seed)
+        return build_network(self.network, self.config(mode, **overrides))
+
+    def target_fn(self, config: Mapping[str, Any] | None = None) -> Callable[[np.ndarray], Any]:
+        """``labels -> targets`` for a network with ``config`` (default: this mode's); a
+        ``functools.partial`` of a module-level function, so DataLoader workers can pickle it."""
+        config = self.config() if config is None else config
+        return partial(self.targets, **{k: config[k] for k in self.target_args})
+
+    def outputs_to_labels(self, outputs: Any, shape: tuple[int, int], *, grid: int = 1,
+                          **options: Any) -> np.ndarray:  # fmt: skip
+        """Instance labels (int32 ``shape``) from raw outputs, with the record's defaults for
+        the options not given."""
+        unknown = set(options) - set(self.postprocess)
+        if unknown:
+            raise TypeError(f"{self.name} has no post-processing option {sorted(unknown)}; "
+                            f"it has {sorted(self.postprocess)}")  # fmt: skip
+        return self.to_labels(outputs, shape, grid, **{**self.postprocess, **options})
+
+    def segment(self, model: nn.Module, image: Any, *, device: Any = None,
+                tile_size: Any = "default", overlap: int | None = None,
+                **options: Any) -> np.ndarray:  # fmt: skip
+        """Instance labels (int32 (H, W)) of a normalised (H, W) or (C, H, W) image: the network
+        (tiled as ``predict`` says, unless ``tile_size``/``overlap`` are given), then
+        :meth:`outputs_to_labels` with ``options`` over the record's defaults."""
+        tiles = dict(self.predict.get(get_mode(), {}))
+        if tile_size != "default":
+            tiles["tile_size"] = tile_size
+        if overlap is not None:
+            tiles["overlap"] = overlap
+        out = network_outputs(model, image, device=device, **tiles)
+        grid = int(getattr(model, "grid", 1))
+        return self.outputs_to_labels(out, np.shape(image)[-2:], grid=grid, **options)
+
+
+# --- outputs -> labels, per method ------------------------------------------------------------
+
+
+def _foreground(outputs, shape, grid):
+    return foreground_to_labels(outputs)
+
+
+def _classes(outputs, shape, grid, *, expand):
+    return classes_to_labels(outputs, expand=expand)
+
+
+def _flows(outputs, shape, grid, **options):
+    out = np.asarray(outputs)
+    if out.ndim != 3 or out.shape[0] != 3:
+        raise ValueError(f"Cellpose outputs must have shape (3, H, W), got {out.shape}.")
+    return flows_to_masks(out[:2], out[2], **options)
+
+
+def _polygons(outputs, shape, grid, *, prob_thresh, nms_thresh):
+    out = np.asarray(outputs)
+    if out.ndim != 3 or out.shape[0] < 4:
+        raise ValueError(f"StarDist outputs must be (1 + n_rays, H', W'), got {out.shape}.")
+    prob, dist = expit(out[0]), np.moveaxis(out[1:], 0, -1)
+    return stardist_to_labels(prob, dist, prob_thresh, nms_thresh, grid=grid, shape=shape)
+
+
+def init_stardist_distances(model: nn.Module, labels: Sequence[np.ndarray]) -> float:
+    """Start a StarDist network's distance head at the mean ray length inside the objects of
+    ``labels`` (int (H, W) label images): ``softplus(bias) = mean``. A fresh head predicts
+    softplus(0) = 0.7 pixels, and the first steps would only grow the polygons. Returns the
+    mean distance in pixels. Introduced in notebook 06."""
+    n_rays = int(model.dist_head.out_channels)
+    values = [star_dist(lab, n_rays)[lab > 0] for lab in labels if np.any(lab > 0)]
+    if not values:
+        raise ValueError("labels hold no object: nothing to measure the distances on")
+    typical = float(np.concatenate(values).mean())
+    with torch.no_grad():
+        model.dist_head.bias.fill_(float(np.log(np.expm1(typical))))
+    return typical
+
+
+def _with_distances(model: nn.Module, labels: Sequence[np.ndarray]) -> None:
+    # The first label image with objects, as notebook 06 does by hand.
+    init_stardist_distances(model, [next((lab for lab in labels if np.any(lab > 0)), labels[0])])
+
+
+METHODS: Mapping[str, Method] = _frozen({
+    "unet_weighted": Method(
+        name="unet_weighted", title="U-Net 2-class + weight map", notebook="03",
+        network="UNetOriginal",
+        configs=_frozen({"fast": {"depth": 3, "base_channels": 8},
+                         "full": {"depth": 4, "base_channels": 64}}),
+        targets=unet_2class_targets, loss=losses.unet_weighted_loss, to_labels=_foreground,
+        predict=_frozen({"fast": {"tile_size": 380}, "full": {"tile_size": 572}}),
+        patch_size=_frozen({"fast": 188, "full": 428}), checkpoint="03_unet_weighted",
+    ),
+    "unet_3class": Method(
+        name="unet_3class", title="U-Net 3-class", notebook="03", network="UNet",
+        configs=_frozen({"fast": {"out_channels": 3, "depth": 3, "base_channels": 8},
+                         "full": {"out_channels": 3, "depth": 4, "base_channels": 64}}),
+        targets=unet_3class_targets, loss=losses.unet_3class_loss, to_labels=_classes,
+        postprocess=_frozen({"expand": 2}),
+        predict=_frozen({"fast": {"tile_size": 256, "overlap": 32},
+                         "full": {"tile_size": 512, "overlap": 64}}),
+        patch_size=_frozen({"fast": 128, "full": 256}), checkpoint="03_unet_3class",
+    ),
+    "cellpose": Method(
+        name="cellpose", title="Cellpose-style", notebook="05", network="CellposeNet",
+        configs=_frozen({"fast": {"in_channels": 1, "base_channels": 8, "depth": 3},
+                         "full": {"in_channels": 1, "base_channels": 32, "depth": 3}}),
+        targets=cellpose_targets, loss=losses.cellpose_loss, to_labels=_flows,
+        postprocess=_frozen({"cellprob_threshold": 0.0, "flow_threshold": 0.4,
+                             "min_size": 15, "niter": 200}),
+        predict=_frozen({"fast": {"tile_size": 256, "overlap": 64},
+                         "full": {"tile_size": 256, "overlap": 64}}),
+        patch_size=_frozen({"fast": 128, "full": 256}), checkpoint="05_cellpose",
+    ),
+    "stardist": Method(
+        name="stardist", title="StarDist-style", notebook="06", network="StarDistNet",
+        configs=_frozen({
+            "fast": {"in_channels": 1, "n_rays": 32, "base_channels": 16, "depth": 3, "grid": 2},
+            "full": {"in_channels": 1, "n_rays": 32, "base_channels": 32, "depth": 3, "grid": 2},
+        }),
+        targets=stardist_targets, target_args=("n_rays", "grid"), loss=losses.stardist_loss,
+        to_labels=_polygons, postprocess=_frozen({"prob_thresh": 0.5, "nms_thresh": 0.4}),
+        predict=_frozen({"fast": {"tile_size": None}, "full": {"tile_size": None}}),
+        patch_size=_frozen({"fast": 128, "full": 256}), checkpoint="06_stardist",
+        prepare=_with_distances,
+    ),
+})  # fmt: skip
+
+
+def get(method: str | Method) -> Method:
+    """The record of ``method`` (a name of :data:`METHODS`, or a record, returned as is)."""
+    if isinstance(method, Method):
+        return method
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}.")
+    return METHODS[method]

@@ -1,0 +1,182 @@
+"""course_utils.methods: one record per method, self-describing checkpoints, and nobody else
+restating a recipe (notebook 07 trains and predicts through the records)."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from course_utils import losses, methods, pipelines
+from course_utils.checkpoint import CheckpointError
+from course_utils.data import synthetic_nuclei
+from course_utils.methods import training
+from course_utils.train import fit, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"depth": 2, "base_channels": 4}
+PATCH = {"unet_weighted": 52}  # a valid input of the depth-2 original U-Net (-> 12)
+
+
+@pytest.fixture(scope="module")
+def data():
+    image, labels = synthetic_nuclei((96, 112), seed=3)
+    return [image, image[::-1].copy()], [labels, labels[::-1].copy()]
+
+
+def test_every_method_has_one_complete_record():
+    assert tuple(methods.METHODS) == pipelines.METHODS
+    for name, record in methods.METHODS.items():
+        assert record.name == name and record.notebook in ("03", "05", "06")
+        assert set(record.configs) == {"fast", "full"} == set(record.patch_size)
+        assert callable(record.targets) and callable(record.loss) and callable(record.to_labels)
+        assert pipelines.CHECKPOINTS[name] == record.checkpoint
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            record.loss = None  # a record is frozen
+        with pytest.raises(TypeError):
+            record.configs["fast"]["depth"] = 9  # and so are its tables
+    assert methods.METHODS["stardist"].loss is losses.stardist_loss
+    with pytest.raises(ValueError, match="method must be one of"):
+        methods.get("mask_rcnn")
+
+
+@pytest.mark.parametrize("mode", ["fast", "full"])
+def test_configs_build_in_both_modes(mode):
+    for record in methods.METHODS.values():
+        model = record.build(mode=mode)
+        assert model.config == {**model.config, **record.configs[mode]}
+        assert type(model).__name__ == record.network
+
+
+def test_target_functions_pickle_for_dataloader_workers(data):
+    labels = data[1][0][:64, :64]
+    for record in methods.METHODS.values():
+        fn = record.target_fn(record.build(**TINY).config)
+        clone = pickle.loads(pickle.dumps(fn))
+        for a, b in zip(_as_tuple(fn(labels)), _as_tuple(clone(labels))):
+            np.testing.assert_array_equal(a, b)
+
+
+def _as_tuple(x):
+    return x if isinstance(x, tuple) else (x,)
+
+
+@pytest.mark.parametrize("method", list(methods.METHODS))
+def test_one_step_through_the_record_checkpoints_and_rebuilds(method, data, tmp_path):
+    images, labels = data
+    model, history = methods.train_method(
+        method, images, labels, epochs=1, patch_size=PATCH.get(method, 32), batch_size=2,
+        patches_per_epoch=2, config=TINY, checkpoint_dir=tmp_path, data="synthetic x2",
+        progress=False, device="cpu",
+    )  # fmt: skip
+    assert np.isfinite(history[0]["train_loss"])
+    meta = methods.read_meta(tmp_path)
+    assert meta["method"] == method and meta["data"] == "synthetic x2"
+    assert meta["network"] == methods.get(method).network and meta["network_args"] == model.config
+    assert meta["mode"] in ("fast", "full") and meta["course_version"]
+    rebuilt = methods.load_model(tmp_path / "last.pt", method=method)
+    assert not rebuilt.training and rebuilt.config == model.config
+    for a, b in zip(model.state_dict().values(), rebuilt.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_notebook_07_trains_with_the_records_loss_and_targets(data, monkeypatch):
+    """pipelines.train_model (notebook 07) hands fit exactly the record's loss and targets."""
+    images, labels = data
+    seen = {}
+
+    def spy(model, train_loader, val_loader=None, **kwargs):
+        seen["loss"], seen["targets"] = kwargs["loss_fn"], train_loader.dataset.target_fn
+        return fit(model, train_loader, val_loader, **kwargs)
+
+    monkeypatch.setattr(training, "fit", spy)
+    patch = labels[0][:64, :64]
+    for name, record in methods.METHODS.items():
+        pipelines.train_model(name, images, labels, epochs=1, patch_size=PATCH.get(name, 32),
+                              patches_per_epoch=2, batch_size=2, progress=False, device="cpu",
+                              **TINY)  # fmt: skip
+        assert seen["loss"] is record.loss
+        assert seen["targets"].func is record.targets
+        config = {**record.config(), **TINY}
+        for a, b in zip(_as_tuple(seen["targets"](patch)),
+                        _as_tuple(record.target_fn(config)(patch))):  # fmt: skip
+            np.testing.assert_array_equal(a, b)
+
+
+def test_no_notebook_or_benchmark_restates_a_loss():
+    """Only the records define the methods' losses: notebook 07 and the benchmarks define none,
+    and notebooks 03, 05, 06 compare their hand-built loss with the record's."""
+    nb07 = (ROOT / "notebooks/src/07_evaluation.py").read_text()
+    bench = (ROOT / "benchmarks/train_throughput.py").read_text()
+    for text in (nb07, bench):
+        assert not re.search(r"def \w*(loss|targets)\w*\(", text)
+        assert "cross_entropy" not in text and "mse_loss" not in text
+    for nb, method in (("03_unet", "unet_weighted"), ("05_cellpose_flows", "cellpose"),
+                       ("06_stardist", "stardist")):  # fmt: skip
+        text = (ROOT / f"notebooks/src/{nb}.py").read_text()
+        assert f'cu.methods.get("{method}")' in text and ".loss(" in text, nb
+
+
+def test_old_checkpoints_without_a_description_say_how_to_retrain(tmp_path):
+    model = methods.get("cellpose").build(**TINY)
+    old = {"model": model.state_dict(), "optimizer": {}, "epoch": 1, "history": {}}
+    torch.save(old, tmp_path / "best.pt")
+    with pytest.raises(CheckpointError, match=r"written before checkpoints .* notebook 05"):
+        methods.load_model(tmp_path, method="cellpose")
+
+
+def test_a_network_outside_the_course_is_described_as_such(tmp_path):
+    net = nn.Conv2d(1, 1, 3, padding=1)
+    loader = [(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))]
+    fit(net, loader, loss_fn=nn.functional.mse_loss, epochs=1, checkpoint_dir=tmp_path,
+        progress=False, device="cpu")  # fmt: skip
+    assert methods.read_meta(tmp_path)["network"] is None
+    with pytest.raises(CheckpointError, match="outside course_utils.models"):
+        methods.load_model(tmp_path)
+
+
+def test_loading_into_another_architecture_names_what_differs(data, tmp_path):
+    images, labels = data
+    methods.train_method(
+        "unet_3class", images, labels, epochs=1, patch_size=32, patches_per_epoch=2,
+        batch_size=2, config=TINY, checkpoint_dir=tmp_path, progress=False, device="cpu",
+    )  # fmt: skip
+    other = methods.get("unet_3class").build(depth=2, base_channels=8)
+    with pytest.raises(CheckpointError, match=r"base_channels=4 there, 8 here") as info:
+        load_checkpoint(other, tmp_path)
+    assert str(tmp_path) in str(info.value)
+
+
+def test_fit_refuses_meta_that_would_overwrite_its_own_fields(tmp_path):
+    net = nn.Conv2d(1, 1, 1)
+    loader = [(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))]
+    with pytest.raises(ValueError, match="may not set 'network'"):
+        fit(net, loader, loss_fn=nn.functional.mse_loss, epochs=1, checkpoint_dir=tmp_path,
+            meta={"network": "x"}, progress=False)  # fmt: skip
+
+
+def test_outputs_to_labels_uses_the_record_defaults_and_refuses_unknown_options(data):
+    record = methods.get("stardist")
+    with pytest.raises(TypeError, match="no post-processing option"):
+        record.outputs_to_labels(np.zeros((33, 8, 8)), (16, 16), grid=2, flow_threshold=0.4)
+    labels = data[1][0]
+    record_default = record.outputs_to_labels
+    assert record.postprocess == {"prob_thresh": 0.5, "nms_thresh": 0.4}
+    out = np.zeros((33, *labels.shape), np.float32) - 10  # probability ~0 everywhere
+    assert record_default(out, labels.shape).max() == 0
+
+
+def test_stardist_distance_head_starts_at_the_mean_distance(data):
+    model = methods.get("stardist").build(**TINY)
+    typical = methods.init_stardist_distances(model, data[1][:1])
+    with torch.no_grad():
+        _, dist = model(torch.zeros(1, 1, 32, 32))
+    assert dist.mean().item() == pytest.approx(typical, rel=0.1)
+    with pytest.raises(ValueError, match="no object"):
+        methods.init_stardist_distances(model, [np.zeros((8, 8), np.int32)])

@@ -11,7 +11,7 @@ file is overwritten; a lock keeps two runs from writing into one folder at once.
 
 ``load_checkpoint`` and ``checkpoint_dir`` are public through ``course_utils.train``.
 
-Introduced in notebook 02.
+Introduced in notebook 03.
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ FORMAT = 1
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: corrupted, foreign, old or for another network.
-
-    Introduced in notebook 02.
     """
 
 
@@ -81,8 +79,6 @@ def set_rng_state(state: dict) -> None:
 
 def weights_checksum(weights: Mapping[str, torch.Tensor]) -> str:
     """sha256 of a ``state_dict``: every name, dtype, shape and byte, in order.
-
-    Introduced in notebook 02.
     """
     digest = hashlib.sha256()
     for name, tensor in weights.items():
@@ -144,8 +140,6 @@ def read_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> dict[str
     when it is not a checkpoint (truncated, corrupted, another kind of file), and, with
     ``verify``, when the weights do not match the checksum stored beside them. A plain
     ``state_dict`` comes back as ``{"model": state_dict, "meta": {}}``.
-
-    Introduced in notebook 02.
     """
     path = Path(path)
     if path.is_dir():
@@ -260,8 +254,6 @@ def training_lock(directory: Path) -> Iterator[None]:
     A second run into the same folder gets a clear ``RuntimeError`` at once, instead of two
     runs overwriting each other's checkpoints. The lock is the operating system's (``flock`` on
     the folder), so a run killed with SIGKILL leaves no stale lock behind.
-
-    Introduced in notebook 02.
     """
     try:
         import fcntl
@@ -315,7 +307,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, map_location="cpu
     ``FileNotFoundError`` for a missing file and :class:`CheckpointError` (a ``ValueError``),
     loading nothing, for a corrupted file or weights that do not fit the model; every message
     names the file. ``map_location`` is kept for compatibility: weights are read on the CPU and
-    copied to the model's device by ``load_state_dict``. Introduced in notebook 02.
+    copied to the model's device by ``load_state_dict``. Introduced in notebook 05.
     """
     path = checkpoint_file(path)
     state = read_checkpoint(path)

@@ -4,7 +4,7 @@ Every exercise in a notebook is followed by a cell that calls one of these. A ch
 short ``✓`` line and fails with an :class:`ExerciseError` (an ``AssertionError``) whose message
 says what to look at, never with an obscure error from deep inside a library.
 
-Introduced in notebook 01.
+Introduced in notebook 00.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ TODO_HINT = "complete the TODO in the exercise cell above, then run it again"
 
 class ExerciseError(AssertionError):
     """An exercise check failed; the message says why and what to do.
-
-    Introduced in notebook 01.
     """
 
 
@@ -59,7 +57,7 @@ def check_close(
     ExerciseError
         With the shape or the largest difference when they disagree.
 
-    Introduced in notebook 01.
+    Introduced in notebook 00.
     """
     a = _to_numpy(actual, name)
     e = _to_numpy(expected, "the expected value")
@@ -124,7 +122,7 @@ def check_true(condition: Any, message: str) -> None:
     ExerciseError
         When the condition is false or None.
 
-    Introduced in notebook 01.
+    Introduced in notebook 05.
     """
     if condition is None:
         raise ExerciseError(f"not yet checked ({message}): {TODO_HINT}.")

@@ -16,7 +16,6 @@ Introduced in notebook 01.
 
 from __future__ import annotations
 
-from numbers import Real
 from typing import Literal
 
 import numpy as np
@@ -24,7 +23,7 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.segmentation import relabel_sequential, watershed
 
-from ._shared.validate import check_labels
+from ._shared.validate import check_int, check_labels, check_real
 
 Method = Literal["shape", "intensity"]
 
@@ -54,11 +53,7 @@ def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
 
 
 def _check_positive_int(value: int, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+    return check_int(value, name, minimum=minimum)
 
 
 def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -148,16 +143,11 @@ def _resolve_threshold(smoothed: np.ndarray, threshold: str | float) -> float:
         if threshold != "otsu":
             raise ValueError(f"threshold must be 'otsu' or a number, got {threshold!r}")
         return otsu_threshold(smoothed)
-    if isinstance(threshold, bool) or not isinstance(threshold, Real):
-        raise TypeError(f"threshold must be 'otsu' or a number, got {type(threshold).__name__}")
-    if not np.isfinite(threshold):
-        raise ValueError(f"threshold must be finite, got {threshold}")
-    return float(threshold)
+    return check_real(threshold, "threshold ('otsu' or a number)")
 
 
 def _smooth(image: np.ndarray, sigma: float) -> np.ndarray:
-    if isinstance(sigma, bool) or not isinstance(sigma, Real) or sigma < 0:
-        raise ValueError(f"smooth_sigma must be a number >= 0, got {sigma!r}")
+    sigma = check_real(sigma, "smooth_sigma", minimum=0)
     image = image.astype(np.float32, copy=False)
     return ndi.gaussian_filter(image, float(sigma)) if sigma > 0 else image
 
@@ -218,8 +208,6 @@ def find_markers(landscape: np.ndarray, mask: np.ndarray, min_distance: int = 5)
     -------
     ndarray, shape (H, W), int32
         0 everywhere except the seeds, labelled 1..n.
-
-    Introduced in notebook 01.
     """
     landscape = _check_image(landscape, "landscape")
     mask = np.asarray(mask)

@@ -19,7 +19,7 @@ class History:
     A record is a dict: ``epoch`` (1-based), ``train_loss``, with validation ``val_loss`` and
     one key per metric, ``lr`` (used during that epoch) and ``seconds``. ``history[3]`` is a
     record, ``history["val_loss"]`` a column; ``monitor``/``mode`` (``"min"`` or ``"max"``)
-    decide :attr:`best_epoch`. Introduced in notebook 02.
+    decide :attr:`best_epoch`.
     """
 
     def __init__(self, monitor: str = "val_loss", mode: str = "min", records=None) -> None:

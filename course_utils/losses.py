@@ -51,7 +51,7 @@ def unet_weighted_loss(
     """Mean over pixels of ``weight * cross-entropy`` (the U-Net paper's weighted loss).
 
     ``out`` (B, C, h, w) logits; ``target`` (B, H, W) int64 class ids and ``weight``
-    (B, H, W) float, both centre-cropped to (h, w). Introduced in notebook 03.
+    (B, H, W) float, both centre-cropped to (h, w).
     """
     ce = F.cross_entropy(out.float(), _crop(target, out), reduction="none")
     return (_crop(weight, out) * ce).mean()
@@ -59,7 +59,7 @@ def unet_weighted_loss(
 
 def unet_3class_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of ``out`` (B, 3, h, w) logits against ``target`` (B, H, W) int64 class
-    ids (centre-cropped to (h, w)). Introduced in notebook 03."""
+    ids (centre-cropped to (h, w))."""
     return F.cross_entropy(out.float(), _crop(target, out))
 
 
@@ -68,8 +68,7 @@ def cellpose_loss(out: torch.Tensor, flows: torch.Tensor, cellprob: torch.Tensor
 
     ``out`` (B, 3, H, W): flow y, flow x and the cell-probability logit; ``flows``
     (B, 2, H, W) = ``FLOW_SCALE`` x the unit flows; ``cellprob`` (B, H, W), 1 inside cells.
-    The flows are learned everywhere, also on the background (target 0). Introduced in
-    notebook 05.
+    The flows are learned everywhere, also on the background (target 0).
     """
     out = out.float()
     flow_loss = F.mse_loss(out[:, :2], flows) / 2
@@ -90,7 +89,7 @@ def stardist_loss(
     true probability in [0, 1]; ``dist`` (B, n_rays, h, w) the true distances. The distance
     error is ``sum_{p,k} w_p |d_pk - d'_pk| / (n_rays * sum_p w_p)`` with ``w = prob``, an
     average error in pixels whatever the share of the patch covered by objects (``eps`` keeps
-    a patch without objects finite). Introduced in notebook 06.
+    a patch without objects finite).
     """
     logits, pred = out[0].float(), out[1].float()
     bce = F.binary_cross_entropy_with_logits(logits, prob)

@@ -12,7 +12,7 @@ Scores are float64; a pair counts when ``score >= thresh - THRESH_TOLERANCE`` (1
 StarDist compares in float32 (a tolerance of ~1e-7): the two differ only for a score within
 1e-7 of the threshold but not equal to it, which needs objects over ~100,000 pixels.
 
-Introduced in notebook 07 (used from notebook 01).
+Introduced in notebook 01 (and explained in notebook 07).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Matching:
     papers; ``f1`` = 2 TP / (2 TP + FP + FN); every ratio is 0 when TP = 0. The sum of the
     matched scores is divided by TP (``mean_matched_score``), by ``n_true``
     (``mean_true_score``) and by TP + FP/2 + FN/2 (``panoptic_quality``, Kirillov 2019).
-    Printing gives a three-line summary; :meth:`as_dict` a plain dict. Introduced in notebook 07.
+    Printing gives a three-line summary; :meth:`as_dict` a plain dict.
     """
 
     criterion: str
@@ -83,8 +83,6 @@ class Matching:
 @dataclass(frozen=True)
 class DatasetMatching(Matching):
     """:class:`Matching` over a data set; ``by_image`` says how the ratios were averaged.
-
-    Introduced in notebook 07.
     """
 
     by_image: bool = False
@@ -215,7 +213,7 @@ def matching(
     -------
     Matching or list of Matching
 
-    Introduced in notebook 07 (used from notebook 01).
+    Introduced in notebook 05 (and explained in notebook 07).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
@@ -258,7 +256,7 @@ def matching_dataset(
     DatasetMatching or list of DatasetMatching
         ``tp``, ``fp``, ``fn``, ``n_true`` and ``n_pred`` are always sums over the images.
 
-    Introduced in notebook 07.
+    Introduced in notebook 01.
     """
     ys_true, ys_pred = list(ys_true), list(ys_pred)
     if len(ys_true) != len(ys_pred):
@@ -307,7 +305,7 @@ def average_precision(
     np.ndarray
         float64, shape ``(len(thresholds),)``.
 
-    Introduced in notebook 07.
+    Introduced in notebook 01.
     """
     if isinstance(y_true, list | tuple):
         stats = matching_dataset(y_true, y_pred, list(thresholds), by_image=by_image)
@@ -333,7 +331,7 @@ def pixel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
         A 0/0 ratio is 1.0 when both masks are empty (nothing to find, nothing found) and
         0.0 otherwise (e.g. precision of an empty prediction when the truth is not empty).
 
-    Introduced in notebook 01.
+    Introduced in notebook 02.
     """
     t, p = check_label_pair(y_true, y_pred, allow_bool=True)
     t, p = t != 0, p != 0

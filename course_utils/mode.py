@@ -56,7 +56,7 @@ def get_mode() -> Mode:
 
 
 def is_fast() -> bool:
-    """``True`` in fast mode. Introduced in notebook 00."""
+    """``True`` in fast mode."""
     return get_mode() == "fast"
 
 

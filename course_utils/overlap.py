@@ -4,7 +4,7 @@ Everything instance metrics need comes from one sparse table built from the pixe
 of a true and a predicted object that overlap, the number of shared pixels. IoU (and the IoT/IoP
 criteria) follow from it and the areas, with no loop over object pairs.
 
-Introduced in notebook 07.
+Introduced in notebook 03.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class OverlapTable:
     ``true_ids`` ``(n_true,)`` and ``pred_ids`` ``(n_pred,)``: sorted ids of the objects present;
     ``true_areas``, ``pred_areas``: their int64 pixel counts; ``rows``, ``cols``,
     ``intersection`` ``(n_pairs,)``: one entry per overlapping pair, int64 indices into the id
-    arrays and the int64 number of shared pixels (> 0). Introduced in notebook 07.
+    arrays and the int64 number of shared pixels (> 0).
     """
 
     true_ids: np.ndarray
@@ -101,8 +101,6 @@ def overlap_table(y_true: np.ndarray, y_pred: np.ndarray) -> OverlapTable:
     -----
     Neighbouring pixels mostly carry the same (true, pred) pair: the flat images are cut into
     runs of constant pair, and only the runs (far fewer than the pixels) are sorted and summed.
-
-    Introduced in notebook 07.
     """
     t_img, p_img = check_label_pair(y_true, y_pred)
     t_of, p_of, counts = _pair_counts(t_img.ravel(), p_img.ravel())
@@ -143,7 +141,7 @@ def iou_matrix(
     true_ids, pred_ids : np.ndarray
         Only with ``return_ids=True``: the ids of the rows ``(n_true,)`` and columns ``(n_pred,)``.
 
-    Introduced in notebook 07.
+    Introduced in notebook 03.
     """
     table = overlap_table(y_true, y_pred)
     iou = table.dense("iou")

@@ -58,8 +58,6 @@ CHECKPOINTS = {name: record.checkpoint for name, record in methods.METHODS.items
 
 def model_config(method: str) -> dict[str, Any]:
     """Constructor arguments of ``method``'s network in the current mode (its record's).
-
-    Introduced in notebook 07.
     """
     return methods.get(method).config()
 
@@ -67,7 +65,7 @@ def model_config(method: str) -> dict[str, Any]:
 def build_model(method: str, *, seed: int = 0, **overrides: Any) -> nn.Module:
     """A fresh network for ``method``: :func:`model_config`, updated by ``overrides``.
 
-    ``seed`` seeds torch before the weights are drawn. Introduced in notebook 07.
+    ``seed`` seeds torch before the weights are drawn.
     """
     return methods.get(method).build(seed=seed, **overrides)
 
@@ -78,8 +76,9 @@ def load_pretrained(method: str, *, root: str | os.PathLike | None = None) -> nn
     Reads ``checkpoint_dir(CHECKPOINTS[method], root)``: ``best.pt`` (else ``last.pt``), and
     rebuilds the network it describes (``course_utils.methods.load_model``). Raises a
     ``ValueError`` that names the file when it is corrupted, holds another method, or was written
-    before checkpoints described their network (it then says how to retrain). Introduced in
-    notebook 07.
+    before checkpoints described their network (it then says how to retrain).
+
+    Introduced in notebook 07.
     """
     folder = methods.checkpoint_folder(method, root)
     if not ((folder / "best.pt").exists() or (folder / "last.pt").exists()):
@@ -90,7 +89,7 @@ def load_pretrained(method: str, *, root: str | os.PathLike | None = None) -> nn
 def instances_from_flows(outputs: Any, **options: Any) -> np.ndarray:
     """Instances of a Cellpose output ``(3, H, W)`` (flows at ``FLOW_SCALE``, then the
     cell-probability logit) by flow following; ``options``: ``cellprob_threshold``,
-    ``flow_threshold``, ``min_size``, ``niter`` (record defaults). Introduced in notebook 07.
+    ``flow_threshold``, ``min_size``, ``niter`` (record defaults).
     """
     return methods.get("cellpose").outputs_to_labels(outputs, np.shape(outputs)[-2:], **options)
 
@@ -100,7 +99,7 @@ def instances_from_stardist(
 ) -> np.ndarray:
     """Instances of StarDist maps (see ``postprocess.stardist_to_labels``): ``prob`` (H', W'),
     ``dist`` (H', W', n_rays), ``shape`` the image's (H, W); ``options``: ``prob_thresh``,
-    ``nms_thresh`` (record defaults). Introduced in notebook 07."""
+    ``nms_thresh`` (record defaults)."""
     params = {**methods.get("stardist").postprocess, **options}
     return stardist_to_labels(prob, dist, grid=grid, shape=shape, **params)
 

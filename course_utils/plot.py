@@ -47,7 +47,7 @@ def label_cmap(n_labels: int = 256, seed: int = 0) -> ListedColormap:
         ``n_labels`` RGBA colours; colour 0 is opaque black, the others have HSV
         saturation and value in [0.6, 1] (bright) and random hues.
 
-    Introduced in notebook 00.
+    Introduced in notebook 04.
     """
     if int(n_labels) != n_labels or n_labels < 2:
         raise ValueError(f"n_labels must be an integer >= 2, got {n_labels!r}.")
@@ -251,7 +251,7 @@ def widgets_available() -> bool:
     """``True`` in a live Jupyter kernel, unless ``COURSE_STATIC_FIGURES=1`` asks for figures only.
 
     The course's test and website builds set ``COURSE_STATIC_FIGURES=1``: there is nobody to move a
-    slider, and a widget would only show as text. Introduced in notebook 01.
+    slider, and a widget would only show as text.
     """
     if os.environ.get(STATIC_ENV, "").strip() not in ("", "0"):
         return False

@@ -4,6 +4,8 @@ sibling module, no file over ~400 lines, and each "Introduced in notebook NN" no
 from __future__ import annotations
 
 import ast
+import functools
+import importlib
 import re
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "course_utils"
 MAX_LINES = 400
-NOTE = re.compile(r"Introduced in notebook (\d\d)")
+NOTE = re.compile(r"Introduced\s+in\s+notebook\s+(\d\d)")
 
 
 def _modules() -> list[Path]:
@@ -64,21 +66,90 @@ def test_no_file_over_about_400_lines(folder):
     assert not long, f"split these files (over {MAX_LINES} lines): {long}"
 
 
-def _code_of_notebooks() -> dict[str, str]:
-    """Code cells of every notebook source (jupytext percent format), comments removed."""
-    code = {}
+def _notebook_trees() -> dict[str, list[ast.AST]]:
+    """The parsed code cells of every notebook source (jupytext percent format), by number."""
+    trees = {}
     for path in sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.py")):
-        cells = re.split(r"^# %%.*$", path.read_text(), flags=re.M)
-        heads = re.findall(r"^# %%.*$", path.read_text(), flags=re.M)
-        kept = [c for h, c in zip(["# %%"] + heads, cells) if "[markdown]" not in h]
-        lines = [re.sub(r"#.*$", "", line) for cell in kept for line in cell.splitlines()]
-        code[path.name[:2]] = "\n".join(lines)
-    return code
+        text = path.read_text()
+        heads = ["# %%", *re.findall(r"^# %%.*$", text, flags=re.M)]
+        cells = re.split(r"^# %%.*$", text, flags=re.M)
+        parsed = []
+        for head, cell in zip(heads, cells):
+            if "[markdown]" in head:
+                continue
+            try:
+                parsed.append(ast.parse(cell))
+            except SyntaxError:  # a cell with shell or magic lines
+                continue
+        trees[path.name[:2]] = parsed
+    return trees
 
 
-def _first_use(name: str, code: dict[str, str]) -> str | None:
-    pattern = re.compile(r"(\.|\bimport\s+|,\s*|\(\s*)" + re.escape(name) + r"\b")
-    return next((nb for nb, text in code.items() if pattern.search(text)), None)
+def _dotted(node: ast.AST) -> str | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        return ".".join([node.id, *reversed(parts)])
+    return None
+
+
+def _resolve(path: str):
+    """The object at a dotted path under course_utils, or None."""
+    parts = path.split(".")
+    try:
+        obj = importlib.import_module(parts[0])
+    except ImportError:
+        return None
+    for i, part in enumerate(parts[1:], start=1):
+        if hasattr(obj, part):
+            obj = getattr(obj, part)
+            continue
+        try:
+            obj = importlib.import_module(".".join(parts[: i + 1]))
+        except ImportError:
+            return None
+    return obj
+
+
+def _used_objects(trees: list[ast.AST]) -> set[int]:
+    """ids of the course_utils objects a notebook's code refers to (``cu.x.y``, imports)."""
+    aliases: dict[str, str] = {}
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.split(".")[0] == "course_utils":
+                        aliases[a.asname or a.name] = a.name
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("course_u"):
+                for a in node.names:
+                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+    used = set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute | ast.Name) and (path := _dotted(node)):
+                head, _, rest = path.partition(".")
+                if head in aliases:
+                    obj = _resolve(aliases[head] + ("." + rest if rest else ""))
+                    if obj is not None:
+                        used.add(id(obj))
+    return used
+
+
+@functools.cache
+def _first_uses() -> dict[int, str]:
+    first: dict[int, str] = {}
+    for nb, trees in _notebook_trees().items():
+        for obj in _used_objects(trees):
+            first.setdefault(obj, nb)
+    return first
+
+
+def _first_use(path: Path, name: str) -> str | None:
+    module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+    obj = getattr(importlib.import_module(module), name, None)
+    return None if obj is None else _first_uses().get(id(obj))
 
 
 def _public_definitions():
@@ -92,11 +163,10 @@ def _public_definitions():
 def test_introduced_in_notebook_notes_name_the_first_notebook_that_calls_it():
     """A public function or class says "Introduced in notebook NN" exactly when a notebook's
     code calls it, and NN is the first such notebook (names no notebook calls carry no note)."""
-    code = _code_of_notebooks()
     wrong = []
     for path, node in _public_definitions():
         match = NOTE.search(ast.get_docstring(node) or "")
-        claimed, used = (match.group(1) if match else None), _first_use(node.name, code)
+        claimed, used = (match.group(1) if match else None), _first_use(path, node.name)
         if claimed != used:
             where = f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"
             wrong.append(f"{where}: says {claimed}, first called in {used}")
@@ -105,7 +175,6 @@ def test_introduced_in_notebook_notes_name_the_first_notebook_that_calls_it():
 
 def test_module_notes_name_the_first_notebook_that_uses_the_module():
     """A module's own note is the earliest notebook that calls one of its public names."""
-    code = _code_of_notebooks()
     wrong = []
     for path in _modules():
         tree = ast.parse(path.read_text())
@@ -113,7 +182,7 @@ def test_module_notes_name_the_first_notebook_that_uses_the_module():
         if match is None:
             continue
         uses = [
-            _first_use(node.name, code)
+            _first_use(path, node.name)
             for node in tree.body
             if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_")
         ]

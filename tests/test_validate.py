@@ -116,3 +116,44 @@ def test_bool_masks_where_labels_are_needed():
     plt.close(ax.figure)
     x, y = PatchDataset([np.zeros((6, 6))], [mask], 4)[0]
     assert y.dtype == torch.int64 and set(y.unique().tolist()) == {1}
+
+
+def test_check_int_accepts_numpy_integers_and_refuses_bools_and_floats():
+    assert v.check_int(np.int64(3), "n") == 3 and type(v.check_int(np.uint8(3), "n")) is int
+    for bad in (True, 3.0, "3", None, np.float32(2)):
+        with pytest.raises(TypeError, match="n must be an int"):
+            v.check_int(bad, "n")
+    with pytest.raises(ValueError, match="n must be >= 1, got 0"):
+        v.check_int(0, "n", minimum=1)
+    with pytest.raises(ValueError, match="n must be <= 2"):
+        v.check_int(3, "n", maximum=2)
+
+
+def test_check_real_and_check_finite():
+    assert v.check_real(np.float32(0.5), "t") == 0.5 and v.check_real(2, "t") == 2.0
+    for bad, error in ((True, TypeError), (float("nan"), ValueError), (float("inf"), ValueError)):
+        with pytest.raises(error, match="t must be"):
+            v.check_real(bad, "t")
+    arr = np.zeros((3, 4), np.float32)
+    assert v.check_finite(arr, "x") is arr
+    arr[1, 2], arr[2, 0] = np.nan, np.inf
+    with pytest.raises(ValueError, match=r"x has 2 NaN or infinite value\(s\) of 12; the first is "
+                                         r"nan at index \(1, 2\)"):  # fmt: skip
+        v.check_finite(arr, "x")
+
+
+def test_every_count_argument_takes_numpy_integers_alike():
+    """The same integer rule everywhere: np.int64 works where int works."""
+    from course_utils.data import load_split
+    from course_utils.train import fit
+
+    images, labels = load_split("synthetic", "train", n=np.int64(2))
+    assert len(images) == 2
+    net = torch.nn.Conv2d(1, 1, 1)
+    loader = [(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))]
+    history = fit(net, loader, loss_fn=torch.nn.functional.mse_loss, epochs=np.int64(2),
+                  seed=np.int64(1), progress=False)  # fmt: skip
+    assert len(history) == 2
+    assert len(PatchDataset(images, labels, np.int64(32), length=np.int64(3))) == 3
+    with pytest.raises(TypeError, match="epochs must be an int"):
+        fit(net, loader, loss_fn=torch.nn.functional.mse_loss, epochs=2.0, progress=False)

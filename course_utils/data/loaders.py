@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._shared.validate import check_int
 from .registry import SPLITS, fetch, split_names
 from .synthetic import synthetic_cells, synthetic_nuclei
 
@@ -33,7 +34,7 @@ SYNTHETIC_SIZES = {"train": 24, "val": 8, "test": 8}
 def read_image(path: str | Path) -> np.ndarray:
     """Read a TIFF image as stored (e.g. uint16 (H, W) for BBBC039).
 
-    Introduced in notebook 00.
+    Introduced in notebook 07.
     """
     import tifffile
 
@@ -56,7 +57,7 @@ def read_bbbc039_mask(path: str | Path) -> np.ndarray:
     np.ndarray, int32, shape (H, W)
         0 = background, nuclei 1..N consecutive (all zeros for an empty mask).
 
-    Introduced in notebook 00.
+    Introduced in notebook 07.
     """
     from PIL import Image
     from skimage.measure import label
@@ -173,8 +174,7 @@ def _synthetic_pair(name: str, split: str, index: int, seed: int):
 def _count(n: int | None, available: int | None, name: str, split: str) -> int:
     if n is None:
         return available if available is not None else SYNTHETIC_SIZES[split]
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative int or None, got {n!r}")
+    n = check_int(n, "n", minimum=0)
     if available is not None and n > available:
         raise ValueError(f"n={n} but the {name!r} {split!r} split has only {available} images")
     return int(n)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .._shared.validate import check_image, check_labels
+from .._shared.validate import check_image, check_int, check_labels
 
 __all__ = ["PatchDataset"]
 
@@ -138,8 +138,7 @@ class PatchDataset(Dataset):
         self.labels = [y for _, y in padded]
         if length is None:
             length = len(self.images)
-        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
-            raise ValueError(f"length must be a positive int, got {length!r}")
+        length = check_int(length, "length", minimum=1)
         if augment is not None and not callable(augment):
             raise TypeError("augment must be callable(image, labels, rng) or None")
         if target_fn is not None and not callable(target_fn):
@@ -153,8 +152,7 @@ class PatchDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Draw other crops for this epoch (call before iterating; persistent workers keep
         their own copy, so re-create the DataLoader iterator after changing it)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        epoch = check_int(epoch, "epoch", minimum=0)
         self.epoch = int(epoch)
 
     def __len__(self) -> int:

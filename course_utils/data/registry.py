@@ -11,7 +11,7 @@ The registry lives in the repository's ``data/<dataset>/`` folder as small text 
 
 Every file is checked against its size and sha256 before it is returned.
 
-Introduced in notebook 00.
+Introduced in notebook 07.
 """
 
 from __future__ import annotations
@@ -46,16 +46,12 @@ _VERIFIED: dict[tuple[str, int, int], bool] = {}
 
 class DataUnavailableError(FileNotFoundError):
     """A registered file is in neither the cache nor the mirror and cannot be downloaded.
-
-    Introduced in notebook 00.
     """
 
 
 @dataclass(frozen=True)
 class FileEntry:
     """One registered file: where it lives in the dataset, its size, checksum and source.
-
-    Introduced in notebook 00.
     """
 
     relpath: str
@@ -66,8 +62,6 @@ class FileEntry:
 
 def registry_dir() -> Path:
     """The folder holding ``<dataset>/MANIFEST.tsv``: ``$COURSE_DATA_REGISTRY`` or ``data/``.
-
-    Introduced in notebook 00.
     """
     env = os.environ.get("COURSE_DATA_REGISTRY")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
@@ -75,8 +69,6 @@ def registry_dir() -> Path:
 
 def cache_dir() -> Path:
     """The download cache: ``$COURSE_DATA_CACHE`` or ``~/.cache/course_utils``.
-
-    Introduced in notebook 00.
     """
     env = os.environ.get("COURSE_DATA_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "course_utils"
@@ -84,8 +76,6 @@ def cache_dir() -> Path:
 
 def mirror_dir() -> Path | None:
     """The read-only mirror ``$COURSE_DATA_MIRROR``, or None when it is not set.
-
-    Introduced in notebook 00.
     """
     env = os.environ.get("COURSE_DATA_MIRROR")
     return Path(env).expanduser() if env else None
@@ -93,8 +83,6 @@ def mirror_dir() -> Path | None:
 
 def list_datasets() -> list[str]:
     """Names of the registered datasets (folders of the registry with a ``MANIFEST.tsv``).
-
-    Introduced in notebook 00.
     """
     root = registry_dir()
     if not root.is_dir():
@@ -129,8 +117,6 @@ def _manifest(dataset: str) -> dict[str, FileEntry]:
 
 def list_files(dataset: str) -> list[str]:
     """Relative paths of every registered file of ``dataset``, in manifest order.
-
-    Introduced in notebook 00.
     """
     return list(_manifest(dataset))
 
@@ -149,7 +135,7 @@ def split_names(dataset: str, split: str) -> list[str]:
     list of str
         Names without folder or extension (``images/<name>.tif`` for BBBC039).
 
-    Introduced in notebook 00.
+    Introduced in notebook 07.
     """
     _manifest(dataset)  # unknown dataset -> ValueError listing the registered ones
     if split not in SPLITS:
@@ -252,7 +238,7 @@ def fetch(dataset: str, relpath: str, *, download: bool | None = None) -> Path:
         No good copy and no download allowed, or the download failed. The message says how to
         set the mirror and names the synthetic alternative.
 
-    Introduced in notebook 00.
+    Introduced in notebook 07.
     """
     entry = _entry(dataset, relpath)
     cached = cache_dir() / dataset / entry.relpath

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from .._shared.validate import check_int
+
 __all__ = ["synthetic_cells", "synthetic_nuclei"]
 
 # Benchmarks rely on these densities: 512 x 512 -> ~150 nuclei, 1024 x 1024 -> ~600.
@@ -56,9 +58,7 @@ def _check_shape(shape: Any) -> tuple[int, int]:
 def _check_count(n: int | None, name: str, default: int) -> int:
     if n is None:
         return default
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"{name} must be a non-negative int or None, got {n!r}")
-    return int(n)
+    return check_int(n, name, minimum=0)
 
 
 def _place(

@@ -1,6 +1,6 @@
 """Rebuild a method's network from its checkpoint alone, and read what a checkpoint says.
 
-Introduced in notebook 07.
+Introduced in notebook 06.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ __all__ = ["load_model", "read_meta"]
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The ``meta`` record of a checkpoint file or folder (network, arguments, method, data,
     mode, course version, weights checksum); ``{}`` for a file written without one.
-    Introduced in notebook 07."""
+    Introduced in notebook 06."""
     return dict(read_checkpoint(checkpoint_file(path), verify=False)["meta"])
 
 
@@ -41,7 +41,7 @@ def load_model(path: str | os.PathLike, *, method: str | None = None) -> nn.Modu
         described their network, or holds another method or network; the message names the
         file, what differs, and how to get a fitting one.
 
-    Introduced in notebook 07.
+    Introduced in notebook 06.
     """
     file = checkpoint_file(path)
     state = read_checkpoint(file)

@@ -241,7 +241,10 @@ METHODS: Mapping[str, Method] = _frozen({
 
 
 def get(method: str | Method) -> Method:
-    """The record of ``method`` (a name of :data:`METHODS`, or a record, returned as is)."""
+    """The record of ``method`` (a name of :data:`METHODS`, or a record, returned as is).
+
+    Introduced in notebook 03.
+    """
     if isinstance(method, Method):
         return method
     if method not in METHODS:

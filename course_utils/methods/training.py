@@ -64,7 +64,6 @@ def train_method(
     checkpoint's ``meta``; ``fit_options`` go to ``fit`` too (``amp``, ``grad_clip``, ...).
 
     Returns ``(model, history)``: the model in eval mode with the last epoch's weights.
-    Introduced in notebook 07.
     """
     record = get(method)
     if (val_images is None) != (val_labels is None):
@@ -114,5 +113,5 @@ def _schedule(name: str, epochs: int, steps: int, lr: float):
 
 def checkpoint_folder(method: str | Method, root: str | os.PathLike | None = None):
     """Where the method's notebook saves its model: ``checkpoint_dir(record.checkpoint)``.
-    Introduced in notebook 07."""
+   """
     return checkpoint_path(get(method).checkpoint, root)

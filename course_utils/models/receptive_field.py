@@ -32,6 +32,8 @@ from typing import Any
 
 from torch import nn
 
+from .._shared.validate import check_int
+
 __all__ = ["ReceptiveField", "receptive_field"]
 
 # Layers that act on each pixel independently (or mix only channels): they leave the receptive
@@ -83,8 +85,6 @@ class ReceptiveField:
     size_min : int
         Smallest extent over output positions; equal to ``size`` for stacks of convolutions and
         pooling, smaller where upsampling makes neighbouring output pixels see different amounts.
-
-    Introduced in notebook 02.
     """
 
     size: int
@@ -143,8 +143,7 @@ def _upsample_map(scale: int, mode: str) -> _IntervalMap:
 
 def _check_ints(kind: str, **values: Any) -> None:
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{kind} {name} must be an int, got {value!r}")
+        check_int(value, f"{kind} {name}")
     minimum = {"kernel": 1, "stride": 1, "dilation": 1, "padding": 0, "scale": 1}
     for name, value in values.items():
         if value < minimum[name]:

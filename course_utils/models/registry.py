@@ -28,8 +28,6 @@ NETWORKS: dict[str, type[nn.Module]] = {
 
 def network_config(model: nn.Module) -> tuple[str, dict[str, Any]] | None:
     """``(class name, constructor arguments)`` of a course network; ``None`` for other modules.
-
-    Introduced in notebook 07.
     """
     name = type(model).__name__
     config = getattr(model, "config", None)
@@ -42,7 +40,7 @@ def build_network(name: str, config: Mapping[str, Any]) -> nn.Module:
     """A fresh network of class ``name`` (a key of :data:`NETWORKS`) with arguments ``config``.
 
     Raises ``ValueError`` naming the known classes when ``name`` is not one, and when the
-    arguments do not fit the class. Introduced in notebook 07.
+    arguments do not fit the class.
     """
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; the course has {sorted(NETWORKS)}")

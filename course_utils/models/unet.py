@@ -232,8 +232,6 @@ class ConvBlock(nn.Module):
 
     (B, in_ch, H, W) -> (B, out_ch, H, W). With ``residual=True`` the input (projected by a
     1x1 convolution when the channel count changes) is added before the last ReLU.
-
-    Introduced in notebook 03.
     """
 
     def __init__(

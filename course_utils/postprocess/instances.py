@@ -43,7 +43,7 @@ def foreground_to_labels(scores: Any) -> np.ndarray:
 
     ``scores`` (2, H, W): logits or probabilities. Returns int32 (H, W) labels, ids 1..N.
     Touching nuclei stay apart only where the network predicts the gap between them (notebook
-    03's foreground-with-gaps target). Introduced in notebook 03.
+    03's foreground-with-gaps target).
     """
     classes = _check_scores(scores, 2).argmax(0)
     return connected_components(classes == 1, connectivity=1).astype(np.int32)
@@ -54,7 +54,7 @@ def classes_to_labels(scores: Any, *, expand: int = 2) -> np.ndarray:
 
     Seeds are the connected components (4-connected) of the interior class; they grow by up to
     ``expand`` pixels over the predicted foreground (interior or boundary). ``scores``
-    (3, H, W): logits or probabilities. Returns int32 (H, W) labels. Introduced in notebook 03.
+    (3, H, W): logits or probabilities. Returns int32 (H, W) labels.
     """
     expand = check_int(expand, "expand", minimum=0)
     classes = _check_scores(scores, 3).argmax(0)
@@ -94,8 +94,6 @@ def stardist_to_labels(
     -------
     numpy.ndarray, int32, shape (H, W)
         0 = background; the most probable polygon owns the pixels where two overlap.
-
-    Introduced in notebook 06.
     """
     prob, dist = check_finite(to_numpy(prob), "prob"), check_finite(to_numpy(dist), "dist")
     gy, gx = check_grid(grid)

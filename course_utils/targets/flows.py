@@ -206,8 +206,6 @@ def unit_flows(lab: np.ndarray, n: int, niter: int | None, device: Any) -> np.nd
     recomputes the flows of its own masks for the flow check). ``lab``: int32 (H, W) with ids
     exactly 1..n (see ``_shared.relabel``); ``niter``: diffusion steps, ``None`` for the default;
     ``device``: a ``torch.device`` (the CPU runs the numba kernels).
-
-    Introduced in notebook 05.
     """
     if n == 0:
         return np.zeros((2, *lab.shape), np.float32)
@@ -279,7 +277,6 @@ def cellpose_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``labels`` integer (h, w). Returns ``FLOW_SCALE`` x :func:`masks_to_flows` (float32
     (2, h, w)) and the foreground (float32 (h, w), 1 inside cells). Computed on the CPU:
     DataLoader workers are forked processes, which must not touch a GPU.
-    Introduced in notebook 05.
     """
     flows = FLOW_SCALE * masks_to_flows(labels, device="cpu")
     return flows.astype(np.float32), (np.asarray(labels) > 0).astype(np.float32)

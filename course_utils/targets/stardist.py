@@ -291,7 +291,7 @@ def stardist_targets(
     ``labels`` integer (h, w) with h and w divisible by ``grid``. Returns the object
     probability :func:`edt_prob` (float32 (1, h/grid, w/grid)) and the ray distances
     :func:`star_dist` (float32 (n_rays, h/grid, w/grid), channels first as the network
-    predicts them). Introduced in notebook 06.
+    predicts them).
     """
     grid = check_int(grid, "grid", minimum=1)
     prob = edt_prob(labels)[::grid, ::grid]
@@ -310,8 +310,7 @@ def fibonacci_rays(n: int) -> np.ndarray:
 
     Introduced in notebook 06.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 4:
-        raise ValueError(f"n must be an int >= 4, got {n!r}")
+    n = check_int(n, "n", minimum=4)
     i = np.arange(n, dtype=np.float64)
     z = -1 + (2 * i + 1) / n
     rho = np.sqrt(1 - z**2)

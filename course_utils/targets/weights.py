@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .._shared.validate import check_labels, is_tensor
+from .._shared.validate import check_int, check_labels, is_tensor
 
 __all__ = [
     "boundary_classes",
@@ -217,10 +217,7 @@ def boundary_classes(labels: np.ndarray, *, boundary_width: int = 1) -> np.ndarr
     Introduced in notebook 03.
     """
     labels = _check_labels(labels)
-    if isinstance(boundary_width, bool) or not isinstance(boundary_width, (int, np.integer)):
-        raise TypeError(f"boundary_width must be an int, got {type(boundary_width).__name__}.")
-    if boundary_width < 1:
-        raise ValueError(f"boundary_width must be >= 1, got {boundary_width}.")
+    boundary_width = check_int(boundary_width, "boundary_width", minimum=1)
     # A diamond of radius boundary_width: its max and min differ from the centre exactly when
     # some label within that city-block distance differs. "nearest" keeps the edge neutral.
     footprint = ndi.generate_binary_structure(2, 1)
@@ -254,7 +251,6 @@ def unet_2class_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``labels`` integer (h, w). Returns ``(classes, weights)``: int64 (h, w), 1 on nuclei with
     the gaps of :func:`with_gaps` cut, 0 elsewhere; float32 (h, w), :func:`unet_weight_map` of
     the gapped labels (computed on the whole patch, so that the distances see its context).
-    Introduced in notebook 03.
     """
     gapped = with_gaps(labels)
     return (gapped > 0).astype(np.int64), unet_weight_map(gapped)
@@ -262,5 +258,5 @@ def unet_2class_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def unet_3class_targets(labels: np.ndarray) -> np.ndarray:
     """Target of the 3-class U-Net: :func:`boundary_classes` as int64 (h, w) (0 background,
-    1 interior, 2 boundary). Introduced in notebook 03."""
+    1 interior, 2 boundary)."""
     return boundary_classes(labels).astype(np.int64)

@@ -41,17 +41,27 @@ rng = cu.env.seed_everything(0)
 # Sizes come from `cu.pick(fast=..., full=...)`. Fast mode trains tiny networks (base width 8,
 # depth 3) for a few dozen steps on a few images, so that the notebook runs in minutes on a CPU;
 # full mode trains the paper's width (64) and depth (4) on all training images on a GPU.
+#
+# Two of the networks of this notebook are *methods* of the course: the weighted U-Net
+# (`unet_weighted`) and the 3-class U-Net (`unet_3class`). Each has one **record** in
+# `cu.methods`, which holds its network and sizes per mode, its targets, its loss and its
+# post-processing; notebook 07 and the course's pretrained models read the same records. We
+# read the sizes from there, build every piece by hand below, and check that ours equal the
+# record's.
 
 # %%
+UNET_WEIGHTED = cu.methods.get("unet_weighted")
+UNET_3CLASS = cu.methods.get("unet_3class")
+mode = cu.get_mode()
 N_TRAIN = cu.pick(fast=8, full=100)  # BBBC039 training images
 N_VAL = cu.pick(fast=2, full=50)  # validation images
 N_TEST = cu.pick(fast=3, full=48)  # test images for the final scores
-DEPTH = cu.pick(fast=3, full=4)  # number of 2x2 poolings (the paper: 4)
-BASE = cu.pick(fast=8, full=64)  # channels of the first level (the paper: 64)
-PATCH_VALID = cu.pick(fast=188, full=428)  # input patch of the valid U-Net (output 100 / 244)
-PATCH_SAME = cu.pick(fast=128, full=256)  # patch of the same-padded U-Net
-TILE_VALID = cu.pick(fast=380, full=572)  # prediction tile of the valid U-Net
-TILE_SAME, OVERLAP = cu.pick(fast=(256, 32), full=(512, 64))  # tiles of the same-padded one
+DEPTH = UNET_WEIGHTED.config()["depth"]  # number of 2x2 poolings (fast 3; the paper: 4)
+BASE = UNET_WEIGHTED.config()["base_channels"]  # channels of the first level (the paper: 64)
+PATCH_VALID = UNET_WEIGHTED.patch_size[mode]  # input patch of the valid U-Net (fast 188)
+PATCH_SAME = UNET_3CLASS.patch_size[mode]  # patch of the same-padded U-Net (fast 128)
+TILE_VALID = UNET_WEIGHTED.predict[mode]["tile_size"]  # prediction tile of the valid U-Net
+TILE_SAME, OVERLAP = (UNET_3CLASS.predict[mode][k] for k in ("tile_size", "overlap"))
 BATCH = cu.pick(fast=4, full=8)
 EPOCHS = cu.pick(fast=2, full=30)
 PATCHES_PER_EPOCH = cu.pick(fast=96, full=1600)
@@ -432,8 +442,9 @@ def loaders(patch, target_fn):
     return DataLoader(train, shuffle=True, **options), DataLoader(val, **options)
 
 
-def train(name, model, patch, target_fn, loss_fn, amp):
-    """Train with Adam and a cosine schedule; checkpoints in checkpoints/<mode>/<name>."""
+def train(name, model, patch, target_fn, loss_fn, amp, method=None):
+    """Train with Adam and a cosine schedule; checkpoints in checkpoints/<mode>/<name>, which
+    say which method (if any) and data they hold."""
     cu.env.seed_everything(0)
     train_loader, val_loader = loaders(patch, target_fn)
     return cu.train.fit(
@@ -449,17 +460,39 @@ def train(name, model, patch, target_fn, loss_fn, amp):
         device=device,
         seed=0,
         checkpoint_dir=cu.train.checkpoint_dir(name),
+        meta={"method": method, "data": f"bbbc039 train, {N_TRAIN} images"},
     )
 
 
 x_patch, y_patch, w_patch = cu.data.PatchDataset(
     train_images, train_labels, PATCH_VALID, target_fn=targets_2class
 )[0]
+out_patch = torch.randn(1, 2, out_valid, out_valid, generator=torch.Generator().manual_seed(0))
 print(
     f"one item: image {tuple(x_patch.shape)}, target {tuple(y_patch.shape)} "
     f"{y_patch.dtype}, weights {tuple(w_patch.shape)}; the network predicts the central "
     f"{out_valid} x {out_valid}"
 )
+
+# %% [markdown]
+# Our targets and loss are the recipe of the method `unet_weighted`: the record's target
+# function and loss must give the same numbers (on this patch, and on a random output).
+
+# %%
+label_patch = train_labels[0][:PATCH_VALID, :PATCH_VALID]
+record_y, record_w = UNET_WEIGHTED.targets(label_patch)
+hand_y, hand_w = targets_2class(label_patch)
+hand_loss = weighted_loss(out_patch, y_patch[None], w_patch[None])
+record_loss = UNET_WEIGHTED.loss(out_patch, y_patch[None], w_patch[None])
+recipe_checks = {
+    "with_gaps = cu.targets.with_gaps": np.array_equal(
+        with_gaps(labels_full), cu.targets.with_gaps(labels_full)
+    ),
+    "targets_2class = record targets": np.array_equal(hand_y, record_y)
+    and np.allclose(hand_w, record_w),
+    "weighted_loss = record loss": abs(hand_loss.item() - record_loss.item()) < 1e-5,
+}
+print(recipe_checks, f"(loss {hand_loss.item():.5f} by hand, {record_loss.item():.5f} record)")
 
 # %% [markdown]
 # ### Training the original U-Net, without and then with the weight map
@@ -478,15 +511,17 @@ histories["original"] = train(
 )
 
 # %%
-torch.manual_seed(0)
-models["original + weight map"] = cu.models.UNetOriginal(depth=DEPTH, base_channels=BASE)
+# The method's record builds the same network (same seed, same weights) and trains it with
+# the record's targets and loss, which equal ours (checked above).
+models["original + weight map"] = UNET_WEIGHTED.build(seed=0)
 histories["original + weight map"] = train(
-    "03_unet_weighted",
+    UNET_WEIGHTED.checkpoint,
     models["original + weight map"],
     PATCH_VALID,
-    targets_2class,
-    weighted_loss,
+    UNET_WEIGHTED.target_fn(),
+    UNET_WEIGHTED.loss,
     amp=False,
+    method="unet_weighted",
 )
 histories["original + weight map"].plot()
 plt.show()
@@ -613,6 +648,11 @@ results, predictions = {}, {}
 for name in ("original", "original + weight map"):
     results[name], predictions[name] = evaluate(models[name], True, instances_2class)
     describe(name, results[name])
+# Our instances are the record's post-processing (notebook 07 uses the record).
+prob_0 = probabilities(models["original + weight map"], test_images[0], True)
+recipe_checks["instances_2class = record"] = np.array_equal(
+    instances_2class(prob_0), UNET_WEIGHTED.outputs_to_labels(prob_0, prob_0.shape[1:])
+)
 
 # %% [markdown]
 # The weight map puts a weight of about $w_0 = 10$ on the gap pixels, so missing a gap costs
@@ -693,11 +733,25 @@ histories["modern"] = train(
 )
 
 # %%
+hand_3 = target_3class(labels_full)
+out_3 = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+y_3 = torch.from_numpy(hand_3[None, :64, :64])
+recipe_checks["target_3class = record targets"] = np.array_equal(
+    hand_3, UNET_3CLASS.targets(labels_full)
+)
+recipe_checks["plain_loss = record loss"] = abs(
+    plain_loss(out_3, y_3).item() - UNET_3CLASS.loss(out_3, y_3).item()
+) < 1e-6
 torch.manual_seed(0)
 models["modern 3-class"] = cu.models.UNet(out_channels=3, depth=DEPTH, base_channels=BASE)
-histories["modern 3-class"] = train(
-    "03_unet_3class", models["modern 3-class"], PATCH_SAME, target_3class, plain_loss, amp="auto"
+recipe_checks["3-class network = record network"] = (
+    models["modern 3-class"].config == UNET_3CLASS.build(seed=0).config
 )
+histories["modern 3-class"] = train(
+    UNET_3CLASS.checkpoint, models["modern 3-class"], PATCH_SAME, UNET_3CLASS.target_fn(),
+    UNET_3CLASS.loss, amp="auto", method="unet_3class",
+)  # fmt: skip
+print(recipe_checks)
 
 # %%
 results["modern"], predictions["modern"] = evaluate(models["modern"], False, instances_2class)
@@ -706,6 +760,11 @@ results["modern 3-class"], predictions["modern 3-class"] = evaluate(
 )
 for name in ("modern", "modern 3-class"):
     describe(name, results[name])
+prob_3 = probabilities(models["modern 3-class"], test_images[0], False)
+recipe_checks["instances_3class = record"] = np.array_equal(
+    instances_3class(prob_3), UNET_3CLASS.outputs_to_labels(prob_3, prob_3.shape[1:])
+)
+print(recipe_checks)
 
 # %% [markdown]
 # ### The four networks side by side
@@ -798,6 +857,7 @@ assert oracle_apart >= 0.9 * n_touching, (oracle_apart, n_touching)
 assert rows["predict background everywhere"]["accuracy"] > 0.7  # high, although it finds nothing
 assert all(m["iou"] == 0.0 for m in nothing)
 assert dice_rule_holds
+assert all(recipe_checks.values()), recipe_checks  # the hand-built pieces are the records'
 for name, scores in results.items():
     assert scores["iou"] >= IOU_MIN, (name, scores)
     assert scores["f1@0.5"] >= F1_MIN, (name, scores)

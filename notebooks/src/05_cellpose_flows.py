@@ -38,21 +38,27 @@ rng = cu.env.seed_everything(0)
 
 # %% [markdown]
 # Sizes come from `cu.pick(fast=..., full=...)`. Fast mode trains a small network for 80 steps on
-# a CPU; full mode trains the real thing on all training images (a GPU helps).
+# a CPU; full mode trains the real thing on all training images (a GPU helps). The network's
+# sizes, the training patch and the prediction tiles come from the method's record,
+# `cu.methods.get("cellpose")`: the one place that defines the Cellpose-style method, which
+# notebook 07 and the course's pretrained models read too. We build each piece by hand and
+# check that ours equals the record's.
 
 # %%
+CELLPOSE = cu.methods.get("cellpose")
+mode = cu.get_mode()
 N_TRAIN = cu.pick(fast=8, full=100)  # BBBC039 training images
 N_VAL = cu.pick(fast=4, full=50)  # validation images (patches for the validation loss)
 N_TEST = cu.pick(fast=4, full=48)  # test images for the final scores
-PATCH = cu.pick(fast=128, full=256)  # training patch size (pixels)
+PATCH = CELLPOSE.patch_size[mode]  # training patch size (pixels): fast 128, full 256
 BATCH = cu.pick(fast=8, full=16)
 PATCHES_PER_EPOCH = cu.pick(fast=160, full=1600)
 VAL_PATCHES = cu.pick(fast=16, full=256)
 EPOCHS = cu.pick(fast=4, full=60)
 LR = cu.pick(fast=3e-3, full=1e-3)
-BASE_CHANNELS = cu.pick(fast=8, full=32)  # Cellpose: 32
-DEPTH = 3  # poolings; Cellpose: 3 (32, 64, 128, 256 channels)
-TILE, OVERLAP = 256, 64  # overlap-tile prediction of whole images
+BASE_CHANNELS = CELLPOSE.config()["base_channels"]  # fast 8; Cellpose: 32
+DEPTH = CELLPOSE.config()["depth"]  # poolings; Cellpose: 3 (32, 64, 128, 256 channels)
+TILE, OVERLAP = (CELLPOSE.predict[mode][k] for k in ("tile_size", "overlap"))  # 256, 64
 MIN_F1 = cu.pick(fast=0.8, full=0.9)  # the final check: test F1 at IoU 0.5 must exceed this
 WORKERS = cu.env.dataloader_workers(full=8)
 device = cu.env.get_device()
@@ -409,6 +415,13 @@ cu.checks.check_close(
     "the loss of a perfect output",
     atol=1e-6,
 )
+noisy = torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+cu.checks.check_close(
+    cellpose_loss(noisy, target_flows, target_prob),
+    CELLPOSE.loss(noisy, target_flows, target_prob),
+    "your loss against the method's record (cu.methods.get('cellpose').loss)",
+    rtol=1e-5,
+)
 
 # %% [markdown]
 # ## 5 · Training, with augmentation that gets the flows right
@@ -466,6 +479,15 @@ def flow_targets(labels):
     return FLOW_SCALE * unit, (labels > 0).astype(np.float32)
 
 
+# Ours are the record's targets (the training below uses the record's).
+recipe_checks = {
+    "flow_targets = record targets": all(
+        np.array_equal(a, b)
+        for a, b in zip(flow_targets(crop_labels), CELLPOSE.targets(crop_labels))
+    )
+}
+
+
 AUGMENT = cu.pick(
     fast=aug.flip_rot90,
     full=aug.compose(
@@ -475,10 +497,10 @@ AUGMENT = cu.pick(
 val_images, val_labels = cu.data.load_split("bbbc039", "val", n=N_VAL)
 train_set = cu.data.PatchDataset(
     train_images, train_labels, PATCH, length=PATCHES_PER_EPOCH, augment=AUGMENT,
-    target_fn=flow_targets, seed=0,
+    target_fn=CELLPOSE.target_fn(), seed=0,
 )  # fmt: skip
 val_set = cu.data.PatchDataset(
-    val_images, val_labels, PATCH, length=VAL_PATCHES, target_fn=flow_targets, seed=1
+    val_images, val_labels, PATCH, length=VAL_PATCHES, target_fn=CELLPOSE.target_fn(), seed=1
 )
 loader_options = {"batch_size": BATCH, "num_workers": WORKERS, "pin_memory": device.type == "cuda"}
 train_loader = DataLoader(train_set, shuffle=True, **loader_options)
@@ -505,14 +527,14 @@ def flow_mse(output, flows):
     return F.mse_loss(output[:, :2], flows)
 
 
-CHECKPOINTS = cu.train.checkpoint_dir("05_cellpose")
+CHECKPOINTS = cu.train.checkpoint_dir(CELLPOSE.checkpoint)  # 05_cellpose
 cu.env.seed_everything(0)
-model = cu.models.CellposeNet(in_channels=1, base_channels=BASE_CHANNELS, depth=DEPTH)
+model = CELLPOSE.build(seed=0)  # CellposeNet(in_channels=1, base_channels=8, depth=3) in fast mode
 history = cu.train.fit(
     model,
     train_loader,
     val_loader,
-    loss_fn=cellpose_loss,
+    loss_fn=CELLPOSE.loss,  # equals your cellpose_loss (checked in exercise 3)
     epochs=EPOCHS,
     lr=LR,
     scheduler=cu.pick(
@@ -522,6 +544,7 @@ history = cu.train.fit(
     device=device,
     checkpoint_dir=CHECKPOINTS,
     seed=0,
+    meta={"method": "cellpose", "data": f"bbbc039 train, {N_TRAIN} images"},
 )
 cu.train.load_checkpoint(model, CHECKPOINTS)  # the best epoch (lowest validation loss)
 model.eval()
@@ -761,6 +784,11 @@ cu.plot.interactive(
 
 # %%
 predictions = [segment_cellpose(model, x) for x in test_images]
+# The recipe above is the record's: the same labels from cu.methods.get("cellpose").segment.
+recipe_checks["segment_cellpose = record"] = np.array_equal(
+    predictions[0], CELLPOSE.segment(model, test_images[0])
+)
+print(recipe_checks)
 classical = [cu.classical.segment_classical(x, min_distance=7) for x in test_images]
 thresholds = np.round(np.arange(0.5, 0.96, 0.05), 2)
 scores = cu.metrics.matching_dataset(test_labels, predictions, thresh=0.5)
@@ -852,7 +880,8 @@ print(f"{scores.fn} missed nuclei and {scores.fp} wrong masks in all")
 # - Masks come back by following the flows (Euler steps, bilinear interpolation), grouping
 #   the end points, and dropping masks whose flows disagree with their own recomputed flows or
 #   that are too small.
-# - Recipe for notebook 07: `segment_cellpose` above (normalised image, tiles of 256 px with
+# - The recipe, as the record `cu.methods.get("cellpose")` holds it for notebook 07:
+#   `segment_cellpose` above (normalised image, tiles of 256 px with
 #   overlap 64, flows at 5x, `cellprob_threshold` 0, `flow_threshold` 0.4, `min_size` 15).
 #
 # The checks below fail if the pipeline breaks.
@@ -862,6 +891,7 @@ assert np.allclose(hand_flows[:, cell_mask], flows[:, cell_mask], atol=1e-5)
 assert errors["pixels only"] > 60, "rotating only the pixels should turn the flows away"
 assert errors["pixels and arrows"] < 10, "rotating pixels and arrows should match the labels"
 assert round_trip_score.f1 >= 0.99, f"round trip F1 {round_trip_score.f1:.3f} < 0.99"
+assert all(recipe_checks.values()), recipe_checks  # the hand-built pieces are the record's
 assert scores.f1 > MIN_F1, f"test F1 at IoU 0.5 is {scores.f1:.3f}, below {MIN_F1}"
 print(
     f"all checks passed: round trip F1 {round_trip_score.f1:.3f}; test F1 at IoU 0.5 "

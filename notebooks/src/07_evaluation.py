@@ -47,15 +47,16 @@ rng = cu.env.seed_everything(0)
 N_TRAIN = cu.pick(fast=8, full=100)  # BBBC039 training images (only to train missing models)
 N_VAL = cu.pick(fast=2, full=50)  # validation images: choose the post-processing thresholds
 N_TEST = cu.pick(fast=4, full=48)  # test images: the capstone's scores
-# Training here, per method: (epochs, patch size, patches per epoch). Patch sizes as in 03-06.
+# Training here, per method: epochs, patches per epoch, peak learning rate and schedule (the
+# patch sizes are the records'). A few dozen steps need a large learning rate; StarDist trains
+# with the one-cycle schedule of notebook 06, which it needs to learn its distances this fast.
 TRAIN_SETTINGS = {
-    "unet_weighted": cu.pick(fast=(4, 188, 96), full=(30, 428, 1600)),
-    "unet_3class": cu.pick(fast=(4, 128, 96), full=(30, 256, 1600)),
-    "cellpose": cu.pick(fast=(4, 128, 96), full=(60, 256, 1600)),
-    "stardist": cu.pick(fast=(4, 128, 192), full=(60, 256, 1600)),
+    "unet_weighted": cu.pick(fast=(4, 96, 1e-2, "cosine"), full=(30, 1600, 1e-3, "cosine")),
+    "unet_3class": cu.pick(fast=(4, 96, 1e-2, "cosine"), full=(30, 1600, 1e-3, "cosine")),
+    "cellpose": cu.pick(fast=(4, 96, 1e-2, "cosine"), full=(60, 1600, 1e-3, "cosine")),
+    "stardist": cu.pick(fast=(2, 500, 6e-3, "onecycle"), full=(60, 2000, 3e-3, "onecycle")),
 }
 BATCH = cu.pick(fast=4, full=8)
-LR = cu.pick(fast=1e-2, full=1e-3)  # a few dozen steps need a large learning rate
 AP_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)  # 0.5, 0.55, ..., 0.95
 CURVE_THRESHOLDS = np.round(np.arange(0.1, 0.96, 0.05), 2)  # 0.1, 0.15, ..., 0.95
 device = cu.env.get_device()
@@ -589,8 +590,10 @@ pd.DataFrame(border_rows).T.round(3)
 # - **Cellpose-style** (Stringer et al. 2021, notebook 05): flows towards each nucleus's centre;
 # - **StarDist-style** (Schmidt et al. 2018, notebook 06): star-convex polygons.
 #
-# `cu.pipelines` holds, for each network, the configuration of its notebook, the training
-# recipe and the prediction recipe, so that this notebook does not repeat them.
+# `cu.methods` holds one **record** per network method: its network and sizes, targets, loss,
+# post-processing and checkpoint folder, written once; notebooks 03, 05 and 06 checked that
+# their hand-built pieces equal them. `cu.pipelines` calls the records by name. This notebook
+# restates none of them.
 
 # %%
 METHODS = {
@@ -623,14 +626,15 @@ def get_model(method):
     if model is not None:
         sources[method] = f"checkpoint of notebook {cu.pipelines.CHECKPOINTS[method][:2]}"
         return model.to(device)
-    epochs, patch, n_patches = TRAIN_SETTINGS[method]
+    epochs, n_patches, lr, schedule = TRAIN_SETTINGS[method]
     folder = cu.train.checkpoint_dir(f"07_{method}")
     earlier = (folder / "last.pt").exists()  # fit resumes from an earlier run of this notebook
     start = time.perf_counter()
     model, _ = cu.pipelines.train_model(
-        method, train_images, train_labels, epochs=epochs, patch_size=patch,
-        patches_per_epoch=n_patches, augment=cu.data.augment.flip_rot90, batch_size=BATCH,
-        lr=LR, seed=0, device=device, checkpoint_dir=folder,
+        method, train_images, train_labels, epochs=epochs, patches_per_epoch=n_patches,
+        augment=cu.data.augment.flip_rot90, batch_size=BATCH, lr=lr, schedule=schedule, seed=0,
+        device=device, checkpoint_dir=folder,
+        data=f"bbbc039 train, {N_TRAIN} images",
     )  # fmt: skip
     elapsed = time.perf_counter() - start
     sources[method] = (
@@ -659,17 +663,13 @@ for method, source in sources.items():
 # so do we, from one network pass per validation image and a small grid of thresholds.
 
 # %%
-cellpose_out = [cu.pipelines.network_outputs(models["cellpose"], x, tile_size=256, overlap=64)
-                for x in val_images]  # the tiles of notebook 05  # fmt: skip
-stardist_out = [cu.pipelines.network_outputs(models["stardist"], x) for x in val_images]
-
-
-def stardist_labels(outputs, shape, prob_thresh):
-    """StarDist outputs (1 + n_rays, H/g, W/g) -> labels: sigmoid of channel 0, rays last."""
-    prob, dist = 1 / (1 + np.exp(-outputs[0])), np.moveaxis(outputs[1:], 0, -1)
-    return cu.pipelines.instances_from_stardist(
-        prob, dist, shape, prob_thresh=prob_thresh, grid=models["stardist"].grid
-    )
+CELLPOSE, STARDIST = cu.methods.get("cellpose"), cu.methods.get("stardist")
+tiles = {m: cu.methods.get(m).predict[cu.get_mode()] for m in ("cellpose", "stardist")}
+cellpose_out = [cu.predict.network_outputs(models["cellpose"], x, **tiles["cellpose"])
+                for x in val_images]  # fmt: skip
+stardist_out = [cu.predict.network_outputs(models["stardist"], x, **tiles["stardist"])
+                for x in val_images]  # fmt: skip
+grid = models["stardist"].grid  # StarDist's outputs are on a coarser grid
 
 
 def val_f1(preds):
@@ -677,13 +677,15 @@ def val_f1(preds):
 
 
 cellpose_grid = {
-    t: val_f1([cu.pipelines.instances_from_flows(o, cellprob_threshold=t) for o in cellpose_out])
+    t: val_f1([CELLPOSE.outputs_to_labels(o, x.shape, cellprob_threshold=t)
+               for o, x in zip(cellpose_out, val_images)])
     for t in (-1.0, 0.0, 1.0)
-}
+}  # fmt: skip
 stardist_grid = {
-    t: val_f1([stardist_labels(o, x.shape, t) for o, x in zip(stardist_out, val_images)])
+    t: val_f1([STARDIST.outputs_to_labels(o, x.shape, grid=grid, prob_thresh=t)
+               for o, x in zip(stardist_out, val_images)])
     for t in (0.4, 0.5, 0.6, 0.7)
-}
+}  # fmt: skip
 best_cellprob = max(cellpose_grid, key=cellpose_grid.get)
 best_prob = max(stardist_grid, key=stardist_grid.get)
 print("Cellpose, validation F1 per cellprob_threshold:", cellpose_grid)
@@ -782,19 +784,24 @@ def one_hot(classes, n):
     return np.eye(n, dtype=np.float32)[classes].transpose(2, 0, 1)
 
 
-grid = models["stardist"].grid  # the StarDist targets on the network's output grid
-ceilings = {
-    "unet_weighted": [cu.pipelines.instances_from_foreground(
-        one_hot((cu.pipelines.with_gaps(t) > 0).astype(int), 2)) for t in test_labels],
-    "unet_3class": [cu.pipelines.instances_from_classes(
-        one_hot(cu.targets.boundary_classes(t), 3)) for t in test_labels],
-    "cellpose": [cu.pipelines.instances_from_flows(np.concatenate([
-        cu.targets.FLOW_SCALE * cu.targets.masks_to_flows(t, device="cpu"),
-        np.where(t > 0, 10.0, -10.0)[None]])) for t in test_labels],
-    "stardist": [cu.pipelines.instances_from_stardist(
-        cu.targets.edt_prob(t)[::grid, ::grid], cu.targets.star_dist(t, 32, grid=(grid, grid)),
-        t.shape, grid=grid) for t in test_labels],
-}  # fmt: skip
+def perfect_outputs(method, labels):
+    """The outputs a perfect network of `method` would give: its training targets (from the
+    record), written as network outputs (logits of +-10 for certain probabilities)."""
+    record = cu.methods.get(method)
+    targets = record.target_fn(models[method].config)(labels)
+    if method == "unet_weighted":
+        return one_hot(targets[0], 2)
+    if method == "unet_3class":
+        return one_hot(targets, 3)
+    if method == "cellpose":
+        return np.concatenate([targets[0], np.where(targets[1] > 0, 10.0, -10.0)[None]])
+    prob, dist = targets  # StarDist: probability (1, H/g, W/g) -> logit; rays first, as predicted
+    return np.concatenate([np.log(prob + 1e-6) - np.log1p(1e-6 - prob), dist])
+
+
+ceilings = {m: [cu.methods.get(m).outputs_to_labels(perfect_outputs(m, t), t.shape,
+                                                    grid=getattr(models[m], "grid", 1))
+                for t in test_labels] for m in cu.pipelines.METHODS}  # fmt: skip
 ceiling_ap = {m: cu.metrics.average_precision(test_labels, p, CURVE_THRESHOLDS)
               for m, p in ceilings.items()}  # fmt: skip
 colours = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))

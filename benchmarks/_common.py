@@ -1,17 +1,25 @@
-"""Small shared helpers for the ``benchmarks/bench_*.py`` scripts.
+"""Shared helpers of the ``benchmarks/*.py`` scripts: timing, the results JSON, tables, inputs.
 
 - ``median_time(fn, repeats, warmup=1) -> Timing(wall_s, cpu_s, result)``: median wall-clock and
   process CPU seconds of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones (JIT
   compilation, caches). CPU time is the steadier figure on a shared machine for
   single-threaded code; report both.
-- ``environment(packages=())``: date, Python and package versions, CPU, thread and allocator
-  settings, as a dict.
-- ``write_results(name, rows, *, device="cpu", meta=None) -> Path``: writes
-  ``benchmarks/results/<name>_<device>.json`` with ``meta``, ``environment()`` and the rows.
+- ``header(benchmark, title, device="cpu", *, settings=None, packages=(), versions=None,
+  accelerator=None) -> dict``: the header of a results file, the one place that builds it:
+  ``benchmark``, ``title``, ``device``, ``date`` (ISO, to the second), ``versions`` (Python,
+  numpy, scipy, scikit-image, course_utils and ``packages``, updated by ``versions``),
+  ``machine`` (``"<CPU model>, <n> CPUs"``, then ``"; <accelerator>"`` when given) and
+  ``settings`` (``settings`` plus ``env``: the thread and allocator variables).
+- ``write_results(header, rows, *, extra_tables=None, out_dir=RESULTS_DIR, merge_on=None)
+  -> Path``: writes ``<out_dir>/<benchmark>_<device>.json`` with exactly the keys of
+  ``SCHEMA_KEYS`` (and ``extra_tables`` when given). With ``merge_on`` (row keys, e.g.
+  ``("model", "batch")``) the rows of an existing file whose values of those keys the new rows
+  do not have are kept, in every table.
 - ``print_table(rows, columns=None)``: the rows (dicts) as an aligned text table.
+- ``make_labels(size, seed=0) -> (labels, source)``: touching synthetic nuclei.
 
-A script imports them with ``from _common import median_time, ...`` after putting its own
-folder on ``sys.path`` (``python benchmarks/bench_x.py`` does this by itself).
+A script run as ``python benchmarks/bench_x.py`` has its own folder first on the module search
+path, so ``from _common import median_time, ...`` works as it is; ``course_utils`` is installed.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,6 +38,10 @@ import numpy as np
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BASE_PACKAGES = ("numpy", "scipy", "scikit-image", "course_utils")
+HEADER_KEYS = ("benchmark", "title", "device", "date", "versions", "machine", "settings")
+#: The keys every results file has; ``extra_tables`` (name -> list of rows) is optional.
+SCHEMA_KEYS = (*HEADER_KEYS, "rows")
+ENV_VARS = ("OMP_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 class Timing(NamedTuple):
@@ -54,7 +66,8 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Timing:
     return Timing(sorted(walls)[repeats // 2], sorted(cpus)[repeats // 2], result)
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -64,38 +77,64 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(packages: Iterable[str] = ()) -> dict[str, Any]:
-    """Date, versions and machine facts that a timing depends on."""
-    versions = {}
+def header(
+    benchmark: str,
+    title: str,
+    device: str = "cpu",
+    *,
+    settings: Mapping[str, Any] | None = None,
+    packages: Iterable[str] = (),
+    versions: Mapping[str, Any] | None = None,
+    accelerator: str | None = None,
+) -> dict[str, Any]:
+    """The header of a results file (every schema key but ``rows``); see the module doc."""
+    found: dict[str, Any] = {"python": platform.python_version()}
     for name in (*BASE_PACKAGES, *packages):
         try:
-            versions[name] = metadata.version(name)
+            found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            versions[name] = None
-    env_vars = ("OMP_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+            found[name] = None
+    machine = f"{cpu_model()}, {os.cpu_count()} CPUs" + (f"; {accelerator}" if accelerator else "")
     return {
-        "date": datetime.date.today().isoformat(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "machine": platform.machine(),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "env": {k: os.environ.get(k) for k in env_vars},
+        "benchmark": benchmark,
+        "title": title,
+        "device": device,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "versions": {**found, **(versions or {})},
+        "machine": machine,
+        "settings": {**(settings or {}), "env": {k: os.environ.get(k) for k in ENV_VARS}},
     }
 
 
 def write_results(
-    name: str,
-    rows: Sequence[dict[str, Any]],
+    header: Mapping[str, Any],
+    rows: Sequence[Mapping[str, Any]],
     *,
-    device: str = "cpu",
-    meta: dict[str, Any] | None = None,
-    packages: Iterable[str] = (),
+    extra_tables: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    out_dir: str | os.PathLike = RESULTS_DIR,
+    merge_on: Sequence[str] | None = None,
 ) -> Path:
-    """Write ``results/<name>_<device>.json`` (meta, environment, rows); return its path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}_{device}.json"
-    payload = {**(meta or {}), "environment": environment(packages), "results": list(rows)}
+    """Write ``<out_dir>/<benchmark>_<device>.json``; return its path (see the module doc)."""
+    if set(header) != set(HEADER_KEYS):
+        raise ValueError(f"header keys must be {HEADER_KEYS}, got {tuple(header)}")
+    if "_" in header["device"]:
+        raise ValueError(f"device {header['device']!r}: no '_' (the file name splits there)")
+    payload: dict[str, Any] = {**header, "rows": [dict(r) for r in rows]}
+    if extra_tables is not None:
+        payload["extra_tables"] = {k: [dict(r) for r in v] for k, v in extra_tables.items()}
+    out_dir = Path(out_dir)
+    path = out_dir / f"{header['benchmark']}_{header['device']}.json"
+    if merge_on and path.exists():
+        old = json.loads(path.read_text())
+        key = lambda row: tuple(row.get(k) for k in merge_on)
+        new = {key(r) for r in payload["rows"]}
+        keep = lambda rows: [r for r in rows if key(r) not in new]
+        payload["rows"] = keep(old.get("rows", [])) + payload["rows"]
+        for name, table in (old.get("extra_tables") or {}).items():
+            tables = payload.setdefault("extra_tables", {})
+            tables[name] = keep(table) + tables.get(name, [])
+        payload["settings"] = {**payload["settings"], "merged_with_run_of": old.get("date")}
+    out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 

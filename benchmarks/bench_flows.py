@@ -1,7 +1,7 @@
 """Cellpose flows speed: course_utils vs cellpose 4, labels -> flows and flows -> masks, CPU.
 
-Inputs: synthetic touching nuclei (``course_utils.data.synthetic_nuclei``; random touching disks
-when that module is missing), 512x512 (~150 cells) and 1024x1024 (~600 cells).
+Inputs: synthetic touching nuclei (``course_utils.data.synthetic_nuclei``, via
+``_common.make_labels``), 512x512 (~150 cells) and 1024x1024 (~600 cells).
 
 - labels -> flows: ``course_utils.targets.masks_to_flows(labels, device="cpu")`` vs
   ``cellpose.dynamics.masks_to_flows_gpu(labels, device=cpu)``;
@@ -25,12 +25,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import make_labels, median_time, print_table, write_results  # noqa: E402
+from _common import header, make_labels, median_time, print_table, write_results
 
 MALLOC = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
 
@@ -116,8 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     if bad:
         sys.exit("course_utils and cellpose disagree: see the agreement column")
     if not args.quick:
-        meta = {
-            "benchmark": "Cellpose flows on the CPU: course_utils vs cellpose.dynamics",
+        settings = {
             "timing": "median wall-clock and process CPU seconds; both in one process; "
             "ratio = cellpose / ours (> 1: ours faster)",
             "agreement": "labels->flows: mean cosine over cell pixels; flows->masks: F1 at "
@@ -127,7 +123,9 @@ def main(argv: list[str] | None = None) -> None:
             "note": "shared 2-core machine: other jobs ran at the same time, numbers are noisy",
             "load_average_1min": [load_before, os.getloadavg()[0]],
         }
-        path = write_results("flows", rows, meta=meta, packages=("cellpose", "torch", "numba"))
+        title = "Cellpose flows on the CPU: course_utils vs cellpose.dynamics"
+        packages = ("cellpose", "torch", "numba")
+        path = write_results(header("flows", title, settings=settings, packages=packages), rows)
         print(f"wrote {path}")
 
 

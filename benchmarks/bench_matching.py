@@ -1,7 +1,7 @@
 """Instance matching speed: ``course_utils.metrics.matching`` vs ``stardist.matching.matching``.
 
-Inputs: synthetic touching nuclei (``course_utils.data.synthetic_nuclei``; random touching disks
-when that module is missing), 512x512 (~150 objects) and 2048x2048 (~2400); the prediction is
+Inputs: synthetic touching nuclei (``course_utils.data.synthetic_nuclei``, via
+``_common.make_labels``), 512x512 (~150 objects) and 2048x2048 (~2400); the prediction is
 the truth perturbed (eroded and dilated outlines, a shift, missed and merged objects, false
 objects, shuffled non-consecutive ids). Both functions run in this process on the same arrays,
 at one threshold (0.5) and at the 10 AP thresholds 0.5:0.95 (one call each). The results are
@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
+from _common import header, make_labels, median_time, print_table, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import make_labels, median_time, print_table, write_results  # noqa: E402
-
-from course_utils.metrics import matching  # noqa: E402
+from course_utils.metrics import matching
 
 AP_THRESHOLDS = [round(t, 2) for t in np.arange(0.5, 1.0, 0.05)]
 
@@ -103,12 +100,13 @@ def main(argv: list[str] | None = None) -> None:
     if not all(r["same_tp"] for r in rows):
         sys.exit("course_utils and stardist disagree on tp: see the same_tp column")
     if not args.quick:
-        meta = {
-            "benchmark": "instance matching: course_utils.metrics.matching vs stardist",
+        settings = {
             "timing": "median wall-clock and process CPU ms; both in one process; "
             "ratio = stardist / ours (> 1: ours faster)",
         }
-        path = write_results("matching", rows, meta=meta, packages=("stardist",))
+        title = "instance matching: course_utils.metrics.matching vs stardist"
+        path = write_results(header("matching", title, settings=settings,
+                                    packages=("stardist",)), rows)  # fmt: skip
         print(f"wrote {path}")
 
 

@@ -1,7 +1,7 @@
 """StarDist speed: course_utils vs stardist's compiled code, on the CPU, on the same inputs.
 
-Inputs: synthetic touching nuclei (``course_utils.data.synthetic_nuclei``; random touching disks
-when that module is missing), 512x512 (~150 nuclei) and 1024x1024 (~600).
+Inputs: synthetic touching nuclei (``course_utils.data.synthetic_nuclei``, via
+``_common.make_labels``), 512x512 (~150 nuclei) and 1024x1024 (~600).
 
 - ``star_dist``: labels -> (H, W, 32) radial distances
   (``course_utils.targets.star_dist`` vs ``stardist.geometry.star_dist``, C++/OpenMP);
@@ -26,12 +26,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import make_labels, median_time, print_table, write_results  # noqa: E402
+from _common import header, make_labels, median_time, print_table, write_results
 
 
 def nms_inputs(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -154,8 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     if bad:
         sys.exit("course_utils and stardist disagree: see the agreement column")
     if not args.quick:
-        meta = {
-            "benchmark": "StarDist on the CPU: course_utils vs stardist's compiled code",
+        settings = {
             "timing": "median wall-clock and process CPU seconds; both in one process; "
             "ratio = stardist / ours (> 1: ours faster)",
             "inputs": "nms: edt_prob and star_dist of the labels plus noise (0.5 px, 0.025); "
@@ -163,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
             "threads": f"stardist: OpenMP, {args.threads}; course_utils: 1 (numba)",
             "note": "shared 2-core machine: other jobs ran at the same time, numbers are noisy",
         }
-        path = write_results("stardist", rows, meta=meta, packages=("stardist", "numba"))
+        title = "StarDist on the CPU: course_utils vs stardist's compiled code"
+        packages = ("stardist", "numba")
+        path = write_results(header("stardist", title, settings=settings, packages=packages), rows)
         print(f"wrote {path}")
 
 

@@ -15,21 +15,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import scipy
+from _common import RESULTS_DIR, header, make_labels, median_time, write_results
 from scipy import ndimage as ndi
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
-
-from course_utils.targets import unet_weight_map  # noqa: E402
+from course_utils.targets import unet_weight_map
 
 
 def naive_weight_map(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -> np.ndarray:
@@ -53,54 +45,20 @@ def naive_weight_map(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -
     return (weights + np.where(background, border, 0.0)).astype(np.float32)
 
 
-def touching_disks(shape: tuple[int, int], n: int, seed: int = 0) -> np.ndarray:
-    """Fallback input: random disks painted over each other, many touching."""
-    from skimage.draw import disk
-    from skimage.measure import label
-
-    rng = np.random.default_rng(seed)
-    labels = np.zeros(shape, np.int32)
-    for k in range(1, n + 1):
-        centre = tuple(rng.integers(0, shape, size=2))
-        rr, cc = disk(centre, int(rng.integers(6, 12)), shape=shape)
-        labels[rr, cc] = k
-    # a painted-over disk can split in two: make every id one connected region
-    return label(labels, background=0, connectivity=1).astype(np.int32)
-
-
-def make_labels(size: int, seed: int = 0) -> tuple[np.ndarray, str]:
-    try:
-        from course_utils.data.synthetic import synthetic_nuclei
-    except ImportError:
-        return touching_disks((size, size), round(150 * size**2 / 512**2), seed), "touching_disks"
-    return synthetic_nuclei((size, size), seed=seed)[1], "synthetic_nuclei"
-
-
-def median_time(fn, repeats: int) -> tuple[float, float, object]:
-    """Median wall-clock and CPU seconds of ``fn()``, and its last result.
-
-    CPU time is reported too because other jobs share this machine's cores: it is what the
-    wall clock would read on an idle machine (both sides are single-threaded).
-    """
-    walls, cpus, result = [], [], None
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        result = fn()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return float(np.median(walls)), float(np.median(cpus)), result
-
-
 def run(sizes: list[int], naive_repeats: int, fast_repeats: int) -> list[dict]:
-    """Time both on each size; the naive map runs once from 1024x1024 on (~30 s each)."""
+    """Time both on each size; the naive map runs once from 1024x1024 on (~2 min there)."""
     rows = []
     print(f"{'size':>10} {'cells':>6} {'naive s':>9} {'ours s':>9} {'ratio':>7} {'cpu ratio':>9}")
     for size in sizes:
         n_naive = naive_repeats if size < 1024 else 1
         labels, source = make_labels(size)
         n_cells = len(np.unique(labels)) - 1
-        t_naive, c_naive, slow = median_time(lambda lab=labels: naive_weight_map(lab), n_naive)
-        t_fast, c_fast, fast = median_time(lambda lab=labels: unet_weight_map(lab), fast_repeats)
+        # No warm-up calls (the naive map takes minutes at 1024x1024). CPU time is reported
+        # too because other jobs share this machine's cores (both sides are single-threaded).
+        naive = lambda lab=labels: naive_weight_map(lab)
+        ours = lambda lab=labels: unet_weight_map(lab)
+        t_naive, c_naive, slow = median_time(naive, n_naive, warmup=0)
+        t_fast, c_fast, fast = median_time(ours, fast_repeats, warmup=0)
         diff = float(np.abs(np.asarray(slow) - np.asarray(fast)).max())
         if not diff < 1e-4:
             raise SystemExit(f"the two maps differ by {diff} at {size}x{size}")
@@ -129,31 +87,20 @@ def run(sizes: list[int], naive_repeats: int, fast_repeats: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one tiny image, no results file")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "weightmap_cpu.json")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     args = parser.parse_args(argv)
     if args.quick:
         run([128], naive_repeats=1, fast_repeats=1)
         return
     rows = run([512, 1024], naive_repeats=3, fast_repeats=7)
-    report = {
-        "benchmark": "U-Net weight map (w0=10, sigma=5, balanced): naive vs course_utils",
+    settings = {
         "naive": "one scipy.ndimage.distance_transform_edt of the whole image per cell",
         "ours": "course_utils.targets.unet_weight_map",
         "timing": "median wall-clock (and CPU) seconds, both in one process, shared machine",
-        "environment": {
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "machine": platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-            "date": time.strftime("%Y-%m-%d"),
-        },
-        "results": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    title = "U-Net weight map (w0=10, sigma=5, balanced): naive vs course_utils"
+    path = write_results(header("weightmap", title, settings=settings), rows, out_dir=args.out)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Write ``benchmarks/RESULTS.md`` from every ``benchmarks/results/*.json``.
 
-One section per results file: its title, device, date, versions and settings, then its rows as
-a Markdown table (the training-throughput files with fixed columns; the others with the columns
-their rows have, the schema's ``size, ours, reference, ratio`` first). The page ends by saying
-which measurements are missing (a benchmark never run, or run on the CPU but not on a GPU) and
-which files could not be read. See ``benchmarks/README.md`` for the JSON schema; files written
-by ``_common.write_results`` (``results`` and ``environment`` instead of ``rows``, ``date`` and
-``versions``) are read too, and the differences are listed under their section.
+One section per results file, in the one schema that ``_common.write_results`` writes (see
+``benchmarks/README.md``): its title, device, date, machine, versions and settings, then its
+rows as a Markdown table (the training-throughput files with fixed columns; the others with the
+columns their rows have, the schema's ``size, ours, reference, ratio`` first) and its extra
+tables. The page starts by saying which measurements are missing (a benchmark never run, or
+run on the CPU but not on a GPU) and which files could not be read: not JSON, or without a
+schema key (the missing keys are named), or with one of the wrong type.
 
 Usage::
 
@@ -21,23 +21,18 @@ import math
 from pathlib import Path
 from typing import Any
 
+from _common import SCHEMA_KEYS
+
 ROOT = Path(__file__).resolve().parent
-# The benchmarks the course expects, by the <topic> of results/<topic>_<device>.json.
+# The benchmarks the course expects, by the <benchmark> of results/<benchmark>_<device>.json.
 EXPECTED = ("train_throughput", "flows", "stardist", "matching", "weightmap")
-REQUIRED = ("benchmark", "device", "date", "versions", "machine", "settings", "rows")
+# The type each schema key must have (extra_tables is optional: a mapping of lists of rows).
+TYPES = {"benchmark": str, "title": str, "device": str, "date": str, "versions": dict,
+         "machine": str, "settings": dict, "rows": list}  # fmt: skip
 THROUGHPUT_COLUMNS = (
     "model", "size", "batch", "config", "fit_default", "step_ms", "step_cpu_ms", "images_per_s",
     "tflops", "mfu", "max_mem_gib",
 )  # fmt: skip
-# Where a file without a schema key is read from instead.
-FALLBACKS = {
-    "device": " (from the file name)",
-    "date": " (from 'environment')",
-    "versions": " (from 'environment')",
-    "machine": " (from 'environment')",
-    "rows": " (from 'results')",
-}
-DESCRIPTIVE = ("naive", "ours", "reference", "timing", "note", "notes")
 
 
 def fmt(value: Any) -> str:
@@ -77,62 +72,51 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> list[s
     return lines
 
 
-def _topic_device(path: Path) -> tuple[str, str]:
-    topic, _, device = path.stem.rpartition("_")
-    return (topic, device) if topic else (path.stem, "unknown")
+def _is_rows(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(r, dict) for r in value)
 
 
 def load(path: Path) -> dict[str, Any]:
-    """One results file, normalised: topic, device, title, date, versions, machine, settings,
-    rows, extra_tables, description and the schema ``problems`` (empty when it follows it).
-    ``rows`` is None when the file is unreadable or has no list of row dicts."""
-    topic, device = _topic_device(path)
-    entry: dict[str, Any] = {"file": path.name, "topic": topic, "device": device, "rows": None}
+    """One results file: its schema keys, ``file``, ``topic`` (the benchmark), ``extra_tables``
+    (``{}`` if none), ``ignored`` (top-level keys outside the schema) and ``problems``. A file
+    with problems (not JSON, a schema key missing or of the wrong type) is unreadable: it has
+    only ``file``, ``topic`` (from the file name) and ``problems``."""
+    entry: dict[str, Any] = {"file": path.name, "topic": path.stem.rpartition("_")[0]}
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return {**entry, "problems": [f"unreadable: {err}"]}
+        return {**entry, "problems": [f"not JSON: {err}"]}
     if not isinstance(data, dict):
-        return {**entry, "problems": ["unreadable: not a JSON object"]}
-    env = data.get("environment") if isinstance(data.get("environment"), dict) else {}
-    problems = [f"no {key!r}{FALLBACKS.get(key, '')}" for key in REQUIRED if key not in data]
-    rows = data.get("rows", data.get("results"))
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        rows = None
-        problems = ["unreadable: no list of row objects under 'rows' (or 'results')"]
-    versions = data.get("versions") or env.get("versions")
-    if not isinstance(versions, dict):  # e.g. package versions kept flat in "environment"
-        versions = {k: v for k, v in env.items() if isinstance(v, str | int | float)}
-        versions = {k: v for k, v in versions.items() if k not in ("date", "machine")}
-    tables = data.get("extra_tables") if isinstance(data.get("extra_tables"), dict) else {}
-    return {
-        **entry,
-        "device": str(data.get("device", device)),
-        "title": str(data.get("title") or data.get("benchmark") or topic),
-        "date": str(data.get("date") or env.get("date") or "unknown"),
-        "versions": versions,
-        "machine": data.get("machine") or env.get("cpu") or env.get("machine"),
-        "settings": data.get("settings") if isinstance(data.get("settings"), dict) else {},
-        "rows": rows,
-        "extra_tables": {k: v for k, v in tables.items() if isinstance(v, list)},
-        "description": {k: data[k] for k in DESCRIPTIVE if isinstance(data.get(k), str)},
-        "problems": problems,
-    }
+        return {**entry, "problems": ["not a JSON object"]}
+    problems = []
+    absent = [key for key in SCHEMA_KEYS if key not in data]
+    if absent:
+        problems.append(f"missing schema keys: {', '.join(absent)}")
+    wrong = [k for k, kind in TYPES.items() if k in data and not isinstance(data[k], kind)]
+    wrong += [k for k in ("rows",) if isinstance(data.get(k), list) and not _is_rows(data[k])]
+    tables = data.get("extra_tables", {})
+    if not (isinstance(tables, dict) and all(_is_rows(v) for v in tables.values())):
+        wrong.append("extra_tables")
+    if wrong:
+        problems.append(f"wrong type: {', '.join(wrong)}")
+    if problems:
+        return {**entry, "problems": problems}
+    ignored = [k for k in data if k not in (*SCHEMA_KEYS, "extra_tables")]
+    return {**{k: data[k] for k in SCHEMA_KEYS}, **entry, "topic": data["benchmark"],
+            "extra_tables": tables, "ignored": ignored, "problems": []}  # fmt: skip
 
 
 def section(entry: dict[str, Any]) -> list[str]:
     """The Markdown section of one readable results file."""
     lines = [f"## {entry['topic']} on {entry['device']}", "", f"**{entry['title']}**", ""]
     lines.append(f"- file: `results/{entry['file']}`; date: {entry['date']}")
-    if entry["machine"]:
-        lines.append(f"- machine: {fmt(entry['machine'])}")
-    if entry["versions"]:
-        lines.append(f"- versions: {fmt(entry['versions'])}")
-    lines += [f"- {key}: {fmt(text)}" for key, text in entry["description"].items()]
+    lines.append(f"- machine: {fmt(entry['machine'])}")
+    lines.append(f"- versions: {fmt(entry['versions'])}")
     if entry["settings"]:
-        lines.append(f"- settings: {fmt(entry['settings'])}")
-    if entry["problems"]:
-        lines.append(f"- not in the schema: {'; '.join(entry['problems'])}")
+        lines.append("- settings:")
+        lines += [f"  - {key}: {fmt(value)}" for key, value in entry["settings"].items()]
+    if entry["ignored"]:
+        lines.append(f"- not shown (outside the schema): {', '.join(entry['ignored'])}")
     keys = dict.fromkeys(k for row in entry["rows"] for k in row)
     columns = sorted(keys, key=_column_rank)  # stable sort: the others keep their order
     if entry["topic"] == "train_throughput":
@@ -146,7 +130,7 @@ def section(entry: dict[str, Any]) -> list[str]:
 
 def missing(entries: list[dict[str, Any]]) -> list[str]:
     """Lines naming what has not been measured yet, and the files that could not be read."""
-    readable = [e for e in entries if e["rows"] is not None]
+    readable = [e for e in entries if not e["problems"]]
     cpu = {e["topic"] for e in readable if e["device"] == "cpu"}
     gpu = {e["topic"] for e in readable if e["device"] != "cpu"}
     never = [t for t in EXPECTED if t not in cpu | gpu]
@@ -156,7 +140,7 @@ def missing(entries: list[dict[str, Any]]) -> list[str]:
         lines.append(f"- not run at all: {', '.join(never)}")
     if no_gpu:
         lines.append(f"- no GPU run yet (CPU only): {', '.join(no_gpu)}")
-    bad = [e for e in entries if e["rows"] is None]
+    bad = [e for e in entries if e["problems"]]
     unreadable = [f"`{e['file']}` ({'; '.join(e['problems'])})" for e in bad]
     if unreadable:
         lines.append(f"- unreadable files: {', '.join(unreadable)}")
@@ -169,7 +153,7 @@ def render(results_dir: Path) -> str:
     """The whole RESULTS.md text for the ``*.json`` files in ``results_dir``."""
     entries = [load(p) for p in sorted(results_dir.glob("*.json"))]
     order = {t: i for i, t in enumerate(EXPECTED)}
-    entries.sort(key=lambda e: (order.get(e["topic"], len(order)), e["topic"], e["device"]))
+    entries.sort(key=lambda e: (order.get(e["topic"], len(order)), e["topic"], e.get("device", "")))
     lines = [
         "# Benchmark results",
         "",
@@ -180,7 +164,7 @@ def render(results_dir: Path) -> str:
         *missing(entries),
     ]
     for entry in entries:
-        if entry["rows"] is not None:
+        if not entry["problems"]:
             lines += section(entry)
     return "\n".join(lines).rstrip() + "\n"
 

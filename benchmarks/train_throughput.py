@@ -1,7 +1,9 @@
-"""Training throughput of the course's four networks: images/s, TFLOP/s, MFU, input pipeline.
+"""Training throughput of the course's four methods: images/s, TFLOP/s, MFU, input pipeline.
 
-For ``UNetOriginal``, ``UNet``, ``CellposeNet`` and ``StarDistNet`` this times the training step
-of ``course_utils.train.fit`` (autocast forward and loss, backward, Adam) under the settings in
+For each record of ``course_utils.methods.METHODS`` (``unet_weighted``: ``UNetOriginal``,
+``unet_3class``: ``UNet``, ``cellpose``: ``CellposeNet``, ``stardist``: ``StarDistNet``), with
+its full-mode network, targets and loss, this times the training step of
+``course_utils.train.fit`` (autocast forward and loss, backward, Adam) under the settings in
 ``CONFIGS``: fp32; bf16 autocast; + channels_last (``cl``); + ``cudnn.benchmark`` (CUDA only);
 + ``torch.compile`` (CUDA only unless ``--compile on``). FLOPs of one forward+backward step are
 counted by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products; the
@@ -9,7 +11,7 @@ elementwise ops and the optimizer are not counted): TFLOP/s = FLOPs per image x 
 MFU (model FLOP utilisation) = TFLOP/s / the GPU's dense peak (bf16 rows: bf16 peak; fp32 rows:
 TF32 peak while cuDNN may use TF32, as by default, else fp32).
 
-The input pipeline (``PatchDataset`` with each model's targets computed on the fly, and a
+The input pipeline (``PatchDataset`` with each record's targets computed on the fly, and a
 ``DataLoader``) is timed alone and inside a fit-like loop, with fit's default precision and
 layout: ``gpu_idle`` = 1 - step time / loop time. Last, ``fit`` itself trains two short epochs
 with its defaults and the second epoch gives ``fit_img_s``.
@@ -17,7 +19,7 @@ with its defaults and the second epoch gives ``fit_img_s``.
 Usage::
 
     python benchmarks/train_throughput.py                # this device's defaults, writes JSON
-    python benchmarks/train_throughput.py --models unet_original --batch 8 16
+    python benchmarks/train_throughput.py --models unet_weighted --batch 8 16
     python benchmarks/train_throughput.py --quick --out /tmp/r   # tiny models: a smoke test
 
 Writes ``<out>/train_throughput_<device>.json``, device ``cpu`` or a slug of the GPU's name.
@@ -26,42 +28,26 @@ Writes ``<out>/train_throughput_<device>.json``, device ``cpu`` or a slug of the
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parent
-sys.path[:0] = [str(ROOT.parent), str(ROOT)]
 # Numba's default OpenMP layer kills forked DataLoader workers ("fork() called from a process
 # already using GNU OpenMP") once this process has run a parallel kernel (masks_to_flows).
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
-from _common import environment, print_table  # noqa: E402
+from _common import RESULTS_DIR, cpu_model, header, print_table, write_results  # noqa: E402
+from _pipeline import sync, time_pipeline, to_device  # noqa: E402
 
+from course_utils import methods  # noqa: E402
 from course_utils.data import PatchDataset, synthetic_nuclei  # noqa: E402
-from course_utils.models import (  # noqa: E402
-    CellposeNet,
-    StarDistNet,
-    UNet,
-    UNetOriginal,
-    center_crop,
-    valid_input_sizes,
-)
-from course_utils.targets import boundary_classes, unet_weight_map  # noqa: E402
-from course_utils.targets.flows import FLOW_SCALE, masks_to_flows  # noqa: E402
-from course_utils.targets.stardist import edt_prob, star_dist  # noqa: E402
-from course_utils.train import fit  # noqa: E402
+from course_utils.models import valid_input_sizes  # noqa: E402
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets: (words the CUDA device name must
 # contain, label, bf16, tf32, fp32). First match wins, so NVL and PCIe come before plain names.
@@ -81,10 +67,11 @@ CONFIGS = {
     "bf16+cl+bench": (torch.bfloat16, True, True, False),
     "bf16+cl+compile": (torch.bfloat16, True, False, True),
 }
-MODELS = ("unet_original", "unet", "cellpose", "stardist")
+MODELS = tuple(methods.METHODS)
+QUICK = {"depth": 2, "base_channels": 8}  # --quick: tiny versions of the full-mode networks
 # option: (default on a GPU, on the CPU, with --quick, help)
 DEFAULTS = {
-    "size": (512, 256, 64, "patch side (UNetOriginal: nearest valid size)"),
+    "size": (512, 256, 64, "patch side, rounded to one the network accepts"),
     "batch": ([8], [2], [2], "batch sizes"),
     "steps": (20, 3, 2, "timed steps per block"),
     "repeats": (3, 1, 1, "timed blocks, median taken"),
@@ -119,88 +106,33 @@ def fit_default_config(device: torch.device) -> str:
     return "fp32"  # CPU/MPS: no autocast. (fp16 on pre-Ampere GPUs is not among the configs.)
 
 
-# --- targets and losses (module level, so that DataLoader workers can pickle them) ------------
-
-
-def original_targets(labels: np.ndarray):
-    return (labels > 0).astype(np.int64), unet_weight_map(labels)
-
-
-def original_loss(out, classes, weights):
-    size = out.shape[-2:]  # valid convolutions: the output is the centre of the patch
-    ce = F.cross_entropy(out, center_crop(classes, size), reduction="none")
-    return (ce * center_crop(weights, size)).mean()
-
-
-def unet_loss(out, classes):
-    return F.cross_entropy(out, classes.long())
-
-
-def cellpose_targets(labels: np.ndarray):
-    flows = FLOW_SCALE * masks_to_flows(labels, device="cpu")  # workers must not touch CUDA
-    return flows.astype(np.float32), (labels > 0).astype(np.float32)
-
-
-def cellpose_loss(out, flows, cellprob):
-    out = out.float()
-    bce = F.binary_cross_entropy_with_logits(out[:, 2], cellprob)
-    return F.mse_loss(out[:, :2], flows) / 2 + bce
-
-
-def stardist_targets(labels: np.ndarray):
-    return edt_prob(labels), np.moveaxis(star_dist(labels, 32), -1, 0)
-
-
-def stardist_loss(out, prob, dist):
-    logits, pred = out[0].float(), out[1].float()
-    l1 = (prob[:, None] * (pred - dist).abs()).mean()  # weighted by centre-ness, as StarDist
-    return F.binary_cross_entropy_with_logits(logits[:, 0], prob) + 0.2 * l1
-
-
-def build(name: str, quick: bool):
-    """(model, target_fn, loss_fn) of one of ``MODELS``; tiny (depth 2, 8 channels) if quick."""
-    small = {"depth": 2, "base_channels": 8} if quick else {}
-    if name == "unet_original":
-        return UNetOriginal(**small), original_targets, original_loss
-    if name == "unet":
-        return UNet(out_channels=3, **small), boundary_classes, unet_loss
-    if name == "cellpose":
-        return CellposeNet(**small), cellpose_targets, cellpose_loss
-    if name == "stardist":
-        return StarDistNet(n_rays=32, **small), stardist_targets, stardist_loss
-    raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+def network(name: str, quick: bool) -> torch.nn.Module:
+    """A fresh network of the method ``name``: full mode, seed 0, tiny (``QUICK``) if quick."""
+    return methods.get(name).build(seed=0, mode="full", **(QUICK if quick else {}))
 
 
 def patch_size(name: str, size: int, quick: bool) -> int:
-    """``size`` rounded to what the model accepts (the nearest valid size for UNetOriginal)."""
-    depth = 2 if quick else (3 if name == "stardist" else 4)
-    if name == "unet_original":
+    """``size`` rounded to what the network accepts: the nearest valid size of ``UNetOriginal``
+    (valid convolutions), else the nearest multiple of ``grid * 2**depth``."""
+    config = methods.get(name).config("full", **(QUICK if quick else {}))
+    depth = config["depth"]
+    if methods.get(name).network == "UNetOriginal":
         return min(valid_input_sizes(depth, 1, 2 * size), key=lambda s: (abs(s - size), s))
-    return max(2**depth, round(size / 2**depth) * 2**depth)
+    step = config.get("grid", 1) * 2**depth
+    return max(step, round(size / step) * step)
 
 
 # --- timing -----------------------------------------------------------------------------------
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _to_device(batch, device: torch.device, channels_last: bool) -> list[torch.Tensor]:
-    moved = [b.to(device, non_blocking=True) for b in batch]
-    if channels_last:
-        moved[0] = moved[0].contiguous(memory_format=torch.channels_last)
-    return moved
-
-
-def make_step(model, loss_fn, device: torch.device, dtype):
-    """One training step as ``fit`` takes it: autocast forward and loss, backward, Adam."""
+def make_step(model, criterion, device: torch.device, dtype):
+    """One training step as ``fit`` takes it: autocast forward and ``criterion`` (the record's
+    loss), backward, Adam."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step(batch):
         with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=bool(dtype)):
-            loss = loss_fn(model(batch[0]), *batch[1:])
+            loss = criterion(model(batch[0]), *batch[1:])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -209,11 +141,11 @@ def make_step(model, loss_fn, device: torch.device, dtype):
     return step
 
 
-def count_flops(model, loss_fn, batch) -> tuple[float, float]:
+def count_flops(model, criterion, batch) -> tuple[float, float]:
     """(forward, forward + backward) FLOPs of one fp32 step on ``batch`` (FlopCounterMode)."""
     counter = FlopCounterMode(display=False)
     with counter:
-        loss = loss_fn(model(batch[0]), *batch[1:])
+        loss = criterion(model(batch[0]), *batch[1:])
         forward = counter.get_total_flops()
         loss.backward()
     model.zero_grad(set_to_none=True)
@@ -222,8 +154,7 @@ def count_flops(model, loss_fn, batch) -> tuple[float, float]:
 
 def prepared_model(name: str, config: str, device: torch.device, quick: bool):
     """A fresh, seeded model of ``name`` on ``device`` in the layout (and compiled) as asked."""
-    torch.manual_seed(0)
-    model = build(name, quick)[0].to(device).train()
+    model = network(name, quick).to(device).train()
     if CONFIGS[config][1]:
         model = model.to(memory_format=torch.channels_last)
     if CONFIGS[config][3]:
@@ -236,8 +167,8 @@ def time_config(name, config, batch, args, device) -> dict:
     """Seconds per step (median over ``repeats`` blocks of ``steps`` steps) and peak memory."""
     dtype, channels_last, bench, compiled = CONFIGS[config]
     model = prepared_model(name, config, device, args.quick)
-    batch = _to_device(batch, device, channels_last)
-    step = make_step(model, build(name, args.quick)[2], device, dtype)
+    batch = to_device(batch, device, channels_last)
+    step = make_step(model, methods.get(name).loss, device, dtype)
     previous, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, bench
     try:
         if device.type == "cuda":
@@ -246,11 +177,11 @@ def time_config(name, config, batch, args, device) -> dict:
             step(batch)
         blocks, cpu = [], []
         for _ in range(args.repeats):
-            _sync(device)
+            sync(device)
             start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
                 loss = step(batch)
-            _sync(device)
+            sync(device)
             blocks.append((time.perf_counter() - start) / args.steps)
             cpu.append((time.process_time() - start_cpu) / args.steps)
     finally:
@@ -265,70 +196,34 @@ def time_config(name, config, batch, args, device) -> dict:
     }
 
 
-def time_pipeline(name, dataset, batch_size, step_s, args, device) -> dict:
-    """Data time per batch (loader alone), fit-like loop time per step, and fit's own epoch."""
+def pipeline_row(name, dataset, batch_size, step_s, args, device) -> dict:
+    """The input-pipeline row of one method (``_pipeline.time_pipeline``), fit's setting."""
     config = fit_default_config(device)
-    channels_last = CONFIGS[config][1]
-    loader = DataLoader(dataset, batch_size, shuffle=True, num_workers=args.workers,
-                        pin_memory=device.type == "cuda", drop_last=True)  # fmt: skip
-    start = time.perf_counter()
-    for i in range(3):  # one item in the main process, targets included
-        dataset[i]
-    sample_s = (time.perf_counter() - start) / 3
-    n = len(loader) - 1
-
-    def loop(step=None) -> float:
-        batches = iter(loader)
-        next(batches)  # worker start-up is not part of the steady state
-        _sync(device)
-        start = time.perf_counter()
-        for batch in batches:
-            batch = _to_device(batch, device, channels_last)
-            if step is not None:
-                step(batch)
-        _sync(device)
-        return (time.perf_counter() - start) / n
-
-    data_s = loop()
-    step = make_step(prepared_model(name, config, device, args.quick),
-                     build(name, args.quick)[2], device, CONFIGS[config][0])  # fmt: skip
-    step(_to_device(next(iter(loader)), device, channels_last))  # warm-up
-    loop_s = loop(step)
-    # fit's defaults; its epoch 2 (epoch 1 warms up), worker start-up included as in real use.
-    history = fit(build(name, args.quick)[0], loader, loss_fn=build(name, args.quick)[2],
-                  epochs=2, device=device, progress=False, lr=1e-4)  # fmt: skip
-    return {
-        "model": name,
-        "batch": batch_size,
-        "config": config,
-        "workers": args.workers,
-        "sample_ms": 1e3 * sample_s,
-        "data_ms": 1e3 * data_s,
-        "step_ms": 1e3 * step_s,
-        "loop_ms": 1e3 * loop_s,
-        "data_over_step": data_s / step_s,
-        "gpu_idle": max(0.0, 1.0 - step_s / loop_s) if device.type == "cuda" else None,
-        "workers_needed": sample_s * batch_size / step_s,
-        "fit_img_s": len(loader) * batch_size / history.records[-1]["seconds"],
-    }
+    loss_fn = methods.get(name).loss
+    step = make_step(prepared_model(name, config, device, args.quick), loss_fn, device,
+                     CONFIGS[config][0])  # fmt: skip
+    found = time_pipeline(dataset, batch_size, step_s, step=step, loss_fn=loss_fn,
+                          model=network(name, args.quick), workers=args.workers, device=device,
+                          channels_last=CONFIGS[config][1])  # fmt: skip
+    return {"model": name, "batch": batch_size, "config": config, **found}
 
 
 # --- driver -----------------------------------------------------------------------------------
 
 
 def run_model(name, images, labels, batch_size, configs, args, device, peak) -> tuple[list, dict]:
-    """Throughput rows (one per config) and the input-pipeline row of one model."""
+    """Throughput rows (one per config) and the input-pipeline row of one method."""
     size = patch_size(name, args.size, args.quick)
-    model, target_fn, loss_fn = build(name, args.quick)
+    record, model = methods.get(name), network(name, args.quick)
     dataset = PatchDataset(images, labels, size, length=batch_size * (args.data_batches + 1),
-                           target_fn=target_fn, seed=0)  # fmt: skip
+                           target_fn=record.target_fn(model.config), seed=0)  # fmt: skip
     threads = torch.get_num_threads()
     items = [dataset[i] for i in range(batch_size)]
     # With numba's OpenMP layer, its first parallel kernel resizes the shared OpenMP pool.
     torch.set_num_threads(threads)
     batch = [torch.stack(parts) for parts in zip(*items)]
-    one = _to_device([b[:1] for b in batch], device, False)
-    forward, total = count_flops(model.to(device).train(), loss_fn, one)
+    one = to_device([b[:1] for b in batch], device, False)
+    forward, total = count_flops(model.to(device).train(), record.loss, one)
     rows = []
     for config in configs:
         timing = time_config(name, config, batch, args, device)
@@ -348,7 +243,7 @@ def run_model(name, images, labels, batch_size, configs, args, device, peak) -> 
         })  # fmt: skip
         print(f"  {name} {size}px b{batch_size} {config}: {images_s:.3g} img/s, {tflops:.3g} TF/s")
     step_s = next(r["step_ms"] for r in rows if r["fit_default"]) / 1e3
-    return rows, time_pipeline(name, dataset, batch_size, step_s, args, device)
+    return rows, pipeline_row(name, dataset, batch_size, step_s, args, device)
 
 
 def _tf32_convs(device: torch.device) -> bool:
@@ -407,48 +302,39 @@ def select_configs(args, device) -> list[str]:
 
 
 def describe(args, device, configs, peak) -> dict:
-    """The JSON header: benchmark, device, date, versions, machine, settings."""
-    env = environment()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else env["cpu"]
+    """The JSON header (``_common.header``): benchmark, title, device, date, versions, machine,
+    settings."""
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     keys = ("quick", "size", "batch", "steps", "repeats", "warmup", "workers", "data_batches")
-    return {
-        "benchmark": "train_throughput",
-        "title": "Training throughput: images/s, TFLOP/s and MFU per network and setting",
-        "device": device_slug(device),
-        "device_name": name,
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "versions": {
-            **env["versions"],
-            "torch": torch.__version__,
-            "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version(),
-            "python": platform.python_version(),
-        },
-        "machine": f"{env['cpu']}, {os.cpu_count()} CPUs"
-        + (f"; {name}" if name != env["cpu"] else ""),
-        "settings": {
-            **{k: getattr(args, k) for k in keys},
-            "configs": configs,
-            "torch_threads": torch.get_num_threads(),
-            "cudnn_allow_tf32": _tf32_convs(device),
-            "cpu_bf16": cpu_has_bf16(),
-            "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER"),
-            "fit_default": fit_default_config(device),
-            "peak_tflops": peak,
-            "flops": "FlopCounterMode on one fwd+bwd step (convolutions and matmuls)",
-            "optimizer": "Adam, lr 1e-4",
-            "data": "synthetic_nuclei; PatchDataset with on-the-fly targets; DataLoader",
-        },
+    settings = {
+        **{k: getattr(args, k) for k in keys},
+        "models": {name: methods.get(name).network for name in args.models},
+        "overrides": QUICK if args.quick else "none (full-mode configs)",
+        "configs": configs,
+        "torch_threads": torch.get_num_threads(),
+        "cudnn_allow_tf32": _tf32_convs(device),
+        "cpu_bf16": cpu_has_bf16(),
+        "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER"),
+        "fit_default": fit_default_config(device),
+        "peak_tflops": peak,
+        "flops": "FlopCounterMode on one fwd+bwd step (convolutions and matmuls)",
+        "optimizer": "Adam, lr 1e-4",
+        "data": "synthetic_nuclei; PatchDataset with the records' targets on the fly; DataLoader",
     }
+    versions = {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
+    title = "Training throughput: images/s, TFLOP/s and MFU per method and setting"
+    return header("train_throughput", title, device_slug(device), settings=settings,
+                  packages=("torch",), versions=versions, accelerator=gpu)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; return the report (also written as JSON unless --quick without --out)."""
     args, device = parse_args(argv)
     configs = select_configs(args, device)
-    peak = peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    peak = peak_tflops(gpu) if gpu else None
     report = describe(args, device, configs, peak)
-    print(f"{report['device_name']}: configs {configs}, peak TFLOP/s {peak}")
+    print(f"{gpu or cpu_model()}: configs {configs}, peak TFLOP/s {peak}")
     n_images, side = (1, 128) if args.quick else (4, max(256, 2 * args.size))
     images, labels = zip(*(synthetic_nuclei((side, side), seed=k) for k in range(n_images)))
     rows, pipeline = [], []
@@ -459,27 +345,13 @@ def main(argv: list[str] | None = None) -> dict:
             pipeline.append(found[1])
     print_table(rows, [*COLUMNS, "max_mem_gib"])
     print_table(pipeline)
-    report.update(rows=rows, extra_tables={PIPELINE: pipeline})
-    out = args.out or (None if args.quick else ROOT / "results")
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"train_throughput_{report['device']}.json"
-        write_report(report, path, args.merge)
-        print(f"wrote {path}")
-    return report
-
-
-def write_report(report: dict, path: Path, merge: bool) -> None:
-    """Write ``report``; with ``merge``, keep the rows of ``path`` for other (model, batch)."""
-    if merge and path.exists():
-        old = json.loads(path.read_text())
-        done = {(r["model"], r["batch"]) for r in report["rows"]}
-        keep = lambda rows: [r for r in rows if (r.get("model"), r.get("batch")) not in done]
-        report["rows"] = keep(old.get("rows", [])) + report["rows"]
-        before = old.get("extra_tables", {}).get(PIPELINE, [])
-        report["extra_tables"][PIPELINE] = keep(before) + report["extra_tables"][PIPELINE]
-        report["settings"]["merged_with_run_of"] = old.get("date")
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    out = args.out or (None if args.quick else RESULTS_DIR)
+    if out is None:
+        return {**report, "rows": rows, "extra_tables": {PIPELINE: pipeline}}
+    path = write_results(report, rows, extra_tables={PIPELINE: pipeline}, out_dir=out,
+                         merge_on=("model", "batch") if args.merge else None)  # fmt: skip
+    print(f"wrote {path}")
+    return json.loads(path.read_text())
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import hashlib
 import os
 import pickle
 import random
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -110,6 +111,19 @@ def describe(model: nn.Module, meta: Mapping[str, Any] | None = None) -> dict[st
     return record
 
 
+#: The names ``_atomic_save`` gives its temporary files (``tempfile.mkstemp``'s 8 characters).
+_TEMPORARY = re.compile(r"^\.(last|best)\.pt\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files a run killed while saving left in ``directory`` (only names
+    that ``fit`` itself makes; call it while holding :func:`training_lock`)."""
+    stale = [p for p in directory.iterdir() if p.is_file() and _TEMPORARY.match(p.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def _atomic_save(obj: Any, target: Path) -> None:
     """``torch.save`` into a unique temporary file beside ``target``, then rename it there."""
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -149,10 +163,11 @@ def read_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> dict[str
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        # torch's own message suggests weights_only=False, which would run code from the file.
+        reason = "the file ends early" if isinstance(err, EOFError) else type(err).__name__
         raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated, corrupted, or not written by "
-            f"torch.save of weights): {first}. Delete it and train again."
+            f"{path} is not a readable checkpoint ({reason}: truncated, corrupted, or not "
+            "written by torch.save of weights). Delete it and train again."
         ) from None
     if isinstance(state, dict) and isinstance(state.get("model"), Mapping):
         state.setdefault("meta", {})
@@ -272,6 +287,22 @@ def training_lock(directory: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def prepare_checkpoint_dir(path: str | os.PathLike | None) -> Path | None:
+    """The checkpoint folder of a run, created if needed (by rank 0 under torchrun); a clear
+    ``NotADirectoryError`` when it is a file."""
+    from . import distributed
+
+    if path is None:
+        return None
+    directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"checkpoint_dir {directory} is a file, not a folder")
+    if distributed.is_main_process():
+        directory.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
+    return directory
 
 
 def checkpoint_dir(name: str, root: str | os.PathLike | None = None) -> Path:

@@ -23,7 +23,8 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.segmentation import relabel_sequential, watershed
 
-from ._shared.validate import check_int, check_labels, check_real
+from ._shared.relabel import relabel_consecutive
+from ._shared.validate import check_finite, check_int, check_labels, check_real
 
 Method = Literal["shape", "intensity"]
 
@@ -47,9 +48,7 @@ def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
         np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
     ):
         raise TypeError(f"{name} must hold real numbers (int or float), got dtype {image.dtype}")
-    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return image
+    return check_finite(image, name)
 
 
 def _check_positive_int(value: int, name: str, minimum: int) -> int:
@@ -315,10 +314,10 @@ def merge_split_counts(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, int]
     y_pred = check_labels(y_pred, "y_pred")
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true shape {y_true.shape} != y_pred shape {y_pred.shape}")
-    # sequential ids keep the contingency table small whatever the original ids are
-    t, _, _ = relabel_sequential(y_true)
-    p, _, _ = relabel_sequential(y_pred)
-    n_t, n_p = int(t.max()), int(p.max())
+    # consecutive ids keep the contingency table small whatever the original ids are (also
+    # huge uint64 ids, on which skimage's relabel_sequential fails)
+    t, n_t = relabel_consecutive(y_true)
+    p, n_p = relabel_consecutive(y_pred)
     overlap = np.bincount(
         t.ravel().astype(np.int64) * (n_p + 1) + p.ravel(), minlength=(n_t + 1) * (n_p + 1)
     ).reshape(n_t + 1, n_p + 1)[1:, 1:]

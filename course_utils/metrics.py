@@ -28,7 +28,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 from tqdm.auto import tqdm
 
-from ._shared.validate import check_label_pair
+from ._shared.validate import check_label_pair, is_tensor
 from .overlap import CRITERIA
 from .overlap import OverlapTable as OverlapTable
 from .overlap import iou_matrix as iou_matrix
@@ -213,6 +213,11 @@ def matching(
     -------
     Matching or list of Matching
 
+    Notes
+    -----
+    A 3-D pair is one volume: objects are matched across its slices. Score an ``(N, H, W)``
+    stack of 2-D images with ``matching_dataset(list(stack_true), list(stack_pred))``.
+
     Introduced in notebook 05 (and explained in notebook 07).
     """
     if criterion not in CRITERIA:
@@ -236,13 +241,15 @@ def matching_dataset(
     by_image: bool = False,
     greedy: bool = False,
     progress: bool = False,
+    volume: bool = False,
 ) -> DatasetMatching | list[DatasetMatching]:
     """:func:`matching` over a data set, aggregated like ``stardist.matching.matching_dataset``.
 
     Parameters
     ----------
-    ys_true, ys_pred : sequence of np.ndarray
-        Label images, paired in order (equal lengths, at least one pair).
+    ys_true, ys_pred : list (or tuple, iterable) of np.ndarray
+        Label images ``(H, W)``, paired in order (equal lengths, at least one pair). One numpy
+        array is refused: for an ``(N, H, W)`` stack pass ``list(stack)``.
     thresh, criterion, greedy
         As in :func:`matching`.
     by_image : bool
@@ -250,6 +257,8 @@ def matching_dataset(
         weigh more). True: average the per-image ratios and scores.
     progress : bool
         Show a progress bar.
+    volume : bool
+        The 3-D items are volumes ``(D, H, W)``; without it a 3-D item (a stack?) is refused.
 
     Returns
     -------
@@ -258,7 +267,8 @@ def matching_dataset(
 
     Introduced in notebook 01.
     """
-    ys_true, ys_pred = list(ys_true), list(ys_pred)
+    ys_true = _dataset_items(ys_true, "ys_true", volume)
+    ys_pred = _dataset_items(ys_pred, "ys_pred", volume)
     if len(ys_true) != len(ys_pred):
         raise ValueError(f"ys_true has {len(ys_true)} images but ys_pred has {len(ys_pred)}.")
     if not ys_true:
@@ -287,18 +297,23 @@ def average_precision(
     thresholds: Sequence[float] = DEFAULT_AP_THRESHOLDS,
     *,
     by_image: bool = False,
+    volume: bool = False,
 ) -> np.ndarray:
     """The "average precision" TP / (TP + FP + FN) at each IoU threshold (Cellpose, StarDist).
 
     Parameters
     ----------
     y_true, y_pred : np.ndarray or list of np.ndarray
-        One pair of label images, or lists (tuples) of them for a data set.
+        One pair of ``(H, W)`` label images, or lists (tuples) of them for a data set. A 3-D
+        array is refused unless ``volume=True``: an ``(N, H, W)`` stack of images is a data
+        set, pass ``list(stack)``.
     thresholds : sequence of float
         IoU thresholds in (0, 1]; default 0.5, 0.55, ..., 0.95.
     by_image : bool
         Data sets only: average the per-image AP (as the Cellpose papers report) instead of
         pooling TP, FP and FN over all images first (default, as StarDist's matching_dataset).
+    volume : bool
+        The 3-D arrays are volumes ``(D, H, W)``, each matched as one volume.
 
     Returns
     -------
@@ -307,11 +322,40 @@ def average_precision(
 
     Introduced in notebook 01.
     """
-    if isinstance(y_true, list | tuple):
-        stats = matching_dataset(y_true, y_pred, list(thresholds), by_image=by_image)
+    many = isinstance(y_true, list | tuple)
+    if many != isinstance(y_pred, list | tuple):
+        raise ValueError("y_true and y_pred must both be lists (a data set) or both one image.")
+    if many:
+        stats = matching_dataset(y_true, y_pred, list(thresholds), by_image=by_image, volume=volume)
     else:
+        for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+            _refuse_unannounced_volume(y, name, volume)
         stats = matching(y_true, y_pred, list(thresholds))
     return np.array([s.accuracy for s in stats], dtype=np.float64)
+
+
+def _refuse_unannounced_volume(y: Any, name: str, volume: bool) -> None:
+    """A 3-D label array may be one volume or a stack of 2-D images: never guess which."""
+    if not volume and np.ndim(y) == 3:
+        raise ValueError(
+            f"{name} is a 3-D array of shape {tuple(np.shape(y))}. A stack of 2-D images "
+            "would be scored as one volume, matching objects across images: pass a list of "
+            "images instead (list(stack)), or volume=True if it is one 3-D volume (D, H, W)."
+        )
+
+
+def _dataset_items(ys: Any, name: str, volume: bool) -> list:
+    """The label images of a data set as a list; one array (a stack?) is refused."""
+    if isinstance(ys, np.ndarray) or is_tensor(ys):
+        raise ValueError(
+            f"{name} is one array of shape {tuple(ys.shape)}, not a list of label images: "
+            "pass list(stack) for an (N, H, W) stack of 2-D images, or [volume] with "
+            "volume=True for one 3-D volume."
+        )
+    items = list(ys)
+    for k, y in enumerate(items):
+        _refuse_unannounced_volume(y, f"{name}[{k}]", volume)
+    return items
 
 
 def pixel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:

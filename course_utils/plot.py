@@ -20,7 +20,7 @@ from matplotlib.colors import ListedColormap, hsv_to_rgb
 from matplotlib.figure import Figure
 from skimage.segmentation import find_boundaries
 
-from ._shared.validate import check_labels, to_numpy
+from ._shared.validate import check_finite, check_labels, check_real, to_numpy
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
@@ -215,9 +215,11 @@ def flow_to_rgb(flows: Any, max_magnitude: float | None = None) -> np.ndarray:
     ----------
     flows : np.ndarray
         ``(2, H, W)`` field, channel 0 = dy (down is positive), channel 1 = dx (right is
-        positive), as made by ``course_utils.targets.masks_to_flows``.
+        positive), as made by ``course_utils.targets.masks_to_flows``. NaN or infinity raises
+        ``ValueError`` (it has no colour).
     max_magnitude : float, optional
-        Magnitude shown at full brightness; default: the largest magnitude in the field.
+        Magnitude shown at full brightness (finite, > 0); default: the largest magnitude in
+        the field.
 
     Returns
     -------
@@ -233,10 +235,11 @@ def flow_to_rgb(flows: Any, max_magnitude: float | None = None) -> np.ndarray:
         raise ValueError(f"flows must have shape (2, H, W), got {arr.shape}.")
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise TypeError(f"flows must be a real numeric array, got dtype {arr.dtype}.")
-    dy, dx = arr.astype(np.float64)
+    dy, dx = check_finite(arr, "flows").astype(np.float64)
     magnitude = np.hypot(dy, dx)
-    scale = float(magnitude.max()) if max_magnitude is None else float(max_magnitude)
-    if max_magnitude is not None and scale <= 0:
+    if max_magnitude is None:
+        scale = float(magnitude.max())
+    elif (scale := check_real(max_magnitude, "max_magnitude")) <= 0:
         raise ValueError(f"max_magnitude must be > 0, got {max_magnitude}.")
     value = np.clip(magnitude / scale, 0.0, 1.0) if scale > 0 else np.zeros_like(magnitude)
     hue = np.mod(np.arctan2(dy, dx) / (2 * np.pi), 1.0)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ._shared.device import amp_dtype, model_device
-from ._shared.validate import check_image, check_int
+from ._shared.validate import check_finite, check_image, check_int
 from .models import UNetOriginal, unet_output_size, valid_input_sizes
 
 __all__ = ["network_outputs", "predict_tiled", "tile_grid"]
@@ -112,6 +112,7 @@ def _as_chw(image) -> np.ndarray:
     if not (torch.is_tensor(image) or isinstance(image, np.ndarray)):
         raise TypeError(f"image must be a numpy array or torch tensor, got {type(image).__name__}")
     image = check_image(image, hint="; call predict_tiled once per image of a batch")
+    check_finite(image, "image")  # a NaN pixel spreads over its receptive field in the outputs
     return np.asarray(image[None] if image.ndim == 2 else image, dtype=np.float32)
 
 
@@ -184,7 +185,8 @@ def predict_tiled(
         Maps ``(B, C, h, w)`` to ``(B, C_out, h', w')`` or a tuple of such tensors (joined
         along channels, in order). Run in eval mode; its training flag is restored after.
     image : numpy.ndarray or torch.Tensor
-        ``(C, H, W)`` or ``(H, W)``, any real dtype (converted to float32), any size.
+        ``(C, H, W)`` or ``(H, W)``, any real dtype (converted to float32), any size; NaN or
+        infinity raises ``ValueError``.
     tile_size : int or (int, int)
         Input size of one tile; it must be a size the model accepts.
     overlap : int

@@ -13,7 +13,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +27,8 @@ from .checkpoint import (
     checkpoint_dir,
     describe,
     load_checkpoint,
+    prepare_checkpoint_dir,
+    remove_stale_temporaries,
     restore_training_state,
     rng_state,
     save_training_state,
@@ -227,6 +228,7 @@ def fit(
     monitor: str = "val_loss",
     monitor_mode: str = "min",
     meta: Mapping[str, Any] | None = None,
+    time_limit: float | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs, validating and checkpointing after each.
 
@@ -289,6 +291,11 @@ def fit(
         and a checksum of the weights, so that ``course_utils.methods.load_model`` rebuilds
         the network from a checkpoint alone.
 
+    time_limit : float, optional
+        Seconds: stop after the first epoch that ends past this budget (its checkpoint is
+        written), so that a long run can be spread over sessions; the same call resumes it.
+        The history then holds fewer than ``epochs`` records.
+
     Under ``torchrun --nproc_per_node=N`` (``course_utils.distributed``) each process trains
     on ``1/N`` of every global batch of the loaders (``batch_size`` is the global batch, and
     ``lr`` is the rate for it), the model is wrapped in ``DistributedDataParallel``, and only
@@ -315,7 +322,7 @@ def fit(
     if monitor not in known:
         raise ValueError(f"monitor must be one of {known} (metrics need val_loader): {monitor!r}")
     history = History(monitor, monitor_mode)
-    directory = _checkpoint_folder(checkpoint_dir)
+    directory = prepare_checkpoint_dir(checkpoint_dir)
     record_meta = describe(model, meta)  # refuses bad meta before any training
     run = _Run(model, optimizer=optimizer, lr=lr, scheduler=scheduler, device=device, amp=amp,
                channels_last=channels_last, loss_fn=loss_fn, metrics=metrics,
@@ -327,6 +334,7 @@ def fit(
     with contextlib.ExitStack() as stack:
         if directory is not None and main:
             stack.enter_context(training_lock(directory))
+            remove_stale_temporaries(directory)  # left by a run killed while saving
         start = 0
         if directory is not None:
             start, history = restore_training_state(
@@ -335,6 +343,7 @@ def fit(
             )  # fmt: skip
         if start >= epochs and progress:
             tqdm.write(f"{directory / 'last.pt'} already holds {start} epochs: nothing to train")
+        started = time.perf_counter()
         for epoch in range(start, epochs):
             record = _run_epoch(run, epoch, epochs, train_loader, val_loader, progress)
             history.append(record)
@@ -346,21 +355,13 @@ def fit(
             distributed.barrier()  # the others wait until rank 0 has written
             if progress:
                 tqdm.write(_summary(record, epochs, improved))
+            if _out_of_time(time_limit, started):
+                if progress and epoch + 1 < epochs:
+                    tqdm.write(f"time limit of {time_limit:.0f} s reached after epoch "
+                               f"{epoch + 1}: run again to resume")  # fmt: skip
+                break
     model.eval()
     return history
-
-
-def _checkpoint_folder(path: str | os.PathLike | None) -> Path | None:
-    """The checkpoint folder, created if needed; a clear error when it is a file."""
-    if path is None:
-        return None
-    directory = Path(path)
-    if directory.exists() and not directory.is_dir():
-        raise NotADirectoryError(f"checkpoint_dir {directory} is a file, not a folder")
-    if distributed.is_main_process():
-        directory.mkdir(parents=True, exist_ok=True)
-    distributed.barrier()
-    return directory
 
 
 def _training_state(run: _Run, epoch: int, history: History, meta: dict) -> dict[str, Any]:
@@ -375,6 +376,12 @@ def _training_state(run: _Run, epoch: int, history: History, meta: dict) -> dict
         "rng": rng_state(),
         "meta": dict(meta),
     }
+
+
+def _out_of_time(limit: float | None, started: float) -> bool:
+    """Past the time limit? Under torchrun every process stops when one of them is."""
+    late = limit is not None and time.perf_counter() - started > limit
+    return bool(distributed.all_reduce_sum(torch.tensor(float(late))).item() > 0)
 
 
 def _summary(record: dict, epochs: int, improved: bool) -> str:

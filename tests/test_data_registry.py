@@ -77,10 +77,11 @@ def test_bad_cache_file_is_replaced_from_mirror(env, damage):
     bad = data[:-1] + b"!" if damage == "corrupt" else data[:-10]
     cached = _put(env["cache"], "images/a.bin", bad)
     mirrored = _put(env["mirror"], "images/a.bin", data)
-    with pytest.warns(UserWarning, match="deleting"):
+    with pytest.warns(UserWarning, match="moved aside to a.bin.corrupt"):
         path = fetch("toy", "images/a.bin")
     assert path == mirrored and path.read_bytes() == data
-    assert not cached.exists()
+    assert not cached.exists()  # out of the way, but kept: it may be a user's edit
+    assert cached.with_name("a.bin.corrupt").read_bytes() == bad
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "truncate"])

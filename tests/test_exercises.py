@@ -42,6 +42,13 @@ def test_exercise_fails_first_at_a_check_with_a_helpful_message(path):
     found = _first_error(path)
     assert found is not None, f"{path.name}: ran to the end with its TODOs left empty"
     cell, err = found
+    if err.ename == "DataUnavailableError":
+        pytest.fail(
+            f"{path.name} needs BBBC039, which is in neither the cache nor the mirror: set "
+            "COURSE_DATA_MIRROR to a folder holding bbbc039/ (CI: ../shared/data), or run "
+            "`make course` once with network to fill the cache.",
+            pytrace=False,
+        )
     tags = cell.metadata.get("tags", [])
     assert "check" in tags, f"{path.name}: first error outside a check cell:\n{cell.source}"
     assert err.ename in HELPFUL, f"{path.name}: unhelpful {err.ename}: {err.evalue}"

@@ -216,3 +216,16 @@ def test_train_model_needs_both_validation_lists(patches_data):
     with pytest.raises(ValueError, match="val_labels"):
         pl.train_model("unet_3class", images, labels, epochs=1, patch_size=32,
                        val_images=images)  # fmt: skip
+
+
+def test_stardist_to_labels_on_perfect_maps_and_a_prob_of_the_wrong_shape():
+    from course_utils.postprocess import stardist_to_labels
+
+    _, labels = synthetic_nuclei((96, 112), seed=3)
+    prob, dist = edt_prob(labels), star_dist(labels, 32)
+    out = stardist_to_labels(prob, dist, prob_thresh=0.5, nms_thresh=0.4)
+    assert out.shape == labels.shape and out.dtype == np.int32
+    assert matching(labels, out, 0.5).f1 >= 0.95
+    # Full-resolution maps read as the outputs of a grid-2 network: the shapes disagree.
+    with pytest.raises(ValueError, match=r"prob has shape \(96, 112\).*grid"):
+        stardist_to_labels(prob, dist, prob_thresh=0.5, nms_thresh=0.4, grid=2, shape=(96, 112))

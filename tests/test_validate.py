@@ -110,12 +110,13 @@ def test_bool_masks_where_labels_are_needed():
     for name in ("matching", "merge_split_counts", "unet_weight_map", "masks_to_flows"):
         with pytest.raises(TypeError, match="boolean mask"):
             _LABEL_USERS[name](mask)
-    # A mask is one object where that makes sense: drawing it, or a binary training target.
+    # A mask is one object where that makes sense: drawing it.
     ax = overlay(np.zeros((6, 6)), mask, contours=False)
     assert (np.asarray(ax.get_images()[1].get_array())[..., 3] > 0).all()  # coloured all over
     plt.close(ax.figure)
-    x, y = PatchDataset([np.zeros((6, 6))], [mask], 4)[0]
-    assert y.dtype == torch.int64 and set(y.unique().tolist()) == {1}
+    # Not in PatchDataset: every nucleus would become one instance before target_fn runs.
+    with pytest.raises(TypeError, match=r"boolean mask.*skimage\.measure\.label"):
+        PatchDataset([np.zeros((6, 6))], [mask], 4)
 
 
 def test_check_int_accepts_numpy_integers_and_refuses_bools_and_floats():

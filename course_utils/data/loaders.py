@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._shared.validate import check_int
+from .._shared.validate import check_finite, check_int
 from .registry import SPLITS, fetch, split_names
 from .synthetic import synthetic_cells, synthetic_nuclei
 
@@ -85,6 +85,7 @@ def normalize_percentile(
     Parameters
     ----------
     image : array_like, any real dtype, any shape
+        NaN or infinite values are refused (one of them would make the whole result NaN).
     low, high : float
         Percentiles, ``0 <= low < high <= 100``.
     axis : int or tuple of int, optional
@@ -107,6 +108,7 @@ def normalize_percentile(
         raise TypeError(f"image must be a real-valued array, got dtype {x.dtype}")
     if x.size == 0:
         raise ValueError("image is empty")
+    check_finite(x, "image")
     if not 0 <= low < high <= 100:
         raise ValueError(f"need 0 <= low < high <= 100, got low={low}, high={high}")
     x = x.astype(np.float32, copy=False)

@@ -15,11 +15,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._shared.relabel import relabel_consecutive
 from .._shared.validate import check_image, check_int, check_labels
 
 __all__ = ["PatchDataset"]
 
 Augment = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+#: Largest id kept as given: mirror padding adds up to 8 x max id, and patches are int32.
+MAX_KEPT_ID = np.iinfo(np.int32).max // 9
 
 
 def _as_pair(patch_size: int | Sequence[int]) -> tuple[int, int]:
@@ -32,7 +35,10 @@ def _as_pair(patch_size: int | Sequence[int]) -> tuple[int, int]:
 
 
 def _check_images(images: Sequence[Any], labels: Sequence[Any]):
-    """Images as float32 (C, H, W), labels as int32 (H, W); clear errors for bad input."""
+    """Images as float32 (C, H, W), labels as int32 (H, W); clear errors for bad input.
+
+    Labels with an id above :data:`MAX_KEPT_ID` are relabelled 1..n (in increasing order).
+    """
     if len(images) != len(labels):
         raise ValueError(f"got {len(images)} images but {len(labels)} label images")
     if len(images) == 0:
@@ -40,13 +46,15 @@ def _check_images(images: Sequence[Any], labels: Sequence[Any]):
     out_x, out_y = [], []
     for k, (image, lab) in enumerate(zip(images, labels)):
         x = check_image(image, f"images[{k}]")
-        y = check_labels(lab, f"labels[{k}]", allow_bool=True)
+        # A boolean mask would make every nucleus one instance before target_fn runs.
+        hint = "each nucleus needs its own id, label the mask first (skimage.measure.label)"
+        y = check_labels(lab, f"labels[{k}]", bool_hint=hint)
         if y.shape != x.shape[-2:]:
             raise ValueError(
                 f"labels[{k}] has shape {y.shape}, expected the image's (H, W) = {x.shape[-2:]}"
             )
-        if y.max() > np.iinfo(np.int32).max // 9:
-            raise ValueError(f"labels[{k}] has ids too large for int32 patches")
+        if int(y.max()) > MAX_KEPT_ID:  # ids only need to be distinct within a patch
+            y, _ = relabel_consecutive(y)
         out_x.append(np.asarray(x if x.ndim == 3 else x[None], dtype=np.float32))
         out_y.append(y.astype(np.int32, copy=False))
     channels = {x.shape[0] for x in out_x}
@@ -84,7 +92,11 @@ class PatchDataset(Dataset):
     images : sequence of array_like, (H, W) or (C, H, W), real-valued
         All with the same channel count; stored as float32 (C, H, W).
     labels : sequence of array_like, integer, (H, W)
-        Instance labels matching the images' spatial shapes; 0 = background.
+        Instance labels matching the images' spatial shapes; 0 = background. Boolean masks are
+        refused (label them first). Ids up to :data:`MAX_KEPT_ID` (about 2.4e8) are kept; an
+        image with larger ids (e.g. 64-bit ids) is relabelled 1..n in increasing id order
+        before cropping, so its patch ids are then not the caller's ids (they only need to be
+        distinct within a patch).
     patch_size : int or (int, int)
         Crop size (h, w). Smaller images are mirror-padded (mirrored objects get new ids).
     length : int, optional

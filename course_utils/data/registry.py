@@ -4,25 +4,25 @@ The registry lives in the repository's ``data/<dataset>/`` folder as small text 
 (``MANIFEST.tsv`` and ``split_<split>.txt``); see ``data/README.md``. A file is looked up
 
 1. in the cache ``$COURSE_DATA_CACHE/<dataset>/<relpath>`` (default ``~/.cache/course_utils``);
-   a bad file there is ours, so it is deleted and fetched again;
-2. in the read-only mirror ``$COURSE_DATA_MIRROR/<dataset>/<relpath>``; a bad file there is
-   reported with a warning and left alone;
-3. downloaded from its upstream URL into the cache, unless ``COURSE_OFFLINE=1``.
+2. in the read-only mirror ``$COURSE_DATA_MIRROR/<dataset>/<relpath>``, read where it is;
+3. downloaded from its upstream URL into the cache with ``pooch`` (a temporary file, checked
+   against the sha256, then renamed into place), unless ``COURSE_OFFLINE`` says no.
 
-Every file is checked against its size and sha256 before it is returned.
-
-Introduced in notebook 07.
+Every file is checked against its size and sha256 before it is returned. What the cache may
+and may not touch (the rules of ``fetch``): no file is ever deleted or overwritten until a
+verified replacement is in hand; a cache file that fails its check is then moved aside to
+``<name>.corrupt`` (never deleted, since it may be a user's edit) with a warning; the mirror
+is never written to; a cache folder that is the mirror is refused; a read-only cache is fine
+as long as nothing needs downloading.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
-import hashlib
 import os
 import shutil
-import tempfile
-import urllib.error
-import urllib.request
+import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,7 @@ __all__ = [
 
 SPLITS = ("train", "val", "test")
 _TIMEOUT_S = 60
+_YES, _NO = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 # (path, size, mtime_ns) -> sha256 matched: hashing 200 files on every load_split would be slow.
 _VERIFIED: dict[tuple[str, int, int], bool] = {}
 
@@ -147,11 +148,9 @@ def split_names(dataset: str, split: str) -> list[str]:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    import pooch
+
+    return pooch.file_hash(str(path), alg="sha256")
 
 
 def _check(path: Path, entry: FileEntry) -> str | None:
@@ -168,36 +167,87 @@ def _check(path: Path, entry: FileEntry) -> str | None:
 
 
 def _download(url: str, dest: Path) -> None:
-    """Stream ``url`` to ``dest``. Tests replace this function to forbid the network."""
-    with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response, open(dest, "wb") as fh:
-        shutil.copyfileobj(response, fh)
+    """Fetch ``url`` into ``dest`` (pooch's downloader; ``file://`` URLs are copied).
+
+    The network step alone: tests replace this function to forbid the network.
+    """
+    if url.startswith("file://"):
+        shutil.copyfile(urllib.parse.unquote(urllib.parse.urlparse(url).path), dest)
+        return
+    import pooch
+
+    pooch.HTTPDownloader(progressbar=True, timeout=_TIMEOUT_S)(url, str(dest), None)
 
 
-def _download_verified(entry: FileEntry, target: Path) -> None:
-    """Download into a temporary file beside ``target``, check it, then rename atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+def _move_aside(path: Path, why: str) -> None:
+    """Rename a bad cache file to ``<name>.corrupt`` (``.corrupt.2``, ... if taken); warn."""
+    for k in range(1, 1000):
+        aside = path.with_name(path.name + (".corrupt" if k == 1 else f".corrupt.{k}"))
+        if not aside.exists():
+            break
     try:
-        try:
-            _download(entry.url, tmp)
-        except (urllib.error.URLError, OSError, TimeoutError) as err:
-            raise DataUnavailableError(
-                f"downloading {entry.url} failed: {err}. Check the network, or set "
-                "COURSE_DATA_MIRROR to a folder that holds the data, or use the synthetic "
-                'data: load_split("synthetic", ...).'
-            ) from err
-        problem = _check(tmp, entry)
-        if problem:
-            raise DataUnavailableError(f"downloaded {entry.url} but the file is bad: {problem}")
-        os.replace(tmp, target)  # atomic: readers never see a half-written file
-    finally:
-        tmp.unlink(missing_ok=True)
+        os.replace(path, aside)
+    except OSError as err:  # a read-only cache: the file stays, and is not used
+        warnings.warn(f"{path} is bad ({why}) and could not be moved aside ({err}); it is "
+                      "left as it is and not used", stacklevel=3)  # fmt: skip
+        return
+    warnings.warn(f"{path} is bad ({why}): moved aside to {aside.name} (not deleted); a "
+                  "verified copy is used instead", stacklevel=3)  # fmt: skip
+
+
+def _failed(entry: FileEntry, err: BaseException) -> DataUnavailableError:
+    return DataUnavailableError(
+        f"downloading {entry.url} failed: {err}. Check the network, or set "
+        "COURSE_DATA_MIRROR to a folder that holds the data, or use the synthetic "
+        'data: load_split("synthetic", ...).'
+    )
+
+
+def _download_verified(entry: FileEntry, target: Path, bad_cache: str | None) -> None:
+    """Download with pooch into a new file beside ``target`` (verified against the sha256),
+    then put it in place; a bad file at ``target`` is moved aside only after that."""
+    import pooch
+
+    part = f".{target.name}.download"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pooch.retrieve(
+            entry.url, known_hash=f"sha256:{entry.sha256}", fname=part, path=target.parent,
+            downloader=lambda url, output, _: _download(url, Path(output)),
+        )  # fmt: skip
+    except OSError as err:
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise _failed(entry, err) from err  # network errors are OSErrors too
+        raise DataUnavailableError(
+            f"the cache folder {target.parent} is not writable ({err.strerror}), so "
+            f"{entry.relpath} cannot be downloaded into it: set COURSE_DATA_CACHE to a "
+            "writable folder, or COURSE_DATA_MIRROR to a folder that holds the data."
+        ) from None
+    except ValueError as err:  # pooch: the hash of the download does not match
+        raise DataUnavailableError(f"downloaded {entry.url} but the file is bad: {err}") from None
+    except Exception as err:  # HTTP and other errors, whatever the library
+        raise _failed(entry, err) from err
+    downloaded = target.parent / part
+    problem = _check(downloaded, entry)
+    if problem:  # pooch checked the hash; the size is checked here too
+        downloaded.unlink()
+        raise DataUnavailableError(f"downloaded {entry.url} but the file is bad: {problem}")
+    if bad_cache is not None and target.exists():
+        _move_aside(target, bad_cache)
+    os.replace(downloaded, target)  # atomic: readers never see a half-written file
 
 
 def _offline() -> bool:
-    return os.environ.get("COURSE_OFFLINE", "").strip() == "1"
+    """``COURSE_OFFLINE``: 1/true/yes/on forbid downloads; unset, empty, 0/false/no/off allow."""
+    raw = os.environ.get("COURSE_OFFLINE", "").strip().lower()
+    if raw in _YES:
+        return True
+    if raw in _NO:
+        return False
+    raise ValueError(
+        f"COURSE_OFFLINE={os.environ['COURSE_OFFLINE']!r} is neither yes nor no: use 1, true, "
+        "yes or on to forbid downloads, and 0, false, no, off (or unset it) to allow them."
+    )
 
 
 def _entry(dataset: str, relpath: str) -> FileEntry:
@@ -209,6 +259,19 @@ def _entry(dataset: str, relpath: str) -> FileEntry:
             f"(see list_files({dataset!r}); e.g. {next(iter(entries), None)!r})"
         )
     return entries[rel]
+
+
+def _check_folders(mirror: Path | None) -> None:
+    """Refuse a cache that is the mirror, or inside it, or holds it: the cache is written to
+    (downloads, files moved aside) and the mirror never is."""
+    if mirror is None:
+        return
+    cache, mirror = cache_dir().resolve(), mirror.resolve()
+    if cache == mirror or cache.is_relative_to(mirror) or mirror.is_relative_to(cache):
+        raise ValueError(
+            f"COURSE_DATA_CACHE ({cache}) and COURSE_DATA_MIRROR ({mirror}) overlap: the cache "
+            "is written to and the mirror must never be. Point COURSE_DATA_CACHE elsewhere."
+        )
 
 
 def fetch(dataset: str, relpath: str, *, download: bool | None = None) -> Path:
@@ -223,7 +286,7 @@ def fetch(dataset: str, relpath: str, *, download: bool | None = None) -> Path:
         e.g. ``"images/IXMtest_A02_s1_w1051DAA7C-7042-435F-99F0-1E847D9B42CB.tif"``.
     download : bool, optional
         True: download when neither the cache nor the mirror has a good copy. False: never
-        download. None (default): download unless the environment sets ``COURSE_OFFLINE=1``.
+        download. None (default): download unless ``COURSE_OFFLINE`` is 1, true, yes or on.
 
     Returns
     -------
@@ -233,28 +296,36 @@ def fetch(dataset: str, relpath: str, *, download: bool | None = None) -> Path:
     Raises
     ------
     ValueError
-        Unknown dataset or file.
+        Unknown dataset or file; a cache folder that overlaps the mirror; a ``COURSE_OFFLINE``
+        that is neither yes nor no.
     DataUnavailableError
-        No good copy and no download allowed, or the download failed. The message says how to
-        set the mirror and names the synthetic alternative.
+        No good copy and no download allowed, the download failed, or the cache is read-only
+        when a download is needed. The message says how to set the mirror and names the
+        synthetic alternative.
+
+    Notes
+    -----
+    No file is deleted or overwritten unless a verified copy replaces it; a bad cache file is
+    moved aside to ``<name>.corrupt`` (with a warning) once a good copy is found, and left in
+    place otherwise. The mirror is only read.
 
     Introduced in notebook 07.
     """
     entry = _entry(dataset, relpath)
-    cached = cache_dir() / dataset / entry.relpath
-    if cached.is_file():
-        problem = _check(cached, entry)
-        if problem is None:
-            return cached
-        warnings.warn(f"cached {cached} is bad ({problem}); deleting it", stacklevel=2)
-        cached.unlink()
-    notes = []
     mirror = mirror_dir()
+    _check_folders(mirror)
+    cached = cache_dir() / dataset / entry.relpath
+    bad_cache = _check(cached, entry) if cached.is_file() else None
+    if cached.is_file() and bad_cache is None:
+        return cached
+    notes = [] if bad_cache is None else [f"the cached {cached} is bad ({bad_cache}); kept"]
     if mirror is not None:
         mirrored = mirror / dataset / entry.relpath
         if mirrored.is_file():
             problem = _check(mirrored, entry)
             if problem is None:
+                if bad_cache is not None:
+                    _move_aside(cached, bad_cache)
                 return mirrored
             notes.append(f"the mirror's copy {mirrored} is bad ({problem}); it was left as is")
             warnings.warn(notes[-1], stacklevel=2)
@@ -262,14 +333,15 @@ def fetch(dataset: str, relpath: str, *, download: bool | None = None) -> Path:
         download = not _offline()
     if not download:
         raise DataUnavailableError(_unavailable_message(dataset, entry, notes))
-    _download_verified(entry, cached)
+    _download_verified(entry, cached, bad_cache)
     return cached
 
 
 def _unavailable_message(dataset: str, entry: FileEntry, notes: list[str]) -> str:
     mirror = os.environ.get("COURSE_DATA_MIRROR")
     where = f"COURSE_DATA_MIRROR={mirror}" if mirror else "COURSE_DATA_MIRROR is not set"
-    reason = "COURSE_OFFLINE=1" if _offline() else "download=False"
+    offline = os.environ.get("COURSE_OFFLINE")
+    reason = f"COURSE_OFFLINE={offline}" if _offline() else "download=False"
     lines = [
         f"{dataset}/{entry.relpath} is not available offline ({reason}): "
         f"not in the cache {cache_dir()} and not in the mirror ({where}).",

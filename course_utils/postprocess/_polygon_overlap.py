@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._shared.jit import numba
+from .._shared.validate import check_finite
 
 
 def make_buffers(n_max: int):
@@ -167,8 +168,7 @@ def intersection_area_np(a: np.ndarray, b: np.ndarray) -> float:
         p = np.asarray(p, dtype=np.float64)
         if p.ndim != 2 or p.shape[1] != 2 or len(p) < 3:
             raise ValueError(f"polygons must have shape (n >= 3, 2), got {p.shape}")
-        if not np.isfinite(p).all():
-            raise ValueError("polygon vertices must be finite")
+        check_finite(p, "polygon vertices")
         closed.append(np.ascontiguousarray(np.concatenate([p, p[:1]]).T))
     boxes = [np.array([c[0].min(), c[0].max(), c[1].min(), c[1].max()]) for c in closed]
     bufs = make_buffers(max(c.shape[1] for c in closed))

@@ -14,7 +14,8 @@ ends near its cell's centre; pixels whose end points gather around the same peak
    the one with more end points wins; a pixel takes the mask of the bin its end point fell in;
 4. masks larger than 40 % of the image are dropped;
 5. flow check: flows are recomputed from the masks (``masks_to_flows``); a mask whose mean
-   squared difference to the given (unit) flows exceeds ``flow_threshold`` is dropped;
+   squared difference to the given (unit) flows exceeds ``flow_threshold`` is dropped (a
+   ``UserWarning`` when it drops nearly all: unit flows passed without ``FLOW_SCALE``?);
 6. masks smaller than ``min_size`` are dropped and holes inside masks are filled.
 
 Introduced in notebook 05.
@@ -22,6 +23,7 @@ Introduced in notebook 05.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -31,8 +33,9 @@ from .._shared import jit
 from .._shared.device import resolve_device
 from .._shared.jit import numba
 from .._shared.relabel import relabel_consecutive
-from .._shared.validate import is_tensor, to_numpy
+from .._shared.validate import check_finite, is_tensor, to_numpy
 from ..targets.flows import FLOW_SCALE, unit_flows
+from ._end_points import find_peaks, grow_seeds
 
 #: Masks covering more than this fraction of the image are dropped (a failed segmentation).
 MAX_SIZE_FRACTION = 0.4
@@ -53,8 +56,7 @@ def _check_flows(flows: Any, name: str = "flows") -> np.ndarray:
         raise ValueError(f"{name} must have shape (2, H, W) holding (dy, dx), got {arr.shape}")
     if arr.shape[1] == 0 or arr.shape[2] == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+    check_finite(arr, name)
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
@@ -199,65 +201,13 @@ def follow_flows(
     return out
 
 
-@numba.njit(cache=True)
-def _find_peaks(hist: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """Flat indices (int64) of the bins holding > 10 points that are 5 x 5 local maxima."""
-    H, W = hist.shape
-    peaks = np.zeros(H * W, np.int64)
-    n = 0
-    for y in range(H):
-        for x in range(W):
-            h = hist[y, x]
-            if h <= 10:
-                continue
-            peak = True  # ties count as maxima, as in the reference
-            for yy in range(max(y - 2, 0), min(y + 3, H)):
-                for xx in range(max(x - 2, 0), min(x + 3, W)):
-                    peak = peak and hist[yy, xx] <= h
-            if peak:
-                peaks[n] = y * W + x
-                n += 1
-    return peaks[:n]
-
-
-@numba.njit(cache=True)
-def _grow_seeds(hist: np.ndarray, seeds: np.ndarray) -> np.ndarray:  # pragma: no cover
-    """Mask id per bin (int32, 0 = none); ``seeds`` (flat indices) sorted by increasing count.
-
-    Each seed grows alone, 5 times by one pixel (3 x 3) through bins holding > 2 points; where
-    grown seeds overlap, the later (larger) one wins.
-    """
-    H, W = hist.shape
-    ids = np.zeros((H, W), np.int32)
-    grown = np.zeros((11, 11), np.bool_)
-    for rank in range(seeds.size):
-        sy, sx = seeds[rank] // W - 5, seeds[rank] % W - 5
-        grown[:] = False
-        grown[5, 5] = True
-        for _ in range(5):
-            prev = grown.copy()
-            for a in range(11):
-                for b in range(11):
-                    y, x = sy + a, sx + b
-                    if grown[a, b] or not (0 <= y < H and 0 <= x < W) or hist[y, x] <= 2:
-                        continue
-                    for aa in range(max(a - 1, 0), min(a + 2, 11)):
-                        for bb in range(max(b - 1, 0), min(b + 2, 11)):
-                            grown[a, b] = grown[a, b] or prev[aa, bb]
-        for a in range(11):
-            for b in range(11):
-                if grown[a, b]:
-                    ids[sy + a, sx + b] = max(ids[sy + a, sx + b], rank + 1)
-    return ids
-
-
 def _cluster_end_points(ends: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Mask id (int32, 0 = none) of each end point (N, 2), from the histogram of end points."""
     flat = ends[:, 0].astype(np.int64) * shape[1] + ends[:, 1].astype(np.int64)
     hist = np.bincount(flat, minlength=shape[0] * shape[1]).reshape(shape)
-    peaks = _find_peaks(hist)
+    peaks = find_peaks(hist)
     seeds = peaks[np.argsort(hist.ravel()[peaks], kind="stable")]
-    return _grow_seeds(hist, seeds).ravel()[flat]
+    return grow_seeds(hist, seeds).ravel()[flat]
 
 
 def _flow_errors(labels: np.ndarray, n: int, unit: np.ndarray, device: Any) -> np.ndarray:
@@ -303,11 +253,27 @@ def _drop(labels: np.ndarray, drop: np.ndarray) -> tuple[np.ndarray, int]:
     return relabel_consecutive(np.where(drop[labels], 0, labels))
 
 
+def _warn_if_flow_check_dropped_most(before: int, after: int, flow_threshold: float) -> None:
+    """A flow check that drops every mask, or > 90 % of 5 or more, points at the inputs."""
+    if before == 0 or not (after == 0 or (before >= 5 and before - after > 0.9 * before)):
+        return
+    warnings.warn(
+        f"flows_to_masks: the flow check (flow_threshold={flow_threshold}) dropped "
+        f"{before - after} of {before} masks. Likely causes: flows that are not at the "
+        f"network's scale (FLOW_SCALE = {FLOW_SCALE:g} times unit flows; pass "
+        "FLOW_SCALE * masks_to_flows(labels), not the unit flows of masks_to_flows), or a "
+        "flow_threshold too strict for these flows (flow_threshold=None turns the check off).",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def _check_masks_args(flows, cellprob, niter, min_size, flow_threshold) -> tuple:
     arr = _check_flows(flows)
     prob = _as_numpy(cellprob, "cellprob")
     if prob.shape != arr.shape[1:]:
         raise ValueError(f"cellprob has shape {prob.shape}, expected {arr.shape[1:]} like flows")
+    check_finite(prob, "cellprob")  # a NaN logit is not background: refuse it like NaN flows
     if int(niter) < 0:
         raise ValueError(f"niter must be >= 0, got {niter}")
     if int(min_size) < 0:
@@ -362,7 +328,14 @@ def flows_to_masks(
     TypeError
         If an input is not numeric.
     ValueError
-        On shape mismatches, non-finite flows, or negative ``niter`` / ``min_size``.
+        On shape mismatches, NaN or infinite flows or cellprob, or negative ``niter`` /
+        ``min_size``.
+
+    Warns
+    -----
+    UserWarning
+        When the flow check drops every mask, or more than 90 % of 5 or more: usually unit
+        flows passed without ``FLOW_SCALE``, or a too strict ``flow_threshold``.
 
     Notes
     -----
@@ -381,7 +354,9 @@ def flows_to_masks(
         labels, n = _drop(labels, sizes > MAX_SIZE_FRACTION * labels.size)
         if n and flow_threshold:
             errors = _flow_errors(labels, n, unit, dev)
-            labels, n = _drop(labels, np.concatenate([[False], errors > flow_threshold]))
+            labels, kept = _drop(labels, np.concatenate([[False], errors > flow_threshold]))
+            _warn_if_flow_check_dropped_most(n, kept, flow_threshold)
+            n = kept
         if n and min_size:
             labels, n = _drop(labels, np.bincount(labels.ravel()) < min_size)
         labels = _fill_holes(labels)  # keeps the ids 1..n

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .._shared.jit import numba
-from .._shared.validate import check_grid
+from .._shared.validate import check_finite, check_grid, to_numpy
 from ._polygon_overlap import intersection_area, make_buffers, polygon_area
 
 __all__ = ["non_maximum_suppression"]
@@ -236,7 +236,7 @@ def non_maximum_suppression(
     dist : np.ndarray or torch.Tensor, float, shape (H, W, n_rays)
         Predicted radial distances (in pixels of the full-resolution image).
     prob : np.ndarray or torch.Tensor, float, shape (H, W)
-        Predicted object probabilities.
+        Predicted object probabilities. NaN or infinity in either map raises ``ValueError``.
     prob_thresh : float
         Pixels with ``prob > prob_thresh`` are candidates.
     nms_thresh : float
@@ -271,6 +271,8 @@ def non_maximum_suppression(
         return _nms_torch(dist, prob, prob_thresh, nms_thresh, b, grid)
     dist, prob = np.asarray(dist), np.asarray(prob)
     _check_dist_prob(dist.shape, prob.shape, dist.dtype, prob.dtype)
+    check_finite(prob, "prob")  # a NaN probability is not "below the threshold"
+    check_finite(dist, "dist")
     mask = (prob > prob_thresh) & _border_mask(prob.shape, b)
     points = np.stack(np.nonzero(mask), axis=1)
     return _nms_candidates(points, prob[mask], dist[mask], nms_thresh, grid)
@@ -293,8 +295,6 @@ def _check_dist_prob(dist_shape, prob_shape, dist_dtype, prob_dtype) -> None:
 
 def _nms_candidates(points, scores, dists, nms_thresh, grid):
     """Sort candidates by decreasing score (ties as the reference) and suppress."""
-    if not np.isfinite(dists).all():
-        raise ValueError("dist must be finite at the candidate pixels")
     order = np.argsort(scores)[::-1]
     points = points[order] * np.array(grid).reshape(1, 2)
     scores, dists = scores[order], dists[order]
@@ -323,6 +323,9 @@ def _nms_torch(dist, prob, prob_thresh, nms_thresh, b, grid):
     import torch
 
     _check_dist_prob(tuple(dist.shape), tuple(prob.shape), dist.dtype, prob.dtype)
+    for name, t in (("prob", prob), ("dist", dist)):
+        if not bool(torch.isfinite(t).all()):  # on the device; the message from the CPU copy
+            check_finite(to_numpy(t), name)
     border = torch.from_numpy(_border_mask(tuple(prob.shape), b)).to(prob.device)
     mask = (prob > prob_thresh) & border
     idx = torch.nonzero(mask)  # row-major, like np.nonzero

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .._shared.jit import numba
+from .._shared.validate import check_finite
 from ..targets.stardist import ray_angles
 from ._polygon_overlap import shell_sort
 
@@ -33,9 +34,7 @@ def _check_dist_points(dist: Any, points: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"dist and points disagree in N: {len(dist)} vs {len(points)}")
     if not (np.issubdtype(dist.dtype, np.number) and np.issubdtype(points.dtype, np.number)):
         raise TypeError("dist and points must be numeric arrays")
-    if not (np.isfinite(dist).all() and np.isfinite(points).all()):
-        raise ValueError("dist and points must be finite (no NaN or inf)")
-    return dist, points
+    return check_finite(dist, "dist"), check_finite(points, "points")
 
 
 def dist_to_coord(dist: Any, points: Any) -> np.ndarray:
@@ -115,7 +114,8 @@ def polygons_to_label(
         Output shape (H, W); polygon parts outside are cut off.
     prob : np.ndarray, shape (N,), optional
         Scores: polygons are painted from the lowest to the highest, so where two overlap the
-        more probable one wins. Without it, they are painted in the given order.
+        more probable one wins. Without it, they are painted in the given order. NaN or
+        infinity here, in ``dist`` or in ``points`` raises ``ValueError``.
 
     Returns
     -------
@@ -139,6 +139,7 @@ def polygons_to_label(
         prob = np.asarray(prob)
         if prob.shape != (len(dist),):
             raise ValueError(f"prob must have shape ({len(dist)},), got {prob.shape}")
+        check_finite(prob, "prob")  # argsort would put a NaN last: it would win every overlap
         order = np.argsort(prob, kind="stable")
     out = np.zeros((height, width), np.int32)
     if len(dist):

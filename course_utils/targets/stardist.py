@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .._shared.jit import numba
+from .._shared.relabel import relabel_consecutive
 from .._shared.validate import check_grid, check_int
 
 __all__ = ["edt_prob", "fibonacci_rays", "ray_angles", "star_dist", "star_dist_3d"]
@@ -47,6 +48,8 @@ def _check_n_rays(n_rays: Any) -> int:
 
 
 def _check_labels_np(labels: Any, ndim: int, name: str = "labels") -> np.ndarray:
+    """Checked labels as int32: relabelled 1..n when an id does not fit (the results carry no
+    ids, and the kernels only compare ids)."""
     labels = np.asarray(labels)
     if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(
@@ -59,8 +62,8 @@ def _check_labels_np(labels: Any, ndim: int, name: str = "labels") -> np.ndarray
     if labels.min() < 0:
         raise ValueError(f"{name} has negative ids (min {labels.min()}); ids must be >= 0")
     if labels.max() > np.iinfo(np.int32).max:
-        raise ValueError(f"{name} has ids above the int32 range (max {labels.max()})")
-    return labels
+        return relabel_consecutive(labels)[0]
+    return labels.astype(np.int32, copy=False)
 
 
 def _ray_tables(n_rays: int, n_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -171,7 +174,7 @@ def star_dist(labels: Any, n_rays: int = 32, grid: tuple[int, int] = (1, 1)) -> 
     Notes
     -----
     Same semantics as ``stardist.geometry.star_dist`` (which casts labels to uint16; ids here
-    may use the full int32 range).
+    may be any non-negative integers, also 64-bit).
 
     Introduced in notebook 06.
     """
@@ -252,7 +255,7 @@ def edt_prob(labels: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     labels : np.ndarray, integer, shape (H, W)
-        Instance labels, 0 = background.
+        Instance labels, 0 = background; any ids (relabelled 1..n inside).
 
     Returns
     -------
@@ -263,7 +266,8 @@ def edt_prob(labels: np.ndarray) -> np.ndarray:
 
     Introduced in notebook 06.
     """
-    labels = _check_labels_np(labels, 2)
+    # find_objects allocates one entry per id up to the largest: ids 1..n keep it small.
+    labels, _ = relabel_consecutive(_check_labels_np(labels, 2))
     whole = labels.min() == labels.max() and labels.flat[0] > 0
     if whole:
         labels = np.pad(labels, 1)

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from .._shared.relabel import relabel_consecutive, relabel_with_ids, restore_ids
 from .._shared.validate import check_int, check_labels, is_tensor
 
 __all__ = [
@@ -91,7 +92,7 @@ def _nearest_two_distances(labels: np.ndarray, radius: int) -> tuple[np.ndarray,
     d2 = np.full(shape, np.inf)
     # find_objects allocates one entry per id up to the largest: relabel huge sparse ids first.
     if labels.max() > labels.size:
-        labels = np.unique(labels, return_inverse=True)[1].reshape(shape)
+        labels, _ = relabel_consecutive(labels)
     for index, box in enumerate(ndi.find_objects(labels), start=1):
         if box is None:  # ids need not be consecutive
             continue
@@ -192,7 +193,8 @@ def boundary_classes(labels: np.ndarray, *, boundary_width: int = 1) -> np.ndarr
     Parameters
     ----------
     labels : numpy.ndarray, shape (H, W), integer
-        Instance labels, 0 = background.
+        Instance labels, 0 = background; any ids (relabelled 1..n inside, so that ids above
+        2**53, which scipy's filters would round to float64, stay apart).
     boundary_width : int, default 1
         Thickness of the boundary, in pixels (>= 1).
 
@@ -216,7 +218,7 @@ def boundary_classes(labels: np.ndarray, *, boundary_width: int = 1) -> np.ndarr
 
     Introduced in notebook 03.
     """
-    labels = _check_labels(labels)
+    labels, _ = relabel_consecutive(_check_labels(labels))
     boundary_width = check_int(boundary_width, "boundary_width", minimum=1)
     # A diamond of radius boundary_width: its max and min differ from the centre exactly when
     # some label within that city-block distance differs. "nearest" keeps the edge neutral.
@@ -235,14 +237,16 @@ def with_gaps(labels: np.ndarray) -> np.ndarray:
     """Labels with every pixel that touches another nucleus (8-neighbourhood) set to 0.
 
     BBBC039 draws touching nuclei without a gap; a 2-class target needs one (notebook 03).
-    ``labels`` integer (H, W); returns the same dtype and shape. Introduced in notebook 03.
+    ``labels`` integer (H, W), any ids; returns the caller's ids, same dtype and shape (the
+    filters run on ids relabelled 1..n: scipy's filters compute in float64, which merges ids
+    above 2**53 and overflows int64's maximum). Introduced in notebook 03.
     """
-    labels = _check_labels(labels)
+    labels, ids = relabel_with_ids(_check_labels(labels))
     others_max = ndi.maximum_filter(labels, size=3, mode="nearest")
     as_high = np.where(labels == 0, np.iinfo(labels.dtype).max, labels)  # ignore background
     others_min = ndi.minimum_filter(as_high, size=3, mode="nearest")
     touching = (labels > 0) & ((others_max > labels) | (others_min < labels))
-    return np.where(touching, 0, labels)
+    return restore_ids(np.where(touching, 0, labels), ids)
 
 
 def unet_2class_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,8 @@ Every augmentation has the signature that ``PatchDataset(..., augment=...)`` tak
     augment(image, labels, rng) -> (image, labels)
 
 ``image`` float ``(H, W)`` or ``(C, H, W)`` (returned float32 in the same layout), ``labels``
-integer ``(H, W)`` (returned int32), ``rng`` a ``numpy.random.Generator``, the only source of
+integer ``(H, W)`` (returned int32 when every id fits, otherwise int64: ids are never wrapped;
+ids above ``2**63 - 1`` are refused), ``rng`` a ``numpy.random.Generator``, the only source of
 randomness. The factories (``random_rotation(max_angle=30)``, ...) return such callables and
 ``compose`` chains them. Three rules keep the labels right:
 
@@ -17,7 +18,8 @@ Borders (``mode``): ``"constant"`` fills the image with ``cval`` and the labels 
 (background). ``"reflect"`` mirrors both about the edge pixel (numpy's ``"reflect"``, scipy's
 ``"mirror"``). A mirrored nucleus is another object, so each mirrored copy of the image gets its
 own ids ``id + k * max_id`` (``k >= 1`` numbers the copies, as ``PatchDataset`` does when it
-pads); ``(new_id - 1) % max_id + 1`` is the original id.
+pads); ``(new_id - 1) % max_id + 1`` is the original id. These ids are computed in int64; a
+transform whose copies would need ids above ``2**63 - 1`` raises ``ValueError``.
 
 Introduced in notebook 04.
 """

@@ -20,14 +20,23 @@ __all__ = ["compose", "flip_rot90"]
 Augment = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 Range = float | Sequence[float]
 MODES = ("reflect", "constant")
+INT32_MAX, INT64_MAX = int(np.iinfo(np.int32).max), int(np.iinfo(np.int64).max)
 
 
 def check_pair(image: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Image as float32 (C, H, W), labels as an integer array, and whether the image was 2-D."""
+    """Image as float32 (C, H, W), labels as an integer array, and whether the image was 2-D.
+
+    Ids above ``2**63 - 1`` (uint64) are refused: no int64 output could hold them.
+    """
     x = check_image(image)
     y = check_labels(labels, "labels", allow_bool=True)
     if y.shape != x.shape[-2:]:
         raise ValueError(f"labels have shape {y.shape}, expected the image's (H, W) {x.shape[-2:]}")
+    if y.dtype == np.uint64 and int(y.max()) > INT64_MAX:
+        raise ValueError(
+            f"labels has ids above 2**63 - 1 (max {int(y.max())}), which int64 cannot hold; "
+            "relabel them first (skimage.segmentation.relabel_sequential)."
+        )
     return np.asarray(x if x.ndim == 3 else x[None], np.float32), y, x.ndim == 2
 
 
@@ -86,10 +95,18 @@ class Named:
         return self.text
 
 
+def labels_dtype(y: np.ndarray) -> type:
+    """``np.int32`` when every id of ``y`` (>= 0, <= 2**63 - 1) fits it, else ``np.int64``."""
+    if y.dtype == bool or np.can_cast(y.dtype, np.int32) or not y.size:
+        return np.int32
+    return np.int32 if int(y.max()) <= INT32_MAX else np.int64
+
+
 def as_output(x: np.ndarray, y: np.ndarray, was_2d: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The image as float32 in the caller's layout, the labels as int32."""
+    """The image as float32 in the caller's layout; the labels as int32 when every id fits,
+    else int64 (ids are never wrapped)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    return (x[0] if was_2d else x), np.ascontiguousarray(y, dtype=np.int32)
+    return (x[0] if was_2d else x), np.ascontiguousarray(y, dtype=labels_dtype(y))
 
 
 def flip_rot90(
@@ -110,7 +127,7 @@ def flip_rot90(
     Returns
     -------
     image : np.ndarray, float32, same layout
-    labels : np.ndarray, int32
+    labels : np.ndarray, int32 (int64 when an id does not fit int32)
 
     Introduced in notebook 04.
     """

@@ -12,7 +12,9 @@ from functools import partial
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..._shared.validate import check_finite
 from .core import (
+    INT64_MAX,
     Augment,
     Named,
     Range,
@@ -69,9 +71,14 @@ def _nearest_labels(labels: np.ndarray, coords: np.ndarray, mode: str) -> np.nda
         code = np.where(code == zero, 0, np.where(code < zero, code + 1, code))
     else:
         code = code + 1
-    if max_id * (int(code.max()) + 1) > np.iinfo(np.int32).max:
-        raise ValueError("too many mirrored copies for int32 ids; use mode='constant'")
-    return np.where(out > 0, out + code * max_id, 0)
+    # Python ints: the test itself must not overflow. The copies' ids are int64.
+    if max_id * (int(code.max()) + 1) > INT64_MAX:
+        raise ValueError(
+            f"the {int(code.max())} mirrored copies would need ids up to "
+            f"{max_id * (int(code.max()) + 1)}, above 2**63 - 1 (largest id {max_id}): "
+            "relabel the labels to small ids first (skimage.segmentation.relabel_sequential)."
+        )
+    return np.where(out > 0, out + code.astype(np.int64) * max_id, 0)
 
 
 def remap(
@@ -98,7 +105,8 @@ def remap(
     Returns
     -------
     image : np.ndarray, float32, (H_out, W_out) or (C, H_out, W_out)
-    labels : np.ndarray, int32, (H_out, W_out)
+    labels : np.ndarray, int32 (int64 when an id, mirrored copies included, does not fit
+        int32), (H_out, W_out)
 
     Introduced in notebook 04.
     """
@@ -107,8 +115,7 @@ def remap(
     coords = np.asarray(coords, dtype=np.float64)
     if coords.ndim != 3 or coords.shape[0] != 2:
         raise ValueError(f"coords must be (2, H_out, W_out), got shape {coords.shape}")
-    if not np.isfinite(coords).all():
-        raise ValueError("coords must be finite")
+    check_finite(coords, "coords")
     # "grid-constant" blends towards cval beyond the edge (as OpenCV does); "mirror" is the
     # reflection that does not repeat the edge pixel, the one _fold computes for the labels.
     nd_mode = "grid-constant" if mode == "constant" else "mirror"
@@ -212,7 +219,7 @@ def elastic_deform(
     Returns
     -------
     image : np.ndarray, float32, same layout
-    labels : np.ndarray, int32, (H, W)
+    labels : np.ndarray, int32 (int64 when an id does not fit int32), (H, W)
 
     Introduced in notebook 04.
     """

@@ -35,8 +35,10 @@ _SUBMODULES = (
     "plot",
     "postprocess",
     "predict",
+    "scale",
     "targets",
     "train",
+    "zoo",
 )
 
 __all__ = ["get_mode", "is_fast", "pick", *_SUBMODULES]

@@ -26,6 +26,9 @@ method              network           targets -> loss                     output
 Introduced in notebook 03.
 """
 
+from .evaluation import outputs_of as outputs_of
+from .evaluation import score as score
+from .evaluation import tune_postprocess as tune_postprocess
 from .loading import load_model as load_model
 from .loading import read_meta as read_meta
 from .records import METHODS as METHODS

@@ -84,6 +84,9 @@ class Method:
     prepare : callable or None
         ``prepare(model, labels)``: set up a fresh network from the training labels before
         training (StarDist starts its distance head at the typical distance).
+    tuning : mapping of str to sequence
+        The values of each post-processing option to try on validation images
+        (``course_utils.methods.tune_postprocess``).
     """
 
     name: str
@@ -100,6 +103,7 @@ class Method:
     postprocess: Mapping[str, Any] = field(default_factory=dict)
     target_args: tuple[str, ...] = ()
     prepare: Callable[[nn.Module, Sequence[np.ndarray]], None] | None = None
+    tuning: Mapping[str, tuple] = field(default_factory=dict)
 
     def config(self, mode: str | None = None, **overrides: Any) -> dict[str, Any]:
         """Constructor arguments in ``mode`` (default: the current one), updated by
@@ -209,7 +213,7 @@ METHODS: Mapping[str, Method] = _frozen({
         configs=_frozen({"fast": {"out_channels": 3, "depth": 3, "base_channels": 8},
                          "full": {"out_channels": 3, "depth": 4, "base_channels": 64}}),
         targets=unet_3class_targets, loss=losses.unet_3class_loss, to_labels=_classes,
-        postprocess=_frozen({"expand": 2}),
+        postprocess=_frozen({"expand": 2}), tuning=_frozen({"expand": (1, 2, 3)}),
         predict=_frozen({"fast": {"tile_size": 256, "overlap": 32},
                          "full": {"tile_size": 512, "overlap": 64}}),
         patch_size=_frozen({"fast": 128, "full": 256}), checkpoint="03_unet_3class",
@@ -221,6 +225,8 @@ METHODS: Mapping[str, Method] = _frozen({
         targets=cellpose_targets, loss=losses.cellpose_loss, to_labels=_flows,
         postprocess=_frozen({"cellprob_threshold": 0.0, "flow_threshold": 0.4,
                              "min_size": 15, "niter": 200}),
+        tuning=_frozen({"cellprob_threshold": (-1.0, -0.5, 0.0, 0.5, 1.0),
+                        "flow_threshold": (0.4, 0.6)}),
         predict=_frozen({"fast": {"tile_size": 256, "overlap": 64},
                          "full": {"tile_size": 256, "overlap": 64}}),
         patch_size=_frozen({"fast": 128, "full": 256}), checkpoint="05_cellpose",
@@ -233,6 +239,7 @@ METHODS: Mapping[str, Method] = _frozen({
         }),
         targets=stardist_targets, target_args=("n_rays", "grid"), loss=losses.stardist_loss,
         to_labels=_polygons, postprocess=_frozen({"prob_thresh": 0.5, "nms_thresh": 0.4}),
+        tuning=_frozen({"prob_thresh": (0.3, 0.4, 0.5, 0.6, 0.7), "nms_thresh": (0.3, 0.4, 0.5)}),
         predict=_frozen({"fast": {"tile_size": None}, "full": {"tile_size": None}}),
         patch_size=_frozen({"fast": 128, "full": 256}), checkpoint="06_stardist",
         prepare=_with_distances,

@@ -1,0 +1,88 @@
+"""Object size in pixels: measure it, and rescale images so that objects have a given size.
+
+A network learns objects of the sizes it was trained on: its receptive field and its learned
+shapes are in pixels. Cellpose therefore rescales every image so that its cells have the
+diameter the model was trained at (30 px for its cytoplasm model, 17 px for nuclei); the course
+does the same with the nucleus diameter written in each zoo model's card.
+
+- :func:`object_diameters`, :func:`median_diameter`: equivalent-circle diameters of labelled
+  objects, ``2 * sqrt(area / pi)``.
+- :func:`rescale_image`, :func:`rescale_labels`: resize by a factor (bilinear for images,
+  nearest neighbour for labels), and back to a given shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ._shared.validate import check_finite, check_image, check_labels, check_real
+
+__all__ = ["median_diameter", "object_diameters", "rescale_image", "rescale_labels"]
+
+
+def object_diameters(labels: Any) -> np.ndarray:
+    """Equivalent-circle diameters ``2 * sqrt(area / pi)`` (float64, pixels) of the objects of
+    an (H, W) integer label image (0 = background), in increasing order of their ids."""
+    lab = check_labels(labels)
+    areas = np.unique(lab[lab > 0], return_counts=True)[1]
+    return 2.0 * np.sqrt(areas / np.pi)
+
+
+def median_diameter(labels: Any | Sequence[Any]) -> float:
+    """Median equivalent-circle diameter (pixels) of the objects of one label image or of a
+    list of them (pooled); ``nan`` when there is no object."""
+    images = [labels] if np.ndim(labels) == 2 else list(labels)
+    found = [object_diameters(lab) for lab in images]
+    values = np.concatenate(found) if found else np.zeros(0)
+    return float(np.median(values)) if values.size else float("nan")
+
+
+def _zoom_factors(shape: tuple[int, ...], factor: float, out_shape) -> tuple[float, ...]:
+    if out_shape is not None:
+        return tuple(o / s for o, s in zip(out_shape, shape[-2:]))
+    return (factor, factor)
+
+
+def _target_shape(shape: tuple[int, int], factor: float) -> tuple[int, int]:
+    return tuple(max(1, int(round(s * factor))) for s in shape)  # type: ignore[return-value]
+
+
+def rescale_image(
+    image: Any, factor: float = 1.0, *, shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """An (H, W) or (C, H, W) image resized by ``factor`` (or to ``shape`` = (h, w)), bilinear.
+
+    Shrinking first smooths with a Gaussian (sigma ``(1/factor - 1) / 2``), so that fine
+    structure does not alias. Returns float32 of (round(H * factor), round(W * factor)).
+    """
+    x = check_finite(np.asarray(check_image(image), np.float32), "image")
+    factor = check_real(factor, "factor", minimum=1e-3)
+    out = shape if shape is not None else _target_shape(x.shape[-2:], factor)
+    zoom = _zoom_factors(x.shape, factor, out)
+    if min(zoom) < 1:
+        sigma = [max(0.0, (1 / z - 1) / 2) for z in zoom]
+        x = ndi.gaussian_filter(x, ([0.0] if x.ndim == 3 else []) + sigma, mode="reflect")
+    grid = np.meshgrid(*[(np.arange(o) + 0.5) / z - 0.5 for o, z in zip(out, zoom)],
+                       indexing="ij")  # fmt: skip
+    coords = np.stack(grid)
+    channels = x if x.ndim == 3 else x[None]
+    result = np.stack([ndi.map_coordinates(c, coords, order=1, mode="reflect") for c in channels])
+    return (result if x.ndim == 3 else result[0]).astype(np.float32)
+
+
+def rescale_labels(
+    labels: Any, factor: float = 1.0, *, shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """An (H, W) label image resized by ``factor`` (or to ``shape``) by nearest neighbour:
+    ids are never interpolated. Same dtype; objects that shrink below a pixel may vanish."""
+    lab = check_labels(labels)
+    factor = check_real(factor, "factor", minimum=1e-3)
+    out = shape if shape is not None else _target_shape(lab.shape, factor)
+    zoom = _zoom_factors(lab.shape, factor, out)
+    rows = np.clip(((np.arange(out[0]) + 0.5) / zoom[0]).astype(np.int64), 0, lab.shape[0] - 1)
+    cols = np.clip(((np.arange(out[1]) + 0.5) / zoom[1]).astype(np.int64), 0, lab.shape[1] - 1)
+    return lab[np.ix_(rows, cols)]

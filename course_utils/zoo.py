@@ -1,0 +1,115 @@
+"""The course's model zoo: pretrained networks that the course trains itself.
+
+``scripts/train_zoo.py`` (``make zoo``) trains each method through its record on the BBBC039
+training split, chooses the checkpoint and the post-processing thresholds on the validation
+split, scores the test split, and writes into ``models/``:
+
+- ``<method>.pt``: a self-describing checkpoint (float16 weights, the network's class and
+  arguments, the tuned thresholds, the nucleus diameter it was trained at);
+- ``<method>.json`` and ``<method>.md``: its model card (data, augmentation, steps, wall time,
+  device, command, commit, versions, validation and test scores);
+- ``MANIFEST.tsv``: the sha256 and size of every file, checked by :func:`load`.
+
+``load(method)`` returns the network in eval mode, ready for ``course_utils.pipelines`` or
+``course_utils.segment``; ``available()`` lists the models with their cards. The folder is
+``models/`` beside the package (``COURSE_ZOO`` points elsewhere).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .methods import get, load_model
+
+__all__ = ["ZooError", "available", "card", "load", "zoo_dir"]
+
+REBUILD = "make zoo (python scripts/train_zoo.py --methods {method})"
+
+
+class ZooError(FileNotFoundError):
+    """A zoo model that is missing or whose file does not match the manifest."""
+
+
+def zoo_dir() -> Path:
+    """The zoo folder: ``$COURSE_ZOO`` or ``models/`` beside the package."""
+    env = os.environ.get("COURSE_ZOO")
+    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "models"
+
+
+def _manifest() -> dict[str, tuple[int, str]]:
+    path = zoo_dir() / "MANIFEST.tsv"
+    if not path.is_file():
+        raise ZooError(f"the model zoo has no manifest ({path}); build it with `make zoo`")
+    entries = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, size, sha = line.split("\t")
+            entries[name] = (int(size), sha)
+    return entries
+
+
+def _verified(name: str, method: str) -> Path:
+    """The path of zoo file ``name``, checked against the manifest (size and sha256)."""
+    entries = _manifest()
+    path = zoo_dir() / name
+    rebuild = REBUILD.format(method=method)
+    if name not in entries:
+        raise ZooError(f"{name} is not in the zoo manifest {zoo_dir() / 'MANIFEST.tsv'}; "
+                       f"rebuild it with {rebuild}")  # fmt: skip
+    if not path.is_file():
+        raise ZooError(f"the zoo file {path} is missing; rebuild it with {rebuild}")
+    size, sha = entries[name]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if path.stat().st_size != size or digest != sha:
+        raise ZooError(
+            f"the zoo file {path} does not match its manifest (size {path.stat().st_size}, "
+            f"expected {size}; sha256 {digest[:12]}..., expected {sha[:12]}...): it is corrupted "
+            f"or was changed. Restore it (git checkout {path.name}) or rebuild it with {rebuild}"
+        )
+    return path
+
+
+def available() -> dict[str, dict[str, Any]]:
+    """The zoo's models: method name -> its model card (a dict, see ``card``).
+
+    Only methods whose weights and card are in the manifest; the files are not hashed here.
+    """
+    try:
+        entries = _manifest()
+    except ZooError:
+        return {}
+    found = {}
+    for name in entries:
+        stem = name.removesuffix(".pt")
+        if name.endswith(".pt") and f"{stem}.json" in entries:
+            found[stem] = json.loads((zoo_dir() / f"{stem}.json").read_text())
+    return found
+
+
+def card(method: str) -> dict[str, Any]:
+    """The model card of ``method`` (verified against the manifest): ``method``,
+    ``architecture``, ``data``, ``augmentation``, ``steps``, ``wall_time_s``, ``device``,
+    ``command``, ``commit``, ``versions``, ``postprocess`` (the tuned thresholds),
+    ``train_diameter_px`` (median nucleus diameter the model was trained at), and the
+    ``validation`` and ``test`` scores (AP@0.5, AP@0.75, F1@0.5)."""
+    record = get(method)
+    return json.loads(_verified(f"{record.name}.json", record.name).read_text())
+
+
+def load(method: str) -> nn.Module:
+    """The zoo's network for ``method`` (a name of ``course_utils.pipelines.METHODS``), in eval
+    mode on the CPU, with float32 weights.
+
+    The file's size and sha256 are checked against ``models/MANIFEST.tsv``, and its weights
+    against their own checksum. Raises :class:`ZooError` (a ``FileNotFoundError``) naming the
+    file and the command that rebuilds it when it is missing or does not match.
+    """
+    record = get(method)
+    path = _verified(f"{record.name}.pt", record.name)
+    return load_model(path, method=record.name).float()

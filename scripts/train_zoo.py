@@ -1,0 +1,216 @@
+"""Train the course's model zoo: every method through its record, on BBBC039, with cards.
+
+    python scripts/train_zoo.py                       # all four methods, the CPU budget
+    python scripts/train_zoo.py --methods cellpose    # one method
+    python scripts/train_zoo.py --budget gpu          # the full-mode networks, on a GPU
+    torchrun --nproc_per_node=4 scripts/train_zoo.py --budget gpu   # four GPUs (or CPUs)
+
+For each method: train a network (its record's class, targets and loss; the sizes of the
+budget) on the BBBC039 training split with generalist augmentation (flips and quarter turns,
+zoom 0.5x-2x, gamma, contrast, brightness, noise, blur); keep ``best.pt`` (lowest validation
+loss) or ``last.pt``, whichever scores the higher AP@0.5 on the validation split; tune the
+post-processing on the validation split; score the test split; write ``models/<method>.pt``
+(float16 weights, self-describing), its card ``models/<method>.json`` and ``.md``, and refresh
+``models/MANIFEST.tsv`` and ``models/README.md``.
+
+Training checkpoints go to ``checkpoints/zoo/<budget>/<method>``: a run stopped by
+``--minutes`` (or killed) resumes where it stopped with the same command. Under torchrun each
+process trains on its share of every global batch (``--batch`` is the global batch, the
+learning rate is the one of that batch); rank 0 evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import torch
+import zoo_cards  # beside this script, which Python puts first on the module search path
+
+import course_utils as cu
+from course_utils import distributed
+from course_utils.data import augment as aug
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Per budget and method: network overrides, patch, global batch, epochs, patches per epoch,
+#: peak learning rate and schedule. "cpu": each model trains in about 30 minutes on 2 cores.
+BUDGETS = {
+    "cpu": {
+        "unet_weighted": {"config": {"depth": 3, "base_channels": 16}, "patch": 188, "batch": 8,
+                          "epochs": 30, "patches": 320, "lr": 2e-3, "schedule": "onecycle"},
+        "unet_3class": {"config": {"depth": 3, "base_channels": 16}, "patch": 128, "batch": 8,
+                        "epochs": 30, "patches": 640, "lr": 3e-3, "schedule": "onecycle"},
+        "cellpose": {"config": {"base_channels": 16, "depth": 3}, "patch": 128, "batch": 8,
+                     "epochs": 30, "patches": 480, "lr": 3e-3, "schedule": "onecycle"},
+        "stardist": {"config": {"base_channels": 16, "depth": 3, "grid": 2}, "patch": 128,
+                     "batch": 8, "epochs": 30, "patches": 480, "lr": 3e-3, "schedule": "onecycle"},
+    },
+    "gpu": {
+        method: {"config": {}, "patch": None, "batch": 16, "epochs": 100, "patches": 3200,
+                 "lr": 1e-3, "schedule": "onecycle"}
+        for method in cu.methods.METHODS
+    },
+}  # fmt: skip
+#: Generalist augmentation: every training patch sees a new scale, contrast and blur.
+AUGMENT = aug.compose(
+    aug.flip_rot90,
+    aug.random_affine(scale=(0.5, 2.0), mode="reflect"),
+    aug.intensity(brightness=0.1, contrast=0.3, gamma=1.5),
+    aug.gaussian_noise(sigma=(0.0, 0.05)),
+    aug.gaussian_blur(sigma=(0.0, 1.5)),
+    p=[1.0, 0.8, 0.8, 0.3, 0.3],
+)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", nargs="+", default=list(cu.methods.METHODS),
+                   choices=list(cu.methods.METHODS))  # fmt: skip
+    p.add_argument("--budget", choices=list(BUDGETS), default="cpu")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="stop training a method after this many minutes (resumable)")
+    p.add_argument("--out", type=Path, default=ROOT / "models", help="the zoo folder")
+    p.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints" / "zoo")
+    p.add_argument("--device", help="cpu, cuda, ... (default: course_utils.env.get_device)")
+    p.add_argument("--n-train", type=int, default=None, help="use the first n training images")
+    p.add_argument("--n-val", type=int, default=None)
+    p.add_argument("--n-test", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
+    p.add_argument("--patches", type=int, default=None, help="override patches per epoch")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers")
+    return p.parse_args(argv)
+
+
+def load_data(args) -> dict[str, tuple[list, list]]:
+    return {
+        split: cu.data.load_split("bbbc039", split, n=n)
+        for split, n in (("train", args.n_train), ("val", args.n_val), ("test", args.n_test))
+    }
+
+
+def train(method: str, settings: dict, data: dict, args, device) -> tuple[Path, dict]:
+    """Train (or resume) one method; returns its checkpoint folder and what the card needs."""
+    folder = args.checkpoints / args.budget / method
+    record = cu.methods.get(method)
+    patch = settings["patch"] or record.patch_size["full"]
+    epochs = args.epochs or settings["epochs"]
+    patches = args.patches or settings["patches"]
+    workers = args.workers if args.workers is not None else cu.env.dataloader_workers(full=8)
+    started = time.perf_counter()
+    model, history = cu.methods.train_method(
+        method, *data["train"], epochs=epochs, patch_size=patch, config=settings["config"],
+        patches_per_epoch=patches, augment=AUGMENT, batch_size=settings["batch"],
+        lr=settings["lr"], schedule=settings["schedule"], val_images=data["val"][0],
+        val_labels=data["val"][1], checkpoint_dir=folder, num_workers=workers,
+        data=f"bbbc039 train ({len(data['train'][0])} images)", device=device,
+        time_limit=None if args.minutes is None else 60 * args.minutes, seed=0,
+    )  # fmt: skip
+    done = len(history) == epochs
+    info = {
+        "architecture": {"network": record.network, **model.config},
+        "patch": patch, "global_batch": settings["batch"], "epochs": epochs,
+        "patches_per_epoch": patches, "steps": len(history) * -(-patches // settings["batch"]),
+        "lr": settings["lr"], "schedule": settings["schedule"],
+        "wall_time_s": sum(r["seconds"] for r in history.records),
+        "this_session_s": time.perf_counter() - started, "finished": done,
+        "world_size": distributed.world_size(),
+    }  # fmt: skip
+    return folder, info
+
+
+def choose_and_score(method: str, folder: Path, data: dict, device) -> dict:
+    """best.pt or last.pt by validation AP@0.5, its tuned post-processing, and the scores."""
+    candidates = {}
+    for name in ("best.pt", "last.pt"):
+        model = cu.methods.load_model(folder / name, method=method).to(device)
+        params, table = cu.methods.tune_postprocess(method, model, *data["val"], device=device)
+        val = next(row for row in table if all(row[k] == v for k, v in params.items()))
+        candidates[name] = (val["ap50"], model, params, val)
+    chosen = max(candidates, key=lambda k: candidates[k][0])
+    _, model, params, val = candidates[chosen]
+    test = cu.methods.score(method, model, *data["test"], device=device, **params)
+    return {"checkpoint": chosen, "model": model.cpu(), "postprocess": params,
+            "validation": _rounded(val), "test": _rounded(test)}  # fmt: skip
+
+
+def _rounded(scores: dict) -> dict:
+    return {k: round(float(scores[k]), 4) for k in ("ap50", "ap75", "f1_50")}
+
+
+def provenance(device) -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "course_utils", "scripts"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()  # fmt: skip
+        commit += " (with uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
+    packages = ("torch", "numpy", "scipy", "scikit-image", "course_utils")
+    return {
+        "command": " ".join(["python", "scripts/train_zoo.py", *sys.argv[1:]]),
+        "commit": commit,
+        "date": datetime.date.today().isoformat(),
+        "device": f"{device.type}: {name}, {torch.get_num_threads()} threads"
+        + (f", {distributed.world_size()} processes" if distributed.world_size() > 1 else ""),
+        "versions": {"python": platform.python_version(),
+                     **{p: metadata.version(p) for p in packages}},
+    }  # fmt: skip
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def baseline(data: dict) -> dict:
+    """The classical watershed on the same test images, min_distance chosen on validation."""
+    def run(split, md):
+        images, labels = data[split]
+        preds = [cu.classical.segment_classical(x, min_distance=md) for x in images]
+        stats = cu.metrics.matching_dataset(labels, preds, [0.5, 0.75])
+        return {"ap50": stats[0].accuracy, "ap75": stats[1].accuracy, "f1_50": stats[0].f1}
+
+    best = max((5, 7, 10, 14), key=lambda md: run("val", md)["ap50"])
+    return {"min_distance": best, "test": _rounded(run("test", best))}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = distributed.setup(cu.env.get_device(args.device))
+    data = load_data(args)
+    diameter = round(cu.scale.median_diameter(data["train"][1]), 1)
+    unfinished = []
+    for method in args.methods:
+        folder, info = train(method, BUDGETS[args.budget][method], data, args, device)
+        if not distributed.is_main_process():
+            continue
+        if not info["finished"]:
+            unfinished.append(method)
+            print(f"{method}: stopped by --minutes; run the same command again to resume")
+            continue
+        result = choose_and_score(method, folder, data, device)
+        card = zoo_cards.make_card(method, args.budget, info, result, diameter, AUGMENT,
+                                   provenance(device), len(data["train"][0]))  # fmt: skip
+        zoo_cards.write_model(args.out, method, result["model"], card)
+        print(f"{method}: test AP@0.5 {card['test']['ap50']:.3f} ({card['checkpoint']})")
+    if distributed.is_main_process():
+        zoo_cards.write_index(args.out, baseline(data))
+    return 1 if unfinished else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""The zoo's files: a model's self-describing float16 checkpoint, its card, the manifest and
+the index table. Used by ``scripts/train_zoo.py``; read by ``course_utils.zoo``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+import course_utils as cu
+from course_utils.checkpoint import weights_checksum
+
+CARD_COLUMNS = ("method", "architecture", "steps", "wall time", "device", "val AP@0.5",
+                "test AP@0.5", "test AP@0.75", "test F1@0.5")  # fmt: skip
+
+
+def make_card(method, budget, info, result, diameter, augment, provenance, n_train) -> dict:
+    record = cu.methods.get(method)
+    return {
+        "method": method,
+        "title": record.title,
+        "budget": budget,
+        "architecture": info["architecture"],
+        "data": f"BBBC039 (Caicedo 2019), training split: {n_train} images; thresholds and "
+        "checkpoint chosen on the validation split, scores on the test split",
+        "normalisation": "percentile 1 / 99.8 per image (course_utils.data.normalize_percentile)",
+        "augmentation": repr(augment),
+        "train_diameter_px": diameter,
+        "patch": info["patch"],
+        "global_batch": info["global_batch"],
+        "epochs": info["epochs"],
+        "patches_per_epoch": info["patches_per_epoch"],
+        "steps": info["steps"],
+        "optimiser": f"Adam, peak lr {info['lr']}, {info['schedule']} schedule",
+        "processes": info["world_size"],
+        "wall_time_s": round(info["wall_time_s"], 1),
+        "checkpoint": result["checkpoint"],
+        "postprocess": result["postprocess"],
+        "validation": result["validation"],
+        "test": result["test"],
+        **provenance,
+    }
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def write_model(out: Path, method: str, model, card: dict) -> None:
+    """``<method>.pt`` (float16 weights and the ``meta`` that rebuilds the network), and the
+    card as ``<method>.json`` and ``<method>.md``."""
+    out.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    name, config = cu.models.network_config(model)
+    meta = {
+        "format": 1, "course_version": cu.__version__, "mode": f"zoo-{card['budget']}",
+        "network": name, "network_args": config, "method": method, "data": card["data"],
+        "postprocess": card["postprocess"], "train_diameter_px": card["train_diameter_px"],
+        "weights_sha256": weights_checksum(weights),
+    }  # fmt: skip
+    tmp = out / f".{method}.pt.tmp"
+    torch.save({"model": weights, "meta": meta}, tmp)
+    tmp.replace(out / f"{method}.pt")
+    _atomic_write(out / f"{method}.json", (json.dumps(card, indent=2) + "\n").encode())
+    _atomic_write(out / f"{method}.md", _card_markdown(card).encode())
+
+
+def _card_markdown(card: dict) -> str:
+    lines = [f"# Model card: {card['title']} (`{card['method']}`)", "", "| field | value |",
+             "| --- | --- |"]  # fmt: skip
+    for key, value in card.items():
+        if key in ("title",):
+            continue
+        text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+        lines.append(f"| {key} | {text.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _row(card: dict) -> list[str]:
+    arch = card["architecture"]
+    sizes = ", ".join(f"{k} {v}" for k, v in arch.items() if k in ("depth", "base_channels"))
+    return [card["title"], f"{arch['network']} ({sizes})", str(card["steps"]),
+            f"{card['wall_time_s'] / 60:.0f} min", card["device"],
+            f"{card['validation']['ap50']:.3f}", f"{card['test']['ap50']:.3f}",
+            f"{card['test']['ap75']:.3f}", f"{card['test']['f1_50']:.3f}"]  # fmt: skip
+
+
+def write_index(out: Path, baseline: dict) -> None:
+    """``MANIFEST.tsv`` (size and sha256 of every model and card) and ``README.md``."""
+    cards = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    order = list(cu.methods.METHODS)
+    cards.sort(key=lambda c: order.index(c["method"]) if c["method"] in order else 99)
+    lines = ["# The course's model zoo", "",
+             "Trained by `make zoo` (`scripts/train_zoo.py`) on the BBBC039 training split; "
+             "scores pooled over the BBBC039 test images (AP = TP / (TP + FP + FN)). Each "
+             "model's card (`<method>.md`, `<method>.json`) has the whole record.", ""]  # fmt: skip
+    lines += ["| " + " | ".join(CARD_COLUMNS) + " |", "|" + " --- |" * len(CARD_COLUMNS)]
+    lines += ["| " + " | ".join(_row(c)) + " |" for c in cards]
+    t = baseline["test"]
+    lines += [f"| classical watershed (min_distance {baseline['min_distance']}) | Otsu + "
+              f"watershed | - | - | - | - | {t['ap50']:.3f} | {t['ap75']:.3f} | "
+              f"{t['f1_50']:.3f} |", ""]  # fmt: skip
+    _atomic_write(out / "README.md", "\n".join(lines).encode())
+    entries = []
+    for path in sorted(out.iterdir()):
+        if path.suffix in (".pt", ".json") and not path.name.startswith("."):
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            entries.append(f"{path.name}\t{path.stat().st_size}\t{digest}")
+    _atomic_write(out / "MANIFEST.tsv", ("\n".join(entries) + "\n").encode())

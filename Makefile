@@ -10,7 +10,7 @@ JOBS ?= 2
 # Builds and tests draw static figures: nobody is there to move a slider.
 course site test test-fast: export COURSE_STATIC_FIGURES = 1
 
-.PHONY: help setup notebooks course site book test test-fast lab bench clean
+.PHONY: help setup notebooks course site book test test-fast lab bench zoo clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ test-fast: setup  ## unit tests only (no notebooks, no website)
 
 lab: setup  ## open JupyterLab on the course
 	$(VENV)/bin/jupyter lab notebooks/
+
+zoo: setup  ## train the model zoo into models/ (about 30 min a model on 2 CPU cores; resumable)
+	$(PY) scripts/train_zoo.py $(ZOO_ARGS)
 
 bench: setup  ## speed against the reference packages (writes benchmarks/results/)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

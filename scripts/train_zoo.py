@@ -44,13 +44,13 @@ ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = {
     "cpu": {
         "unet_weighted": {"config": {"depth": 3, "base_channels": 16}, "patch": 188, "batch": 8,
-                          "epochs": 30, "patches": 320, "lr": 2e-3, "schedule": "onecycle"},
+                          "epochs": 30, "patches": 1600, "lr": 2e-3, "schedule": "onecycle"},
         "unet_3class": {"config": {"depth": 3, "base_channels": 16}, "patch": 128, "batch": 8,
-                        "epochs": 30, "patches": 640, "lr": 3e-3, "schedule": "onecycle"},
+                        "epochs": 30, "patches": 1920, "lr": 3e-3, "schedule": "onecycle"},
         "cellpose": {"config": {"base_channels": 16, "depth": 3}, "patch": 128, "batch": 8,
-                     "epochs": 30, "patches": 480, "lr": 3e-3, "schedule": "onecycle"},
-        "stardist": {"config": {"base_channels": 16, "depth": 3, "grid": 2}, "patch": 128,
-                     "batch": 8, "epochs": 30, "patches": 480, "lr": 3e-3, "schedule": "onecycle"},
+                     "epochs": 30, "patches": 880, "lr": 3e-3, "schedule": "onecycle"},
+        "stardist": {"config": {"base_channels": 32, "depth": 3, "grid": 2}, "patch": 128,
+                     "batch": 8, "epochs": 30, "patches": 1440, "lr": 3e-3, "schedule": "onecycle"},
     },
     "gpu": {
         method: {"config": {}, "patch": None, "batch": 16, "epochs": 100, "patches": 3200,
@@ -85,6 +85,9 @@ def parse_args(argv):
     p.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
     p.add_argument("--patches", type=int, default=None, help="override patches per epoch")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers")
+    p.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
+                   help="mixed precision; auto: fit's default, and bfloat16 on CPUs that "
+                   "compute it natively (AVX512-BF16 or AMX), 1.5-2x faster there")
     return p.parse_args(argv)
 
 
@@ -111,6 +114,7 @@ def train(method: str, settings: dict, data: dict, args, device) -> tuple[Path, 
         val_labels=data["val"][1], checkpoint_dir=folder, num_workers=workers,
         data=f"bbbc039 train ({len(data['train'][0])} images)", device=device,
         time_limit=None if args.minutes is None else 60 * args.minutes, seed=0,
+        amp=_amp(args.amp, device),
     )  # fmt: skip
     done = len(history) == epochs
     info = {
@@ -120,9 +124,25 @@ def train(method: str, settings: dict, data: dict, args, device) -> tuple[Path, 
         "lr": settings["lr"], "schedule": settings["schedule"],
         "wall_time_s": sum(r["seconds"] for r in history.records),
         "this_session_s": time.perf_counter() - started, "finished": done,
-        "world_size": distributed.world_size(),
+        "world_size": distributed.world_size(), "amp": str(_amp(args.amp, device)),
     }  # fmt: skip
     return folder, info
+
+
+def _amp(choice: str, device) -> str | bool:
+    if choice != "auto":
+        return choice == "on"
+    if device.type == "cpu" and _cpu_has_bf16():
+        return "bf16"
+    return "auto"
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def choose_and_score(method: str, folder: Path, data: dict, device) -> dict:

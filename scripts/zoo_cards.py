@@ -34,6 +34,7 @@ def make_card(method, budget, info, result, diameter, augment, provenance, n_tra
         "patches_per_epoch": info["patches_per_epoch"],
         "steps": info["steps"],
         "optimiser": f"Adam, peak lr {info['lr']}, {info['schedule']} schedule",
+        "mixed_precision": info["amp"],
         "processes": info["world_size"],
         "wall_time_s": round(info["wall_time_s"], 1),
         "checkpoint": result["checkpoint"],

@@ -50,10 +50,11 @@ __all__ = [
     "with_gaps",
 ]
 
-#: The names of the four methods, in the course's order.
-METHODS = tuple(methods.METHODS)
+#: The four nucleus methods of notebooks 03, 05 and 06, in the course's order (the model zoo
+#: has one model of each; ``course_utils.methods.METHODS`` may hold more records).
+METHODS = ("unet_weighted", "unet_3class", "cellpose", "stardist")
 #: Checkpoint folder (``checkpoint_dir(name)``) where the notebook that introduces it saves it.
-CHECKPOINTS = {name: record.checkpoint for name, record in methods.METHODS.items()}
+CHECKPOINTS = {name: methods.get(name).checkpoint for name in METHODS}
 
 
 def model_config(method: str) -> dict[str, Any]:

@@ -93,7 +93,7 @@ def _row(card: dict) -> list[str]:
 def write_index(out: Path, baseline: dict) -> None:
     """``MANIFEST.tsv`` (size and sha256 of every model and card) and ``README.md``."""
     cards = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
-    order = list(cu.methods.METHODS)
+    order = list(cu.pipelines.METHODS)
     cards.sort(key=lambda c: order.index(c["method"]) if c["method"] in order else 99)
     lines = ["# The course's model zoo", "",
              "Trained by `make zoo` (`scripts/train_zoo.py`) on the BBBC039 training split; "

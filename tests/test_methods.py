@@ -31,7 +31,7 @@ def data():
 
 
 def test_every_method_has_one_complete_record():
-    assert tuple(methods.METHODS) == pipelines.METHODS
+    assert set(pipelines.METHODS) <= set(methods.METHODS)
     for name, record in methods.METHODS.items():
         assert record.name == name and record.notebook in ("03", "05", "06")
         assert set(record.configs) == {"fast", "full"} == set(record.patch_size)

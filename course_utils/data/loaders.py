@@ -1,5 +1,8 @@
 """One loader for real and synthetic data: ``load_split`` and percentile normalisation.
 
+Real datasets (BBBC039, Kromp 2020, Usiigaci) are read through the registry; see
+``data/README.md`` for their splits, licences and citations.
+
 ``load_split("bbbc039", "train")`` reads the registered BBBC039 files through ``fetch`` (cache,
 mirror, download); ``load_split("synthetic", "train")`` generates touching nuclei and needs no
 files at all. Both return the same thing: a list of float32 images and a list of int32 labels.
@@ -20,13 +23,15 @@ from .synthetic import synthetic_cells, synthetic_nuclei
 
 __all__ = [
     "DATASETS",
+    "as_grey",
     "load_split",
     "normalize_percentile",
     "read_bbbc039_mask",
     "read_image",
+    "read_label_image",
 ]
 
-DATASETS = ("bbbc039", "synthetic", "synthetic_cells")
+DATASETS = ("bbbc039", "kromp2020", "usiigaci", "synthetic", "synthetic_cells")
 SYNTHETIC_SHAPE = (256, 256)
 SYNTHETIC_SIZES = {"train": 24, "val": 8, "test": 8}
 
@@ -135,27 +140,72 @@ def _normalized(key: tuple, image: np.ndarray, axis: tuple[int, ...] | None) -> 
     return _rescale(image, *_BOUNDS[key], clip=False, eps=1e-6)
 
 
-# name -> raw (uint16 image, int32 labels); notebooks call load_split again and again.
-_BBBC039: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+def read_label_image(path: str | Path) -> np.ndarray:
+    """Read an instance label image (TIFF or PNG of integer ids, 0 = background) as int32.
+
+    Ids are kept as they are (touching objects must already have different ids); an RGB file
+    or one with more than 2**31 - 1 ids is refused, since colours are not ids.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        arr = tifffile.imread(str(path))
+    else:
+        with Image.open(path) as im:
+            arr = np.asarray(im)
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{path} is not a 2-D integer label image (shape {arr.shape}, dtype "
+                         f"{arr.dtype})")  # fmt: skip
+    if arr.size and int(arr.max()) > np.iinfo(np.int32).max:
+        raise ValueError(f"{path} has ids above 2**31 - 1")
+    return arr.astype(np.int32)
 
 
-def _bbbc039_pairs(names: list[str], download: bool | None) -> list[tuple[np.ndarray, ...]]:
+def as_grey(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """A 2-D image from a grey one, or from an RGB(A) file whose colour channels are equal
+    (as Kromp 2020's DAPI images are); other colour images are refused."""
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        rgb = image[..., :3]
+        if (rgb == rgb[..., :1]).all():
+            return rgb[..., 0]
+        raise ValueError(f"{name} is a colour image (H, W, {image.shape[-1]}) whose channels "
+                         "differ: convert it to one channel first")  # fmt: skip
+    raise ValueError(f"{name} must be a 2-D image, got shape {image.shape}")
+
+
+#: Registered datasets read by ``load_split``: image and label paths (from a file stem) and the
+#: label reader. BBBC039's masks colour touching nuclei; the others store ids directly.
+_REAL = {
+    "bbbc039": ("images/{}.tif", "masks/{}.png", read_bbbc039_mask),
+    "kromp2020": ("images/{}.tif", "labels/{}.tif", read_label_image),
+    "usiigaci": ("images/{}.tif", "labels/{}.png", read_label_image),
+}
+# (dataset, stem) -> raw (image, int32 labels); notebooks call load_split again and again.
+_PAIRS: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _real_pairs(dataset: str, names: list[str], download: bool | None) -> list[tuple]:
     """Raw pairs of the named fields of view, read once and kept in memory (read-only)."""
-    missing = [stem for stem in names if stem not in _BBBC039]
+    image_at, labels_at, read_labels = _REAL[dataset]
+    missing = [stem for stem in names if (dataset, stem) not in _PAIRS]
     # Locate (and verify) every file before reading any, so a missing one fails fast.
     paths = [
-        (
-            fetch("bbbc039", f"images/{s}.tif", download=download),
-            fetch("bbbc039", f"masks/{s}.png", download=download),
-        )
+        (fetch(dataset, image_at.format(s), download=download),
+         fetch(dataset, labels_at.format(s), download=download))
         for s in missing
-    ]
+    ]  # fmt: skip
     for stem, (image_path, mask_path) in zip(missing, paths):
-        image, labels = read_image(image_path), read_bbbc039_mask(mask_path)
+        image = as_grey(read_image(image_path), str(image_path))
+        labels = read_labels(mask_path)
         image.flags.writeable = False  # shared by every caller: nobody may change it in place
         labels.flags.writeable = False
-        _BBBC039[stem] = (image, labels)
-    return [_BBBC039[stem] for stem in names]
+        _PAIRS[dataset, stem] = (image, labels)
+    return [_PAIRS[dataset, stem] for stem in names]
 
 
 def _synthetic_seed(seed: int, split: str, index: int) -> int:
@@ -195,15 +245,20 @@ def load_split(
 
     Parameters
     ----------
-    name : {"bbbc039", "synthetic", "synthetic_cells"}
+    name : {"bbbc039", "kromp2020", "usiigaci", "synthetic", "synthetic_cells"}
         ``"bbbc039"``: the registered BBBC039 nuclei (520 x 696) through the cache/mirror.
+        ``"kromp2020"``: DAPI nuclei in tissue sections (Kromp 2020; 914 x 1225, ~300-400
+        nuclei each): ``"train"`` 3 images (to fine-tune on), ``"test"`` 2.
+        ``"usiigaci"``: phase-contrast NIH/3T3 fibroblasts with whole-cell labels (Tsai 2019;
+        1022 x 1024): ``"train"`` 40, ``"val"`` 5 (both from the authors' training list),
+        ``"test"`` 5 (the authors' validation list).
         ``"synthetic"``: ``synthetic_nuclei`` images, 256 x 256, no files needed.
         ``"synthetic_cells"``: ``synthetic_cells`` two-channel images, 256 x 256.
     split : {"train", "val", "test"}
     n : int, optional
         Take the first ``n`` images of the split (in the split file's order). Default: all
-        (BBBC039 100/50/48; synthetic 24/8/8). Synthetic splits can be made longer than that;
-        their i-th image depends only on (seed, split, i).
+        (BBBC039 100/50/48; Kromp 3/-/2; Usiigaci 40/5/5; synthetic 24/8/8). Synthetic
+        splits can be made longer than that; their i-th image depends only on (seed, split, i).
     normalize : bool
         Apply ``normalize_percentile`` (per channel for ``synthetic_cells``); otherwise the raw
         values are only cast to float32.
@@ -232,10 +287,10 @@ def load_split(
         raise ValueError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
-    if name == "bbbc039":
-        names = split_names("bbbc039", split)
+    if name in _REAL:
+        names = split_names(name, split)
         names = names[: _count(n, len(names), name, split)]
-        pairs = _bbbc039_pairs(names, download)
+        pairs = _real_pairs(name, names, download)
         keys = [(name, stem) for stem in names]
     else:
         count = _count(n, None, name, split)

@@ -36,19 +36,26 @@ _SUBMODULES = (
     "postprocess",
     "predict",
     "scale",
+    "segmentation",
     "targets",
     "train",
     "zoo",
 )
 
-__all__ = ["get_mode", "is_fast", "pick", *_SUBMODULES]
+#: The calls a user needs on their own images, at the top level: ``course_utils.segment(image)``.
+_TOP_LEVEL = {"segment": "segmentation", "fine_tune": "segmentation",
+              "estimate_diameter": "segmentation"}  # fmt: skip
+
+__all__ = ["get_mode", "is_fast", "pick", *_TOP_LEVEL, *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
+    if name in _TOP_LEVEL:
+        return getattr(importlib.import_module(f".{_TOP_LEVEL[name]}", __name__), name)
     raise AttributeError(f"module 'course_utils' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SUBMODULES))
+    return sorted(set(globals()) | set(_SUBMODULES) | set(_TOP_LEVEL))

@@ -4,7 +4,8 @@
 - ``fetch``, ``list_files``, ``split_names``: registered files (URL + sha256) found in the cache
   ``COURSE_DATA_CACHE``, the mirror ``COURSE_DATA_MIRROR``, or downloaded unless
   ``COURSE_OFFLINE=1``; ``DataUnavailableError`` when none of these works.
-- ``load_split``: one API for BBBC039 and the synthetic sets; ``normalize_percentile``.
+- ``load_split``: one API for BBBC039, Kromp 2020, Usiigaci and the synthetic sets;
+  ``normalize_percentile``; ``load_folder`` for a folder of your own images and masks.
 - ``PatchDataset``: random training crops as a torch Dataset (torch is imported on first use).
 - ``augment``: augmentations ``(image, labels, rng) -> (image, labels)`` for ``PatchDataset``
   (flips, rotation, affine, elastic, intensity, noise, blur, ``compose``); notebook 04.
@@ -17,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import augment
+from .folders import load_folder
 from .loaders import load_split, normalize_percentile, read_bbbc039_mask, read_image
 from .registry import (
     DataUnavailableError,
@@ -37,6 +39,7 @@ __all__ = [
     "fetch",
     "list_datasets",
     "list_files",
+    "load_folder",
     "load_split",
     "mirror_dir",
     "normalize_percentile",

@@ -197,15 +197,12 @@ def _cpu_model() -> str:
 
 
 def baseline(data: dict) -> dict:
-    """The classical watershed on the same test images, min_distance chosen on validation."""
-    def run(split, md):
-        images, labels = data[split]
-        preds = [cu.classical.segment_classical(x, min_distance=md) for x in images]
-        stats = cu.metrics.matching_dataset(labels, preds, [0.5, 0.75])
-        return {"ap50": stats[0].accuracy, "ap75": stats[1].accuracy, "f1_50": stats[0].f1}
-
-    best = max((5, 7, 10, 14), key=lambda md: run("val", md)["ap50"])
-    return {"min_distance": best, "test": _rounded(run("test", best))}
+    """The classical baseline of notebook 01 (``cu.classical.BASELINE``) on the test images."""
+    images, labels = data["test"]
+    preds = [cu.classical.baseline(x) for x in images]
+    stats = cu.metrics.matching_dataset(labels, preds, [0.5, 0.75])
+    scores = {"ap50": stats[0].accuracy, "ap75": stats[1].accuracy, "f1_50": stats[0].f1}
+    return {"min_distance": cu.classical.BASELINE["min_distance"], "test": _rounded(scores)}
 
 
 def main(argv=None) -> int:

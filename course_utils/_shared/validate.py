@@ -118,6 +118,7 @@ def check_labels(
     ndim: tuple[int, ...] = (2,),
     allow_bool: bool = False,
     allow_empty: bool = False,
+    allow_unknown: bool = False,
     bool_hint: str = "label it first (skimage.measure.label)",
 ) -> np.ndarray:
     """Return an instance label image as a numpy array, or raise a clear error.
@@ -125,7 +126,8 @@ def check_labels(
     Parameters
     ----------
     labels : numpy.ndarray or torch.Tensor
-        Integer ids, 0 = background (a tensor is copied to the CPU).
+        Integer ids, 0 = background (a tensor is copied to the CPU); with ``allow_unknown``
+        also -1 = unknown (sparse annotations, ``course_utils.sparse``).
     name : str
         The argument's name, used in the messages.
     ndim : tuple of int
@@ -134,6 +136,9 @@ def check_labels(
         Accept a boolean mask (returned as is).
     allow_empty : bool
         Accept an array with no element.
+    allow_unknown : bool
+        Accept -1, the "unknown" value of sparse labels (ids below -1 are still refused). Only
+        for the callers that treat -1 as unknown; everywhere else a negative id is an error.
     bool_hint : str
         What to do with a boolean mask when it is refused.
 
@@ -147,7 +152,8 @@ def check_labels(
     TypeError
         Float, complex or (unless ``allow_bool``) boolean dtype.
     ValueError
-        Wrong number of dimensions, empty (unless ``allow_empty``) or negative ids.
+        Wrong number of dimensions, empty (unless ``allow_empty``) or negative ids (below
+        -1 with ``allow_unknown``).
     """
     arr = to_numpy(labels)
     if arr.dtype == bool:
@@ -166,7 +172,12 @@ def check_labels(
         if allow_empty:
             return arr
         raise ValueError(f"{name} is empty (shape {arr.shape}).")
-    if np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < 0:
+    if np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < (-1 if allow_unknown else 0):
+        if allow_unknown:
+            raise ValueError(
+                f"{name} has ids below -1 (min {arr.min()}); sparse labels hold -1 (unknown), "
+                "0 (background) and ids > 0 (objects)."
+            )
         raise ValueError(
             f"{name} has negative ids (min {arr.min()}); ids must be >= 0 (0 = background)."
         )

@@ -2,6 +2,8 @@
 
 from .flows import flows_to_masks as flows_to_masks
 from .flows import follow_flows as follow_flows
+from .grouping import affinities_to_labels as affinities_to_labels
+from .grouping import affinity_components as affinity_components
 from .instances import classes_to_labels as classes_to_labels
 from .instances import foreground_to_labels as foreground_to_labels
 from .instances import stardist_to_labels as stardist_to_labels

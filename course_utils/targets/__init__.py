@@ -1,9 +1,13 @@
 """targets: instance labels -> training targets (see the modules inside).
 
 Each method's training targets are one function here: ``unet_2class_targets``,
-``unet_3class_targets``, ``cellpose_targets``, ``stardist_targets``.
+``unet_3class_targets``, ``cellpose_targets``, ``stardist_targets``, ``affinity_targets``.
 """
 
+from .affinities import AFFINITY_OFFSETS as AFFINITY_OFFSETS
+from .affinities import affinity_targets as affinity_targets
+from .affinities import affinity_valid as affinity_valid
+from .affinities import label_affinities as label_affinities
 from .flows import FLOW_SCALE as FLOW_SCALE
 from .flows import cellpose_targets as cellpose_targets
 from .flows import masks_to_flows as masks_to_flows

@@ -789,7 +789,7 @@ recipe_checks["segment_cellpose = record"] = np.array_equal(
     predictions[0], CELLPOSE.segment(model, test_images[0])
 )
 print(recipe_checks)
-classical = [cu.classical.segment_classical(x, min_distance=7) for x in test_images]
+classical = [cu.classical.baseline(x) for x in test_images]  # the recipe of notebook 01
 thresholds = np.round(np.arange(0.5, 0.96, 0.05), 2)
 scores = cu.metrics.matching_dataset(test_labels, predictions, thresh=0.5)
 ap = cu.metrics.average_precision(test_labels, predictions, thresholds)

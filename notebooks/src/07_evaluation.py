@@ -75,7 +75,7 @@ print(
 test_images, test_labels = cu.data.load_split("bbbc039", "test", n=N_TEST)
 val_images, val_labels = cu.data.load_split("bbbc039", "val", n=N_VAL)
 image, truth = test_images[0], test_labels[0]
-classical = cu.classical.segment_classical(image, min_distance=7)
+classical = cu.classical.baseline(image)  # the recipe of notebook 01
 fig, axes = plt.subplots(1, 2, figsize=(14, 5.2))
 cu.plot.overlay(image, truth, ax=axes[0], title=f"ground truth: {truth.max()} nuclei")
 cu.plot.overlay(image, classical, ax=axes[1], title=f"classical watershed: {classical.max()}")
@@ -472,7 +472,7 @@ empty_truth = cu.data.read_bbbc039_mask(cu.data.fetch("bbbc039", f"masks/{empty_
 empty_image = cu.data.normalize_percentile(
     cu.data.read_image(cu.data.fetch("bbbc039", f"images/{empty_name}.tif"))
 )
-empty_pred = cu.classical.segment_classical(empty_image, min_distance=7)
+empty_pred = cu.classical.baseline(empty_image)
 perfect_on_empty = cu.metrics.matching(empty_truth, np.zeros_like(empty_truth), 0.5)
 print(f"{empty_truth.max()} true nuclei; the classical pipeline finds {empty_pred.max()} objects")
 print(f"a perfect (empty) prediction: F1 {perfect_on_empty.f1}, pixel Dice "
@@ -583,7 +583,8 @@ pd.DataFrame(border_rows).T.round(3)
 #
 # ## 4 · The capstone: every method on the same test images
 # One test set, the same metrics for all:
-# - **classical watershed** (notebook 01), its `min_distance` chosen on the validation images;
+# - **classical watershed** (notebook 01), with the course's baseline recipe
+#   (`cu.classical.BASELINE`, tuned on all 50 validation images);
 # - **U-Net 2-class + weight map** (Ronneberger et al. 2015, notebook 03): valid convolutions,
 #   foreground with a gap between touching nuclei; instances = connected components;
 # - **U-Net 3-class** (notebook 03): background, interior, boundary; instances = interior
@@ -604,11 +605,7 @@ METHODS = {
     "cellpose": "Cellpose-style (05)",
     "stardist": "StarDist-style (06)",
 }
-md_scores = {md: cu.metrics.matching_dataset(
-    val_labels, [cu.classical.segment_classical(x, min_distance=md) for x in val_images], 0.5
-).f1 for md in (5, 7, 10)}  # fmt: skip
-best_md = max(md_scores, key=md_scores.get)
-print("classical, validation F1 per min_distance:", {k: round(v, 3) for k, v in md_scores.items()})
+print("the classical baseline of notebook 01:", cu.classical.BASELINE)
 
 # %% [markdown]
 # The networks: the checkpoint of the earlier notebook when it exists (in this mode), otherwise
@@ -698,7 +695,7 @@ print("StarDist, validation F1 per prob_thresh:", stardist_grid)
 
 # %%
 segment = {
-    "classical": lambda x: cu.classical.segment_classical(x, min_distance=best_md),
+    "classical": cu.classical.baseline,
     "unet_weighted": lambda x: cu.pipelines.unet_2class_instances(models["unet_weighted"], x),
     "unet_3class": lambda x: cu.pipelines.unet_3class_instances(models["unet_3class"], x),
     "cellpose": lambda x: cu.pipelines.cellpose_instances(

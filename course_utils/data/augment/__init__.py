@@ -21,6 +21,10 @@ own ids ``id + k * max_id`` (``k >= 1`` numbers the copies, as ``PatchDataset`` 
 pads); ``(new_id - 1) % max_id + 1`` is the original id. These ids are computed in int64; a
 transform whose copies would need ids above ``2**63 - 1`` raises ``ValueError``.
 
+Sparse labels (``course_utils.sparse``: -1 = unknown, 0 = annotated background) are refused by
+these transforms, as any negative id is; ``with_unknown(augment)`` runs any of them on sparse
+labels, keeping -1 unknown (never an id, never interpolated, and unknown beyond the border).
+
 Introduced in notebook 04.
 """
 
@@ -35,8 +39,11 @@ from .geometric import remap as remap
 from .intensity import gaussian_blur as gaussian_blur
 from .intensity import gaussian_noise as gaussian_noise
 from .intensity import intensity as intensity
+from .unknown import UNKNOWN as UNKNOWN
+from .unknown import with_unknown as with_unknown
 
 __all__ = [
+    "UNKNOWN",
     "compose",
     "elastic",
     "elastic_deform",
@@ -48,4 +55,5 @@ __all__ = [
     "random_affine",
     "random_rotation",
     "remap",
+    "with_unknown",
 ]

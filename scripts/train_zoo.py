@@ -84,6 +84,9 @@ def parse_args(argv):
     p.add_argument("--n-test", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
     p.add_argument("--patches", type=int, default=None, help="override patches per epoch")
+    p.add_argument("--batch", type=int, default=None,
+                   help="override the global batch (split over the torchrun processes)")
+    p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers")
     p.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
                    help="mixed precision; auto: fit's default, and bfloat16 on CPUs that "
@@ -102,6 +105,8 @@ def train(method: str, settings: dict, data: dict, args, device) -> tuple[Path, 
     """Train (or resume) one method; returns its checkpoint folder and what the card needs."""
     folder = args.checkpoints / args.budget / method
     record = cu.methods.get(method)
+    settings = {**settings, **{k: v for k, v in (("batch", args.batch), ("lr", args.lr))
+                               if v is not None}}  # fmt: skip
     patch = settings["patch"] or record.patch_size["full"]
     epochs = args.epochs or settings["epochs"]
     patches = args.patches or settings["patches"]

@@ -12,6 +12,11 @@ Source: ``notebooks/src/NN_name.py`` in jupytext's percent format. Conventions (
   required at the top level of a cell.
 - ``nbval-check-output`` cells end with lines ``# > text``: the expected printed output. They are
   stored as the cell's output, so that nbval compares them (the only outputs committed).
+- Every generated notebook gets a set-up cell as its first code cell (tagged ``remove-cell``:
+  the website leaves it out). Where ``course_utils`` is importable it does nothing; elsewhere
+  (Colab) it clones the repository that ``repository.url`` in ``_config.yml`` names and installs
+  the course, or, while that setting is empty, says how to install it. Change the setting, then
+  run ``make notebooks``.
 
 Generated notebooks carry no other outputs and have deterministic metadata and cell ids, so that
 ``--check`` can compare them byte for byte.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import importlib.util
 import json
 import re
 import sys
@@ -29,8 +35,11 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "_config.yml"
+SITE_EXTENSION = ROOT / "docs" / "_ext" / "course_site.py"  # reads repository.url
 SRC = ROOT / "notebooks" / "src"
 OUT_SOLUTION = ROOT / "notebooks"
 OUT_EXERCISE = ROOT / "notebooks" / "exercises"
@@ -44,6 +53,41 @@ EXERCISE_BANNER = (
     "> **Exercise version.** Cells marked `TODO` are yours to complete; the cell after each one "
     "checks your answer. The full solution is the notebook of the same name in `notebooks/`."
 )
+SETUP_ID = "setup"
+SETUP_TAGS = ["remove-cell"]
+SETUP_INSTALL = """\
+# Set-up for Colab, or any Python without the course: when `course_utils` is missing, this cell
+# clones the course repository and installs it (a minute or two). Where the course is installed
+# already (`make lab` in the course folder), it does nothing.
+import importlib.util
+
+if importlib.util.find_spec("course_utils") is None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    REPOSITORY, BRANCH = "{url}", "{branch}"
+    folder = Path(REPOSITORY.rsplit("/", 1)[-1]).resolve()
+    if not folder.exists():
+        clone = ["git", "clone", "--depth", "1", "--branch", BRANCH, REPOSITORY, str(folder)]
+        subprocess.run(clone, check=True)
+    install = ["pip", "install", "-q", "-e", str(folder), "albumentations>=2"]
+    subprocess.run([sys.executable, "-m", *install], check=True)
+    sys.path.insert(0, str(folder))
+    importlib.invalidate_caches()"""
+SETUP_MANUAL = """\
+# Set-up: this notebook needs the course's package `course_utils`; `make lab` in the course
+# folder installs it. Elsewhere (Colab, a fresh Python), install the course, restart the kernel
+# and run the notebook again:
+#     !git clone <the course repository> course && pip install -q -e course
+# (With `repository.url` set in the course's _config.yml, this cell does all that by itself.)
+import importlib.util
+
+if importlib.util.find_spec("course_utils") is None:
+    raise ModuleNotFoundError(
+        "This notebook needs the course's package course_utils, which is not installed here. "
+        "Install the course as the comment at the top of this cell says, then run it again."
+    )"""
 METADATA = {
     "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
     "language_info": {"name": "python"},
@@ -100,8 +144,41 @@ def _expected_output(cell) -> None:
     ]
 
 
-def build(path: Path) -> tuple[dict, dict]:
-    """Return the (solution, exercise) notebooks generated from one source file."""
+def read_config() -> dict:
+    """``_config.yml``, where the repository setting lives."""
+    return yaml.safe_load(CONFIG.read_text(encoding="utf-8")) or {}
+
+
+def setup_source(config: dict) -> str:
+    """The set-up cell for the repository that ``config`` (``_config.yml``) names, if any."""
+    spec = importlib.util.spec_from_file_location("course_site", SITE_EXTENSION)
+    site = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(site)
+    try:
+        repo = site.repository(config)
+    except ValueError as err:
+        raise SourceError(str(err)) from None
+    if repo is None:
+        return SETUP_MANUAL
+    return SETUP_INSTALL.format(url=repo.url, branch=repo.branch)
+
+
+def _insert_setup(notebook: dict, source: str) -> None:
+    """Put the set-up cell before the first code cell."""
+    first = next((i for i, c in enumerate(notebook.cells) if c.cell_type == "code"), None)
+    if first is not None:
+        cell = nbformat.v4.new_code_cell(source, id=SETUP_ID)
+        cell.metadata["tags"] = list(SETUP_TAGS)
+        notebook.cells.insert(first, cell)
+
+
+def build(path: Path, config: dict | None = None) -> tuple[dict, dict]:
+    """Return the (solution, exercise) notebooks generated from one source file.
+
+    ``config`` is ``_config.yml`` (read from the course folder when not given); its repository
+    setting decides what the set-up cell does.
+    """
+    setup = setup_source(read_config() if config is None else config)
     source = jupytext.read(path, fmt="py:percent")
     solution = nbformat.v4.new_notebook(metadata=copy.deepcopy(METADATA))
     exercise = nbformat.v4.new_notebook(metadata=copy.deepcopy(METADATA))
@@ -125,6 +202,8 @@ def build(path: Path) -> tuple[dict, dict]:
         n_exercises += "solution" in tags
         solution.cells.append(sol)
         exercise.cells.append(exe)
+    _insert_setup(solution, setup)
+    _insert_setup(exercise, setup)
     if n_exercises:
         exercise.cells.insert(1, nbformat.v4.new_markdown_cell(EXERCISE_BANNER, id="banner"))
     return solution, exercise
@@ -144,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     if not sources:
         print(f"no notebook sources in {SRC}", file=sys.stderr)
         return 1
+    config = read_config()
     for path in sources:
-        solution, exercise = build(path)
+        solution, exercise = build(path, config)
         targets = [(OUT_SOLUTION / f"{path.stem}.ipynb", solution)]
         if any("solution" in c.metadata.get("tags", []) for c in solution.cells):
             targets.append((OUT_EXERCISE / f"{path.stem}.ipynb", exercise))

@@ -43,10 +43,15 @@ print("hello")
 '''
 
 
-def _build(tmp_path, text):
+URL = "https://github.com/example-org/microscopy-course"
+WITH_URL = {"repository": {"url": URL, "branch": "teaching"}}
+WITHOUT_URL = {"repository": {"url": ""}}
+
+
+def _build(tmp_path, text, config=None):
     path = tmp_path / "99_demo.py"
     path.write_text(text)
-    return bn.build(path)
+    return bn.build(path, config)
 
 
 def test_solution_keeps_code_and_drops_markers(tmp_path):
@@ -60,7 +65,7 @@ def test_solution_keeps_code_and_drops_markers(tmp_path):
 
 def test_exercise_replaces_blocks_with_todo_and_stubs(tmp_path):
     _, exercise = _build(tmp_path, SOURCE)
-    code = [c.source for c in exercise.cells if c.cell_type == "code"]
+    code = [c.source for c in exercise.cells if c.cell_type == "code" and c.id != bn.SETUP_ID]
     assert "y = 2 * x" not in code[0] and "raise NotImplementedError" in code[0]
     assert "# TODO" in code[0] and '"""Double x."""' in code[0]
     assert code[1].splitlines()[1:] == ["z = None", "w = None"]
@@ -87,6 +92,77 @@ def test_expected_output_is_stored(tmp_path):
 def test_bad_sources_are_reported(tmp_path, bad, message):
     with pytest.raises(bn.SourceError, match=message):
         _build(tmp_path, bad)
+
+
+class _Recorder:
+    """Stands in for subprocess.run: records the commands."""
+
+    def __init__(self):
+        self.commands = []
+
+    def __call__(self, command, check=False):
+        self.commands.append(command)
+
+
+def _run_setup(source, monkeypatch, installed):
+    """Run a set-up cell as a kernel would, with or without course_utils importable."""
+    import importlib.util
+    import subprocess
+
+    real = importlib.util.find_spec
+    missing = lambda name, *a: None if name == "course_utils" else real(name, *a)
+    if not installed:
+        monkeypatch.setattr(importlib.util, "find_spec", missing)
+    recorder = _Recorder()
+    monkeypatch.setattr(subprocess, "run", recorder)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    exec(compile(source, "setup-cell", "exec"), {})
+    return recorder.commands
+
+
+@pytest.mark.parametrize("config", [WITH_URL, WITHOUT_URL], ids=["url", "no-url"])
+def test_setup_cell_comes_first_and_the_website_leaves_it_out(tmp_path, config):
+    solution, exercise = _build(tmp_path, SOURCE, config)
+    for notebook in (solution, exercise):
+        first = next(c for c in notebook.cells if c.cell_type == "code")
+        assert first.id == bn.SETUP_ID and first.metadata["tags"] == ["remove-cell"]
+        assert sum(c.id == bn.SETUP_ID for c in notebook.cells) == 1
+    assert solution.cells[0].cell_type == "markdown" and solution.cells[1].id == bn.SETUP_ID
+    assert "Exercise version" in exercise.cells[1].source and exercise.cells[2].id == bn.SETUP_ID
+
+
+@pytest.mark.parametrize("config", [WITH_URL, WITHOUT_URL], ids=["url", "no-url"])
+def test_setup_cell_does_nothing_where_the_course_is_installed(monkeypatch, config):
+    assert _run_setup(bn.setup_source(config), monkeypatch, installed=True) == []
+
+
+def test_setup_cell_installs_the_course_from_the_repository_setting(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    commands = _run_setup(bn.setup_source(WITH_URL), monkeypatch, installed=False)
+    folder = str(tmp_path / "microscopy-course")
+    assert commands[0] == ["git", "clone", "--depth", "1", "--branch", "teaching", URL, folder]
+    assert commands[1][:6] == [sys.executable, "-m", "pip", "install", "-q", "-e"]
+    assert commands[1][6] == folder and len(commands) == 2
+
+
+def test_setup_cell_without_a_repository_says_how_to_install(monkeypatch):
+    source = bn.setup_source(WITHOUT_URL)
+    assert "git clone" in source and "pip install" in source and "repository.url" in source
+    with pytest.raises(ModuleNotFoundError, match="course_utils, which is not installed"):
+        _run_setup(source, monkeypatch, installed=False)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://github.com/o/r.git", "github.com/o/r", "https://x.org/o/r"]
+)
+def test_a_malformed_repository_url_is_reported(tmp_path, url):
+    with pytest.raises(bn.SourceError, match="repository.url in _config.yml"):
+        _build(tmp_path, SOURCE, {"repository": {"url": url}})
+
+
+def test_the_notebooks_follow_the_config_file(tmp_path):
+    solution, _ = _build(tmp_path, SOURCE)
+    assert solution.cells[1].source == bn.setup_source(bn.read_config())
 
 
 def test_generation_is_deterministic(tmp_path):

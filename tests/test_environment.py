@@ -26,6 +26,8 @@ REQUIRED = {
     "pooch",
     "tifffile",
 }
+# The website: its builder, and the MathJax it serves (the pages render maths with no network).
+REQUIRED |= {"jupyter-book", "sphinx-mathjax-offline"}
 
 
 def _norm(name: str) -> str:
@@ -76,3 +78,21 @@ def test_installed_versions_match_lock():
         if installed != lock[name]:
             wrong[name] = (installed, lock[name])
     assert not wrong, f"installed vs locked: {wrong}"
+
+
+def test_the_website_serves_the_pinned_mathjax():
+    """The file mathjax_path names is MathJax 3.2.2, from sphinx-mathjax-offline 0.0.2."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "course_site", ROOT / "docs" / "_ext" / "course_site.py"
+    )
+    site = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(site)
+    folder = site.mathjax_static_dir() / "mathjax"  # fails, saying so, when it is not installed
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    path = config["sphinx"]["config"]["mathjax_path"]
+    assert "://" not in path, f"mathjax_path {path!r} is on the network"
+    script = (folder.parent / path).read_text(encoding="utf-8")
+    assert 'VERSION="3.2.2"' in script.replace(" ", ""), f"{path} is not MathJax 3.2.2"
+    assert (folder / "output" / "chtml" / "fonts" / "woff-v2").is_dir(), "MathJax fonts missing"

@@ -34,7 +34,8 @@ def object_diameters(labels: Any) -> np.ndarray:
 
 def median_diameter(labels: Any | Sequence[Any]) -> float:
     """Median equivalent-circle diameter (pixels) of the objects of one label image or of a
-    list of them (pooled); ``nan`` when there is no object."""
+    list of them (pooled); ``nan`` when there is no object. Introduced in notebook 08.
+    """
     images = [labels] if np.ndim(labels) == 2 else list(labels)
     found = [object_diameters(lab) for lab in images]
     values = np.concatenate(found) if found else np.zeros(0)
@@ -58,6 +59,7 @@ def rescale_image(
 
     Shrinking first smooths with a Gaussian (sigma ``(1/factor - 1) / 2``), so that fine
     structure does not alias. Returns float32 of (round(H * factor), round(W * factor)).
+    Introduced in notebook 08.
     """
     x = check_finite(np.asarray(check_image(image), np.float32), "image")
     factor = check_real(factor, "factor", minimum=1e-3)
@@ -78,7 +80,9 @@ def rescale_labels(
     labels: Any, factor: float = 1.0, *, shape: tuple[int, int] | None = None
 ) -> np.ndarray:
     """An (H, W) label image resized by ``factor`` (or to ``shape``) by nearest neighbour:
-    ids are never interpolated. Same dtype; objects that shrink below a pixel may vanish."""
+    ids are never interpolated. Same dtype; objects that shrink below a pixel may vanish.
+    Introduced in notebook 08.
+    """
     lab = check_labels(labels)
     factor = check_real(factor, "factor", minimum=1e-3)
     out = shape if shape is not None else _target_shape(lab.shape, factor)

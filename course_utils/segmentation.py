@@ -95,6 +95,7 @@ def estimate_diameter(
     pass at the scale that brings ``d0`` to the training diameter refines it. ``image``: a
     normalised (H, W) image; ``model``: default the zoo's; ``options`` go to the
     post-processing. Returns ``nan`` when no pass finds three objects.
+    Introduced in notebook 08.
     """
     record = get(method)
     x = normalize_percentile(_check_image(image))

@@ -79,6 +79,7 @@ def available() -> dict[str, dict[str, Any]]:
     """The zoo's models: method name -> its model card (a dict, see ``card``).
 
     Only methods whose weights and card are in the manifest; the files are not hashed here.
+    Introduced in notebook 08.
     """
     try:
         entries = _manifest()
@@ -97,7 +98,8 @@ def card(method: str) -> dict[str, Any]:
     ``architecture``, ``data``, ``augmentation``, ``steps``, ``wall_time_s``, ``device``,
     ``command``, ``commit``, ``versions``, ``postprocess`` (the tuned thresholds),
     ``train_diameter_px`` (median nucleus diameter the model was trained at), and the
-    ``validation`` and ``test`` scores (AP@0.5, AP@0.75, F1@0.5)."""
+    ``validation`` and ``test`` scores (AP@0.5, AP@0.75, F1@0.5). Introduced in notebook 06.
+    """
     record = get(method)
     return json.loads(_verified(f"{record.name}.json", record.name).read_text())
 
@@ -109,6 +111,7 @@ def load(method: str) -> nn.Module:
     The file's size and sha256 are checked against ``models/MANIFEST.tsv``, and its weights
     against their own checksum. Raises :class:`ZooError` (a ``FileNotFoundError``) naming the
     file and the command that rebuilds it when it is missing or does not match.
+    Introduced in notebook 06.
     """
     record = get(method)
     path = _verified(f"{record.name}.pt", record.name)

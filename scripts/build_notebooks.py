@@ -194,6 +194,8 @@ def build(path: Path, config: dict | None = None) -> tuple[dict, dict]:
         digest = hashlib.sha1(f"{path.stem}:{index}:{cell.source}".encode()).hexdigest()[:12]
         sol = make(_split_blocks(cell.source, where, exercise=False), id=f"s{digest}")
         exe = make(_split_blocks(cell.source, where, exercise=True), id=f"e{digest}")
+        if cell.cell_type == "markdown":  # exercises/ is one folder down: figures/ is ../figures/
+            exe.source = exe.source.replace("](figures/", "](../figures/")
         for new in (sol, exe):
             if tags:
                 new.metadata["tags"] = tags

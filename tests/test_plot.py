@@ -159,3 +159,60 @@ def test_widgets_unavailable_outside_a_kernel(monkeypatch):
 
     monkeypatch.delenv("COURSE_STATIC_FIGURES", raising=False)
     assert not plot.widgets_available()  # pytest is no Jupyter kernel
+
+
+def _texts(ax):
+    return [t.get_text() for t in ax.texts]
+
+
+def test_unet_diagram_shows_the_paper_sizes():
+    from course_utils.models import unet_output_size
+    from course_utils.plot import unet_diagram
+
+    ax = unet_diagram()
+    texts = _texts(ax)
+    assert ax.get_title().endswith("572 x 572 in -> 388 x 388 out")
+    boxes = [t for t in ax.texts if t.get_bbox_patch() is not None]
+    assert len(boxes) == 2 * 4 + 1 + 1  # encoder, bottleneck, decoder levels and the 1x1 head
+    assert "1 → 64 ch\n572² → 568²" in texts and "512 → 1024 ch\n32² → 28²" in texts
+    assert "128 → 64 ch\n392² → 388²" in texts and "copy, crop 568² → 392²" in texts
+    assert f"1x1 conv\n2 x {unet_output_size(572, 4)}²" in texts
+    assert sum("max pool" in t for t in texts) == 4 and sum("up-conv" in t for t in texts) == 4
+
+
+def test_unet_diagram_other_depth_and_bad_size():
+    from course_utils.plot import unet_diagram
+
+    fig, ax = plt.subplots()
+    assert unet_diagram(3, 188, base_channels=8, n_classes=3, ax=ax) is ax
+    texts = _texts(ax)
+    assert "1 → 8 ch\n188² → 184²" in texts and "1x1 conv\n3 x 100²" in texts
+    assert "32 → 64 ch\n20² → 16²" in texts  # the bottleneck of depth 3
+    with pytest.raises(ValueError):
+        unet_diagram(4, 571)
+
+
+def test_overlap_tile_diagram_draws_every_output_tile_and_the_margin():
+    from matplotlib.patches import Rectangle
+
+    from course_utils.plot import overlap_tile_diagram
+    from course_utils.predict import tile_grid
+
+    image = np.random.default_rng(0).random((120, 150)).astype(np.float32)
+    tiles = tile_grid(image.shape, 92, 60)  # margin 16
+    fig = overlap_tile_diagram(image, tiles)
+    left, right = fig.axes
+    cyan = [p for p in left.patches if isinstance(p, Rectangle) and p.get_edgecolor()[2] > 0.7
+            and p.get_edgecolor()[0] < 0.2]  # fmt: skip
+    assert len(cyan) == len(tiles) == 6
+    shown = left.get_images()[0].get_array()
+    y0, x0, y1, x1 = tiles[0]["input"]
+    assert (y0, x0) == (-16, -16) and "margin 16 px" in _texts(right)
+    top = -min(t["input"][0] for t in tiles)
+    bottom = max(t["input"][2] for t in tiles) - 120
+    np.testing.assert_allclose(shown[top : top + 120, 16 : 16 + 150], image)
+    assert shown.shape[0] == top + 120 + bottom
+    with pytest.raises(ValueError):
+        overlap_tile_diagram(image, [])
+    with pytest.raises(ValueError):
+        overlap_tile_diagram(np.zeros((2, 8, 8)), tiles)

@@ -68,6 +68,9 @@ plt.show()
 # Fluorescent nuclei are brighter than the background, so the histogram has two populations: a
 # tall peak of background pixels near 0 and a wider bump of nuclear pixels. A *threshold* `t`
 # declares every pixel brighter than `t` foreground. Where to put it? Below, three manual choices.
+#
+# **Predict, then run.** Of the thresholds 0.05, 0.25 and 0.6, which one glues neighbouring
+# nuclei together, and which one loses the dim nuclei?
 
 # %%
 counts, centers = cu.classical.intensity_histogram(image, nbins=256)
@@ -91,9 +94,13 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Too low a threshold takes noise and the halo around nuclei and glues neighbours together; too
-# high a threshold loses dim nuclei and shrinks the others. We want a rule that reads the
-# threshold from the histogram of each image.
+# <details><summary>Answer</summary>
+#
+# 0.05 is too low: it takes the noise and the faint halo around nuclei, and glues neighbours
+# together. 0.6 is too high: it loses the dim nuclei and shrinks the others. 0.25 is close to
+# what we want. A good threshold depends on the image, so we want a rule that reads it from
+# the histogram of each image.
+# </details>
 #
 # ## Otsu's method
 # Otsu (1979) tries every cut of the histogram into a dark class 0 and a bright class 1 and keeps
@@ -109,7 +116,33 @@ plt.show()
 # does not depend on `k`. The threshold is the centre of the last bin of class 0.
 #
 # **Exercise.** Compute $\sigma_B^2(k)$ for every cut `k = 0, ..., n - 2` (a cut after the last
-# bin would leave class 1 empty). Hint: `np.cumsum` gives all the partial sums at once.
+# bin would leave class 1 empty). The plot after the check uses your function.
+#
+# <details><summary>Hint 1</summary>
+#
+# `np.cumsum` gives all the partial sums at once: with `p = counts / counts.sum()`,
+# `np.cumsum(p)[:-1]` is $w_0$ for every cut, and $w_1 = 1 - w_0$.
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `np.cumsum(p * centers)[:-1]` is the numerator of $\mu_0$; the numerator of $\mu_1$ is the
+# total `np.sum(p * centers)` minus it. Empty classes give 0 / 0: compute inside
+# `with np.errstate(divide="ignore", invalid="ignore"):` and return `np.nan_to_num(variance)`.
+# </details>
+#
+# <details><summary>Hint 3 (the answer, if you are stuck)</summary>
+#
+# ```python
+# p = counts / counts.sum()
+# w0 = np.cumsum(p)[:-1]
+# w1 = 1.0 - w0
+# mass0 = np.cumsum(p * centers)[:-1]
+# with np.errstate(divide="ignore", invalid="ignore"):
+#     variance = w0 * w1 * (mass0 / w0 - (np.sum(p * centers) - mass0) / w1) ** 2
+# return np.nan_to_num(variance)
+# ```
+# </details>
 
 
 # %% tags=["solution"]
@@ -127,6 +160,9 @@ def between_class_variance(counts, centers):
         variance = w0 * w1 * (mu0 - mu1) ** 2
     return np.nan_to_num(variance)
     # END SOLUTION
+
+
+# Stuck? Open Hint 3 above and paste it into the TODO: the plot below uses this function.
 
 
 def my_otsu(image, nbins=256):
@@ -150,6 +186,9 @@ cu.checks.check_close(
 # Your function agrees with `skimage.filters.threshold_otsu` and with the course's
 # `cu.classical.otsu_threshold`, which we use from now on. The curve shows why the choice is
 # stable: the maximum is broad and sits in the valley between the two populations.
+#
+# **Why?** Otsu's method needs no parameter here. When would it fail? Think of an image with
+# one small nucleus in a large empty field, or of nuclei of two very different brightnesses.
 
 # %%
 t_otsu = cu.classical.otsu_threshold(image)
@@ -168,6 +207,17 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# <details><summary>Answer</summary>
+#
+# Otsu's criterion $w_0 w_1 (\mu_0 - \mu_1)^2$ favours cuts into two classes of comparable
+# weight. With one small nucleus in a large field, the nucleus weighs almost nothing and the
+# best cut can fall inside the noisy background peak. With dim and bright nuclei, the best
+# two-class cut may separate the bright nuclei from everything else and lose the dim ones
+# (`skimage.filters.threshold_multiotsu` cuts into three or more classes). Look at the
+# histogram before you trust a threshold.
+# </details>
+
+# %% [markdown]
 # ## Connected components, and the touching-nuclei problem
 # The foreground mask (smoothed a little first, with holes filled and specks removed) is cut into
 # *connected components*: groups of foreground pixels that touch. Each component becomes one
@@ -181,7 +231,21 @@ print(f"{n_components} connected components for {truth.max()} annotated nuclei")
 # %% [markdown]
 # **Exercise.** Count the true nuclei that end up merged. Assign each true nucleus to the
 # component covering more than half of its pixels (if there is one); a nucleus is *merged* when
-# its component also has another true nucleus assigned to it.
+# its component also has another true nucleus assigned to it. (The cells after the check use
+# the library's `cu.classical.merge_split_counts`, so you can go on before yours passes.)
+#
+# <details><summary>Hint 1</summary>
+#
+# Loop over the true ids `1 .. truth.max()`. `components[truth == nucleus]` are the component
+# ids under one nucleus; `np.bincount(...).argmax()` is the most frequent one.
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# Keep the component only if it is not background (id > 0) and covers more than half of the
+# nucleus. Collect these "owners" in a list; `np.bincount(owners)` counts the nuclei per
+# component, and the merged nuclei are those in components with a count of 2 or more.
+# </details>
 
 
 # %% tags=["solution"]
@@ -199,6 +263,9 @@ def count_merged(truth, components):
     nuclei_per_component = np.bincount(owners)
     return int(nuclei_per_component[nuclei_per_component >= 2].sum())
     # END SOLUTION
+
+
+# Stuck? Run  count_merged = lambda t, c: cu.classical.merge_split_counts(t, c)["merged"]
 
 
 # %% tags=["check"]
@@ -226,6 +293,9 @@ fig = cu.plot.show_grid(
 plt.show()
 
 # %% [markdown]
+# > **Checkpoint.** Both exercises pass (`✓ my_otsu ...`, `✓ count_merged ...`), and everyone can
+# > say why connected components merge touching nuclei, and roughly how many they merge here.
+#
 # ## Distance transform and markers
 # A nucleus is roughly convex: it is thick in the middle and thin where it touches a neighbour.
 # The *Euclidean distance transform* gives every foreground pixel its distance to the nearest
@@ -298,6 +368,10 @@ plt.show()
 # We measure both, and the F1 score of object matching at IoU 0.5 (an object counts as found when
 # it overlaps a true nucleus with intersection over union at least 0.5; notebook 07 explains the
 # metric). We choose on the **validation** images, not on the test images.
+#
+# **Predict, then run.** As `min_distance` grows from 3 to 20 pixels, which error grows: merges
+# or splits? Where do you expect the best F1: near 3, near 20, or in between? (BBBC039 nuclei
+# are about 16 to 35 pixels across.)
 
 # %%
 sweep = {"shape": [], "intensity": []}
@@ -331,6 +405,19 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# <details><summary>Answer</summary>
+#
+# Splits fall and merges rise. A small `min_distance` keeps every bump of the distance
+# transform, so an elongated or irregular nucleus gets two markers (a split); a large one
+# keeps only maxima far apart, so two touching nuclei, whose centres are about one diameter
+# apart, can share one marker (a merge). F1 is best in between, near the nucleus radius.
+# Near its top the curve is flat: a few validation images give a noisy choice (on all 50
+# validation images the best is 10, see below).
+# </details>
+#
+# > **Checkpoint.** Discuss the sweep: which `min_distance` would you choose, and why on the
+# > validation images? Then try the sliders below.
+#
 # ## Try it yourself: threshold and minimum distance
 # In a live Jupyter session the cell below shows sliders (ipywidgets) to move the threshold and
 # `min_distance` and see merges and splits appear; on the website it draws the chosen values.
@@ -372,6 +459,9 @@ cu.plot.interactive(
 # The synthetic nuclei of the course are smaller (radius 6 to 11 pixels) than BBBC039's. The
 # minimum distance chosen for BBBC039 is then too large: parameters tuned on one dataset do not
 # carry over. This is a weakness a network can avoid by learning from examples.
+#
+# **Predict, then run.** Which will score better on the synthetic nuclei, `min_distance` 5 or
+# the value chosen on BBBC039, and which error will the worse one make, merges or splits?
 
 # %%
 syn_images, syn_labels = cu.data.load_split("synthetic", "test", n=N_SYNTHETIC)
@@ -379,7 +469,18 @@ syn_f1 = {}
 for md in sorted({best_md["shape"], 5}):
     preds = [cu.classical.segment_classical(x, min_distance=md) for x in syn_images]
     syn_f1[md] = cu.metrics.matching_dataset(syn_labels, preds, thresh=0.5).f1
-    print(f"synthetic, min_distance={md:2d}: F1 at IoU 0.5 = {syn_f1[md]:.3f}")
+    c = [cu.classical.merge_split_counts(y, p) for y, p in zip(syn_labels, preds)]
+    print(
+        f"synthetic, min_distance={md:2d}: F1 at IoU 0.5 = {syn_f1[md]:.3f}, "
+        f"{sum(x['merged'] for x in c)} merged, {sum(x['split'] for x in c)} split"
+    )
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# `min_distance` 5. The BBBC039 value is larger than the radius of most synthetic nuclei, so two
+# touching ones often get one marker: it merges.
+# </details>
 
 # %% [markdown]
 # ## The baseline score on the BBBC039 test images
@@ -397,6 +498,16 @@ for md in sorted({best_md["shape"], 5}):
 # course's **classical baseline**, `cu.classical.BASELINE`, which every later notebook compares
 # with (`cu.classical.baseline(image)`). We check that it is as good as the sweep's choice on
 # our validation images, then score it on the test images it has never seen.
+#
+# **Why?** We score the test images anyway: why not choose `min_distance` on them directly?
+#
+# <details><summary>Answer</summary>
+#
+# A choice made by looking at the test images fits their peculiarities, so their score would be
+# optimistic: it would no longer tell how the method does on images it has never seen. The
+# test images are looked at once, at the end, with every choice already made. Notebook 02
+# returns to this: training, validation and test sets, and *leakage* between them.
+# </details>
 
 # %%
 print("the course's baseline recipe:", cu.classical.BASELINE)

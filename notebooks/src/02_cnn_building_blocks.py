@@ -2,6 +2,9 @@
 # # 02 · CNN building blocks, built by hand
 #
 # **What you will learn**
+# - a training primer: tensors, gradients by autograd, `nn.Module`, an optimiser step and the
+#   learning rate; later, `DataLoader`, training / validation / test sets and leakage, and what
+#   overfitting looks like in the training and validation curves;
 # - what a 2D convolution computes, written with loops and as one matrix product (unfold), and
 #   why deep learning's "convolution" is really a cross-correlation;
 # - how padding, stride, dilation and channels change the output, and the output-size formula;
@@ -12,7 +15,8 @@
 # - pooling, upsampling, transposed convolution (and its checkerboard), residual blocks, dropout;
 # - the segmentation losses (MSE, binary and multi-class cross-entropy, soft Dice) and the class
 #   imbalance trap;
-# - how these pieces make a tiny fully convolutional network that segments nuclei.
+# - how these pieces make a tiny fully convolutional network that segments nuclei, and how to
+#   read its training curves.
 #
 # Every piece is first written by hand and then **asserted** equal to PyTorch's version: when an
 # assert passes, you know exactly what the library does.
@@ -47,6 +51,7 @@ PATCH = cu.pick(fast=64, full=128)  # training patch size (pixels)
 PATCHES_PER_EPOCH = cu.pick(fast=192, full=4000)
 EPOCHS = cu.pick(fast=5, full=30)
 BATCH = 16
+OVERFIT_STEPS = 200  # the deliberate overfitting run of section 8: two crops, a few seconds
 device = cu.env.get_device()
 print(
     f"mode {cu.get_mode()}: {N_TRAIN} train / {N_VAL} val images, {PATCH}px patches, "
@@ -96,6 +101,122 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## 0 · A training primer: tensors, gradients, modules and one step
+# **Why first?** A network is a function with many adjustable numbers, its *parameters* (for
+# example the weights of its kernels). *Training* nudges them, step by step, so that the
+# network's output on examples gets closer to the target we give. PyTorch provides four tools
+# for that, and every notebook from here on uses them:
+#
+# 1. **tensors**: arrays like numpy's, which can also live on a GPU and remember how they were
+#    computed;
+# 2. **autograd**: computes the gradient of one number (the *loss*, how wrong we are) with
+#    respect to every parameter;
+# 3. **modules** (`nn.Module`): hold parameters and compute an output from an input;
+# 4. **optimisers**: move every parameter a small step against its gradient.
+#
+# ### Tensors
+# PyTorch wants images as tensors of shape `(N, C, H, W)`: a batch of `N` images with `C`
+# channels each. Our grey crop is one image with one channel.
+
+# %%
+t = torch.from_numpy(crop)[None, None]  # numpy (H, W) -> tensor (1, 1, H, W), no copy
+print(f"tensor of shape {tuple(t.shape)}, dtype {t.dtype}, on {t.device}")
+print(f"mean brightness {t.mean().item():.3f}; back to numpy: {type(t[0, 0].numpy()).__name__}")
+
+# %% [markdown]
+# ### Gradients by autograd
+# A tensor made with `requires_grad=True` records every operation done with it. `.backward()`
+# on a result walks back through that record (the chain rule) and stores d result / d tensor
+# in the tensor's `.grad`.
+#
+# **Predict, then run.** For $L(w) = (3w - 12)^2$ at $w = 2$, what is $dL/dw$? If we move $w$
+# by $-0.01\, dL/dw$, does $L$ go up or down?
+
+# %%
+w = torch.tensor(2.0, requires_grad=True)
+loss = (3 * w - 12) ** 2
+loss.backward()
+print(f"L = {loss.item():.1f}, dL/dw = {w.grad.item():.1f}")
+with torch.no_grad():  # the step itself is not part of the function we differentiate
+    w -= 0.01 * w.grad
+print(f"one step against the gradient: w = {w.item():.2f}, L = {((3 * w - 12) ** 2).item():.1f}")
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# $dL/dw = 2\,(3w - 12) \cdot 3 = -36$ at $w = 2$. The gradient is negative, so a larger $w$
+# lowers $L$: the step moves $w$ to 2.36 and $L$ falls from 36 to about 24. That is all
+# *gradient descent* does, for millions of parameters at once.
+# </details>
+#
+# ### A module, a loss, an optimiser: the training loop
+# An `nn.Module` holds parameters, and calling it computes its output. The smallest useful one
+# is a single 3 x 3 convolution (section 1 explains what it computes). We show it examples,
+# random images and the same images filtered by an edge kernel, and let it find that kernel.
+# The loop is four lines, and it is the same in every training of this course.
+
+# %%
+edge_kernel = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]])  # the Sobel kernel (section 1)
+examples = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))  # 8 images
+targets = F.conv2d(examples, edge_kernel[None, None], padding=1)  # the outputs we want
+
+
+def train_one_kernel(lr, steps=100):
+    """Fit a fresh 3x3 convolution to (examples, targets) with SGD: (layer, losses)."""
+    torch.manual_seed(0)
+    layer = nn.Conv2d(1, 1, kernel_size=3, padding=1, bias=False)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = F.mse_loss(layer(examples), targets)  # 1. forward: how wrong are we?
+        optimizer.zero_grad()  # 2. clear the gradients of the previous step
+        loss.backward()  # 3. autograd: d loss / d every parameter
+        optimizer.step()  # 4. move every parameter a little against its gradient
+        losses.append(loss.item())
+    return layer, losses
+
+
+print(nn.Conv2d(1, 1, kernel_size=3, padding=1, bias=False))
+print("its parameters:", [tuple(p.shape) for p in nn.Conv2d(1, 1, 3, bias=False).parameters()])
+
+# %% [markdown]
+# **Predict, then run.** The learning rate `lr` is the size of the steps. We train once with
+# `lr = 0.3` and once with `lr = 1.0`. Which one finds the kernel faster?
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 3.6))
+for lr in (0.3, 1.0):
+    layer, losses = train_one_kernel(lr)
+    print(f"lr {lr}: loss {losses[0]:.3f} at the start, {losses[-1]:.3g} after 100 steps")
+    ax.plot(np.arange(1, 101), losses, label=f"lr = {lr}")
+    if lr == 0.3:
+        learned = layer.weight.detach()[0, 0]
+ax.set(yscale="log", xlabel="step", ylabel="MSE loss (log scale)", title="Learning one kernel")
+ax.legend()
+plt.show()
+print("learned kernel (lr 0.3):\n", learned.numpy().round(3))
+assert_matches("a conv layer learns the edge kernel from examples", learned, edge_kernel, atol=0.02)
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# `lr = 0.3` finds the kernel: the loss falls by five orders of magnitude. `lr = 1.0` is too
+# large: each step jumps past the minimum, further than where it started, and the loss explodes
+# to infinity (then NaN, "not a number"). When a training loss becomes NaN, lower the learning
+# rate first.
+# </details>
+#
+# **Why?** What would go wrong without `optimizer.zero_grad()`?
+#
+# <details><summary>Answer</summary>
+#
+# `.backward()` *adds* the new gradient to `.grad`. Without clearing it, every step would use
+# the sum of all the gradients so far, and the steps would grow and grow.
+# </details>
+#
+# Part 2 of this primer (data loaders, training and validation curves, overfitting) comes in
+# section 7, where we train a real network.
+#
 # ## 1 · Convolution
 # A convolutional layer slides a small kernel `w` (say 3 x 3) over the image and, at every
 # position, takes the weighted sum of the pixels under it:
@@ -107,6 +228,16 @@ plt.show()
 #
 # **Exercise 1.** Write this sum with two loops over the output pixels. Without padding, the
 # kernel must fit inside the image, so the output is `(H - kh + 1, W - kw + 1)` ("valid").
+#
+# <details><summary>Hint 1</summary>
+#
+# `out[i, j]` uses the window `x[i : i + kh, j : j + kw]`, which has the kernel's shape.
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# Multiply the window by `w` element by element and add everything up: `np.sum(window * w)`.
+# </details>
 
 
 # %% tags=["solution"]
@@ -122,14 +253,22 @@ def conv2d_loops(x, w):
     return out
 
 
+# Stuck? Run  conv2d_loops = torch_conv2d  (PyTorch's answer, defined in the next cell).
+
+
 # %% tags=["check"]
+def torch_conv2d(x, w):
+    """PyTorch's valid cross-correlation of x (H, W) with w (kh, kw), as numpy."""
+    return F.conv2d(torch.as_tensor(x)[None, None], torch.as_tensor(w)[None, None])[0, 0].numpy()
+
+
 small = crop[:32, :32]
 w_random = rng.standard_normal((3, 5)).astype(np.float32)  # not square, so rows/cols can't swap
-reference = F.conv2d(torch.from_numpy(small)[None, None], torch.from_numpy(w_random)[None, None])
-cu.checks.check_close(conv2d_loops(small, w_random), reference[0, 0], "conv2d_loops", atol=1e-5)
+reference = torch_conv2d(small, w_random)
+cu.checks.check_close(conv2d_loops(small, w_random), reference, "conv2d_loops", atol=1e-5)
 
 # %%
-assert_matches("conv2d with loops", conv2d_loops(small, w_random), reference[0, 0])
+assert_matches("conv2d with loops", conv2d_loops(small, w_random), reference)
 
 # %% [markdown]
 # ### Convolution or cross-correlation?
@@ -183,7 +322,18 @@ plt.show()
 # %% [markdown]
 # **Exercise 2.** The kernel covers `d (k - 1) + 1` pixels; on a padded input of `n + 2p`
 # pixels it fits at `n + 2p - d (k - 1)` positions, of which we keep every `s`-th. Write the
-# number of output pixels along one axis.
+# number of output pixels along one axis. The convolution of the next section uses it.
+#
+# <details><summary>Hint 1</summary>
+#
+# With stride 1 the answer is the number of positions, `n + 2p - d (k - 1)`. With stride `s`
+# we keep positions 0, s, 2s, ...: how many of them fit?
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `m` positions keep `(m - 1) // s + 1` of them (the first, and one per full stride after it).
+# </details>
 
 
 # %% tags=["solution"]
@@ -194,7 +344,16 @@ def conv_output_size(n, kernel, stride=1, padding=0, dilation=1):
     # END SOLUTION
 
 
+# Stuck? Run  conv_output_size = torch_output_size  (PyTorch's answer, defined in the next cell).
+
+
 # %% tags=["check"]
+def torch_output_size(n, kernel, stride=1, padding=0, dilation=1):
+    """The output length PyTorch's convolution gives: the reference for your formula."""
+    x, w = torch.zeros(1, 1, n), torch.zeros(1, 1, kernel)
+    return F.conv1d(x, w, stride=stride, padding=padding, dilation=dilation).shape[-1]
+
+
 cases = [
     (n, k, s, p, d)
     for n in (7, 8, 32)
@@ -205,12 +364,7 @@ cases = [
     if n + 2 * p >= d * (k - 1) + 1
 ]
 ours = [conv_output_size(n, k, s, p, d) for n, k, s, p, d in cases]
-theirs = [
-    F.conv2d(
-        torch.zeros(1, 1, n, n), torch.zeros(1, 1, k, k), stride=s, padding=p, dilation=d
-    ).shape[-1]
-    for n, k, s, p, d in cases
-]
+theirs = [torch_output_size(n, k, s, p, d) for n, k, s, p, d in cases]
 cu.checks.check_equal(np.array(ours), np.array(theirs), f"conv_output_size on {len(cases)} cases")
 
 # %%
@@ -285,6 +439,8 @@ assert_matches(
     edges[0],
     ndi.correlate(crop, sobel_x, mode="constant"),
 )
+
+# %%
 fig, axes = plt.subplots(2, 3, figsize=(12, 8))
 panels = [("input crop", crop), *zip(kernels, [*edges, *blurred])]
 for ax, (title, img) in zip(axes.ravel(), panels):
@@ -300,6 +456,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# > **Checkpoint.** Exercises 1 and 2 pass, and everyone can say what a 3 x 3 convolution with
+# > padding 1 and stride 2 does to a 128 x 128 image (and why its output is 64 x 64).
+#
 # ## 2 · The receptive field
 # An output pixel of a CNN sees only a window of the input: its **receptive field**. One 3 x 3
 # convolution sees 3 x 3 pixels; two of them see 5 x 5; a 2 x 2 pooling in between doubles the
@@ -317,7 +476,19 @@ plt.show()
 # touching nuclei, the network must see both nuclei, i.e. a field of several nucleus diameters.
 #
 # **Exercise 3.** Implement the recurrence for a list of `(kernel, stride, padding, dilation)`
-# layers (a pooling layer is one too).
+# layers (a pooling layer is one too). The next cells use it.
+#
+# <details><summary>Hint 1</summary>
+#
+# One loop over the layers, `for k, s, p, d in layers:`, and the four update lines of the
+# formula in that order: `k_eff` first, `jump` last (the size and start use the old jump).
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `size += (k_eff - 1) * jump` and `start += ((k_eff - 1) / 2 - p) * jump`, then
+# `jump *= s`.
+# </details>
 
 
 # %% tags=["solution"]
@@ -334,7 +505,16 @@ def my_receptive_field(layers):
     return size, jump, start
 
 
+# Stuck? Run  my_receptive_field = library_receptive_field  (defined in the next cell).
+
+
 # %% tags=["check"]
+def library_receptive_field(layers):
+    """(size, jump, start) from the course library, cu.models.receptive_field."""
+    field = cu.models.receptive_field([("conv", *layer) for layer in layers])
+    return field.size, field.jump, field.start
+
+
 conv3, same3, pool2 = (3, 1, 0, 1), (3, 1, 1, 1), (2, 2, 0, 1)
 cu.checks.check_equal(my_receptive_field([conv3, conv3])[0], 5, "size of two 3x3 convs")
 cu.checks.check_equal(
@@ -347,11 +527,8 @@ stacks = {
     "original U-Net encoder": [conv3, conv3, pool2] * 4 + [conv3, conv3],
 }
 for name, layers in stacks.items():
-    library = cu.models.receptive_field([("conv", *layer) for layer in layers])
     cu.checks.check_equal(
-        my_receptive_field(layers),
-        (library.size, library.jump, library.start),
-        f"(size, jump, start) of {name}",
+        my_receptive_field(layers), library_receptive_field(layers), f"(size, jump, start): {name}"
     )
 
 # %%
@@ -478,6 +655,20 @@ print(cu.models.receptive_field(encoder_decoder))
 #
 # **Exercise 4.** Write the forward pass for a `(N, C, H, W)` tensor, updating the running
 # statistics in place in training mode.
+#
+# <details><summary>Hint 1</summary>
+#
+# The statistics are per channel: `x.mean(dim=(0, 2, 3))` and
+# `x.var(dim=(0, 2, 3), unbiased=False)` have shape `(C,)`. Reshape them (and `gamma`, `beta`)
+# to `(1, C, 1, 1)` with `[None, :, None, None]` so that they broadcast over `x`.
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# In place: `running_mean.mul_(1 - momentum).add_(momentum * mean)`. For the running variance,
+# use the unbiased one: multiply the biased variance by `n / (n - 1)`, with `n` the number of
+# values per channel, `x.numel() // x.shape[1]`.
+# </details>
 
 
 # %% tags=["solution"]
@@ -497,7 +688,15 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
     # END SOLUTION
 
 
+# Stuck? Run  batchnorm_forward = torch_batchnorm  (PyTorch's version, defined in the next cell).
+
+
 # %% tags=["check"]
+def torch_batchnorm(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    """PyTorch's batch norm with the arguments of batchnorm_forward."""
+    return F.batch_norm(x, running_mean, running_var, gamma, beta, training, momentum, eps)
+
+
 torch.manual_seed(0)
 bn = nn.BatchNorm2d(4)
 nn.init.normal_(bn.weight)
@@ -548,6 +747,9 @@ assert_matches("layer norm in one line", layer_norm, F.layer_norm(x, x.shape[1:]
 assert_matches("group norm in one line", group_norm, F.group_norm(x, 3), atol=1e-4)
 
 # %% [markdown]
+# > **Checkpoint.** Exercises 3 and 4 pass. Ask: why must you call `model.eval()` before
+# > predicting with a network that has batch norm?
+#
 # ## 4 · Activations and their gradients
 # Without a non-linearity between them, stacked convolutions collapse into one convolution.
 # The common choices, with the derivatives backpropagation multiplies by:
@@ -860,6 +1062,29 @@ assert_matches("multi-class cross-entropy", ce, F.cross_entropy(logits, classes)
 #
 # **Exercise 5.** Write the soft Dice loss from logits `(N, 1, H, W)` and a 0/1 target of the
 # same shape: sigmoid, the sums over each image, the loss per image, then the mean over the batch.
+# The tiny network of section 7 trains with it.
+#
+# <details><summary>Hint 1</summary>
+#
+# `p = torch.sigmoid(logits)`. The sums run over every axis but the batch axis:
+# `dims = (1, 2, 3)`, and `(p * target).sum(dims)` has shape `(N,)`.
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `dice = (2 * intersection + eps) / (p.sum(dims) + target.sum(dims) + eps)`, one value per
+# image; the loss is `(1 - dice).mean()`.
+# </details>
+#
+# <details><summary>Hint 3 (the answer, if you are stuck: paste it into the TODO)</summary>
+#
+# ```python
+# p = torch.sigmoid(logits)
+# dims = tuple(range(1, p.ndim))
+# dice = (2 * (p * target).sum(dims) + eps) / (p.sum(dims) + target.sum(dims) + eps)
+# return (1 - dice).mean()
+# ```
+# </details>
 
 
 # %% tags=["solution"]
@@ -872,6 +1097,9 @@ def soft_dice_loss(logits, target, eps=1.0):
     dice = (2 * intersection + eps) / (p.sum(dims) + target.sum(dims) + eps)
     return (1 - dice).mean()
     # END SOLUTION
+
+
+# Stuck? Open Hint 3 above and paste it into the TODO: section 7 trains with this loss.
 
 
 # %% tags=["check"]
@@ -906,10 +1134,12 @@ assert_matches(
 # %% [markdown]
 # ### The class imbalance trap
 # Nuclei cover a small part of a BBBC039 image. A network that predicts "background" everywhere
-# is right on most pixels: its **pixel accuracy is high, and its Dice is 0**. With plain
-# cross-entropy, such an empty prediction is a comfortable local minimum early in training.
-# This is why we report Dice (or IoU) rather than accuracy, and why segmentation losses often add
-# a Dice term or weight the rare class (notebook 03).
+# is right on most pixels: its **pixel accuracy is high, and its Dice is 0**. The table below
+# scores three predictions of one image: empty (every pixel confidently background), a
+# constant probability equal to the foreground fraction, and the truth itself.
+#
+# **Predict, then run.** Which of the three has the highest pixel accuracy after the perfect
+# one? Which has the lower binary cross-entropy (BCE): the empty or the constant prediction?
 
 # %%
 truth = label > 0
@@ -934,6 +1164,27 @@ empty_scores = cu.metrics.pixel_metrics(truth, empty)
 assert empty_scores["accuracy"] > 0.75 and empty_scores["dice"] < 0.01
 
 # %% [markdown]
+# <details><summary>Answer</summary>
+#
+# Both wrong predictions have an accuracy of about 0.8 (the background fraction) and a Dice of 0.
+# The BCE tells them apart: the confident empty prediction pays a lot for every nucleus pixel
+# (about 1.95), the hedging constant far less (about 0.49).
+# </details>
+#
+# So the empty prediction is **not** a minimum of the cross-entropy that training could get
+# stuck in: the constant prediction is already better, and gradient descent moves away from
+# both. The real trap is a *phase*. Early in training, the cheapest improvement is to move every
+# pixel towards the frequent class, so a fresh network first predicts background everywhere:
+# the probabilities of nuclei rise, but stay below 0.5 for a while, and Dice and IoU stay at 0.
+# You will see it in notebook 03: the U-Net trained with plain cross-entropy ends its first
+# fast-mode epoch with a validation IoU of 0. Weighting the rare class (03's weight map) or
+# adding a Dice term, which looks only at the foreground, shortens that phase. And it is why we
+# report Dice or IoU, never accuracy alone.
+#
+# > **Checkpoint.** Exercise 5 passes. Ask: which output channel, activation and loss would you
+# > use to segment nuclei into background, interior and boundary?
+
+# %% [markdown]
 # ## 7 · A tiny fully convolutional network for nuclei
 # Now we put the blocks together: two conv-BN-ReLU layers, a 2 x 2 max pool, two more at half
 # resolution, nearest upsampling, a conv, and a 1 x 1 conv to **one** output channel (a logit:
@@ -943,21 +1194,23 @@ assert empty_scores["accuracy"] > 0.75 and empty_scores["dice"] < 0.01
 
 
 # %%
-def conv_bn_relu(c_in, c_out):
+def conv_bn_relu(c_in, c_out, batch_norm=True):
+    if not batch_norm:
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU())
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()
     )
 
 
-def tiny_fcn(width=16):
+def tiny_fcn(width=16, batch_norm=True):
     return nn.Sequential(
-        conv_bn_relu(1, width),
-        conv_bn_relu(width, width),
+        conv_bn_relu(1, width, batch_norm),
+        conv_bn_relu(width, width, batch_norm),
         nn.MaxPool2d(2),
-        conv_bn_relu(width, 2 * width),
-        conv_bn_relu(2 * width, 2 * width),
+        conv_bn_relu(width, 2 * width, batch_norm),
+        conv_bn_relu(2 * width, 2 * width, batch_norm),
         nn.Upsample(scale_factor=2, mode="nearest"),
-        conv_bn_relu(2 * width, width),
+        conv_bn_relu(2 * width, width, batch_norm),
         nn.Conv2d(width, 1, 1),
     )
 
@@ -973,19 +1226,54 @@ print(
 # %% [markdown]
 # BBBC039 nuclei are about 16 to 35 pixels across (median 29). A field of 16 pixels sees part of
 # one nucleus: enough to tell a bright nucleus from the dark background by local brightness and
-# texture, not enough to see where one nucleus ends and the next begins. The U-Net of notebook 03
-# pools four times and sees 140 pixels or more.
+# texture, not enough to see where one nucleus ends and the next begins. The U-Net of notebook
+# 03 pools more often. Its contracting path (section 2's "original U-Net encoder") sees:
+
+# %%
+for depth, where in ((3, "fast mode"), (4, "full mode, as in the paper")):
+    encoder = [conv3, conv3, pool2] * depth + [conv3, conv3]
+    field = cu.models.receptive_field([("conv", *layer) for layer in encoder])
+    print(f"depth {depth} ({where}): the bottleneck sees {field.size} x {field.size} px")
 
 # %% [markdown]
-# Training data: random `PATCH x PATCH` patches of the training images, with the target
-# `labels > 0` (nucleus or background) as a `(1, H, W)` float mask. The loss is binary
-# cross-entropy plus our soft Dice loss (against the imbalance trap). First, the training loop
-# written out, for one pass over the patches: forward, loss, backward, step.
+# So "the U-Net's bottleneck sees 140 pixels" holds for the paper's depth 4 (notebook 03's full
+# mode); the depth-3 U-Net of fast mode sees 68, a little more than two nuclei. (An output
+# pixel of the whole network sees more, as the decoder's convolutions add to the field.)
+#
+# ## 8 · Training a network (primer, part 2)
+# ### Training, validation and test sets, and leakage
+# **Why three sets?** A network can learn its training images by heart, so its score on them
+# says little. We keep three groups of images apart:
+#
+# - the **training** set: the network's weights are fitted on it;
+# - the **validation** set: used for every *choice*: when to stop, which learning rate, which
+#   `min_distance` (notebook 01), which network;
+# - the **test** set: looked at once, at the end, to report the score on new images.
+#
+# Every choice made by looking at a set makes that set's score optimistic, so the test set must
+# stay out of all of them. BBBC039 comes with a published split, which `load_split` follows
+# (100 / 50 / 48 images). **Leakage** is information from the validation or test images reaching
+# the training or the choices: the same image, or overlapping crops of one image, in two sets;
+# fields of view of one well or one slide on both sides when the question is how the method does
+# on a new experiment; normalisation statistics computed over all images; a model picked by its
+# test score. Each makes the score look better than it will be on new data.
+#
+# ### Dataset and DataLoader
+# A `Dataset` returns one example by index: here `cu.data.PatchDataset`, a random
+# `PATCH x PATCH` crop of a training image, with the target `labels > 0` (nucleus or
+# background) as a `(1, H, W)` float mask. A `DataLoader` groups examples into batches,
+# reshuffles them every epoch (one pass over the dataset) and can prepare them in parallel.
 
 
 # %%
 def foreground(labels):
     return (labels > 0).astype(np.float32)[None]
+
+
+def dice_metric(logits, target):
+    """Hard Dice of the thresholded prediction over the whole batch (a float)."""
+    pred = (logits > 0).float()
+    return ((2 * (pred * target).sum() + 1e-6) / (pred.sum() + target.sum() + 1e-6)).item()
 
 
 val_images, val_labels = cu.data.load_split("bbbc039", "val", n=N_VAL)
@@ -997,16 +1285,106 @@ val_set = cu.data.PatchDataset(
 )
 train_loader = torch.utils.data.DataLoader(train_set, batch_size=BATCH, shuffle=True)
 val_loader = torch.utils.data.DataLoader(val_set, batch_size=BATCH)
+x, y = train_set[0]
+xb, yb = next(iter(train_loader))
+print(f"one example: image {tuple(x.shape)}, target {tuple(y.shape)} {y.dtype}")
+print(f"a batch: images {tuple(xb.shape)}, targets {tuple(yb.shape)}; {len(train_loader)} an epoch")
+
+# %% [markdown]
+# ### A deliberate overfitting run
+# What does *overfitting* look like? We make it happen on purpose: a fresh tiny FCN (without
+# batch norm, which regularises a little and would slow the effect down) trains for 200 steps
+# on only **two 32 x 32 crops** of one training image, a handful of nuclei. Every 10 steps we
+# measure three losses:
+#
+# - **training**: the two crops it learns from;
+# - **validation**: 16 crops of a validation image it never sees;
+# - **leaky validation**: the two training crops shifted by 4 pixels. They look like new crops,
+#   but they hold mostly pixels the network trained on: the mistake of cutting validation
+#   patches from the training images.
+#
+# **Predict, then run.** Sketch the three loss curves over the 200 steps before you run the
+# next two cells. Which ones keep falling?
 
 
+# %%
+def fixed_crops(img, lab, size, n, seed, shift=0):
+    """n (size x size) crops at positions fixed by `seed`, moved by `shift` (<= 4) pixels."""
+    r = np.random.default_rng(seed)
+    corners = [(r.integers(img.shape[0] - size - 4), r.integers(img.shape[1] - size - 4))
+               for _ in range(n)]  # fmt: skip
+    window = [np.s_[y + shift : y + shift + size, x + shift : x + shift + size] for y, x in corners]
+    xs = torch.from_numpy(np.stack([img[w] for w in window]))[:, None]
+    return xs, torch.from_numpy(np.stack([lab[w] > 0 for w in window]).astype(np.float32))[:, None]
+
+
+overfit_sets = {
+    "training (2 crops)": fixed_crops(image, label, 32, 2, seed=0),
+    "validation (16 crops, another image)": fixed_crops(val_images[0], val_labels[0], 64, 16, 1),
+    "leaky validation (training crops, shifted)": fixed_crops(image, label, 32, 2, 0, shift=4),
+}
+tiny_loader = torch.utils.data.DataLoader(
+    torch.utils.data.TensorDataset(*overfit_sets["training (2 crops)"]), batch_size=2, shuffle=True
+)
+torch.manual_seed(0)
+overfit_model = tiny_fcn(batch_norm=False)
+overfit_optimizer = torch.optim.Adam(overfit_model.parameters(), lr=1e-2)
+curves = {name: {"loss": [], "dice": []} for name in overfit_sets}
+for step in range(OVERFIT_STEPS + 1):
+    if step % 10 == 0:  # measure, without learning from it
+        with torch.no_grad():
+            for name, (xs, ys) in overfit_sets.items():
+                logits = overfit_model(xs)
+                curves[name]["loss"].append(F.binary_cross_entropy_with_logits(logits, ys).item())
+                curves[name]["dice"].append(dice_metric(logits, ys))
+    for xs, ys in tiny_loader:  # one batch: both crops
+        loss = F.binary_cross_entropy_with_logits(overfit_model(xs), ys)
+        overfit_optimizer.zero_grad()
+        loss.backward()
+        overfit_optimizer.step()
+
+# %% tags=["hide-input"]
+steps_measured = np.arange(0, OVERFIT_STEPS + 1, 10)
+fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+for name, curve in curves.items():
+    axes[0].plot(steps_measured, curve["loss"], marker=".", label=name)
+    axes[1].plot(steps_measured, curve["dice"], marker=".", label=name)
+axes[0].set(title="Loss (BCE)", xlabel="training step", ylabel="loss", yscale="log")
+axes[1].set(title="Dice of the thresholded prediction", xlabel="training step", ylabel="Dice")
+axes[1].legend(loc="lower right")
+plt.tight_layout()
+plt.show()
+for name, curve in curves.items():
+    low = int(np.argmin(curve["loss"]))
+    print(f"{name:43s} loss: lowest {curve['loss'][low]:.4f} (step {steps_measured[low]:3d}), "
+          f"last {curve['loss'][-1]:.4f} | last Dice {curve['dice'][-1]:.3f}")  # fmt: skip
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# The training loss falls towards 0: the network learns its two crops by heart. The validation
+# loss falls for a few dozen steps, while the network learns what nuclei look like in general,
+# then **rises**: from then on it learns details of its two crops that do not hold elsewhere,
+# and it becomes over-confident, which the cross-entropy punishes at every pixel it gets wrong.
+# The gap between the two curves is overfitting; the best moment to stop is near the lowest
+# validation loss. Meanwhile the validation Dice barely moves: a loss and a metric can tell
+# different stories, so look at both. The leaky validation scores far better than the honest
+# one (a lower loss, a higher Dice) and rises much less: it hides most of the overfitting, and
+# it would make this network look better than it is on new images.
+# </details>
+#
+# > **Checkpoint.** Everyone can read the plot: where is the overfitting, where would you stop,
+# > and why is the leaky validation misleading?
+#
+# ### Training for real
+# The network we keep trains on many random patches of the training images, with the loss binary
+# cross-entropy plus our soft Dice loss (against the imbalance trap). First, the training loop
+# written out, for one pass over the patches: forward, loss, backward, step.
+
+
+# %%
 def loss_fn(logits, target):
     return F.binary_cross_entropy_with_logits(logits, target) + soft_dice_loss(logits, target)
-
-
-def dice_metric(logits, target):
-    """Hard Dice of the thresholded prediction over the whole batch (a float)."""
-    pred = (logits > 0).float()
-    return ((2 * (pred * target).sum() + 1e-6) / (pred.sum() + target.sum() + 1e-6)).item()
 
 
 model = model.to(device)
@@ -1042,6 +1420,34 @@ history.plot()
 plt.show()
 
 # %% [markdown]
+# **Why?** Here the validation loss is *below* the training loss in every epoch. The network
+# never learns from the validation patches: how can it do better on them? Think about when and
+# how each of the two numbers is computed, then run the next cell.
+
+# %%
+model.eval()
+with torch.no_grad():
+    again = np.mean([loss_fn(model(x.to(device)), y.to(device)).item() for x, y in train_loader])
+print(
+    f"last epoch: training loss {history['train_loss'][-1]:.3f} (the mean over the epoch), "
+    f"validation loss {history['val_loss'][-1]:.3f}\n"
+    f"training patches again, with the final weights in evaluation mode: {again:.3f}"
+)
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# Two reasons. **When and how:** the training loss of an epoch is the mean over its batches,
+# measured *while* the network learns (its early batches were scored by a worse network) and in
+# training mode; the validation loss is measured after the epoch, with the final weights, in
+# evaluation mode (batch norm with its running statistics). Scoring the training patches again
+# the same way removes that part of the gap: the last number printed. **What:** the rest of
+# the gap says that these validation patches are easier than the training ones. With a few
+# images per set the two sets differ, for example in how many nucleus pixels a patch holds
+# (the soft Dice term of a patch is large when it holds few). A validation loss below the
+# training loss is no sign of leakage by itself.
+# </details>
+#
 # The network is fully convolutional, so we apply it to whole validation images and score the
 # thresholded probability with the pixel Dice.
 
@@ -1105,6 +1511,11 @@ plt.show()
 
 # %% [markdown]
 # ## Recap
+# - Training is a loop: forward, loss, `zero_grad`, `backward` (autograd), `step`. Too large a
+#   learning rate makes the loss explode.
+# - Training, validation and test sets answer different questions; choices are made on the
+#   validation set only, and overlapping sets (leakage) hide overfitting. Overfitting shows as a
+#   validation loss that rises while the training loss keeps falling.
 # - A convolution is a weighted sum over a sliding window (a cross-correlation); padding, stride
 #   and dilation set the output size `(n + 2p - d(k - 1) - 1) // s + 1`; GPUs compute it as one
 #   matrix product.
@@ -1117,7 +1528,8 @@ plt.show()
 #   checkerboards (Odena 2016); residual connections (He 2016) carry the gradient; dropout
 #   (Srivastava 2014) acts only in training.
 # - Accuracy is a trap on imbalanced masks; Dice measures the overlap, and the soft Dice loss
-#   (Milletari 2016) trains for it directly.
+#   (Milletari 2016) trains for it directly. The empty prediction is no minimum of the
+#   cross-entropy, but class imbalance gives an early all-background phase (notebook 03).
 #
 # The asserts below fail if a hand-built block stops matching PyTorch or the tiny network stops
 # learning.
@@ -1127,6 +1539,10 @@ print(f"{len(matched)} hand-built blocks matched PyTorch:")
 for name in matched:
     print("  ✓", name)
 assert len(matched) >= 30 and all(matched.values())
+train_curve, honest, leaky = (curves[name]["loss"] for name in curves)
+assert train_curve[-1] < 0.01, "the overfitting run should learn its two crops by heart"
+assert honest[-1] > 2 * min(honest), "the validation loss should rise again while overfitting"
+assert leaky[-1] < honest[-1], "the leaky validation should look better than the honest one"
 MIN_DICE = 0.90  # measured 0.974 in fast mode (CPU); full mode trains longer on more images
 print(f"tiny FCN validation Dice {np.mean(val_dice):.3f} (minimum {MIN_DICE})")
 assert np.mean(val_dice) > MIN_DICE, "the tiny FCN did not learn to segment nuclei"

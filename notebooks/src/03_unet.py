@@ -14,7 +14,9 @@
 #   the weight map;
 # - why pixel accuracy lies, and what IoU and Dice say instead;
 # - how the U-Net is trained today (same padding, batch norm, Adam, mixed precision) and a
-#   3-class variant (background / interior / boundary) for separating instances.
+#   3-class variant (background / interior / boundary) for separating instances;
+# - how Adam and SGD differ in the first steps, and why four variants that differ in several
+#   things at once cannot tell which change helped.
 #
 # **Papers:** {cite}`ronneberger2015unet`, {cite}`kingma2015adam`, {cite}`ioffe2015batchnorm`
 
@@ -67,6 +69,7 @@ EPOCHS = cu.pick(fast=2, full=30)
 PATCHES_PER_EPOCH = cu.pick(fast=96, full=1600)
 VAL_PATCHES = cu.pick(fast=8, full=200)
 LR = cu.pick(fast=2e-3, full=1e-3)
+OPTIMISER_STEPS = cu.pick(fast=25, full=60)  # the Adam-SGD comparison of section 7
 WORKERS = cu.env.dataloader_workers(full=8)  # data-loading processes (weight maps cost CPU)
 device = cu.env.get_device()
 print(
@@ -90,6 +93,20 @@ print(
 #   **centre-cropped** to that size (it is larger, the valid convolutions below it ate more) and
 #   **concatenated**; two valid 3x3 convolutions follow;
 # - a 1x1 convolution maps the 64 channels to one score per class.
+#
+# The whole network with the paper's sizes (drawn from `cu.models.unet_output_size`):
+
+# %%
+cu.plot.unet_diagram(depth=4, input_size=572, base_channels=64, n_classes=2)
+plt.show()
+
+# %% [markdown]
+# Read it as the data flows: down the left side the maps shrink (572 -> 568 by two valid
+# convolutions, halved to 284 by pooling, ...) while the channels double; at the bottom the
+# network sees the most context at the coarsest resolution; up the right side, each level
+# doubles the size and concatenates the cropped map of the same level on the left, which
+# brings back the fine detail that pooling threw away. The output, 388 x 388, is the centre of
+# the input.
 #
 # `cu.models.UNetOriginal` is that network, with each design choice as an argument. Its
 # `forward` reads top to bottom:
@@ -144,6 +161,17 @@ del paper_unet
 #
 # **Exercise 1.** Write the output size for an input of side `input_size` and `depth` poolings.
 # You may assume the size is valid (even before every pooling).
+#
+# <details><summary>Hint 1</summary>
+#
+# Three loops, or two and a line: `depth` times "minus 4, then halve"; once "minus 4" (the
+# bottleneck); `depth` times "double, then minus 4".
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# Halve with integer division, `size = (size - 4) // 2`, so that the result stays an int.
+# </details>
 
 
 # %% tags=["solution"]
@@ -160,6 +188,9 @@ def my_output_size(input_size, depth=4):
     # END SOLUTION
 
 
+# Stuck? Run  my_output_size = cu.models.unet_output_size  (the library's version) and go on.
+
+
 # %% tags=["check"]
 cases = [(572, 4), (188, 3), (380, 3), (428, 4), (140, 2)]
 cu.checks.check_equal(
@@ -169,6 +200,8 @@ cu.checks.check_equal(
 )
 
 # %% [markdown]
+# **Predict, then run.** Which of these inputs can the depth-4 U-Net take: 570, 572, 576, 588?
+#
 # Not every size works: a pooling of an odd size would drop a row, and the skip connections
 # would then no longer line up with the pixels they came from. `cu.models.valid_input_sizes`
 # lists the sizes for which every pooling sees an even size. For depth 4 they are 16 apart
@@ -184,6 +217,14 @@ out_valid = cu.models.unet_output_size(PATCH_VALID, DEPTH)
 step = sizes_ours[1] - sizes_ours[0]
 print(f"depth {DEPTH} (ours): valid inputs {sizes_ours[:8]} ... (every {step})")
 print(f"our training patch {PATCH_VALID} -> output {out_valid}")
+print("570, 572, 576, 588 valid for depth 4:", [s in sizes4 for s in (570, 572, 576, 588)])
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# 572 and 588 (16 apart); 570 and 576 are not. 570 - 4 = 566 halves to 283, which is odd, so
+# the next pooling fails; 576 gives 286, then 141, odd again.
+# </details>
 
 # %% [markdown]
 # ## 2 · Overlap-tile prediction with mirrored borders
@@ -202,38 +243,23 @@ margin = (TILE_VALID - out_tile) // 2
 pad_after = (max(t["input"][2] for t in tiles) - 520, max(t["input"][3] for t in tiles) - 696)
 padded = np.pad(image, ((margin, pad_after[0]), (margin, pad_after[1])), mode="reflect")
 print(f"tile {TILE_VALID} -> {out_tile}: margin {margin} px, {len(tiles)} tiles")
-
-fig, axes = plt.subplots(1, 2, figsize=(15, 5.5))
-extent = (-margin - 0.5, 696 + pad_after[1] - 0.5, 520 + pad_after[0] - 0.5, -margin - 0.5)
-for ax in axes:
-    ax.imshow(padded, cmap="gray", vmin=0, vmax=1, extent=extent)
-    ax.add_patch(plt.Rectangle((-0.5, -0.5), 696, 520, fill=False, color="white", lw=2))
-    ax.set_xlabel("x (pixels, image coordinates)")
-    ax.set_ylabel("y (pixels)")
-for t in tiles:
-    y0, x0, y1, x1 = t["output"]
-    axes[0].add_patch(
-        plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.5, color="tab:cyan")
-    )
-for name, colour, ls in (("input", "tab:orange", "--"), ("output", "tab:orange", "-")):
-    y0, x0, y1, x1 = tiles[0][name]
-    axes[1].add_patch(
-        plt.Rectangle(
-            (x0 - 0.5, y0 - 0.5),
-            x1 - x0,
-            y1 - y0,
-            fill=False,
-            lw=2,
-            color=colour,
-            ls=ls,
-            label=f"tile (0, 0): {name}",
-        )
-    )
-axes[0].set_title("output tiles (cyan) cover the image once; white = the image")
-axes[1].set_title("the first tile sees the mirrored border (dashed: its input)")
-axes[1].legend(loc="lower right")
-plt.tight_layout()
+cu.plot.overlap_tile_diagram(image, tiles)
 plt.show()
+
+# %% [markdown]
+# **Why?** Why mirror the image at its border rather than pad it with zeros?
+#
+# <details><summary>Answer</summary>
+#
+# Zeros look like a black background: a nucleus cut by the image border would get a fake dark
+# edge, and the network, which learned what nuclei look like in real context, would see
+# something it never saw in training. Mirroring continues the image's texture and brightness,
+# so the margin looks like more of the same image (it is not real context either: a mirrored
+# nucleus is a plausible, not a true, neighbour).
+# </details>
+#
+# > **Checkpoint.** Everyone can say why the valid U-Net's output is smaller than its input, and
+# > what the margin of a tile is for.
 
 # %% [markdown]
 # ## 3 · The weight map
@@ -280,15 +306,39 @@ crop_gapped = gapped_full[wy : wy + 160, wx : wx + 160]
 #
 # $$w(x) = w_c(x) + w_0 \exp\left(-\frac{(d_1(x) + d_2(x))^2}{2\sigma^2}\right),$$
 #
-# where $w_c$ balances the classes ($N / (2 N_\text{class})$: background and foreground then
-# weigh the same in total), and $d_1$, $d_2$ are the distances from a background pixel to the
-# nearest and the second-nearest cell. The second term is large only where two cells are close:
-# in the gaps. The paper uses $w_0 = 10$ and $\sigma \approx 5$ pixels.
+# where $d_1$, $d_2$ are the distances from a pixel to the nearest and the second-nearest cell,
+# so the second term is large only where two cells are close: in the gaps. The paper uses
+# $w_0 = 10$ and $\sigma \approx 5$ pixels. Of $w_c$ it says only that it is "the weight map to
+# balance the class frequencies", not how to compute it. Two details below are therefore **our
+# conventions**, not the paper's definition:
+#
+# - $w_c = N / (2 N_\text{class})$ for a pixel of a class with $N_\text{class}$ of the image's $N$
+#   pixels, so that background and foreground weigh the same in total (other choices, such as
+#   weights from the frequencies of the whole training set, are just as defensible);
+# - the border term is added on **background** pixels only. Eq. 2 adds it everywhere, which
+#   would also raise the weight of the rims of cells near a neighbour (inside cell $i$,
+#   $d_1 = 0$ and $d_2$ is the distance to the next cell).
 #
 # **Exercise 2.** Build the weight map naively: one distance transform of the whole image per
 # cell (`ndi.distance_transform_edt(labels != i)` is the distance to cell `i`), keeping the two
-# smallest distances at every pixel. The border term applies to background pixels only; with
-# fewer than two cells there is none.
+# smallest distances at every pixel. Follow our two conventions: class weights
+# $N / (2 N_\text{class})$, and the border term on background pixels only; with fewer than two
+# cells there is none. The timing cell after the check uses your function.
+#
+# <details><summary>Hint 1</summary>
+#
+# Class weights first: `n_bg = np.count_nonzero(labels == 0)`, `n_fg = labels.size - n_bg`, and
+# `weights = np.where(labels == 0, n / (2 * n_bg), n / (2 * n_fg))` (guard against a class
+# with no pixels).
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# Keep two arrays `d1 <= d2`, both starting at `np.inf`. For each cell's distance map `d`, the
+# new second-nearest is `np.minimum(d2, np.maximum(d1, d))` and the new nearest
+# `np.minimum(d1, d)` (update `d2` first). Then add `w0 * np.exp(-((d1 + d2) ** 2) / (2 *
+# sigma**2))` where `labels == 0`.
+# </details>
 
 
 # %% tags=["solution"]
@@ -313,6 +363,9 @@ def naive_weight_map(labels, w0=10.0, sigma=5.0):
         weights = weights + np.where(background, border, 0.0)
     return weights.astype(np.float32)
     # END SOLUTION
+
+
+# Stuck? Run  naive_weight_map = cu.targets.unet_weight_map  (the library's version) and go on.
 
 
 # %% tags=["check"]
@@ -364,12 +417,50 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **Predict, then run.** $w_0 = 10$. How many times more than an ordinary background pixel (one
+# far from any nucleus) does a gap pixel weigh: about 10, less, or more?
+
+# %%
+w_balance = cu.targets.unet_weight_map(gapped_full, w0=0.0)  # w_c alone, on the whole image
+ordinary = float(np.median(w_balance[gapped_full == 0]))  # w_c of a background pixel
+nucleus = float(np.median(w_balance[gapped_full > 0]))  # w_c of a nucleus pixel
+gap = (labels_full > 0) & (gapped_full == 0)  # the pixels that with_gaps made background
+gap_ratio = w_fast[gap] / ordinary
+print(f"w_c: background {ordinary:.2f}, nucleus {nucleus:.2f}; gap pixels: median w "
+      f"{np.median(w_fast[gap]):.2f}")  # fmt: skip
+print(f"a gap pixel weighs {np.median(gap_ratio):.1f} x an ordinary background pixel "
+      f"(10% to 90% of the gap pixels: {np.percentile(gap_ratio, 10):.1f} to "
+      f"{np.percentile(gap_ratio, 90):.1f})")  # fmt: skip
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# More. A gap pixel is background, so it gets the background's $w_c$ *plus* the border term,
+# which is close to $w_0 = 10$ because $d_1 + d_2$ is only a few pixels in a 2-pixel gap. An
+# ordinary background pixel gets $w_c$ alone, and since most pixels are background, $w_c$ is
+# below 1 there (and above 1 on nuclei). The ratio is about 10 divided by a number below 1.
+# </details>
+
+# %% [markdown]
 # ## 4 · Weighted cross-entropy
 # The network gives two scores (logits) per pixel; softmax turns them into probabilities
 # $p_k(x)$, and the cross-entropy of a pixel is $-\log p_{\ell(x)}(x)$, with $\ell(x)$ its true
 # class. The paper weights each pixel's term by $w(x)$; we average over pixels.
 #
-# **Exercise 3.** Write the weighted cross-entropy with `F.log_softmax` and `gather`.
+# **Exercise 3.** Write the weighted cross-entropy with `F.log_softmax` and `gather`. The modern
+# U-Net of section 7 trains with your function.
+#
+# <details><summary>Hint 1</summary>
+#
+# `F.log_softmax(logits, dim=1)` gives $\log p_k(x)$ for every class $k$: shape `(B, C, H, W)`.
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `log_p.gather(1, target[:, None])` picks, at every pixel, the class given by `target`: shape
+# `(B, 1, H, W)`. Drop the class axis with `.squeeze(1)`, negate, multiply by `weight`, and
+# take the mean.
+# </details>
 
 
 # %% tags=["solution"]
@@ -385,6 +476,9 @@ def weighted_cross_entropy(logits, target, weight):
     # END SOLUTION
 
 
+# Stuck? Run  weighted_cross_entropy = cu.losses.unet_weighted_loss  (the library's) and go on.
+
+
 # %% tags=["check"]
 gen = torch.Generator().manual_seed(0)
 logits_t = torch.randn(2, 3, 5, 7, generator=gen)
@@ -394,6 +488,10 @@ reference = (weight_t * F.cross_entropy(logits_t, target_t, reduction="none")).m
 cu.checks.check_close(
     weighted_cross_entropy(logits_t, target_t, weight_t), reference, "weighted_cross_entropy"
 )
+
+# %% [markdown]
+# > **Checkpoint.** Exercises 1 to 3 pass. Ask: which pixels does the weight map make
+# > expensive, and why does the class balance matter when most pixels are background?
 
 # %% [markdown]
 # ### Training data and losses
@@ -431,6 +529,7 @@ def foreground_iou(out, y):
     return float((truth & pred).sum() / (truth | pred).sum().clamp(min=1))
 
 
+# %%
 def loaders(patch, target_fn):
     train = cu.data.PatchDataset(
         train_images, train_labels, patch, length=PATCHES_PER_EPOCH, target_fn=target_fn, seed=0
@@ -464,6 +563,7 @@ def train(name, model, patch, target_fn, loss_fn, amp, method=None):
     )
 
 
+# %%
 x_patch, y_patch, w_patch = cu.data.PatchDataset(
     train_images, train_labels, PATCH_VALID, target_fn=targets_2class
 )[0]
@@ -500,7 +600,12 @@ print(recipe_checks, f"(loss {hand_loss.item():.5f} by hand, {record_loss.item()
 # gradient descent, momentum 0.99 and one large tile per batch; to compare architectures and
 # targets rather than optimisers, every network in this notebook is trained with Adam
 # (Kingma & Ba 2015), which is less sensitive to the learning rate and gets far in a short run
-# like ours. `fit` shows a progress bar per epoch.
+# like ours (section 7 shows the difference). `fit` shows a progress bar per epoch.
+#
+# **Predict, then run.** The first run uses plain cross-entropy, with no weight map; about 80%
+# of the pixels are background. Watch the `iou` column (the validation IoU of the predicted
+# foreground) after the first epoch: what do you expect? And for the second run, whose weight
+# map balances the two classes?
 
 # %%
 histories, models = {}, {}
@@ -525,6 +630,22 @@ histories["original + weight map"] = train(
 )
 histories["original + weight map"].plot()
 plt.show()
+first_iou = {name: histories[name]["iou"][0] for name in histories}
+print("validation IoU after the first epoch:", {k: round(v, 3) for k, v in first_iou.items()})
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# In fast mode, the plain cross-entropy run ends its first epoch with a validation IoU of 0,
+# although its validation loss has already fallen: it predicts **background everywhere**. This is
+# the early all-background phase of notebook 02's "class imbalance trap": the quickest way to
+# lower the loss is to push every pixel towards the frequent class, and the foreground
+# probabilities, though rising, are still below 0.5. One epoch later it has left that phase.
+# The second run is identical except for its loss: the weight map gives the foreground half of
+# the total weight (its class balance), and this run finds the nuclei from the first epoch on.
+# (In full mode an epoch is far longer: the phase may end within the first epoch, and then the
+# `iou` column does not show it.)
+# </details>
 
 # %% [markdown]
 # ### Predicting whole test images, tile by tile
@@ -606,6 +727,7 @@ def found_ids(truth, pred):
     return set(true_ids[iou.max(axis=1) >= 0.5].tolist()) if iou.size else set()
 
 
+# %%
 def instances_2class(prob):
     return connected_components(prob.argmax(0) == 1, connectivity=1).astype(np.int32)
 
@@ -637,6 +759,7 @@ def describe(name, scores):
     )
 
 
+# %%
 oracle = [connected_components(with_gaps(t) > 0, connectivity=1) for t in test_labels]
 n_touching = sum(len(touching_ids(t)) for t in test_labels)
 oracle_apart = sum(len(touching_ids(t) & found_ids(t, o)) for t, o in zip(test_labels, oracle))
@@ -655,11 +778,11 @@ recipe_checks["instances_2class = record"] = np.array_equal(
 )
 
 # %% [markdown]
-# The weight map puts a weight of about $w_0 = 10$ on the gap pixels, so missing a gap costs
-# ten times more than missing an ordinary background pixel, while the pixel scores barely
-# notice a 2-pixel gap. Compare the "touching apart" counts of the two runs: after only a few
-# dozen steps (fast mode) a difference of a few nuclei is within the noise of training; the
-# longer full-mode runs tell more.
+# With the weight map, missing a gap pixel costs many times more than missing an ordinary
+# background pixel (the ratio we measured in section 3), while the pixel scores barely notice
+# a 2-pixel gap. Compare the "touching apart" counts of the two runs: after only a few dozen
+# steps (fast mode) a difference of a few nuclei is within the noise of training; the longer
+# full-mode runs tell more.
 
 # %% [markdown]
 # ## 6 · Pixel accuracy lies
@@ -694,11 +817,68 @@ print("Dice = 2 IoU / (1 + IoU) on every image:", dice_rule_holds)
 #   its centre (`predict_tiled` with `overlap`);
 # - **batch normalisation** (Ioffe & Szegedy 2015) after each convolution: training is stable
 #   at larger learning rates and needs no careful initialisation;
-# - **Adam** (Kingma & Ba 2015) rather than SGD with high momentum (used for all runs here);
+# - **Adam** (Kingma & Ba 2015) rather than SGD with high momentum (used for all runs here;
+#   the cells below compare the two);
 # - **mixed precision**: on a GPU, `fit(amp="auto")` runs the forward pass in bfloat16 (or float16
 #   with loss scaling), about twice as fast, with the weights kept in float32. On a CPU it is off.
 #
 # `cu.models.UNet` has these as arguments (normalisation, residual blocks, upsampling mode).
+#
+# ### Adam or SGD?
+# SGD moves every parameter by `lr` x its gradient; *momentum* 0.99, as in the paper, adds up
+# the past steps, so a consistent direction speeds up over about 1 / (1 - 0.99) = 100 steps.
+# Adam divides each parameter's step by a running estimate of the size of its gradient, so
+# every parameter moves by about `lr` per step, whatever the scale of its gradient. A cheap
+# experiment: the same network, from the same starting weights, takes a few steps on the same
+# batch (two training patches), once with Adam and twice with SGD.
+#
+# **Predict, then run.** Which curve falls fastest in the first steps? Do the SGD curves catch
+# up within these steps?
+
+# %%
+batch = cu.data.PatchDataset(
+    train_images, train_labels, PATCH_VALID, length=2, target_fn=targets_2class, seed=0
+)
+x_b, y_b, w_b = (torch.stack(t).to(device) for t in zip(*[batch[i] for i in range(2)]))
+optimisers = {
+    f"Adam, lr {LR:g}": lambda p: torch.optim.Adam(p, lr=LR),
+    "SGD, momentum 0.99, lr 1e-2": lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.99),
+    "SGD, momentum 0.99, lr 1e-3": lambda p: torch.optim.SGD(p, lr=1e-3, momentum=0.99),
+}
+optimiser_curves = {}
+for name, make in optimisers.items():
+    net = UNET_WEIGHTED.build(seed=0).to(device)  # the same starting weights for each
+    optimizer = make(net.parameters())
+    optimiser_curves[name] = []
+    for _ in range(OPTIMISER_STEPS):
+        loss = weighted_loss(net(x_b), y_b, w_b)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        optimiser_curves[name].append(loss.item())
+    print(f"{name:28s} loss {optimiser_curves[name][0]:.3f} -> {optimiser_curves[name][-1]:.3f}")
+del net
+
+# %% tags=["hide-input"]
+fig, ax = plt.subplots(figsize=(7, 3.8))
+for name, curve in optimiser_curves.items():
+    ax.plot(np.arange(1, len(curve) + 1), curve, label=name)
+ax.set(title=f"{OPTIMISER_STEPS} steps on one batch, same start", xlabel="step",
+       ylabel="weighted cross-entropy")  # fmt: skip
+ax.legend(loc="upper right")
+plt.show()
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# Adam falls from the first steps. SGD with `lr = 1e-3` barely moves; with `lr = 1e-2` it starts
+# slowly, while its momentum builds up, then speeds up (here it nearly catches up within these
+# steps; with momentum 0.99 it can also overshoot, and its curve oscillate). SGD can train
+# a U-Net very well (the paper did, for hours), but its learning rate has to suit the network
+# and the loss, while Adam's default range works for most. For short runs like ours, Adam is
+# the safer choice. This is one batch and a few steps: it shows the early speed, not which
+# optimiser gives the better network after a long training.
+# </details>
 #
 # A further change is the **target**. Instead of a foreground mask with thin gaps, three
 # classes: background, cell interior and cell **boundary** (`cu.targets.boundary_classes`). The
@@ -771,6 +951,15 @@ print(recipe_checks)
 # Parameters, seconds per epoch (on this machine: they depend on the device and the patch size),
 # and the scores on the test images. "Touching apart" counts the touching nuclei found with
 # IoU >= 0.5.
+#
+# **Careful: the rows differ in several things at once.** "original" and "original + weight
+# map" differ only in the loss: a fair comparison of the weight map. "modern" differs from
+# "original + weight map" in padding, normalisation, **patch size** (it trains on smaller
+# patches, so it sees fewer pixels per step), tile overlap at prediction and, on a GPU, mixed
+# precision; "modern 3-class" differs from "modern" in target, loss and post-processing. If one
+# of them scores better, this table cannot say which change did it. To attribute an effect to
+# one change, change one thing at a time (an *ablation*), with several seeds. The column
+# "changed" lists what differs from the row above.
 
 # %%
 setups = {
@@ -779,10 +968,17 @@ setups = {
     "modern": ("same", "batch", "foreground + gaps", "weighted CE", True),
     "modern 3-class": ("same", "batch", "3 classes", "CE", True),
 }
+changed = {
+    "original": "-",
+    "original + weight map": "loss",
+    "modern": "padding, norm, patch, tiling, AMP (GPU)",
+    "modern 3-class": "target, loss, post-processing",
+}
 table = pd.DataFrame(
     [
         {
             "variant": name,
+            "changed": changed[name],
             "padding": pad,
             "norm": norm,
             "target": target,
@@ -801,6 +997,24 @@ table = pd.DataFrame(
     ]
 ).set_index("variant")
 table.round(3)
+
+# %% [markdown]
+# **Which U-Net would you deploy?** Look at the table (and the figure below), then decide, and
+# say what evidence you would want before you trust that decision.
+#
+# <details><summary>Answer</summary>
+#
+# On this evidence, none yet. In fast mode each network trained for a few dozen steps and is
+# scored on three test images: a difference of a few nuclei is within the noise of training
+# (another seed would reorder the rows). The rows differ in several things at once. And the
+# choice must not be made on the **test** images: choosing by the test score makes it
+# optimistic (notebook 02's leakage). Choose on validation images, with full-mode training and
+# a few seeds, then score the chosen network once on the test set. Notebook 07 compares the
+# U-Nets with the other methods of the course on the whole test set.
+# </details>
+#
+# > **Checkpoint.** Discuss the table: which comparisons are fair, and what would you change to
+# > find out whether the 3-class target helps?
 
 # %%
 y0, x0 = busiest_window(truth, 200)  # the most crowded part of the first test image
@@ -835,9 +1049,17 @@ plt.show()
 #   touching cells count; computing each distance transform only near its cell gives the same
 #   map much faster.
 # - Pixel accuracy rewards predicting background; IoU and Dice do not.
-# - Today's U-Net: same padding, batch norm (Ioffe & Szegedy 2015), Adam (Kingma & Ba 2015),
-#   mixed precision; a 3-class target (background / interior / boundary) is another way to
-#   separate touching instances, with no weight map.
+# - The weight map's class balance $N / (2 N_\text{class})$ and its border term on background
+#   only are conventions (eq. 2 leaves them open); a gap pixel weighs many times an ordinary
+#   background pixel, as we measured.
+# - With plain cross-entropy, class imbalance gives an early all-background phase (validation
+#   IoU 0 after the first fast-mode epoch); the class balance avoids it.
+# - Today's U-Net: same padding, batch norm (Ioffe & Szegedy 2015), Adam (Kingma & Ba 2015,
+#   faster than SGD in the first steps, and less sensitive to its learning rate), mixed
+#   precision; a 3-class target (background / interior / boundary) is another way to separate
+#   touching instances, with no weight map.
+# - Our four variants differ in several things at once: to know which change helps, change one
+#   at a time, with several seeds, and choose on validation images.
 # - Separating touching nuclei is what the pixel scores do not measure: count the instances.
 #
 # The checks below fail if a piece of this pipeline breaks. The fast-mode score bounds are what
@@ -851,6 +1073,9 @@ assert 572 in cu.models.valid_input_sizes(4) and 571 not in cu.models.valid_inpu
 assert 30e6 < n_paper < 32e6, n_paper
 assert tuple(paper_out.shape) == (1, 2, 388, 388)
 assert weight_map_diff < 1e-4, weight_map_diff
+assert 5 < np.median(gap_ratio) < 30, np.median(gap_ratio)  # the text says "many times"
+adam_last, _, slow_sgd_last = (curve[-1] for curve in optimiser_curves.values())
+assert adam_last < slow_sgd_last, optimiser_curves  # Adam is ahead of SGD at lr 1e-3
 assert tiled_diff < 1e-4, tiled_diff
 assert phase_flips < 0.03, phase_flips
 assert oracle_apart >= 0.9 * n_touching, (oracle_apart, n_touching)

@@ -7,17 +7,23 @@
 # - the two rules that keep instance labels correct: **one** sampling grid for image and labels,
 #   and **nearest-neighbour** resampling for the labels (never interpolation, never intensity
 #   changes);
-# - how to write the elastic deformation of Simard et al. (2003) from scratch, and how it
-#   compares with albumentations (Buslaev et al. 2020) and `torchvision.transforms.v2`;
+# - how to write the elastic deformation of Simard et al. (2003) from scratch, how the U-Net
+#   paper's coarse-grid version differs from it, and how both compare with albumentations
+#   (Buslaev et al. 2020) and `torchvision.transforms.v2`;
 # - three pitfalls, shown and counted: interpolated labels invent ids, borders create objects,
 #   and weight maps computed before a geometric transform no longer fit the labels;
-# - whether augmentation helps a U-Net trained on only a handful of images.
+# - what augmentation buys a U-Net trained on two images: little on images like the training
+#   ones, a lot on images from "another microscope".
 #
 # The transforms written here live in `course_utils.data.augment`; every later notebook
 # (Cellpose, StarDist) trains with them.
 #
-# **Papers:** {cite}`simard2003elastic`, {cite}`buslaev2020albumentations`,
-# {cite}`ronneberger2015unet`
+# **How to use the questions.** Questions marked **Predict** or **Why?** have their answer
+# folded under *Answer*: think first (write your guess down), then run the cell and open it.
+# Boxes marked **Checkpoint** are for the instructor: a good moment to stop and compare notes.
+#
+# **Papers:** {cite}`simard2003elastic`, {cite}`ronneberger2015unet`,
+# {cite}`buslaev2020albumentations`
 
 # %%
 import time
@@ -29,7 +35,9 @@ import torch
 import torch.nn.functional as F
 
 import course_utils as cu
+from course_utils import plot_methods
 from course_utils.data import augment as aug
+from course_utils.data.augment.geometric import elastic_grid, grid_displacement
 
 report = cu.env.check_env()
 rng = cu.env.seed_everything(0)
@@ -109,6 +117,19 @@ for _, y_view in unique_views.values():
 print(f"{len(unique_views)} distinct views, all with exactly the ids of the crop")
 
 # %% [markdown]
+# **Why?** Flips and quarter turns are "free" for nuclei because a nucleus has no preferred
+# orientation. Think of an image where a vertical flip would teach the network something false.
+#
+# <details><summary>Answer</summary>
+#
+# Any image with a direction that means something: a kymograph (one axis is time, and time does
+# not run backwards), a side view of cells settled on a coverslip (gravity points down), a
+# tissue section with a known apical-basal orientation, or an illumination gradient that is
+# always on the same side. Before you add a transform, ask whether the transformed image could
+# come out of your microscope.
+#
+# </details>
+#
 # ## 2 · Pitfall: interpolated labels invent ids
 # A free rotation moves pixel centres to positions between the input pixels, so values must be
 # *resampled*. For the image, bilinear interpolation (a weighted mean of the 4 nearest pixels)
@@ -117,6 +138,10 @@ print(f"{len(unique_views)} distinct views, all with exactly the ids of the crop
 # rotate the labels by 17 degrees with `scipy.ndimage.rotate`, once with bilinear
 # interpolation (`order=1`) and once with our `random_rotation`, which takes the nearest pixel
 # (a fixed angle is a range of width zero).
+#
+# **Predict.** Before you run the next cell: how many ids that are *not* in the crop will the
+# bilinear rotation, cast back to integers, produce: none, a handful, or more? And where in
+# the image will they be?
 
 # %%
 ANGLE = 17.0
@@ -137,13 +162,23 @@ print(
 print(f"nearest neighbour (ours): {len(ours_invented)} invented ids")
 
 # %% [markdown]
+# <details><summary>Answer</summary>
+#
+# Far more than a handful: over a hundred here (printed above), all on object edges. On the
+# edge between a nucleus with id 120 and the background, bilinear interpolation gives every
+# value between 0 and 120, and the crop's ids (86 to 155, with gaps) leave plenty of those
+# values unused. Where it lands on a used value, it is the id of *another* nucleus, which is
+# worse: that mistake is invisible in a count.
+#
+# </details>
+#
 # The invented ids sit in thin rings around the nuclei, where bilinear interpolation mixed a
 # nucleus with the background or with its neighbour. A network trained on these labels learns
 # phantom one-pixel objects, and instance targets computed from them (flows, star distances)
 # get nonsense at every boundary. Even where the rounded value is an existing id, it is usually
 # the id of *another* nucleus.
 
-# %%
+# %% tags=["hide-input"]
 ghost = np.isin(as_int, invented_ids)
 fig, axes = plt.subplots(1, 3, figsize=(15, 5), layout="constrained")
 label_style = {"cmap": cu.plot.label_cmap(), "vmin": 0, "vmax": 255, "interpolation": "nearest"}
@@ -221,6 +256,9 @@ print(
     f"{(originals == naive_labels).mean():.2%} of the pixels; "
     f"ids map back into the crop: {set(np.unique(originals).tolist()) <= present}"
 )
+
+
+# %%
 fig, axes = plt.subplots(1, 3, figsize=(15, 5.2), layout="constrained")
 cu.plot.overlay(crop, crop_labels, ax=axes[0], title="input")
 cu.plot.overlay(aff_image, naive_labels, ax=axes[1], title="naive mirror: copies share ids")
@@ -229,23 +267,62 @@ fig.suptitle(f"Zoom {SCALE:g} and shear {SHEAR:g}° with mirrored borders")
 plt.show()
 
 # %% [markdown]
+# **Why?** A mirrored copy is an image of the *same* nucleus. Why must it still get an id of
+# its own?
+#
+# <details><summary>Answer</summary>
+#
+# Because in the patch it is a separate object, and every instance target treats one id as one
+# object. With a shared id, the "object" would be two blobs (or one double-sized blob across
+# the mirror line): its Cellpose flows (notebook 05) would point to a centre between the two,
+# outside both, and its StarDist distances (notebook 06) would describe a shape that is not
+# there. The network would be taught that two nuclei are one.
+#
+# </details>
+#
+# > **Checkpoint.** Everyone should now be able to state the two rules (one sampling grid for
+# > image and labels; nearest neighbour for the labels) and say what goes wrong at a border.
+
+# %% [markdown]
 # ## 4 · Elastic deformation, from scratch
-# Simard et al. (2003) deformed handwritten digits with a *smooth random displacement field*:
-# draw, for every pixel and each direction, a uniform random number in [-1, 1]; smooth both
-# noise images with a Gaussian of width $\sigma$; multiply by $\alpha$. Each output pixel then
-# pulls its value from its own position plus the displacement:
+# Cells are soft: the same nucleus can be rounder or more bent in another image. Elastic
+# deformations imitate that. Simard et al. (2003) deformed handwritten digits with a *smooth
+# random displacement field*: draw, for every pixel and each direction, a uniform random number
+# in [-1, 1]; smooth both noise images with a Gaussian of width $\sigma$; multiply by
+# $\alpha$. Each output pixel then pulls its value from its own position plus the
+# displacement:
 #
 # $$\text{out}(y, x) = \text{in}\big(y + \Delta y(y, x),\; x + \Delta x(y, x)\big).$$
 #
 # $\sigma$ sets how smooth the deformation is (small: pixel noise; large: an almost rigid
-# shift), $\alpha$ how far pixels move. The U-Net paper (Ronneberger 2015) used elastic
-# deformations as its key augmentation for few training images, and so do we.
+# shift), $\alpha$ how far pixels move: the displacement's standard deviation is
+# $\alpha / (\sigma\sqrt{12\pi}) \approx 0.16\,\alpha/\sigma$ pixels (smoothed uniform
+# noise). The U-Net paper (Ronneberger et al. 2015) made elastic deformation its key
+# augmentation for few training images, but *not* in this form: it draws displacements on a
+# coarse 3 x 3 grid and interpolates them (section 4b). We write Simard's first.
 #
-# **Exercise 1.** Write the displacement field. To match the library bit for bit, draw the
-# noise in one call, `rng.uniform(-1, 1, size=(2, H, W))`, use the first noise image for the
-# x (column) displacement and the second for y, smooth each with
-# `scipy.ndimage.gaussian_filter(noise, sigma, mode="nearest")`, multiply by `alpha`, and
-# return the stack `(dy, dx)` of shape `(2, H, W)`.
+# **Exercise 1.** Write the displacement field: uniform noise in [-1, 1], one image for the
+# row (y) and one for the column (x) displacement, each smoothed with
+# `scipy.ndimage.gaussian_filter(noise, sigma)` and multiplied by `alpha`. Return the stack
+# `(dy, dx)` of shape `(2, H, W)`. How you draw the noise (one call or two, x or y first) is up
+# to you: the check tests the *statistics* of your field (its spread, its smoothness, and that
+# dy and dx are independent), not its exact values.
+#
+# <details><summary>Hint 1</summary>
+#
+# `rng.uniform(-1.0, 1.0, size=shape)` draws one noise image; you need two, one per direction.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `dy = ndi.gaussian_filter(noise_y, sigma)` smooths one of them; do the same for x, then
+# `return alpha * np.stack([dy, dx])`.
+#
+# </details>
+#
+# **Stuck?** Make the body `return aug.elastic_displacement(shape, rng, alpha=alpha, sigma=sigma)`
+# (the library's version) and go on; come back to it later.
 
 # %%
 ALPHA, SIGMA = 300.0, 10.0  # about 0.16 * 300 / 10 = 4.9 pixels of displacement (std)
@@ -263,12 +340,20 @@ def displacement_field(shape, rng, alpha, sigma):
 
 
 # %% tags=["check"]
+fields = np.stack([displacement_field(crop.shape, np.random.default_rng(s), ALPHA, SIGMA)
+                   for s in range(8)])  # fmt: skip
+cu.checks.check_equal(fields.shape[1:], (2, *crop.shape), "the shape of one field")
+inner = fields[:, :, 30:-30, 30:-30]  # away from the border, where the smoothing has its rules
+predicted_std = ALPHA / (SIGMA * np.sqrt(12 * np.pi))
+cu.checks.check_close(inner.std(axis=(0, 2, 3)), [predicted_std] * 2,
+                      "the std (pixels) of dy and of dx", rtol=0.15)  # fmt: skip
+cu.checks.check_close(inner.mean(), 0.0, "the mean displacement (pixels)", atol=1.0)
+dy_dx = np.corrcoef(inner[:, 0].ravel(), inner[:, 1].ravel())[0, 1]
+cu.checks.check_close(dy_dx, 0.0, "the correlation of dy and dx (independent noise)", atol=0.35)
+neighbours = np.corrcoef(inner[..., 1:].ravel(), inner[..., :-1].ravel())[0, 1]
+cu.checks.check_close(neighbours, 1.0, "the correlation of neighbouring pixels (smooth)", atol=0.01)
 field = displacement_field(crop.shape, np.random.default_rng(0), ALPHA, SIGMA)
-cu.checks.check_close(
-    field,
-    aug.elastic_displacement(crop.shape, np.random.default_rng(0), alpha=ALPHA, sigma=SIGMA),
-    "displacement_field(crop.shape, np.random.default_rng(0), ALPHA, SIGMA)",
-)
+cu.checks.check_close(field, fields[0], "the field, drawn twice with the same seed")
 
 # %% [markdown]
 # **Exercise 2.** Apply the field to image and labels: the sampling positions are the pixel
@@ -276,6 +361,23 @@ cu.checks.check_close(
 # `scipy.ndimage.map_coordinates(..., order=1)` and the labels with `order=0` (nearest), both
 # with `mode="grid-constant"` and fill 0, so that what comes from outside the image is
 # background.
+#
+# <details><summary>Hint 1</summary>
+#
+# `coords = np.indices(labels.shape) + field` has shape `(2, H, W)`: for every output pixel,
+# the (row, column) to read from. `map_coordinates(image, coords, ...)` reads there.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# The labels need `order=0` *and* `cval=0`; the image `order=1`, `cval=0.0`. Return
+# `(warped_image, warped_labels)`.
+#
+# </details>
+#
+# **Stuck?** Make the body
+# `return aug.remap(image, labels, np.indices(labels.shape) + field, mode="constant")`.
 
 
 # %% tags=["solution"]
@@ -315,27 +417,82 @@ print(
 # %% [markdown]
 # To *see* a deformation, warp a grid. Small $\sigma$ makes the field rough (nuclei get
 # frayed, unrealistic edges); large $\sigma$ makes it nearly a rigid shift; in between, nuclei
-# bend as soft objects do. The displacement's standard deviation is
-# $\alpha / (\sigma\sqrt{12\pi}) \approx 0.16\,\alpha/\sigma$ pixels (smoothed uniform noise),
-# so we scale $\alpha$ with $\sigma$ to keep the same amplitude.
+# bend as soft objects do. We scale $\alpha$ with $\sigma$ to keep the same amplitude.
 
 # %%
 grid = np.zeros(crop.shape, np.float32)
 grid[::16, :] = grid[:, ::16] = 1.0
-fig, axes = plt.subplots(2, 4, figsize=(16, 8.4), layout="constrained")
-for col, sigma in enumerate([2.0, 5.0, 10.0, 25.0]):
+
+
+def deform(f):
+    """The grid, and the crop with its labels, warped by the displacement field f."""
+    coords = np.indices(crop.shape) + f
+    return aug.remap(grid, crop_labels, coords, mode="constant")[0], *aug.remap(
+        crop, crop_labels, coords, mode="reflect"
+    )
+
+
+sweep = {}
+for sigma in [2.0, 5.0, 10.0, 25.0]:
     alpha = ALPHA * sigma / SIGMA
     f = aug.elastic_displacement(crop.shape, np.random.default_rng(1), alpha=alpha, sigma=sigma)
-    coords = np.indices(crop.shape) + f
-    warped_grid, _ = aug.remap(grid, crop_labels, coords, mode="constant")
-    warped, warped_labels = aug.remap(crop, crop_labels, coords, mode="reflect")
-    axes[0, col].imshow(warped_grid, cmap="gray", vmin=0, vmax=1)
-    axes[0, col].set_title(f"sigma {sigma:g}, alpha {alpha:g}: std {f.std():.1f} px")
-    axes[0, col].set_xlabel("x (pixels)")
-    axes[0, col].set_ylabel("y (pixels)")
-    cu.plot.overlay(warped, warped_labels, ax=axes[1, col], title="the crop, deformed")
-fig.suptitle("Elastic deformation: the same amplitude at four smoothness scales")
+    sweep[f"sigma {sigma:g}, alpha {alpha:g}: std {f.std():.1f} px"] = deform(f)
+fig = plot_methods.show_deformations(
+    *zip(*sweep.values()), list(sweep),
+    suptitle="Elastic deformation: the same amplitude at four smoothness scales",
+)  # fmt: skip
 plt.show()
+
+# %% [markdown]
+# ### 4b · The U-Net paper's deformation: a coarse grid
+# Ronneberger et al. (2015) did not smooth per-pixel noise. They drew random displacements on
+# a coarse **3 x 3 grid** over the tile, from a Gaussian with a standard deviation of
+# **10 pixels**, and computed every pixel's displacement by **bicubic interpolation** between
+# the grid points. `grid_displacement` does that (a cubic spline through the 9 grid values;
+# its corner points sit on the corner pixels), and `elastic_grid(points=3, sigma=10)` is the
+# matching augmentation. Note that the same name, `sigma`, means a *smoothing width* in
+# Simard's recipe and a *displacement* in the U-Net's.
+#
+# **Predict.** The U-Net field is made of 18 random numbers; Simard's field for this crop of
+# $2 \times 192 \times 192 = 73\,728$. Which of the two will bend single nuclei more, and which
+# will move whole neighbourhoods together?
+
+# %%
+fields_compared = {
+    "Simard 2003: alpha 300, sigma 10": aug.elastic_displacement(
+        crop.shape, np.random.default_rng(1), alpha=ALPHA, sigma=SIGMA
+    ),
+    "U-Net 2015: 3 x 3 grid, 10 px": grid_displacement(
+        crop.shape, np.random.default_rng(1), points=3, sigma=10.0
+    ),
+}
+for name, f in fields_compared.items():
+    strain = np.abs(np.stack(np.gradient(f, axis=(1, 2)))).mean()  # how much neighbours differ
+    print(f"{name}: displacement std {f.std():.1f} px, mean |gradient| {strain:.3f} px/px")
+fig = plot_methods.show_deformations(
+    *zip(*(deform(f) for f in fields_compared.values())), list(fields_compared),
+    suptitle="Two elastic deformations called by the same name",
+)  # fmt: skip
+plt.show()
+_, grid_labels = elastic_grid(mode="constant")(crop, crop_labels, np.random.default_rng(0))
+print("elastic_grid keeps to the ids of the crop:", set(np.unique(grid_labels)) <= present)
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# Simard's field changes direction every few $\sigma$, about the size of a nucleus, so single
+# nuclei are bent and squeezed (its gradient, printed above, is several times larger). The
+# U-Net grid varies only on the scale of the grid spacing, half the image here (286 pixels on
+# the paper's 572-pixel tiles), so neighbouring nuclei move together, as if the whole sheet
+# of tissue were stretched; a single nucleus is shifted and slightly sheared, hardly bent. Both
+# are smooth; they differ in the *scale* of the deformation, which is the thing to match to
+# your data.
+#
+# </details>
+#
+# > **Checkpoint.** Ask the room which one a paper means when it says "elastic deformation
+# > (Ronneberger 2015)": papers and libraries use the name for both, and libraries usually
+# > implement Simard's.
 
 # %% [markdown]
 # ### Compared with albumentations
@@ -430,6 +587,12 @@ def measured_std(warped):
     return float((warped[:2] - big_ramps[:2])[:, inside].std())
 
 
+def ours_warp(seed):
+    blank = np.zeros((big, big), np.int32)
+    return aug.elastic_deform(big_ramps, blank, np.random.default_rng(seed), alpha=ALPHA,
+                              sigma=SIGMA, mode="constant")[0]  # fmt: skip
+
+
 def albumentations_warp(seed, **options):
     transform = A.ElasticTransform(alpha=ALPHA, sigma=SIGMA, p=1.0, **options)
     transform.set_random_seed(seed)
@@ -442,15 +605,9 @@ def torchvision_warp(seed):
     return transform(tv_tensors.Image(torch.from_numpy(big_ramps))).numpy()
 
 
+# %%
 warps = {
-    "ours (Simard: uniform noise)": lambda seed: aug.elastic_deform(
-        big_ramps,
-        np.zeros((big, big), np.int32),
-        np.random.default_rng(seed),
-        alpha=ALPHA,
-        sigma=SIGMA,
-        mode="constant",
-    )[0],  # fmt: skip
+    "ours (Simard: uniform noise)": ours_warp,
     "albumentations, uniform noise": lambda seed: albumentations_warp(
         seed, noise_distribution="uniform"
     ),
@@ -558,9 +715,17 @@ tv_ids_ok = set(np.unique(tv_mask.numpy()).tolist()) <= present
 print(
     f"torchvision: mask {tuple(tv_mask.shape)} {tv_mask.dtype}, only ids of the crop: {tv_ids_ok}"
 )
+fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+cu.plot.overlay(crop, crop_labels, ax=axes[0], title="input")
+cu.plot.overlay(tv_image[0].numpy(), tv_mask.numpy(), ax=axes[1], title="torchvision v2 pipeline")
+plt.tight_layout()
+plt.show()
 
-# Alignment, measured with the coordinate image: one geometric step is exact, a chain of two
-# rounds the label positions twice.
+# %% [markdown]
+# Are the mask and the image still aligned? We measure it with the coordinate image of
+# section 4: one geometric step is exact, a chain of two rounds the label positions twice.
+
+# %%
 for name, transform in {
     "one step (affine)": v2.RandomAffine(degrees=180, scale=(0.75, 1.33),
                                          interpolation=v2.InterpolationMode.BILINEAR),
@@ -579,12 +744,6 @@ for name, transform in {
     aligned = (mask_out[ok] == crop_labels[r, c]).mean()
     print(f"  {name}: mask = labels at the sampled position on {aligned:.2%} of the pixels")
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 5))
-cu.plot.overlay(crop, crop_labels, ax=axes[0], title="input")
-cu.plot.overlay(tv_image[0].numpy(), tv_mask.numpy(), ax=axes[1], title="torchvision v2 pipeline")
-plt.tight_layout()
-plt.show()
-
 # %% [markdown]
 # ## 7 · Pitfall: weight maps must be computed after the geometric transform
 # The U-Net weight map (notebook 03, `cu.targets.unet_weight_map`) puts large weights in the
@@ -593,6 +752,10 @@ plt.show()
 # ridge width with them), a mirrored border creates new touching pairs that had no ridge, and
 # interpolation blurs it. Computing it from the transformed labels is the right order, and the
 # one `PatchDataset` follows: its `target_fn` runs *after* `augment`.
+#
+# **Predict.** We take the zoom by 0.7 with mirrored borders of section 3. Where will the
+# weight map that was *transformed* differ most from the one *recomputed* from the transformed
+# labels?
 
 # %%
 weights_before = cu.targets.unet_weight_map(crop_labels)
@@ -604,41 +767,110 @@ print(
     f"{(weight_gap > 1).mean():.1%} of the pixels differ by more than 1 "
     f"(weights range {w_right.min():.1f} to {w_right.max():.1f})"
 )
-fig, axes = plt.subplots(1, 3, figsize=(16, 5), layout="constrained")
-vmax = float(max(w_right.max(), w_wrong.max()))
-for ax, (shown_map, title, cmap) in zip(
-    axes,
-    [
-        (w_wrong, "wrong: weight map computed, then transformed", "viridis"),
-        (w_right, "right: labels transformed, then weight map", "viridis"),
-        (weight_gap, "|right - wrong|", "magma"),
-    ],
-):
-    im = ax.imshow(shown_map, cmap=cmap, vmin=0, vmax=vmax)
-    ax.set_title(title)
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-    fig.colorbar(im, ax=ax, shrink=0.8)
-fig.suptitle(f"Weight maps after a zoom {SCALE:g} and shear {SHEAR:g}° with mirrored borders")
+fig = plot_methods.show_maps(
+    [w_wrong, w_right, weight_gap],
+    ["wrong: weight map computed, then transformed", "right: labels transformed, then weight map",
+     "|right - wrong|"],
+    cmap=["viridis", "viridis", "magma"], vmin=0, vmax=float(max(w_right.max(), w_wrong.max())),
+    suptitle=f"Weight maps after a zoom {SCALE:g} and shear {SHEAR:g}° with mirrored borders",
+)  # fmt: skip
 plt.show()
 
 # %% [markdown]
-# The right map has ridges between each border nucleus and its mirrored copy, and ridges of the
-# intended width between the (now closer) nuclei; the wrong one has neither.
+# <details><summary>Answer</summary>
 #
-# ## 8 · Experiment: does augmentation help with a handful of images?
-# We train the same U-Net (`cu.models.UNet`, same padding) twice on the same few images: once on
-# plain random patches, once with `pipeline`. The target is the foreground `labels > 0`; the
+# Look at the right panel. The *wrong* map does have ridges, but they are the old ones moved
+# with the pixels: the zoom by 0.7 narrowed them (5 pixels become 3.5) and their heights
+# belong to the gaps *before* the zoom, while the recomputed ridges have the intended width
+# for the new, closer nuclei. The largest differences sit at the borders: the *right* map has
+# rings and ridges between each border nucleus and its mirrored copy, which the wrong map
+# lacks. Those are not a property of the data but an **artefact of the reflect padding**: the
+# copies are not real nuclei, and the weight map puts its largest weights on separating a
+# nucleus from its own mirror image. They are the price of mirrored borders (constant borders
+# avoid them, at the price of empty corners); keep zooms out and large rotations moderate, or
+# compute the loss away from the border, if that matters for your data.
+#
+# </details>
+#
+# **Why?** A weight map has one number per pixel. A Cellpose flow target (notebook 05) has an
+# *arrow* per pixel, two maps `(dy, dx)`. Suppose you rotate a patch by 90 degrees and rotate
+# its two flow maps like images. What is still wrong?
+#
+# <details><summary>Answer</summary>
+#
+# The arrows moved to the right pixels but still point the old way: every arrow is 90 degrees
+# off. A rotation must also turn each vector (for a quarter turn, $(dy, dx) \to (-dx, dy)$), and
+# for an elastic warp the right "turn" differs from pixel to pixel. The simple rule that is
+# always right: transform the *labels*, then compute the targets from them. Notebook 05 measures
+# how wrong the pixels-only version is.
+#
+# </details>
+#
+# > **Checkpoint.** Before the experiment: everyone knows which things an augmentation may
+# > change (image: geometry and intensities; labels: geometry only, by nearest neighbour) and
+# > which things must be recomputed afterwards (every target derived from the labels).
+#
+# ## 8 · Experiment: what does augmentation buy with two training images?
+# We train the same U-Net (`cu.models.UNet`, same padding) twice on the same two images: once
+# on plain random patches, once with `pipeline`. The target is the foreground `labels > 0`; the
 # loss is binary cross-entropy plus a soft Dice loss (notebook 02). Both runs are seeded the
 # same way and scored by the pixel IoU of the thresholded prediction on whole validation
-# images. `fit` keeps checkpoints: running this cell again resumes from them instead of
-# training again (delete `checkpoints/<mode>/04_unet_*` to retrain).
+# images. `fit` keeps checkpoints: running this again resumes from them instead of training
+# again (delete `checkpoints/<mode>/04_unet_*` to retrain).
+#
+# Scored on validation images *like the training images*, the two runs come out close: the
+# task is easy, and a short run cannot overfit two images much. Augmentation earns its place
+# when the images you segment **differ** from the ones you trained on: another microscope,
+# another exposure, another focus. So we score both networks twice: on the validation images
+# as they are, and on the same images as a dimmer, slightly defocused, noisier microscope
+# would record them. The transform is fixed and documented here, the same in every run:
+#
+# 1. blur with a Gaussian of 1 pixel (slightly out of focus);
+# 2. multiply by 0.6 (40 % less light, e.g. a shorter exposure);
+# 3. add Gaussian noise of standard deviation 0.04 (the camera's noise, which does not get
+#    dimmer), drawn with the seed `100 + i` for validation image `i`;
+# 4. normalise by percentiles (1 and 99.8, `cu.data.normalize_percentile`), as any new image is.
+#
+# **Why?** Step 4 undoes step 2 exactly: a percentile normalisation does not care how bright
+# an image was. So why does dimming the image matter at all?
+#
+# <details><summary>Answer</summary>
+#
+# Because of the order: the noise came *after* the dimming. Normalisation stretches the
+# signal back to its old range and the noise with it, so relative to the nuclei the noise is
+# now $0.04 / 0.6 \approx 0.07$ of the range. Dimming an image does not change its look after
+# normalisation; it lowers its signal-to-noise ratio, which is what a shorter exposure does to
+# a real image. What is left of the shift is blur and noise.
+#
+# </details>
 
 # %%
+SHIFT_BLUR, SHIFT_GAIN, SHIFT_NOISE = 1.0, 0.6, 0.04  # pixels, factor, normalised units
+
+
+def other_microscope(image, seed):
+    """A normalised (H, W) image as a dimmer, slightly defocused, noisier microscope records it."""
+    rng = np.random.default_rng(seed)
+    dimmer = SHIFT_GAIN * ndi.gaussian_filter(image, SHIFT_BLUR)
+    noisy = dimmer + rng.normal(0.0, SHIFT_NOISE, image.shape)
+    return cu.data.normalize_percentile(noisy).astype(np.float32)
+
+
 train_images, train_labels = cu.data.load_split("bbbc039", "train", n=N_TRAIN)
 val_images, val_labels = cu.data.load_split("bbbc039", "val", n=N_VAL)
+shifted_images = [other_microscope(x, 100 + i) for i, x in enumerate(val_images)]
+fig = plot_methods.show_maps(
+    [val_images[0], shifted_images[0]],
+    ["validation image 0", "the same, from \"another microscope\""],
+    cmap="gray", vmin=0, vmax=1, colorbar=False, figsize=(12, 4.8),
+)  # fmt: skip
+plt.show()
+
+# %% [markdown]
+# The training pieces: the target, the loss and the validation metric of the patches.
 
 
+# %%
 def foreground(lab):
     return (lab > 0).astype(np.float32)[None]
 
@@ -660,6 +892,13 @@ val_set = cu.data.PatchDataset(
     target_fn=foreground, seed=1,
 )  # fmt: skip
 val_loader = torch.utils.data.DataLoader(val_set, batch_size=BATCH)
+
+# %% [markdown]
+# **Predict.** Write down two guesses before you run the training: the gap in IoU between the
+# two networks (augmentation minus none) on the validation images as they are, and on the
+# "other microscope" images. Positive, negative, about zero?
+
+# %%
 runs = {}
 for name, augment in [("no augmentation", None), ("augmentation", pipeline)]:
     start = time.perf_counter()
@@ -673,31 +912,22 @@ for name, augment in [("no augmentation", None), ("augmentation", pipeline)]:
         train_set, batch_size=BATCH, shuffle=True, num_workers=NUM_WORKERS,
         pin_memory=device.type == "cuda",
     )  # fmt: skip
+    folder = cu.train.checkpoint_dir("04_unet_noaug" if augment is None else "04_unet_aug")
     history = cu.train.fit(
-        model,
-        train_loader,
-        val_loader,
-        loss_fn=loss_fn,
-        epochs=EPOCHS,
-        lr=3e-3,
-        scheduler=SCHEDULER,
-        metrics={"iou": iou_metric},
-        device=device,
-        checkpoint_dir=cu.train.checkpoint_dir(
-            "04_unet_aug" if augment is not None else "04_unet_noaug"
-        ),
-        seed=0,
-        progress=False,
-    )
+        model, train_loader, val_loader, loss_fn=loss_fn, epochs=EPOCHS, lr=3e-3,
+        scheduler=SCHEDULER, metrics={"iou": iou_metric}, device=device, seed=0, progress=False,
+        checkpoint_dir=folder,
+    )  # fmt: skip
     runs[name] = {"model": model.eval(), "history": history}
     print(
         f"{name}: {time.perf_counter() - start:.1f} s, last val-patch IoU {history.last['iou']:.3f}"
     )
 
 # %% [markdown]
-# The validation-patch IoU per epoch, for both runs:
+# The validation-patch IoU per epoch, for both runs (patches of the validation images as they
+# are):
 
-# %%
+# %% tags=["hide-input"]
 fig, ax = plt.subplots(figsize=(8, 4))
 for name, run in runs.items():
     ax.plot(run["history"]["epoch"], run["history"]["iou"], marker="o", label=name)
@@ -709,43 +939,70 @@ plt.show()
 
 # %% [markdown]
 # Now each model predicts whole validation images (cropped to a multiple of `2**DEPTH`, which
-# the poolings need), and we score them with `cu.metrics.pixel_metrics`.
+# the poolings need), as they are and from the other microscope, and we score them with
+# `cu.metrics.pixel_metrics`.
+
 
 # %%
-multiple = 2**DEPTH
-val_iou = {}
-with torch.no_grad():
-    for name, run in runs.items():
-        scores = []
-        for img, lab in zip(val_images, val_labels):
-            hh, ww = (s - s % multiple for s in img.shape)
-            x = torch.from_numpy(np.ascontiguousarray(img[:hh, :ww]))[None, None].to(device)
-            pred = run["model"](x)[0, 0].cpu().numpy() > 0
-            scores.append(cu.metrics.pixel_metrics(lab[:hh, :ww] > 0, pred)["iou"])
-        val_iou[name] = float(np.mean(scores))
-        run["last_prediction"], run["last_iou"] = pred, scores[-1]
-for name, value in val_iou.items():
-    print(f"{name:>16}: validation IoU {value:.3f} on {len(val_images)} whole images")
+def predict_foreground(model, image):
+    """Foreground (h, w) bool of an (H, W) image, cropped to a multiple of 2**DEPTH."""
+    hh, ww = (s - s % 2**DEPTH for s in image.shape)
+    x = torch.from_numpy(np.ascontiguousarray(image[:hh, :ww]))[None, None].to(device)
+    with torch.no_grad():
+        return model(x)[0, 0].cpu().numpy() > 0
 
-fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
-axes[0].imshow(img[:hh, :ww], cmap="gray", vmin=0, vmax=1)
-axes[0].set_title("validation image")
-for ax, (name, run) in zip(axes[1:], runs.items()):
-    ax.imshow(run["last_prediction"], cmap="gray")
-    ax.set_title(f"{name}: IoU {run['last_iou']:.3f} on this image")
-for ax in axes:
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-plt.tight_layout()
+
+def mean_iou(model, images, labels):
+    """Mean pixel IoU of the predicted foreground over whole images."""
+    scores = []
+    for img, lab in zip(images, labels):
+        pred = predict_foreground(model, img)
+        truth = lab[: pred.shape[0], : pred.shape[1]] > 0
+        scores.append(cu.metrics.pixel_metrics(truth, pred)["iou"])
+    return float(np.mean(scores))
+
+
+val_iou = {name: mean_iou(run["model"], val_images, val_labels) for name, run in runs.items()}
+shifted_iou = {
+    name: mean_iou(run["model"], shifted_images, val_labels) for name, run in runs.items()
+}
+print(f"{'':>16}  {'as they are':>12}  {'other microscope':>16}  ({len(val_images)} images)")
+for name in runs:
+    print(f"{name:>16}  {val_iou[name]:12.3f}  {shifted_iou[name]:16.3f}")
+
+# %%
+shifted_predictions = [predict_foreground(run["model"], shifted_images[0])
+                       for run in runs.values()]  # fmt: skip
+fig = plot_methods.show_maps(
+    [shifted_images[0], *shifted_predictions],
+    ["other microscope, image 0", *(f"{name}: predicted foreground" for name in runs)],
+    cmap="gray", vmin=0, vmax=1, colorbar=False, figsize=(16, 4.6),
+)  # fmt: skip
 plt.show()
 
 # %% [markdown]
-# In fast mode both runs are tiny (a few dozen steps on two images) and their IoUs are close:
-# the difference is within what another seed would change, so do not read a winner into it.
+# <details><summary>Answer</summary>
+#
+# On the images as they are, the two networks are close: the difference is within what
+# another seed changes (a few hundredths either way), so do not read a winner into it. On the
+# other microscope's images, the network trained without augmentation falls apart: it has
+# never seen noise, and calls the noisy background foreground (see its prediction above). The
+# augmented one saw noise, blur and intensity changes in a fraction of its patches and
+# keeps most of its IoU. With four seeds of this fast-mode run, augmentation won by 0.17 to
+# 0.43 IoU on the shifted images. That is the lesson: **validation data like the training
+# data cannot show what augmentation is for.** If you can, validate on images from the setting
+# you will use the network in.
+#
+# </details>
+#
 # In full mode the networks train long enough to *overfit* the few training images, which is
-# where augmentation earns its place. Foreground segmentation of bright nuclei is an easy task,
-# so expect a modest gap in IoU; augmentation matters more for the instance targets of the
-# next notebooks and for images unlike the training set.
+# where augmentation also helps on images like the training ones. Foreground segmentation of
+# bright nuclei is an easy task, so expect a modest gap there; augmentation matters more for
+# the instance targets of the next notebooks and for images unlike the training set.
+#
+# > **Checkpoint.** Collect the predictions from the room: who expected the null result on the
+# > validation images as they are? Then ask which shift of *their* data (other stain, other
+# > objective, other camera) the pipeline of section 6 would not cover.
 #
 # ## Recap
 # - An augmentation is `augment(image, labels, rng)`; geometric transforms sample image and
@@ -754,11 +1011,16 @@ plt.show()
 #   resample; bilinear interpolation of labels invented ids here, nearest neighbour never does.
 # - Borders: constant fill leaves empty corners labelled background; mirroring needs new ids
 #   for the mirrored copies, or one id covers two objects.
-# - Elastic deformation (Simard 2003) is smoothed uniform noise times `alpha`; albumentations
-#   draws the same noise but blurs its two fields as one image, and the libraries' defaults
-#   move pixels by different amounts for the same `alpha`.
+# - Elastic deformation (Simard 2003) is smoothed uniform noise times `alpha`; the U-Net paper
+#   instead interpolates Gaussian displacements (10 px) on a coarse 3 x 3 grid, which bends
+#   whole neighbourhoods rather than single nuclei. albumentations draws Simard's noise but
+#   blurs its two fields as one image, and the libraries' defaults move pixels by different
+#   amounts for the same `alpha`.
 # - Intensity transforms never touch labels; targets such as weight maps are computed after
-#   the geometric transform (`PatchDataset(target_fn=...)` does that).
+#   the geometric transform (`PatchDataset(target_fn=...)` does that); mirrored borders leave
+#   their own artefacts in such targets.
+# - Augmentation showed little on validation images like the training ones and a large gain
+#   on images from another microscope: validate on data that differs the way your data will.
 #
 # The asserts below fail if one of these stops holding.
 
@@ -768,6 +1030,7 @@ geometric = [
     aug.random_rotation((-123.4, -123.4), mode="constant"),
     aug.random_affine((0.7, 1.4), 20, mode="constant"),
     aug.elastic(alpha=ALPHA, sigma=SIGMA, mode="constant"),
+    elastic_grid(points=3, sigma=10.0, mode="constant"),
 ]
 for augment in geometric:
     for seed in range(3):
@@ -778,10 +1041,17 @@ assert not ours_invented and tv_ids_ok
 assert elastic_identity, "elastic deformation with alpha = 0 must be the identity"
 assert labels_untouched and compose_deterministic
 assert border_counts["objects (ours)"] > border_counts["ids, naive"], "mirrored copies need ids"
-# Measured on the CPU in fast mode: 0.90 for both runs (0.90 to 0.94 with other seeds).
+# Measured on the CPU in fast mode: 0.90 and 0.91 (0.90 to 0.94 with seeds 1 to 3).
 # Full mode was not measured when this was written: the bound only catches a broken pipeline.
 MIN_IOU = cu.pick(fast=0.75, full=0.80)
 for name, value in val_iou.items():
     print(f"{name}: validation IoU {value:.3f} (minimum {MIN_IOU})")
     assert value > MIN_IOU, f"the U-Net trained with {name} did not learn to segment nuclei"
+# Augmentation must win on the other microscope's images. Measured in fast mode on the CPU with
+# seeds 0 to 3 (initial weights, patches, epochs): gains of 0.43, 0.17, 0.23 and 0.43 IoU; the
+# floor is half the smallest. Full mode was not measured: there it must at least not lose.
+MIN_GAIN = cu.pick(fast=0.08, full=0.0)
+gain = shifted_iou["augmentation"] - shifted_iou["no augmentation"]
+print(f"other microscope: augmentation gains {gain:.3f} IoU (minimum {MIN_GAIN})")
+assert gain > MIN_GAIN, f"augmentation gained only {gain:.3f} IoU on the shifted images"
 print("all checks passed")

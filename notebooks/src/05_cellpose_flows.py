@@ -18,19 +18,24 @@
 # Cellpose 2.0 (Pachitariu & Stringer 2022) kept this design and added human-in-the-loop
 # training; we use the original recipe.
 #
+# **How to use the questions.** Questions marked **Predict** or **Why?** have their answer
+# folded under *Answer*: think first (write your guess down), then run the cell and open it.
+# Boxes marked **Checkpoint** are for the instructor: a good moment to stop and compare notes.
+#
 # **Papers:** {cite}`stringer2021cellpose`, {cite}`pachitariu2022cellpose2`
 
 # %%
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
-from skimage.segmentation import find_boundaries
 from torch.utils.data import DataLoader
 
 import course_utils as cu
+from course_utils import plot_methods
 from course_utils.data import augment as aug
 
 report = cu.env.check_env()
@@ -106,10 +111,31 @@ plt.show()
 # away from each other. To get masks back, we let every pixel *follow* the arrows; the pixels
 # of one cell all end at its centre, and the pixels that end at the same place form one mask.
 #
-# Which field, precisely? It must point to the centre from anywhere *inside* the cell, also
-# for a bent or crescent-shaped cell, where the straight line to the centre leaves the cell.
-# Cellpose uses heat diffusion: heat a source at the centre, let it spread inside the cell
-# only, and take the direction in which the temperature rises fastest (its gradient).
+# Which field, precisely? It must point to the centre from anywhere *inside* the cell.
+#
+# **Why?** The simplest choice would be the straight direction from each pixel to the centre
+# of its cell. Think of a bent, crescent-shaped cell: why is that not good enough?
+#
+# <details><summary>Answer</summary>
+#
+# For a crescent, the straight line from a tip to the centre leaves the cell (the centre may
+# even lie outside it). A pixel that follows straight arrows then walks across the background
+# or into a neighbouring cell, and the masks fall apart. The field must lead every pixel to
+# the centre along a path that stays *inside* its own cell.
+#
+# </details>
+#
+# Cellpose's answer is heat diffusion: heat a source at the centre, let it spread inside the
+# cell only, and take the direction in which the temperature rises fastest (its gradient).
+# Heat that cannot leave the cell flows around its bends, and so do the arrows. The whole
+# method at a glance, with the sections of this notebook that build each step:
+#
+# ![The Cellpose pipeline: instance labels, heat diffusion, flows (the training targets), the
+# network, flow following, masks](figures/05_cellpose.svg)
+#
+# During training the labels become flows (left), and the network learns to predict them from
+# the image. At prediction time there are no labels: the network's flows are followed to turn
+# the image into masks (right).
 #
 # ## 2 · Masks to flows, by hand, for one cell
 # We follow the course library (and Cellpose 4), step by step:
@@ -156,6 +182,25 @@ print(f"cell {CELL}: {cell_mask.sum()} pixels, centre {centre}; {NITER} diffusio
 # slices: `T[1 + dy : 1 + dy + H, 1 + dx : 1 + dx + W]` is `T` shifted by `(dy, dx)`. Since
 # `T` is zero outside the cell, summing all 9 shifted copies and multiplying by the mask is
 # "the sum over the neighbours in the same cell".
+#
+# <details><summary>Hint 1</summary>
+#
+# One step has two parts: `T[cy, cx] += 1.0` (heat the centre), then the averaging. Repeat the
+# step `niter` times in a `for` loop.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# For the averaging, start from `total = np.zeros((H, W))`, add the 9 shifted copies in two
+# nested loops over `dy` and `dx` in `(-1, 0, 1)`, then write the result back *inside* the
+# padding: `T[1:-1, 1:-1] = total / 9.0 * mask`.
+#
+# </details>
+#
+# **Stuck?** scipy's box filter does the averaging in one call (as the check below does):
+# make the loop body `T[cy, cx] += 1.0` and then
+# `T[1:-1, 1:-1] = ndi.uniform_filter(T, size=3, mode="constant")[1:-1, 1:-1] * mask`.
 
 
 # %% tags=["solution"]
@@ -228,6 +273,26 @@ plt.show()
 # (columns), on the temperature padded with zeros, then divided by the vector length. Add a
 # tiny `1e-60` to the length so that a zero gradient stays zero instead of becoming 0 / 0.
 # Keep the flows only on `mask` (the cells); return float32 `(2, H, W)` with `dy` first.
+#
+# <details><summary>Hint 1</summary>
+#
+# On the padded `T`, the pixel `(y, x)` of the image is `T[y + 1, x + 1]`; so
+# `T[2:, 1:-1]` is the row below every pixel and `T[:-2, 1:-1]` the row above.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `dy = T[2:, 1:-1] - T[:-2, 1:-1]`, `dx` the same along the columns, then
+# `length = np.sqrt(dy**2 + dx**2) + 1e-60` and
+# `(np.stack([dy, dx]) / length * mask).astype(np.float32)`.
+#
+# </details>
+#
+# **Stuck?** numpy's gradient is a central difference too (halved, which the normalisation
+# removes): make the body
+# `g = np.stack(np.gradient(T))[:, 1:-1, 1:-1]` and
+# `return (g / (np.hypot(*g) + 1e-60) * mask).astype(np.float32)`.
 
 
 # %% tags=["solution"]
@@ -289,38 +354,15 @@ print(
 # its centre. Arrows (`quiver`) show the same field on a coarser grid.
 
 # %%
-yy, xx = np.mgrid[-20:21, -20:21]
-wheel = np.where(np.hypot(yy, xx) <= 20, 1.0, 0.0) * np.stack([yy, xx]) / 20.0
-
-fig, axes = plt.subplots(1, 5, figsize=(20, 4.3), width_ratios=[1, 1, 1, 0.4, 1])
-for ax, component, name in zip(axes[:2], flows, ["dy (vertical)", "dx (horizontal)"]):
-    im = ax.imshow(component, cmap="RdBu_r", vmin=-1, vmax=1)
-    ax.set_title(f"flow {name}")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-axes[2].imshow(cu.plot.flow_to_rgb(flows))
-axes[2].set_title("flows as colours")
-axes[3].imshow(cu.plot.flow_to_rgb(wheel))
-axes[3].set_title("colour = direction")
-axes[3].set_xticks([0, 20, 40], ["-1", "0", "1"])
-axes[3].set_yticks([0, 20, 40], ["-1", "0", "1"])
-step = 4
-gy, gx = np.mgrid[0:SIZE:step, 0:SIZE:step]
-keep = foreground[gy, gx]
-axes[4].imshow(crop, cmap="gray", vmin=0, vmax=1)
-axes[4].quiver(
-    gx[keep], gy[keep], flows[1][gy, gx][keep], flows[0][gy, gx][keep],
-    color="tab:orange", angles="xy", scale_units="xy", scale=0.3, width=0.006,
-)  # fmt: skip
-axes[4].set_title("flows as arrows (every 4th pixel)")
-for ax in axes:
-    ax.set_xlabel("x (pixels)" if ax is not axes[3] else "dx")
-    ax.set_ylabel("y (pixels)" if ax is not axes[3] else "dy")
-plt.tight_layout()
+fig = plot_methods.show_flow_field(flows, crop, foreground, step=4)
 plt.show()
 
 # %% [markdown]
 # Where two nuclei touch, the colours jump to the opposite side of the wheel: even with no gap
 # between the cells, the flows say clearly where one ends and the other begins.
+#
+# > **Checkpoint.** Everyone should be able to point, on the arrows, to the contact line
+# > between two touching nuclei and say why a pixel on either side ends in a different centre.
 #
 # ## 3 · From flows back to masks: a round trip
 # Before training anything, let us check that flows carry all the information of the labels:
@@ -330,6 +372,10 @@ plt.show()
 # their errors weigh enough in the loss) and the cell probability as a logit (a pixel is
 # followed when its logit is above `cellprob_threshold`, default 0). For true labels we fake a
 # confident logit of +-10.
+#
+# **Predict.** The flows are computed from the true labels, so nothing was learned and nothing
+# can be wrong. Will *every* nucleus of the test image come back? If not, which ones will be
+# missing?
 
 # %%
 FLOW_SCALE = cu.targets.FLOW_SCALE
@@ -343,10 +389,17 @@ print(f"test image 0: {truth.max()} nuclei -> flows -> {round_trip.max()} masks"
 print(round_trip_score)
 
 # %% [markdown]
-# Nearly every nucleus comes back. The rare misses are tiny objects of under 20 pixels: masks
-# under `min_size` (15 pixels) are dropped, and the few end points of a tiny object may not
-# pile up enough to make a seed (section 6). A network that predicts these flows and the cell
-# probability well enough will segment the nuclei, touching or not.
+# <details><summary>Answer</summary>
+#
+# Nearly every nucleus comes back, but not all. The rare misses are tiny objects of under 20
+# pixels: masks under `min_size` (15 pixels) are dropped, and the few end points of a tiny
+# object may not pile up enough to make a seed (section 6). The post-processing has
+# assumptions about size built in, even with perfect flows.
+#
+# </details>
+#
+# A network that predicts these flows and the cell probability well enough will segment the
+# nuclei, touching or not.
 #
 # ## 4 · The network
 # The Cellpose network (`cu.models.CellposeNet`) is a U-Net (notebook 03) with three changes:
@@ -359,6 +412,28 @@ print(round_trip_score)
 #   (normalised to length 1): the "style" of the image (how big and bright the cells are, what
 #   kind of image it is). A linear layer maps it to every decoder block, where it is *added*
 #   to every pixel's features. Global context reaches every pixel.
+#
+# Cellpose (versions 1 to 3) also uses the style vector *outside* the network, to measure the
+# cells. The network works best when cells have the size it was trained on: a diameter of 30
+# pixels for the cytoplasm model, 17 pixels for the nuclei model. Cellpose's "size model" is a
+# linear regression from the style vector to the cell diameter; it rescales the image so that
+# its cells get the training diameter, segments it, and refines the estimate from the median
+# diameter of the masks it found. Our network computes the style vector but has no size model:
+# BBBC039's nuclei all have about the same size. Notebook 08, on images of other sizes, builds
+# the course's own diameter estimate.
+#
+# **Why?** Why should a vector that averages the features of the *whole* image know the size of
+# the cells in it?
+#
+# <details><summary>Answer</summary>
+#
+# The deepest features respond to patterns of the size of their receptive field: some of them
+# fire for small round blobs, others for large ones. Averaging them over the image keeps how
+# much of each pattern the image contains and forgets where it was, which is what a size (or a
+# texture, or an imaging modality) is: a property of the whole image, not of one pixel. A
+# linear regression can then read the diameter out of that summary.
+#
+# </details>
 #
 # The last 1x1 convolution gives three maps: flow y, flow x (at 5x scale) and the cell
 # probability logit.
@@ -388,6 +463,23 @@ print(f"style vector {tuple(style_demo.shape)}, length {style_demo.norm():.3f}")
 # **Exercise 3.** Write this loss. `output` is the network's `(B, 3, H, W)`; `flows` the
 # targets `(B, 2, H, W)`, already multiplied by 5; `cellprob` the foreground `(B, H, W)`, 0 or 1.
 # Use `F.mse_loss` and `F.binary_cross_entropy_with_logits`.
+#
+# <details><summary>Hint 1</summary>
+#
+# The first two output channels are the flows, `output[:, :2]`; the third is the logit,
+# `output[:, 2]`, of shape `(B, H, W)` like `cellprob`.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `F.mse_loss(output[:, :2], flows) / 2` plus
+# `F.binary_cross_entropy_with_logits(output[:, 2], cellprob)`.
+#
+# </details>
+#
+# **Stuck?** Training below uses the record's loss anyway; to get past the check, make the body
+# `return CELLPOSE.loss(output, flows, cellprob)`.
 
 
 # %% tags=["solution"]
@@ -428,8 +520,11 @@ cu.checks.check_close(
 # Training patches are random crops of the training images. Nuclei have no preferred
 # orientation, so we flip and rotate the patches by quarter turns (`aug.flip_rot90`,
 # notebook 04). Flows need care here: a flow field is a field of *arrows*. Rotating the image
-# moves the arrows to new pixels **and** turns each arrow. Rotating only the pixels of the flow
-# maps, as if they were two images, moves the arrows but leaves them pointing the old way:
+# moves the arrows to new pixels **and** turns each arrow.
+#
+# **Predict.** Suppose we rotate only the *pixels* of the two flow maps by a quarter turn, as
+# if they were two images. What will the mean angle between these arrows and the flows
+# recomputed from the rotated labels be: about 0, 45, 90 or 180 degrees?
 
 # %%
 rot_labels = np.rot90(crop_labels)  # a quarter turn, counter-clockwise on screen
@@ -462,8 +557,15 @@ fig = cu.plot.show_grid(
 plt.show()
 
 # %% [markdown]
-# Moving only the pixels leaves every arrow 90 degrees off: a network trained on that would
-# learn that flows point sideways in rotated images. Turning the arrows as well gives the
+# <details><summary>Answer</summary>
+#
+# 90 degrees, at every pixel (the printed mean is 90 up to rounding): moving only the pixels
+# keeps each arrow pointing the old way, a quarter turn off. A network trained on that would
+# learn that flows point sideways in rotated images.
+#
+# </details>
+#
+# Turning the arrows as well gives the
 # recomputed flows back, for quarter turns and flips (exactly here; a centre that falls half-way
 # between two pixels may round differently after a turn). The general and simplest rule, which
 # works for any deformation (notebook 04's rotations, zooms, elastic warps): **transform the
@@ -487,7 +589,11 @@ recipe_checks = {
     )
 }
 
+# %% [markdown]
+# The training and validation patches. The flow targets come from the record's `target_fn`,
+# which is our `flow_targets`; `PatchDataset` calls it on each patch *after* the augmentation.
 
+# %%
 AUGMENT = cu.pick(
     fast=aug.flip_rot90,
     full=aug.compose(
@@ -565,20 +671,13 @@ output = cu.predict.predict_tiled(model, image, tile_size=TILE, overlap=OVERLAP,
 pred_flows, pred_logit = output[:2], output[2]
 window = np.s_[100:260, 150:310]  # a 160 x 160 window to look at closely
 
-fig, axes = plt.subplots(1, 4, figsize=(18, 4.6))
-axes[0].imshow(image[window], cmap="gray", vmin=0, vmax=1)
-axes[0].set_title("test image (window)")
-im = axes[1].imshow(1 / (1 + np.exp(-pred_logit[window])), cmap="magma", vmin=0, vmax=1)
-axes[1].set_title("predicted cell probability")
-fig.colorbar(im, ax=axes[1], fraction=0.046)
-axes[2].imshow(cu.plot.flow_to_rgb(pred_flows[:, window[0], window[1]], FLOW_SCALE))
-axes[2].set_title("predicted flows")
-axes[3].imshow(cu.plot.flow_to_rgb(FLOW_SCALE * true_flows[:, window[0], window[1]], FLOW_SCALE))
-axes[3].set_title("true flows")
-for ax in axes:
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-plt.tight_layout()
+fig = plot_methods.show_maps(
+    [image[window], 1 / (1 + np.exp(-pred_logit[window])),
+     cu.plot.flow_to_rgb(pred_flows[:, window[0], window[1]], FLOW_SCALE),
+     cu.plot.flow_to_rgb(FLOW_SCALE * true_flows[:, window[0], window[1]], FLOW_SCALE)],
+    ["test image (window)", "predicted cell probability", "predicted flows", "true flows"],
+    cmap=["gray", "magma", "gray", "gray"], vmin=0, vmax=1, figsize=(19, 4.6),
+)  # fmt: skip
 plt.show()
 
 # %% [markdown]
@@ -602,6 +701,28 @@ plt.show()
 # runs on the GPU when there is one). `field` is `(C, H, W)`, `pos` `(N, 2)` float positions
 # `(y, x)` inside the image. At the last row or column, use the pixel itself as its
 # "next" neighbour (clamp the indices).
+#
+# <details><summary>Hint 1</summary>
+#
+# The four neighbours are `(y0, x0)`, `(y0, x1)`, `(y1, x0)`, `(y1, x1)` with
+# `y0 = y.floor().long()` and `y1 = y0 + 1`, both clamped to `[0, H - 1]` (`.clamp(...)`);
+# the weights are `a = y - y0` and `b = x - x0`. `field[:, y0, x0]` reads all N points at once,
+# shape `(C, N)`.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# Interpolate along x first, `top = (1 - b) * field[:, y0, x0] + b * field[:, y0, x1]` and the
+# same for `bottom` with `y1`, then along y, `(1 - a) * top + a * bottom`, and transpose to
+# `(N, C)`.
+#
+# </details>
+#
+# **Stuck?** torch's `grid_sample` interpolates bilinearly too (the library uses it on a GPU);
+# it wants positions `(x, y)` scaled to [-1, 1]. Make the body
+# `grid = (2 * pos.flip(1) / pos.new_tensor([W - 1, H - 1]) - 1)[None, None]` and
+# `return F.grid_sample(field[None], grid, align_corners=True)[0, :, 0].T`.
 
 
 # %% tags=["solution"]
@@ -660,23 +781,10 @@ assert gap < 0.05, gap
 
 # %%
 masks_window = cu.postprocess.flows_to_masks(pred_flows, pred_logit)[window]
-ids_start = masks_window[start_mask[window]]
-colours = cu.plot.label_cmap()
-oy, ox = window[0].start, window[1].start
-fig, axes = plt.subplots(1, 2, figsize=(13, 6.3))
-axes[0].imshow(image[window], cmap="gray", vmin=0, vmax=1)
-for i in range(0, path.shape[1], 5):
-    axes[0].plot(path[:, i, 1] - ox, path[:, i, 0] - oy, lw=0.6, color=colours(ids_start[i]))
-axes[0].set_title("trajectories of flow following")
-axes[1].imshow(image[window], cmap="gray", vmin=0, vmax=1)
-axes[1].scatter(path[-1, :, 1] - ox, path[-1, :, 0] - oy, s=12, c="tab:orange")
-axes[1].set_title("end points after 200 steps")
-for ax in axes:
-    ax.set_xlim(-0.5, 159.5)
-    ax.set_ylim(159.5, -0.5)
-    ax.set_xlabel("x (pixels, window)")
-    ax.set_ylabel("y (pixels, window)")
-plt.tight_layout()
+colours = cu.plot.label_cmap()(masks_window[start_mask[window]])  # the colour of each end mask
+fig = plot_methods.show_trajectories(
+    image[window], path, colours, every=5, offset=(window[0].start, window[1].start)
+)
 plt.show()
 
 # %% [markdown]
@@ -691,7 +799,9 @@ plt.show()
 #    exceeds `flow_threshold` (0.4) are dropped: they are usually merged or broken cells;
 # 3. masks smaller than `min_size` (15 pixels) are dropped, and holes are filled.
 #
-# Here is the flow error of every mask of the test image, computed by hand as step 2 does:
+# Here is the flow error of every mask of the test image, computed by hand as step 2 does.
+# (The library checks the masks before it fills their holes and drops the small ones, so its
+# count of kept masks can differ from ours by one or two.)
 
 # %%
 unchecked = cu.postprocess.flows_to_masks(pred_flows, pred_logit, flow_threshold=None)
@@ -715,6 +825,40 @@ ax.set_ylabel("number of masks")
 ax.legend()
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# **Predict.** `flow_threshold` is the largest flow error a mask may have and still be kept.
+# If you raise it from 0.4 to 0.8, will more or fewer masks survive? And will the F1 score of
+# this image (at IoU 0.5) go up or down? Guess, then run the cell: it segments test image 0
+# with five settings and scores each.
+
+# %%
+print(f"{'flow_threshold':>14}  {'masks':>5}  {'TP':>4}  {'FP':>4}  {'FN':>4}  {'F1':>5}")
+for threshold in [0.1, 0.2, 0.4, 0.8, None]:
+    with warnings.catch_warnings():  # a very strict check drops most masks, and says so
+        warnings.simplefilter("ignore", UserWarning)
+        masks_t = cu.postprocess.flows_to_masks(pred_flows, pred_logit, flow_threshold=threshold)
+    m = cu.metrics.matching(truth, masks_t, thresh=0.5)
+    name = "off" if threshold is None else f"{threshold:g}"
+    print(f"{name:>14}  {m.n_pred:5d}  {m.tp:4d}  {m.fp:4d}  {m.fn:4d}  {m.f1:5.3f}")
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# More masks survive: a higher threshold is a more lenient check, and "off" keeps them all.
+# Whether F1 goes up depends on *which* masks the check drops, and the table tells you: a
+# dropped mask that was a true positive turns into a false negative, a dropped wrong mask
+# removes a false positive. Where loosening the check raises F1, the check was throwing away
+# good masks whose flows were merely rough (a briefly trained network predicts rough flows
+# even for good masks); where it lowers F1, it was removing merged or broken ones. Cellpose's
+# default, 0.4, was chosen for well-trained networks: for your own model, choose it on
+# validation images, never on the test images you report (the course's pretrained models are
+# tuned that way, `cu.methods.tune_postprocess`).
+#
+# </details>
+#
+# > **Checkpoint.** Ask the room what a flow error of 0 would mean for a mask, and why a merged
+# > pair of nuclei has a large one (hint: where do its recomputed flows point?).
 
 # %% [markdown]
 # ### The prediction recipe in one function
@@ -825,46 +969,53 @@ def failures(truth, pred, thresh=0.5):
     return true_ids[best_true < thresh], pred_ids[best_pred < thresh]
 
 
-def failure_crop(i, holder, k, size=80):
-    """RGB crop around object k of `holder`: true outlines green, predicted orange, k tinted."""
-    cy, cx = (int(c) for c in ndi.center_of_mass(holder == k))
-    h, w = holder.shape
-    y0, x0 = np.clip(cy - size // 2, 0, h - size), np.clip(cx - size // 2, 0, w - size)
-    box = np.s_[y0 : y0 + size, x0 : x0 + size]
-    rgb = np.repeat(np.clip(test_images[i][box], 0, 1)[..., None], 3, axis=2)
-    rgb[holder[box] == k] = 0.6 * rgb[holder[box] == k] + [0.0, 0.0, 0.4]  # tint the object
-    rgb[find_boundaries(test_labels[i][box], mode="inner")] = [0.2, 1.0, 0.2]
-    rgb[find_boundaries(predictions[i][box], mode="inner")] = [1.0, 0.6, 0.0]
-    return rgb
-
-
 missed, wrong = [], []  # (image index, label image holding the object, id)
 for i, (t, p) in enumerate(zip(test_labels, predictions)):
     fn_ids, fp_ids = failures(t, p)
     missed += [(i, t, k) for k in fn_ids]
     wrong += [(i, p, k) for k in fp_ids]
 pick_rng = np.random.default_rng(0)  # a random sample, not the worst or the best cases
-shown = [("missed", c) for c in pick_rng.permutation(len(missed))[:4].tolist()]
-shown += [("wrong", c) for c in pick_rng.permutation(len(wrong))[:4].tolist()]
+shown = [("missed (FN)", missed[c]) for c in pick_rng.permutation(len(missed))[:4]]
+shown += [("wrong (FP)", wrong[c]) for c in pick_rng.permutation(len(wrong))[:4]]
 if shown:
-    fig, axes = plt.subplots(1, len(shown), figsize=(2.7 * len(shown), 3.4), squeeze=False)
-    for ax, (kind, c) in zip(axes[0], shown):
-        i, holder, k = (missed if kind == "missed" else wrong)[c]
-        ax.imshow(failure_crop(i, holder, k))
-        area = int(np.sum(holder == k))
-        ax.set_title(f"{'missed (FN)' if kind == 'missed' else 'wrong (FP)'}\n"
-                     f"test image {i}, {area} px", fontsize=9)  # fmt: skip
-        ax.set_axis_off()
-    fig.suptitle("failures (tinted blue): true outlines green, predicted outlines orange")
-    plt.tight_layout(rect=(0, 0, 1, 0.92))
+    crops = [plot_methods.failure_crop(test_images[i], test_labels[i], predictions[i], holder, k)
+             for _, (i, holder, k) in shown]  # fmt: skip
+    titles = [f"{kind}\ntest image {i}, {np.sum(holder == k)} px" for kind, (i, holder, k) in shown]
+    fig = cu.plot.show_grid(crops, titles=titles, ncols=len(shown),
+                            figsize=(2.7 * len(shown), 3.4))  # fmt: skip
     plt.show()
 print(f"{scores.fn} missed nuclei and {scores.fp} wrong masks in all")
 
 # %% [markdown]
-# Typical failures: two nuclei merged into one mask or one nucleus split in two (each gives one
-# FP and one or two FN at IoU 0.5), dim nuclei below the probability threshold, and small
-# fragments at the image border. The short fast-mode training makes more of them; full mode
-# trains long enough to fix most.
+# **Why?** Count the errors at IoU 0.5 for the two classic instance mistakes: one nucleus
+# *split* into two masks, and two touching nuclei *merged* into one mask. How many FP and how
+# many FN does each give? (Careful: the answer is not the same for both, and not always the
+# same for one.)
+#
+# <details><summary>Answer</summary>
+#
+# A **split** gives one or two FP and at most one FN. If one of the two pieces still covers
+# the nucleus well enough (IoU at least 0.5), that piece is a true positive and only the other
+# piece is a false positive (1 FP, 0 FN); if neither piece does, both are false positives and
+# the nucleus is missed (2 FP, 1 FN).
+#
+# A **merge** gives one or two FN and at most one FP. If the merged mask still matches the
+# larger nucleus with IoU at least 0.5, that nucleus counts as found and only the smaller one
+# is missed (0 FP, 1 FN); otherwise the merged mask matches neither (1 FP, 2 FN).
+#
+# So one mistake can cost up to three errors, and the count alone does not tell splits from
+# merges: to tell them apart, look at which masks overlap which nuclei (the IoU matrix of
+# notebook 07).
+#
+# </details>
+#
+# Typical failures here: merges and splits of touching nuclei, dim nuclei below the
+# probability threshold, and small fragments at the image border. The short fast-mode training
+# makes more of them; full mode trains long enough to fix most.
+#
+# > **Checkpoint.** Let everyone classify the crops above (merge, split, dim, border,
+# > a label error?) and compare: which kind dominates, and which part of the pipeline of the
+# > diagram at the top would you change to fix it?
 #
 # ## Recap
 # - A foreground mask merges touching nuclei. Cellpose predicts instead, at each pixel, a unit
@@ -873,13 +1024,16 @@ print(f"{scores.fn} missed nuclei and {scores.fp} wrong masks in all")
 #   gradient of the temperature. We wrote it by hand for one cell, and it equals
 #   `cu.targets.masks_to_flows`. Flows carry the labels: labels -> flows -> masks gives the
 #   labels back.
-# - The network is a residual U-Net with summed skips and a style vector; the loss is
+# - The network is a residual U-Net with summed skips and a style vector (which Cellpose also
+#   uses to estimate the cell diameter and rescale images to the training size); the loss is
 #   MSE / 2 on 5x the flows plus BCE on the cell probability.
 # - Augmentation must compute flows *after* the geometric transform; moving the pixels of a
 #   flow field without turning its arrows is wrong.
 # - Masks come back by following the flows (Euler steps, bilinear interpolation), grouping
 #   the end points, and dropping masks whose flows disagree with their own recomputed flows or
-#   that are too small.
+#   that are too small. How strict that check should be depends on the network: measure it.
+# - At IoU 0.5 a split costs one or two FP and at most one FN, a merge one or two FN and at most
+#   one FP.
 # - The recipe, as the record `cu.methods.get("cellpose")` holds it for notebook 07:
 #   `segment_cellpose` above (normalised image, tiles of 256 px with
 #   overlap 64, flows at 5x, `cellprob_threshold` 0, `flow_threshold` 0.4, `min_size` 15).

@@ -33,6 +33,8 @@ from .core import flip_rot90 as flip_rot90
 from .geometric import elastic as elastic
 from .geometric import elastic_deform as elastic_deform
 from .geometric import elastic_displacement as elastic_displacement
+from .geometric import elastic_grid as elastic_grid
+from .geometric import grid_displacement as grid_displacement
 from .geometric import random_affine as random_affine
 from .geometric import random_rotation as random_rotation
 from .geometric import remap as remap
@@ -48,9 +50,11 @@ __all__ = [
     "elastic",
     "elastic_deform",
     "elastic_displacement",
+    "elastic_grid",
     "flip_rot90",
     "gaussian_blur",
     "gaussian_noise",
+    "grid_displacement",
     "intensity",
     "random_affine",
     "random_rotation",

@@ -241,3 +241,65 @@ def elastic(
     elastic_displacement((1, 1), np.random.default_rng(0), alpha=alpha, sigma=sigma)  # checks
     fn = partial(elastic_deform, alpha=alpha, sigma=sigma, mode=check_mode(mode), cval=cval)
     return Named(fn, f"elastic(alpha={alpha!r}, sigma={sigma!r}, mode={mode!r})")
+
+
+# --- The U-Net paper's elastic deformation: a coarse grid of displacements -------------------
+
+__all__ += ["elastic_grid", "grid_displacement"]
+
+
+def grid_displacement(
+    shape: tuple[int, int], rng: np.random.Generator, *, points: int = 3, sigma: float = 10.0
+) -> np.ndarray:
+    """Random displacements on a coarse grid, interpolated to every pixel (Ronneberger 2015).
+
+    A ``points x points`` grid spans the image, its corner points on the corner pixels; each
+    grid point draws a displacement (dy, dx) from a Gaussian of standard deviation ``sigma``
+    pixels (one ``rng.normal(0, sigma, (2, points, points))``, dy first); a bicubic spline
+    through the grid values (``scipy.ndimage.map_coordinates(order=3)``) gives every pixel its
+    displacement. The U-Net paper used 3 points and 10 px on 572 x 572 tiles. Unlike
+    :func:`elastic_displacement` (Simard et al. 2003: per-pixel noise, smoothed), the field
+    bends the whole image smoothly, with no smaller scale than the grid spacing.
+
+    Returns
+    -------
+    np.ndarray, float64, (2, H, W)
+        Row (y) and column (x) displacement in pixels.
+
+    Introduced in notebook 04.
+    """
+    h, w = (int(s) for s in shape)
+    if h < 1 or w < 1:
+        raise ValueError(f"shape must be a positive (H, W), got {shape!r}")
+    if isinstance(points, bool) or int(points) != points or points < 2:
+        raise ValueError(f"points must be an integer >= 2, got {points!r}")
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"sigma must be finite and >= 0, got {sigma!r}")
+    points = int(points)
+    coarse = check_rng(rng).normal(0.0, sigma, size=(2, points, points))
+    rows, cols = (np.linspace(0.0, points - 1.0, n) for n in (h, w))
+    coords = np.stack(np.meshgrid(rows, cols, indexing="ij"))
+    return np.stack([ndi.map_coordinates(c, coords, order=3, mode="mirror") for c in coarse])
+
+
+def elastic_grid(
+    points: int = 3, sigma: float = 10.0, *, mode: str = "reflect", cval: float = 0.0
+) -> Augment:
+    """Factory: the U-Net paper's elastic deformation, each pixel pulled from its position plus
+    :func:`grid_displacement` (labels by nearest neighbour; ``mode``, ``cval`` as in
+    :func:`remap`). ``sigma=0`` gives the identity. Returns an augment.
+
+    Introduced in notebook 04.
+    """
+    grid_displacement((1, 1), np.random.default_rng(0), points=points, sigma=sigma)  # checks
+    fn = partial(_grid_elastic, points=int(points), sigma=sigma, mode=check_mode(mode), cval=cval)
+    return Named(fn, f"elastic_grid(points={points!r}, sigma={sigma!r}, mode={mode!r})")
+
+
+def _grid_elastic(image, labels, rng, *, points, sigma, mode, cval):
+    shape = np.shape(labels)
+    if len(shape) != 2:
+        raise ValueError(f"labels must be (H, W), got shape {shape}")
+    field = grid_displacement(shape, rng, points=points, sigma=sigma)
+    coords = np.indices(shape, dtype=np.float64) + field
+    return remap(image, labels, coords, mode=mode, cval=cval)

@@ -20,6 +20,7 @@ from course_utils.data import (
     read_bbbc039_mask,
     split_names,
 )
+from course_utils.data import augment as aug
 
 SHARED = Path("/work/shared/data")
 needs_mirror = pytest.mark.skipif(
@@ -178,7 +179,7 @@ def test_bbbc039_offline_without_mirror(tmp_path, monkeypatch):
     monkeypatch.delenv("COURSE_DATA_MIRROR", raising=False)
     monkeypatch.setenv("COURSE_DATA_CACHE", str(tmp_path))
     monkeypatch.setenv("COURSE_OFFLINE", "1")
-    monkeypatch.setattr(loaders, "_BBBC039", {})
+    monkeypatch.setattr(loaders, "_PAIRS", {})
     with pytest.raises(DataUnavailableError, match='load_split\\("synthetic"'):
         load_split("bbbc039", "val", n=1)
 
@@ -311,3 +312,77 @@ def test_patch_dataset_validation():
     bad = PatchDataset(images, labels, 8, augment=lambda x, y, rng: (x, y[:-1]))
     with pytest.raises(ValueError, match="augment returned"):
         bad[0]
+
+
+# --- PatchDataset with sparse labels (-1 = unknown) and crops that hold objects ---------------
+
+
+def _sparse_blocks(shape=(40, 50)):
+    """Block labels with one block kept, background beside it, and the rest unknown (-1)."""
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
+    labels = np.full(shape, -1, np.int32)
+    labels[12:20, 22:30] = 7
+    labels[10:22, 30:34] = 0
+    return (rows * 100 + cols).astype(np.float32), labels
+
+
+def test_patch_dataset_keeps_unknown_through_crops_padding_and_augment():
+    image, labels = _sparse_blocks()
+    ds = PatchDataset([image], [labels], (16, 24), length=20, unknown=True, seed=0)
+    for i in range(20):
+        x, y = ds[i]
+        top, left = divmod(int(x[0, 0, 0].item()), 100)
+        np.testing.assert_array_equal(y.numpy(), labels[top : top + 16, left : left + 24])
+    small = PatchDataset([image[8:24, 18:34]], [labels[8:24, 18:34]], (24, 28), unknown=True)
+    _, y = small[0]
+    expected = np.pad(labels[8:24, 18:34], ((4, 4), (6, 6)), mode="reflect")
+    np.testing.assert_array_equal(y.numpy() == -1, expected == -1)  # mirrored as unknown
+    np.testing.assert_array_equal(y.numpy() == 0, expected == 0)
+    assert set(np.unique(y.numpy()[expected == 7]).tolist()) >= {7} and y.min() == -1
+    rotate = aug.random_rotation((45, 45), mode="constant")
+    _, y = PatchDataset([image], [labels], 24, unknown=True, augment=rotate)[0]
+    assert y[0, 0] == -1 and y[-1, -1] == -1  # from outside the crop: unknown, not background
+
+
+def test_patch_dataset_with_unknown_on_dense_labels_changes_nothing():
+    images, labels = _position_images(n=2)
+    pipeline = aug.compose(aug.flip_rot90, aug.random_rotation(30))
+    plain = PatchDataset(images, labels, 16, length=6, augment=pipeline, seed=4)
+    sparse = PatchDataset(images, labels, 16, length=6, augment=pipeline, seed=4, unknown=True)
+    for i in range(6):
+        for a, b in zip(plain[i], sparse[i]):
+            assert torch.equal(a, b)
+
+
+def test_patch_dataset_unknown_is_explicit():
+    image, labels = _sparse_blocks()
+    with pytest.raises(ValueError, match="negative"):
+        PatchDataset([image], [labels], 8)
+    with pytest.raises(ValueError, match="below -1"):
+        PatchDataset([image], [labels - 1], 8, unknown=True)
+    with pytest.raises(TypeError, match="unknown"):
+        PatchDataset([image], [labels], 8, unknown="yes")
+    huge = np.where(labels > 0, np.int64(2**40), labels.astype(np.int64))
+    _, y = PatchDataset([image], [huge], (40, 50), unknown=True)[0]
+    np.testing.assert_array_equal(y.numpy(), np.where(labels > 0, 1, labels))
+
+
+def test_object_crops_always_hold_an_object_and_are_reproducible():
+    image, labels = _sparse_blocks((60, 80))
+    ds = PatchDataset([image], [labels], 16, length=1000, unknown=True, crop="objects", seed=2)
+    corners = set()
+    for i in range(1000):
+        x, y = ds[i]
+        assert (y > 0).any()
+        corners.add(int(x[0, 0, 0].item()))
+    again = PatchDataset([image], [labels], 16, length=1000, unknown=True, crop="objects", seed=2)
+    assert all(torch.equal(a, b) for a, b in zip(ds[5], again[5]))
+    # A slow reference: the corners whose 16 x 16 crop holds a pixel of the block; 1000 draws
+    # from its 460 corners miss about 11% of them.
+    valid = {r * 100 + c for r in range(60 - 15) for c in range(80 - 15)
+             if (labels[r : r + 16, c : c + 16] > 0).any()}  # fmt: skip
+    assert corners <= valid and len(corners) > 0.8 * len(valid)
+    empty = PatchDataset([image], [np.zeros_like(labels)], 16, length=3, crop="objects")
+    assert empty[0][0].shape == (1, 16, 16)  # no object: uniform crops
+    with pytest.raises(ValueError, match="crop"):
+        PatchDataset([image], [labels], 8, unknown=True, crop="centre")

@@ -17,12 +17,14 @@ from torch.utils.data import Dataset
 
 from .._shared.relabel import relabel_consecutive
 from .._shared.validate import check_image, check_int, check_labels
+from .augment import UNKNOWN, with_unknown
 
 __all__ = ["PatchDataset"]
 
 Augment = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 #: Largest id kept as given: mirror padding adds up to 8 x max id, and patches are int32.
 MAX_KEPT_ID = np.iinfo(np.int32).max // 9
+CROPS = ("uniform", "objects")
 
 
 def _as_pair(patch_size: int | Sequence[int]) -> tuple[int, int]:
@@ -34,10 +36,11 @@ def _as_pair(patch_size: int | Sequence[int]) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
-def _check_images(images: Sequence[Any], labels: Sequence[Any]):
+def _check_images(images: Sequence[Any], labels: Sequence[Any], unknown: bool = False):
     """Images as float32 (C, H, W), labels as int32 (H, W); clear errors for bad input.
 
-    Labels with an id above :data:`MAX_KEPT_ID` are relabelled 1..n (in increasing order).
+    Labels with an id above :data:`MAX_KEPT_ID` are relabelled 1..n (in increasing order);
+    with ``unknown``, -1 is accepted and kept.
     """
     if len(images) != len(labels):
         raise ValueError(f"got {len(images)} images but {len(labels)} label images")
@@ -48,13 +51,13 @@ def _check_images(images: Sequence[Any], labels: Sequence[Any]):
         x = check_image(image, f"images[{k}]")
         # A boolean mask would make every nucleus one instance before target_fn runs.
         hint = "each nucleus needs its own id, label the mask first (skimage.measure.label)"
-        y = check_labels(lab, f"labels[{k}]", bool_hint=hint)
+        y = check_labels(lab, f"labels[{k}]", bool_hint=hint, allow_unknown=unknown)
         if y.shape != x.shape[-2:]:
             raise ValueError(
                 f"labels[{k}] has shape {y.shape}, expected the image's (H, W) = {x.shape[-2:]}"
             )
         if int(y.max()) > MAX_KEPT_ID:  # ids only need to be distinct within a patch
-            y, _ = relabel_consecutive(y)
+            y = _relabel_known(y) if unknown else relabel_consecutive(y)[0]
         out_x.append(np.asarray(x if x.ndim == 3 else x[None], dtype=np.float32))
         out_y.append(y.astype(np.int32, copy=False))
     channels = {x.shape[0] for x in out_x}
@@ -63,11 +66,18 @@ def _check_images(images: Sequence[Any], labels: Sequence[Any]):
     return out_x, out_y
 
 
+def _relabel_known(y: np.ndarray) -> np.ndarray:
+    """Ids > 0 relabelled 1..n; background 0 and unknown -1 kept."""
+    ids, _ = relabel_consecutive(np.where(y > 0, y, 0))
+    return np.where(y < 0, UNKNOWN, ids)
+
+
 def _pad_to(x: np.ndarray, y: np.ndarray, size: tuple[int, int]):
     """Mirror-pad an image smaller than the patch; mirrored objects get new label ids.
 
     A reflected nucleus is a different object from the original (they touch at the edge), so
     each of the 8 padded margins adds its own multiple of ``max id`` to the labels it copies.
+    Background (0) and unknown (-1) are mirrored as they are.
     """
     h, w = y.shape
     pads = [(max(0, s - d) // 2, max(0, s - d) - max(0, s - d) // 2) for s, d in zip(size, (h, w))]
@@ -80,8 +90,21 @@ def _pad_to(x: np.ndarray, y: np.ndarray, size: tuple[int, int]):
     cols = np.pad(np.zeros(w, np.int32), pads[1], constant_values=(1, 2))
     region = rows[:, None] * 3 + cols[None, :]
     y = np.pad(y, pads, mode=mode)
-    y = np.where(y > 0, y + region * int(y.max()), 0).astype(np.int32)
+    y = np.where(y > 0, y + region * max(int(y.max()), 0), y).astype(np.int32)
     return x, y
+
+
+def _object_windows(y: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
+    """Flat indices (int32) of the crop positions (top, left) whose window holds an object
+    pixel (id > 0), in a (H - h + 1, W - w + 1) table; ``None`` when every position does, or
+    none does (then crops are uniform)."""
+    ph, pw = size
+    inside = np.pad(np.cumsum(np.cumsum(y > 0, axis=0), axis=1), ((1, 0), (1, 0)))
+    count = inside[ph:, pw:] - inside[:-ph, pw:] - inside[ph:, :-pw] + inside[:-ph, :-pw]
+    valid = count > 0
+    if valid.all() or not valid.any():
+        return None
+    return np.flatnonzero(valid).astype(np.int32)
 
 
 class PatchDataset(Dataset):
@@ -96,9 +119,10 @@ class PatchDataset(Dataset):
         refused (label them first). Ids up to :data:`MAX_KEPT_ID` (about 2.4e8) are kept; an
         image with larger ids (e.g. 64-bit ids) is relabelled 1..n in increasing id order
         before cropping, so its patch ids are then not the caller's ids (they only need to be
-        distinct within a patch).
+        distinct within a patch). With ``unknown=True`` also -1 = unknown (sparse labels).
     patch_size : int or (int, int)
-        Crop size (h, w). Smaller images are mirror-padded (mirrored objects get new ids).
+        Crop size (h, w). Smaller images are mirror-padded (mirrored objects get new ids;
+        background and unknown pixels are mirrored as they are).
     length : int, optional
         Number of items per epoch; default ``len(images)``. Item ``i`` crops image
         ``i % len(images)`` at a random position.
@@ -112,6 +136,17 @@ class PatchDataset(Dataset):
     seed : int
         Base seed. With ``set_epoch`` every (seed, epoch, i) gives its own crop, the same in any
         DataLoader worker and after resuming.
+    unknown : bool
+        The labels are sparse (``course_utils.sparse``): -1 = unknown, 0 = annotated
+        background, ids > 0 = annotated objects. -1 is kept through cropping, padding and
+        ``augment`` (which runs through ``augment.with_unknown``: never an id, never
+        interpolated, unknown beyond the border), and reaches ``target_fn`` as -1. Without it
+        a negative id is an error, as everywhere else.
+    crop : {"uniform", "objects"}
+        ``"uniform"``: every position equally likely. ``"objects"``: only positions whose crop
+        holds at least one object pixel (id > 0), as StarDist draws most of its patches
+        (``train_foreground_only``); with few annotated objects, uniform crops would mostly
+        hold nothing to learn from. An image without objects is cropped uniformly.
 
     Returns (``__getitem__``)
     -------------------------
@@ -142,12 +177,22 @@ class PatchDataset(Dataset):
         augment: Augment | None = None,
         target_fn: Callable[[np.ndarray], Any] | None = None,
         seed: int = 0,
+        unknown: bool = False,
+        crop: str = "uniform",
     ) -> None:
         self.patch_size = _as_pair(patch_size)
-        images, labels = _check_images(images, labels)
+        if not isinstance(unknown, bool | np.bool_):
+            raise TypeError(f"unknown must be True or False, got {unknown!r}")
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+        images, labels = _check_images(images, labels, bool(unknown))
         padded = [_pad_to(x, y, self.patch_size) for x, y in zip(images, labels)]
         self.images = [x for x, _ in padded]
         self.labels = [y for _, y in padded]
+        self.unknown, self.crop = bool(unknown), crop
+        self._windows = [
+            _object_windows(y, self.patch_size) if crop == "objects" else None for y in self.labels
+        ]
         if length is None:
             length = len(self.images)
         length = check_int(length, "length", minimum=1)
@@ -156,7 +201,7 @@ class PatchDataset(Dataset):
         if target_fn is not None and not callable(target_fn):
             raise TypeError("target_fn must be callable(labels) or None")
         self.length = int(length)
-        self.augment = augment
+        self.augment = with_unknown(augment) if self.unknown and augment is not None else augment
         self.target_fn = target_fn
         self.seed = int(seed)
         self.epoch = 0
@@ -174,8 +219,12 @@ class PatchDataset(Dataset):
         k = index % len(self.images)
         x, y = self.images[k], self.labels[k]
         ph, pw = self.patch_size
-        top = int(rng.integers(0, y.shape[0] - ph + 1))
-        left = int(rng.integers(0, y.shape[1] - pw + 1))
+        windows = self._windows[k]
+        if windows is None:
+            top = int(rng.integers(0, y.shape[0] - ph + 1))
+            left = int(rng.integers(0, y.shape[1] - pw + 1))
+        else:
+            top, left = divmod(int(windows[rng.integers(len(windows))]), y.shape[1] - pw + 1)
         # Copies: augment may work in place, and the stored images must not change.
         return x[:, top : top + ph, left : left + pw].copy(), y[
             top : top + ph, left : left + pw

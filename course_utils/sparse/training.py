@@ -1,0 +1,209 @@
+"""The sparse version of each method's recipe, by method name, and training with it.
+
+``SPARSE["cellpose"]`` holds the sparse targets and the masked loss of the Cellpose-style
+record; everything else (network, sizes, post-processing, ``prepare``) stays the record's,
+reached through :attr:`SparseRecipe.record`. :func:`train_sparse` trains through them as
+``course_utils.methods.train_method`` trains through the records.
+
+Introduced in notebook 09.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..data import PatchDataset
+from ..history import History
+from ..methods import Method, get
+from ..mode import get_mode
+from ..train import fit
+from .losses import cellpose_sparse_loss, stardist_sparse_loss, unet_3class_sparse_loss
+from .targets import cellpose_sparse_targets, stardist_sparse_targets, unet_3class_sparse_targets
+
+__all__ = ["SPARSE", "SparseRecipe", "recipe", "train_sparse"]
+
+
+@dataclass(frozen=True)
+class SparseRecipe:
+    """The sparse targets and masked loss of one method record.
+
+    Attributes
+    ----------
+    method : str
+        The record's name in ``course_utils.methods.METHODS``.
+    targets : callable
+        ``targets(labels, **{k: config[k] for k in record.target_args})``: the record's
+        targets of a sparse label patch, followed by the masks of their trusted pixels.
+    loss : callable
+        ``loss(output, *targets)``: the record's loss over the trusted pixels.
+    """
+
+    method: str
+    targets: Callable[..., tuple]
+    loss: Callable[..., torch.Tensor]
+
+    @property
+    def record(self) -> Method:
+        """The method's record (network, sizes, post-processing, ``prepare``)."""
+        return get(self.method)
+
+    def target_fn(self, config: Mapping[str, Any] | None = None) -> Callable[[np.ndarray], Any]:
+        """``labels -> targets`` for a network with ``config`` (default: this mode's), as the
+        record's ``target_fn`` (a picklable ``functools.partial``)."""
+        record = self.record
+        config = record.config() if config is None else config
+        return partial(self.targets, **{k: config[k] for k in record.target_args})
+
+
+SPARSE: Mapping[str, SparseRecipe] = MappingProxyType({
+    "unet_3class": SparseRecipe("unet_3class", unet_3class_sparse_targets, unet_3class_sparse_loss),
+    "cellpose": SparseRecipe("cellpose", cellpose_sparse_targets, cellpose_sparse_loss),
+    "stardist": SparseRecipe("stardist", stardist_sparse_targets, stardist_sparse_loss),
+})  # fmt: skip
+
+#: Why a method has no sparse recipe.
+_WITHOUT = {
+    "unet_weighted": "its weight map needs each pixel's distance to the two nearest nuclei, "
+    "which an unlabelled nucleus nearby changes, so it is unknown near every unknown region",
+}
+
+
+def recipe(method: str | Method | SparseRecipe) -> SparseRecipe:
+    """The sparse recipe of ``method`` (a record's name, a record, or a recipe, returned as is);
+    ``ValueError`` naming why for a method without one."""
+    if isinstance(method, SparseRecipe):
+        return method
+    name = method.name if isinstance(method, Method) else get(method).name
+    if name not in SPARSE:
+        raise ValueError(f"{name} has no sparse recipe: {_WITHOUT.get(name, 'not written yet')}; "
+                         f"sparse recipes: {tuple(SPARSE)}")  # fmt: skip
+    return SPARSE[name]
+
+
+def _objects_only(labels: Sequence[Any]) -> list[np.ndarray]:
+    """The annotated objects of sparse labels, unknown pixels as background."""
+    return [np.where(np.asarray(lab) > 0, np.asarray(lab), 0) for lab in labels]
+
+
+def train_sparse(
+    method: str | Method | SparseRecipe,
+    images: Sequence[np.ndarray],
+    sparse_labels: Sequence[np.ndarray],
+    *,
+    epochs: int,
+    patch_size: int | None = None,
+    seed: int = 0,
+    config: Mapping[str, Any] | None = None,
+    patches_per_epoch: int | None = None,
+    augment: Callable | None = None,
+    batch_size: int = 4,
+    lr: float = 2e-3,
+    schedule: str = "cosine",
+    crop: str = "objects",
+    val_images: Sequence[np.ndarray] | None = None,
+    val_labels: Sequence[np.ndarray] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    data: str | None = None,
+    num_workers: int = 0,
+    device: Any = None,
+    progress: bool = True,
+    **fit_options: Any,
+) -> tuple[nn.Module, History]:
+    """Train a fresh network of ``method`` on sparse labels, with its masked loss.
+
+    The same steps as ``course_utils.methods.train_method``: the record's network
+    (``record.build(seed=seed)``), ``record.prepare`` on the annotated objects (StarDist starts
+    its distance head at their mean ray length), random ``patch_size`` crops
+    (``PatchDataset(..., unknown=True)``, so -1 stays unknown through ``augment``), and
+    ``course_utils.train.fit`` with Adam, the same ``schedule`` choices and
+    ``epochs * ceil(patches_per_epoch / batch_size)`` steps; only the targets and the loss are
+    the sparse recipe's.
+
+    Parameters
+    ----------
+    method : str, Method or SparseRecipe
+        ``"cellpose"``, ``"stardist"`` or ``"unet_3class"`` (see :data:`SPARSE`).
+    images : sequence of numpy.ndarray, float32, (H, W) or (C, H, W)
+        Normalised images.
+    sparse_labels : sequence of numpy.ndarray, integer, (H, W)
+        -1 unknown, 0 annotated background, ids > 0 whole annotated objects
+        (:func:`~course_utils.sparse.sparsify`). Dense labels are sparse labels without -1.
+    crop : {"objects", "uniform"}
+        ``"objects"`` (default): every crop holds an annotated object (as StarDist samples
+        patches), so that a few annotations are not lost among empty crops; ``"uniform"``
+        crops as ``train_method`` does.
+    val_images, val_labels : optional
+        Validation images and their (sparse or dense) labels, scored with the masked loss.
+    epochs, patch_size, seed, config, patches_per_epoch, augment, batch_size, lr, schedule,
+    checkpoint_dir, data, num_workers, device, progress, fit_options
+        As in ``course_utils.methods.train_method``; the checkpoint's ``meta`` says
+        ``"sparse": True`` besides the method and ``data``.
+
+    Returns
+    -------
+    model : torch.nn.Module
+        In eval mode, with the last epoch's weights.
+    history : course_utils.train.History
+
+    Introduced in notebook 09.
+    """
+    sparse = recipe(method)
+    record = sparse.record
+    if (val_images is None) != (val_labels is None):
+        raise ValueError("give both val_images and val_labels, or neither.")
+    if len(images) != len(sparse_labels):
+        raise ValueError(f"got {len(images)} images but {len(sparse_labels)} label images")
+    model = record.build(seed=seed, **dict(config or {}))
+    channels = {1 if np.ndim(x) == 2 else int(np.shape(x)[0]) for x in images}
+    if channels != {model.config["in_channels"]}:
+        raise ValueError(
+            f"the {record.name} network takes {model.config['in_channels']} channel(s) but the "
+            f"images have {sorted(channels)}: pass config={{'in_channels': ...}} to match"
+        )
+    if record.prepare is not None:
+        record.prepare(model, _objects_only(sparse_labels))
+    target_fn = sparse.target_fn(model.config)
+    patch = patch_size or record.patch_size[get_mode()]
+    length = patches_per_epoch or 8 * len(images)
+    dataset = partial(PatchDataset, target_fn=target_fn, unknown=True)
+    train_set = dataset(images, sparse_labels, patch, length=length, augment=augment, seed=seed,
+                        crop=crop)  # fmt: skip
+    loader = partial(DataLoader, batch_size=batch_size, num_workers=num_workers,
+                     pin_memory=torch.cuda.is_available())  # fmt: skip
+    val = None
+    if val_images is not None:
+        val_set = dataset(val_images, val_labels, patch, length=max(batch_size, length // 8),
+                          seed=seed + 1, crop=crop)  # fmt: skip
+        val = loader(val_set)
+    steps = epochs * -(-length // batch_size)
+    history = fit(
+        model, loader(train_set, shuffle=True), val, loss_fn=sparse.loss, epochs=epochs,
+        lr=lr, scheduler=_schedule(schedule, epochs, steps, lr), device=device, seed=seed,
+        checkpoint_dir=checkpoint_dir, progress=progress,
+        meta={"method": record.name, "data": data, "sparse": True}, **fit_options,
+    )  # fmt: skip
+    return model, history
+
+
+def _schedule(name: str, epochs: int, steps: int, lr: float):
+    """The learning-rate schedules of ``train_method`` (kept identical, so that a sparse run
+    and a dense one differ only in targets and loss)."""
+    if name == "cosine":
+        return lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    if name == "onecycle":
+        return lambda opt: torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=lr, total_steps=steps, pct_start=0.15
+        )
+    if name == "constant":
+        return None
+    raise ValueError(f"schedule must be 'cosine', 'onecycle' or 'constant', got {name!r}")

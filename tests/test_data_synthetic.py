@@ -133,3 +133,72 @@ def test_cells_channels_follow_labels():
     assert np.mean(nuc_peak > background + 0.15) >= 0.9
     # Nuclei are smaller than cells: less nuclear signal than cell area.
     assert (nuc > background + 0.15).sum() < 0.6 * inside.sum()
+
+
+# --- synthetic_cells for notebook 10: packed clusters, an even cytoplasm, the nuclei ---------
+
+
+def test_cells_defaults_are_unchanged_by_the_new_options():
+    image, labels = synthetic_cells((96, 112), seed=4)
+    again = synthetic_cells((96, 112), seed=4, touching=0.75, cell_contrast=1.0)
+    np.testing.assert_array_equal(image, again[0])
+    np.testing.assert_array_equal(labels, again[1])
+
+
+def test_cells_nuclei_lie_inside_their_own_cell():
+    image, labels, nuclei = synthetic_cells((256, 256), seed=3, return_nuclei=True)
+    assert nuclei.dtype == np.int32 and nuclei.shape == labels.shape
+    inside = nuclei > 0
+    np.testing.assert_array_equal(nuclei[inside], labels[inside])  # the id of its cell
+    assert len(np.unique(nuclei[inside])) >= 0.9 * labels.max()  # nearly every cell has one
+    # The nuclear channel is bright on the nuclei.
+    assert image[1][inside].mean() > image[1][~inside].mean() + 0.2
+
+
+def test_cells_contrast_zero_leaves_only_the_nucleus_to_tell_cells_apart():
+    kwargs = {"n_cells": 40, "touching": 0.95, "seed": 1, "return_nuclei": True}
+    even, labels, nuclei = synthetic_cells((256, 256), cell_contrast=0.0, **kwargs)
+    default, labels_1, _ = synthetic_cells((256, 256), **kwargs)
+    np.testing.assert_array_equal(labels, labels_1)  # the same cells, another stain
+    ids = np.arange(1, labels.max() + 1)
+    # Cytoplasm away from borders and nuclei (blur mixes in the neighbours there).
+    inner = np.zeros(labels.shape, bool)
+    for i in ids:
+        inner |= ndimage.binary_erosion(labels == i, iterations=3)
+    inner &= nuclei == 0
+
+    def neighbour_difference(image):
+        means = np.asarray(ndimage.mean(image[0], np.where(inner, labels, 0), ids))
+        pairs = set()
+        for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:])):
+            edge = (a != b) & (a > 0) & (b > 0)
+            pairs |= set(zip(a[edge].tolist(), b[edge].tolist()))
+        diffs = [abs(means[i - 1] - means[j - 1]) for i, j in pairs]
+        return np.nanmedian(diffs)
+
+    # Touching cells differ in brightness by default, hardly with contrast 0 ...
+    assert neighbour_difference(even) < 0.5 * neighbour_difference(default)
+    # ... and the nucleus no longer shows as a darker hole in the cytoplasm channel.
+    cytoplasm = (labels > 0) & (nuclei == 0)
+
+    def hole(image):
+        return image[0][cytoplasm].mean() - image[0][nuclei > 0].mean()
+
+    assert abs(hole(even)) < 0.04 and hole(default) > 0.05
+
+
+def test_cells_touching_packs_more_cells_into_clusters():
+    def touching_fraction(t):
+        _, labels = synthetic_cells((256, 256), n_cells=40, seed=5, touching=t)
+        return len(_touching_ids(labels)) / labels.max()
+
+    assert touching_fraction(0.95) > touching_fraction(0.0) + 0.3
+
+
+def test_cells_new_options_refuse_bad_values():
+    with pytest.raises(ValueError, match="touching must be <= 1"):
+        synthetic_cells(touching=1.5)
+    with pytest.raises(ValueError, match="cell_contrast must be >= 0"):
+        synthetic_cells(cell_contrast=-0.1)
+    with pytest.raises(TypeError, match="cell_contrast must be a real number"):
+        synthetic_cells(cell_contrast="none")

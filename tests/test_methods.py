@@ -33,10 +33,11 @@ def data():
 def test_every_method_has_one_complete_record():
     assert set(pipelines.METHODS) <= set(methods.METHODS)
     for name, record in methods.METHODS.items():
-        assert record.name == name and record.notebook in ("03", "05", "06")
+        assert record.name == name and record.notebook in ("03", "05", "06", "10")
         assert set(record.configs) == {"fast", "full"} == set(record.patch_size)
         assert callable(record.targets) and callable(record.loss) and callable(record.to_labels)
-        assert pipelines.CHECKPOINTS[name] == record.checkpoint
+        if name in pipelines.METHODS:  # notebook 07's four; later notebooks add records
+            assert pipelines.CHECKPOINTS[name] == record.checkpoint
         with pytest.raises(dataclasses.FrozenInstanceError):
             record.loss = None  # a record is frozen
         with pytest.raises(TypeError):
@@ -180,3 +181,88 @@ def test_stardist_distance_head_starts_at_the_mean_distance(data):
     assert dist.mean().item() == pytest.approx(typical, rel=0.1)
     with pytest.raises(ValueError, match="no object"):
         methods.init_stardist_distances(model, [np.zeros((8, 8), np.int32)])
+
+
+# --- channels as an argument of their own, and the affinity record (notebook 10) ---------------
+
+
+@pytest.fixture(scope="module")
+def two_channel_data():
+    from course_utils.data import synthetic_cells
+
+    pairs = [synthetic_cells((64, 64), seed=s) for s in (1, 2)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def test_channels_come_from_the_images_or_are_checked_against_them(two_channel_data, tmp_path):
+    images, labels = two_channel_data
+    short = {"epochs": 1, "patch_size": 32, "patches_per_epoch": 2, "batch_size": 2,
+             "progress": False, "device": "cpu"}  # fmt: skip
+    model, _ = methods.train_method("cellpose", images, labels, config=TINY, **short)
+    assert model.config["in_channels"] == 2
+    model, _ = methods.train_method("cellpose", [x[0] for x in images], labels, channels=1,
+                                    config=TINY, checkpoint_dir=tmp_path, **short)  # fmt: skip
+    assert model.config["in_channels"] == 1 and methods.read_meta(tmp_path)["network_args"][
+        "in_channels"] == 1  # fmt: skip
+    with pytest.raises(ValueError, match=r"channels=1 but the images have 2 channel\(s\)"):
+        methods.train_method("cellpose", images, labels, channels=1, config=TINY, **short)
+    with pytest.raises(ValueError, match=r"config\['in_channels'\]=1 but the images have 2"):
+        methods.train_method("stardist", images, labels, config={**TINY, "in_channels": 1},
+                             **short)  # fmt: skip
+    with pytest.raises(ValueError, match="different numbers of channels"):
+        methods.train_method("cellpose", [images[0], images[1][0]], labels, **short)
+    with pytest.raises(ValueError, match=r"val_images have 2 channel\(s\)"):
+        methods.train_method("cellpose", [x[0] for x in images], labels, val_images=images,
+                             val_labels=labels, config=TINY, **short)  # fmt: skip
+    with pytest.raises(TypeError, match="channels must be an int"):
+        training.resolve_channels(images, 2.0)
+    assert training.resolve_channels([np.zeros((3, 8, 8))]) == 3
+
+
+@pytest.mark.parametrize("method", list(methods.METHODS))
+def test_a_one_channel_model_given_two_channels_is_a_clear_error(method):
+    record = methods.get(method)
+    model = record.build(**TINY)
+    image = np.zeros((2, 64, 64), np.float32)
+    with pytest.raises(ValueError, match=r"takes 1 input channel\(s\), got 2"):
+        record.segment(model, image)
+    two = record.build(**TINY, in_channels=2)
+    with pytest.raises(ValueError, match=r"takes 2 input channel\(s\), got 1"):
+        record.segment(two, image[0])
+    assert record.segment(two, image).shape == (64, 64)
+
+
+def test_the_affinity_record_recovers_labels_from_perfect_outputs(data):
+    from course_utils.targets import AFFINITY_OFFSETS, affinity_targets
+
+    record = methods.get("affinities")
+    assert record.targets is affinity_targets and record.network == "UNet"
+    assert all(abs(dy) + abs(dx) == 1 for dy, dx in AFFINITY_OFFSETS[:2])  # the grouped edges
+    labels = data[1][0]
+    fg, aff, counted = record.target_fn()(labels)
+    outputs = np.where(np.concatenate([fg, aff]) > 0, 10.0, -10.0)  # certain logits
+    for method in ("components", "watershed"):
+        got = record.outputs_to_labels(outputs, labels.shape, method=method)
+        assert got.max() == labels.max()
+        assert len(set(zip(got.ravel().tolist(), labels.ravel().tolist()))) == labels.max() + 1
+    with pytest.raises(ValueError, match="affinity outputs must be"):
+        record.outputs_to_labels(outputs[:3], labels.shape)
+
+
+def test_the_affinity_loss_counts_only_the_marked_pairs():
+    record = methods.get("affinities")
+    gen = torch.Generator().manual_seed(0)
+    out = torch.randn(2, 7, 8, 8, generator=gen)
+    fg = (torch.rand(2, 1, 8, 8, generator=gen) > 0.5).float()
+    aff = (torch.rand(2, 6, 8, 8, generator=gen) > 0.5).float()
+    counted = (torch.rand(2, 6, 8, 8, generator=gen) > 0.3).float()
+    p_fg, p_aff = torch.sigmoid(out[:, :1].double()), torch.sigmoid(out[:, 1:].double())
+    bce_fg = -(fg * p_fg.log() + (1 - fg) * (1 - p_fg).log()).mean()
+    bce_aff = -(aff * p_aff.log() + (1 - aff) * (1 - p_aff).log())
+    expected = bce_fg + (bce_aff * counted).sum() / counted.sum()
+    assert float(record.loss(out, fg, aff, counted)) == pytest.approx(float(expected), rel=1e-5)
+    changed = out.clone()
+    changed[:, 1:][counted == 0] += 5.0  # uncounted pairs do not matter
+    assert float(record.loss(changed, fg, aff, counted)) == pytest.approx(
+        float(record.loss(out, fg, aff, counted)), rel=1e-6)  # fmt: skip
+    assert torch.isfinite(record.loss(out, fg, aff, torch.zeros_like(counted)))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from .._shared.validate import check_int
+from .._shared.validate import check_int, check_real
 
 __all__ = ["synthetic_cells", "synthetic_nuclei"]
 
@@ -273,7 +273,11 @@ def synthetic_cells(
     shape: tuple[int, int] = (256, 256),
     n_cells: int | None = None,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
+    *,
+    touching: float = 0.75,
+    cell_contrast: float = 1.0,
+    return_nuclei: bool = False,
+) -> tuple[np.ndarray, ...]:
     """A two-channel (cytoplasm, nucleus) image of touching cells and whole-cell labels.
 
     Parameters
@@ -285,6 +289,17 @@ def synthetic_cells(
         be dropped when there is no room.
     seed : int
         Seed of the random generator; the same seed gives the same arrays.
+    touching : float
+        Probability in [0, 1] that a cell is placed against one already placed (0.75; near 1
+        packs the cells into large clusters, as in a confluent culture).
+    cell_contrast : float
+        How much the cytoplasm channel tells one cell from its neighbour, in [0, 1]. At 1 (the
+        default) each cell has its own stain level, is brighter towards its body and darker
+        over its nucleus; at 0 the cytoplasm channel is one even stain over all cells (texture
+        and noise only): it shows where cells are, and only the nuclear channel shows where
+        one cell ends and the next begins.
+    return_nuclei : bool
+        Also return the nuclear labels.
 
     Returns
     -------
@@ -293,15 +308,20 @@ def synthetic_cells(
     labels : np.ndarray, int32, shape (H, W)
         Whole-cell instance labels, 0 = background, 1..N consecutive, each one 4-connected
         region. Nuclei lie inside their cells (a cell cut by the image border may lose it).
+    nuclei : np.ndarray, int32, shape (H, W)
+        Only with ``return_nuclei``: each nucleus carries the id of its cell (a cell may have
+        none), 0 elsewhere.
 
     Introduced in notebook 00.
     """
     shape = _check_shape(shape)
     n = _check_count(n_cells, "n_cells", _n_default(shape, _CELLS_PER_PIXEL))
+    touching = check_real(touching, "touching", minimum=0.0, maximum=1.0)
+    contrast = check_real(cell_contrast, "cell_contrast", minimum=0.0, maximum=1.0)
     o = _options({"blur": 1.0})
     rng = np.random.default_rng(seed)
     radii = rng.uniform(11.0, 19.0, size=n)
-    centres, radii = _place(rng, shape, radii, touching=0.75, gap=(0.8, 1.0), min_sep=0.75)
+    centres, radii = _place(rng, shape, radii, touching=touching, gap=(0.8, 1.0), min_sep=0.75)
     cells, rho_cell = _paint(shape, centres, _outline_params(rng, radii, (1.0, 1.8), 0.18))
     labels, kept = _clean(cells, min_area=40)
 
@@ -313,14 +333,16 @@ def synthetic_cells(
     nuclei, rho_nuc = _paint(shape, centres[idx] + offset, nuc_p, within=labels)
 
     n_kept = len(kept)
-    cyto_level = np.r_[0, rng.uniform(0.3, 0.7, size=n_kept)]
+    # With contrast 1 these are exactly the original levels and profile (same arrays).
+    cyto_level = np.r_[0, (1 - contrast) * 0.5 + contrast * rng.uniform(0.3, 0.7, size=n_kept)]
     nuc_level = np.r_[0, rng.uniform(0.4, 0.95, size=n_kept)]
     inside = labels > 0
     # Cytoplasm: brighter towards the cell body, dimmer where the nucleus excludes the stain.
-    body = np.where(inside, 0.6 + 0.4 * (1 - np.minimum(rho_cell, 1)), 0)
+    low = 1 - 0.4 * contrast
+    body = np.where(inside, low + 0.4 * contrast * (1 - np.minimum(rho_cell, 1)), 0)
     cyto = cyto_level[labels] * body * (1 + 0.2 * _smooth_noise(rng, shape, 2.0))
-    cyto = np.where(nuclei > 0, 0.55 * cyto, cyto)
+    cyto = np.where(nuclei > 0, (1 - 0.45 * contrast) * cyto, cyto)
     dome = np.where(nuclei > 0, 1 - 0.3 * np.minimum(rho_nuc, 1) ** 2, 0)
     nuc = nuc_level[nuclei] * dome * (1 + 0.1 * _smooth_noise(rng, shape, 1.5))
     image = np.stack([_acquire(rng, cyto, o), _acquire(rng, nuc, o)])
-    return image, labels
+    return (image, labels, nuclei) if return_nuclei else (image, labels)

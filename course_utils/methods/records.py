@@ -1,6 +1,10 @@
-"""The records of the four methods: :class:`Method` and :data:`METHODS`.
+"""The records of the methods: :class:`Method` and :data:`METHODS`.
 
 See :mod:`course_utils.methods` for what a record holds and who reads it (the table there).
+Besides the four nucleus methods of notebooks 03-06, ``"affinities"`` (notebook 10) is the
+grouping family: a U-Net predicts the foreground and the affinities of each pixel to its
+neighbours (``targets.affinity_targets``), and a grouping step joins the pixels they connect
+(``postprocess.affinities_to_labels``).
 
 Adding a method means adding one record to :data:`METHODS`.
 
@@ -18,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.special import expit
 from torch import nn
 
@@ -25,6 +30,7 @@ from .. import losses
 from ..mode import get_mode
 from ..models import NETWORKS, build_network
 from ..postprocess import (
+    affinities_to_labels,
     classes_to_labels,
     flows_to_masks,
     foreground_to_labels,
@@ -32,6 +38,8 @@ from ..postprocess import (
 )
 from ..predict import network_outputs
 from ..targets import (
+    AFFINITY_OFFSETS,
+    affinity_targets,
     cellpose_targets,
     star_dist,
     stardist_targets,
@@ -198,6 +206,28 @@ def _with_distances(model: nn.Module, labels: Sequence[np.ndarray]) -> None:
     init_stardist_distances(model, [next((lab for lab in labels if np.any(lab > 0)), labels[0])])
 
 
+def _affinity_loss(out: torch.Tensor, foreground: torch.Tensor, affinities: torch.Tensor,
+                   counted: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """BCE of the foreground logit (channel 0) + BCE of the affinity logits (channels 1..K),
+    averaged over the pairs that ``counted`` marks (``targets.affinity_targets``' mask)."""
+    out = out.float()
+    fg_loss = F.binary_cross_entropy_with_logits(out[:, :1], foreground)
+    per_pair = F.binary_cross_entropy_with_logits(out[:, 1:], affinities, reduction="none")
+    return fg_loss + (per_pair * counted).sum() / counted.sum().clamp_min(1.0)
+
+
+_NEAREST = AFFINITY_OFFSETS[:2]  # one pixel down, one right: the edges the grouping uses
+
+
+def _groups(outputs, shape, grid, **options):
+    out = np.asarray(outputs)
+    if out.ndim != 3 or out.shape[0] != 1 + len(AFFINITY_OFFSETS):
+        raise ValueError(f"affinity outputs must be ({1 + len(AFFINITY_OFFSETS)}, H, W) (the "
+                         f"foreground, then one channel per offset), got {out.shape}.")  # fmt: skip
+    prob = expit(out[:3])
+    return affinities_to_labels(prob[0], prob[1:], _NEAREST, **options)
+
+
 METHODS: Mapping[str, Method] = _frozen({
     "unet_weighted": Method(
         name="unet_weighted", title="U-Net 2-class + weight map", notebook="03",
@@ -243,6 +273,23 @@ METHODS: Mapping[str, Method] = _frozen({
         predict=_frozen({"fast": {"tile_size": None}, "full": {"tile_size": None}}),
         patch_size=_frozen({"fast": 128, "full": 256}), checkpoint="06_stardist",
         prepare=_with_distances,
+    ),
+    "affinities": Method(
+        name="affinities", title="Affinities + grouping", notebook="10", network="UNet",
+        configs=_frozen({
+            "fast": {"in_channels": 1, "out_channels": 1 + len(AFFINITY_OFFSETS), "depth": 3,
+                     "base_channels": 8},
+            "full": {"in_channels": 1, "out_channels": 1 + len(AFFINITY_OFFSETS), "depth": 4,
+                     "base_channels": 32},
+        }),
+        targets=affinity_targets, loss=_affinity_loss, to_labels=_groups,
+        postprocess=_frozen({"threshold": 0.5, "foreground_threshold": 0.5,
+                             "method": "watershed", "seed_threshold": 0.9, "min_size": 15}),
+        tuning=_frozen({"method": ("watershed", "components"), "threshold": (0.3, 0.5, 0.7),
+                        "seed_threshold": (0.8, 0.9, 0.95)}),
+        predict=_frozen({"fast": {"tile_size": 512, "overlap": 64},
+                         "full": {"tile_size": 512, "overlap": 64}}),
+        patch_size=_frozen({"fast": 128, "full": 256}), checkpoint="10_affinities",
     ),
 })  # fmt: skip
 

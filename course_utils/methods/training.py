@@ -1,6 +1,10 @@
 """Train a method through its record: the record's network, targets and loss, and ``fit``.
 
-Introduced in notebook 07.
+The number of input channels is an argument of its own (``channels``): one for a nuclear
+stain or phase contrast, two for [cytoplasm, nucleus] as Cellpose's cytoplasm model and
+Mesmer take them. It is checked against the images and against the network's arguments.
+
+Introduced in notebook 10.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .._shared.validate import check_int
 from ..data import PatchDataset
 from ..history import History
 from ..mode import get_mode
@@ -22,7 +27,7 @@ from ..train import checkpoint_dir as checkpoint_path
 from ..train import fit
 from .records import Method, get
 
-__all__ = ["checkpoint_folder", "train_method"]
+__all__ = ["checkpoint_folder", "resolve_channels", "train_method"]
 
 
 def train_method(
@@ -34,6 +39,7 @@ def train_method(
     patch_size: int | None = None,
     seed: int = 0,
     config: Mapping[str, Any] | None = None,
+    channels: int | None = None,
     patches_per_epoch: int | None = None,
     augment: Callable | None = None,
     batch_size: int = 4,
@@ -57,24 +63,29 @@ def train_method(
     batch, or ``"constant"``), ``batch_size`` patches per step (the global batch under
     torchrun) and ``patches_per_epoch`` patches per epoch (default ``8 * len(images)``).
 
-    ``config`` overrides the network's arguments (e.g. ``{"in_channels": 2}``); ``seed``
+    ``channels`` is the number of input channels of the network: ``None`` (the default) takes
+    the images' (1 for (H, W) images, C for (C, H, W)); given, it must be theirs. ``config``
+    overrides the other network arguments (an ``in_channels`` there must agree); ``seed``
     seeds the weights, patches and data order; ``val_images``/``val_labels`` add validation
     patches (an eighth as many) after each epoch; ``checkpoint_dir`` goes to ``fit`` (which
     resumes there), with ``data`` (a name of the training data) and the method in the
     checkpoint's ``meta``; ``fit_options`` go to ``fit`` too (``amp``, ``grad_clip``, ...).
 
+    Raises ``ValueError`` when the images do not all have the same number of channels, or
+    when ``channels`` or ``config["in_channels"]`` is not theirs.
+
     Returns ``(model, history)``: the model in eval mode with the last epoch's weights.
+
+    Introduced in notebook 10.
     """
     record = get(method)
     if (val_images is None) != (val_labels is None):
         raise ValueError("give both val_images and val_labels, or neither.")
-    model = record.build(seed=seed, **dict(config or {}))
-    channels = {1 if np.ndim(x) == 2 else int(np.shape(x)[0]) for x in images}
-    if channels != {model.config["in_channels"]}:
-        raise ValueError(
-            f"the {record.name} network takes {model.config['in_channels']} channel(s) but the "
-            f"images have {sorted(channels)}: pass config={{'in_channels': ...}} to match"
-        )
+    config = dict(config or {})
+    config["in_channels"] = resolve_channels(images, channels, config.get("in_channels"))
+    if val_images is not None:
+        resolve_channels(val_images, config["in_channels"], name="val_images")
+    model = record.build(seed=seed, **config)
     if record.prepare is not None:
         record.prepare(model, labels)
     target_fn = record.target_fn(model.config)
@@ -97,6 +108,38 @@ def train_method(
         meta={"method": record.name, "data": data}, **fit_options,
     )  # fmt: skip
     return model, history
+
+
+def resolve_channels(
+    images: Sequence[Any],
+    channels: int | None = None,
+    in_channels: int | None = None,
+    *,
+    name: str = "images",
+) -> int:
+    """The number of input channels for a network trained on ``images``.
+
+    ``images``: (H, W) images (1 channel) or (C, H, W) ones (C channels), all the same.
+    ``channels`` (the argument of :func:`train_method`) and ``in_channels`` (from a network
+    ``config``), when given, must equal the images'. Returns that number; a ``ValueError``
+    naming the argument otherwise.
+    """
+    if not len(images):
+        raise ValueError(f"{name} is empty")
+    if any(np.ndim(x) not in (2, 3) for x in images):
+        raise ValueError(f"{name} must be (H, W) or (C, H, W) arrays")
+    found = sorted({1 if np.ndim(x) == 2 else int(np.shape(x)[0]) for x in images})
+    if len(found) > 1:
+        raise ValueError(f"{name} have different numbers of channels {found}: give them all the "
+                         "same (e.g. [cytoplasm, nucleus] for every image)")  # fmt: skip
+    for arg, value in (("channels", channels), ("config['in_channels']", in_channels)):
+        if value is not None and check_int(value, arg, minimum=1) != found[0]:
+            raise ValueError(
+                f"{arg}={value} but the {name} have {found[0]} channel(s): a network for "
+                f"{value} channel(s) cannot take them; pass channels={found[0]} (or None), or "
+                "images with the channels it needs"
+            )
+    return found[0]
 
 
 def _schedule(name: str, epochs: int, steps: int, lr: float):

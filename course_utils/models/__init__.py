@@ -1,6 +1,7 @@
 """models (see the modules inside)."""
 
 from .cellpose import CellposeNet as CellposeNet
+from .maskrcnn import MaskRCNNNet as MaskRCNNNet
 from .receptive_field import receptive_field as receptive_field
 from .registry import NETWORKS as NETWORKS
 from .registry import build_network as build_network

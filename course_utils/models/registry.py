@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from .cellpose import CellposeNet
+from .maskrcnn import MaskRCNNNet
 from .stardist import StarDistNet
 from .unet import UNet, UNetOriginal
 
@@ -22,7 +23,7 @@ __all__ = ["NETWORKS", "build_network", "network_config"]
 
 #: Class name -> class, for every network a checkpoint may describe.
 NETWORKS: dict[str, type[nn.Module]] = {
-    cls.__name__: cls for cls in (UNetOriginal, UNet, CellposeNet, StarDistNet)
+    cls.__name__: cls for cls in (UNetOriginal, UNet, CellposeNet, StarDistNet, MaskRCNNNet)
 }
 
 

@@ -5,8 +5,8 @@ The *grouping* family of instance segmentation (Turaga et al. 2010; Lee et al. 2
 affinity of a pixel ``p`` and its neighbour ``p + offset`` is 1 when both lie in the same
 object and 0 otherwise. A grouping step (``course_utils.postprocess.affinities_to_labels``)
 then joins the pixels that the affinities connect. Offsets of one pixel (down, right) carry the
-whole segmentation; longer ones (3 and 9 pixels, as in Lee 2017) give the network a wider view
-of "same cell or not" to learn from.
+whole segmentation; longer ones (3 and 9 pixels here: the long-range affinities of Lee et al.
+2017) give the network a wider view of "same cell or not" to learn from.
 
 Conventions: an offset ``(dy, dx)`` relates pixel ``(y, x)`` to ``(y + dy, x + dx)``, and the
 affinity is stored at ``(y, x)``. Background pixels have affinity 0 to every pixel (the
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: Offsets (dy, dx) of the affinity method: 1 pixel down and right (the grouping uses these),
-#: then 3 and 9 pixels (long-range affinities, as Lee et al. 2017 use them for training).
+#: then 3 and 9 pixels (long-range affinities in the sense of Lee et al. 2017, for training).
 AFFINITY_OFFSETS: tuple[tuple[int, int], ...] = ((1, 0), (0, 1), (3, 0), (0, 3), (9, 0), (0, 9))
 
 

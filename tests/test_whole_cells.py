@@ -1,0 +1,119 @@
+"""The top-down family (course_utils.topdown, models.MaskRCNNNet) of notebook 10."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from course_utils import methods, topdown
+from course_utils.data import synthetic_nuclei
+from course_utils.models import NETWORKS, MaskRCNNNet
+
+TINY = {"anchor_sizes": (8, 16, 32, 64), "rois_per_image": 32, "max_detections": 20}
+
+
+@pytest.fixture(scope="module")
+def nuclei():
+    image, labels = synthetic_nuclei((64, 64), seed=2)
+    return image, labels
+
+
+def _reference_boxes(labels):
+    ids = [i for i in np.unique(labels) if i > 0]
+    rows = []
+    for i in ids:
+        ys, xs = np.nonzero(labels == i)
+        rows.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+    return np.array(rows, np.float32).reshape(-1, 4)
+
+
+def test_detection_targets_match_a_slow_reference(nuclei):
+    _, labels = nuclei
+    sparse = np.where(labels > 0, 10 * labels + 7, 0)  # gaps in the ids
+    for lab in (labels, sparse):
+        target = topdown.detection_targets(lab)
+        np.testing.assert_array_equal(target["boxes"].numpy(), _reference_boxes(lab))
+        assert target["boxes"].dtype == torch.float32 and target["labels"].dtype == torch.int64
+        assert torch.all(target["labels"] == 1)
+        ids = [i for i in np.unique(lab) if i > 0]
+        for k, i in enumerate(ids):
+            np.testing.assert_array_equal(target["masks"][k].numpy(), lab == i)
+    one = np.zeros((5, 5), np.int32)
+    one[2, 3] = 4
+    np.testing.assert_array_equal(topdown.detection_targets(one)["boxes"], [[3, 2, 4, 3]])
+    empty = topdown.detection_targets(np.zeros((6, 7), np.int32))
+    assert empty["boxes"].shape == (0, 4) and empty["masks"].shape == (0, 6, 7)
+    with pytest.raises(TypeError, match="integer labels"):
+        topdown.detection_targets(labels.astype(float))
+
+
+def test_detections_to_labels_paints_the_most_confident_on_top():
+    masks = np.zeros((3, 6, 8), np.float32)
+    masks[0, :, :5] = 0.9  # weak, big
+    masks[1, :, 3:] = 0.8  # strong, overlaps the first
+    masks[2, 0, 0] = 0.9  # below the score threshold
+    dets = {"masks": masks, "scores": np.array([0.6, 0.9, 0.2], np.float32)}
+    labels = topdown.detections_to_labels(dets, score_threshold=0.5)
+    assert labels.dtype == np.int32
+    expected = np.where(np.arange(8) >= 3, 1, 2)[None].repeat(6, 0)  # ids by order of score
+    np.testing.assert_array_equal(labels, expected)
+    assert topdown.detections_to_labels(dets, min_size=20).max() == 1  # the weak one has 18 px
+    assert topdown.detections_to_labels(dets, mask_threshold=0.85).max() == 1
+    assert topdown.detections_to_labels({"masks": masks[:0], "scores": np.zeros(0)},
+                                        ).shape == (6, 8)  # fmt: skip
+    with pytest.raises(ValueError, match="masks must be"):
+        topdown.detections_to_labels({"masks": masks, "scores": np.zeros(2)})
+    with pytest.raises(ValueError, match="min_size"):
+        topdown.detections_to_labels(dets, min_size=-1)
+
+
+def test_maskrcnn_config_rebuilds_and_refuses_bad_arguments():
+    assert NETWORKS["MaskRCNNNet"] is MaskRCNNNet
+    model = MaskRCNNNet(2, **TINY)
+    clone = MaskRCNNNet(**model.config)
+    assert clone.config == model.config and clone.in_channels == 2
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        MaskRCNNNet(backbone="vgg")
+    with pytest.raises(ValueError, match="anchor_sizes must give 4"):
+        MaskRCNNNet(anchor_sizes=(8, 16))
+    with pytest.raises(ValueError, match="box_nms_thresh must be <= 1"):
+        MaskRCNNNet(box_nms_thresh=1.5)
+    model.eval()
+    with pytest.raises(ValueError, match=r"takes 2 input channel\(s\), got 1"):
+        model(torch.zeros(1, 1, 32, 32))
+    with pytest.raises(TypeError, match="list of"):
+        model("image")
+
+
+def test_training_proposals_detections_and_checkpoint(nuclei, tmp_path):
+    image, labels = nuclei
+    torch.manual_seed(0)
+    model = MaskRCNNNet(1, **TINY)
+    empty = np.zeros_like(labels)
+    losses = topdown.train_maskrcnn(model, [image, image], [labels, empty], steps=2,
+                                    patch_size=48, batch_size=2, checkpoint_dir=tmp_path,
+                                    data="synthetic", progress=False, device="cpu")  # fmt: skip
+    assert len(losses) == 2 and all(np.isfinite(losses)) and not model.training
+    proposals = topdown.region_proposals(model, image, n=7)
+    assert proposals.shape == (7, 4) and proposals.dtype == np.float32
+    assert np.all(proposals[:, 2] >= proposals[:, 0]) and np.all(proposals[:, 3] >= proposals[:, 1])
+    dets = topdown.predict_detections(model, image, box_nms_thresh=0.3)
+    n = len(dets["scores"])
+    assert dets["boxes"].shape == (n, 4) and dets["masks"].shape == (n, 64, 64)
+    assert np.all(np.diff(dets["scores"]) <= 0) and model.net.roi_heads.nms_thresh == 0.5
+    segmented = topdown.segment_maskrcnn(model, image, score_threshold=0.0)
+    assert segmented.shape == (64, 64) and segmented.dtype == np.int32
+    # The checkpoint describes the network; a finished run is loaded, not trained again.
+    rebuilt = methods.load_model(tmp_path)
+    assert isinstance(rebuilt, MaskRCNNNet) and rebuilt.config == model.config
+    assert methods.read_meta(tmp_path)["steps"] == 2
+    again = MaskRCNNNet(1, **TINY)
+    assert topdown.train_maskrcnn(again, [image], [labels], steps=2, checkpoint_dir=tmp_path,
+                                  progress=False) == losses  # fmt: skip
+    for a, b in zip(again.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"takes 1 channel\(s\), the image has 2"):
+        topdown.predict_detections(model, np.stack([image, image]))
+    with pytest.raises(TypeError, match="MaskRCNNNet"):
+        topdown.train_maskrcnn(torch.nn.Conv2d(1, 1, 1), [image], [labels], steps=1)

@@ -2,8 +2,8 @@
 # # 06 · StarDist: nuclei as star-convex polygons
 #
 # **What you will learn**
-# - *bottom-up* and *top-down* instance segmentation, and why bounding boxes fail for crowded
-#   nuclei;
+# - *bottom-up* and *top-down* instance segmentation: what region proposals, anchors and
+#   non-maximum suppression (NMS) are, and why bounding boxes fail for crowded, elongated nuclei;
 # - how StarDist (Schmidt 2018) describes an object by **radial distances**: from a pixel inside
 #   it, the distance to its border along `n_rays` directions. You march along one ray by hand,
 #   then compute the distances of every pixel with `course_utils` and check that both agree;
@@ -14,10 +14,15 @@
 #   output grid) and its loss, which you write;
 # - prediction: thresholding, **non-maximum suppression** of overlapping polygons, rendering them
 #   into a label image, and tuning both thresholds on the validation images;
-# - the scores on the BBBC039 test images, and the 3-D version (Weigert 2020): star-convex
-#   polyhedra.
+# - the scores on the BBBC039 test images, next to the course's pretrained StarDist-style model,
+#   and what really limits them at strict IoU thresholds; the 3-D version (Weigert 2020).
 #
-# **Papers:** {cite}`schmidt2018stardist`, {cite}`weigert2020stardist3d`
+# The exercises have hints, hidden until you open them, and a one-line fallback to the
+# library's version, so that you can always go on. The questions marked **Predict, then run**
+# or **Why?** have their answer hidden too: answer them first, on paper or with a neighbour.
+#
+# **Papers:** {cite}`schmidt2018stardist`, {cite}`weigert2020stardist3d`, {cite}`he2017maskrcnn`,
+# {cite}`ren2015fasterrcnn`
 
 # %%
 import matplotlib.pyplot as plt
@@ -25,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from matplotlib.patches import Polygon, Rectangle
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Polygon, Rectangle
 from scipy import ndimage as ndi
 from skimage.segmentation import relabel_sequential
 from tqdm.auto import tqdm
@@ -90,9 +95,68 @@ verified = {}
 #   notebooks 03 and 04 works this way; its weak point is the grouping, where one wrong border
 #   pixel merges two nuclei.
 # - **Top-down**: detect objects first, each with a shape, then keep the best of overlapping
-#   detections (*non-maximum suppression*, NMS). Mask R-CNN (He 2017) detects **bounding boxes**
-#   and then segments inside each box.
+#   detections. The best known is Mask R-CNN {cite}`he2017maskrcnn`, built on Faster R-CNN
+#   {cite}`ren2015fasterrcnn`. It works in two stages:
+#   1. **Region proposals.** A CNN computes a coarse feature map (one position per 16 pixels,
+#      say). At every position sit a few fixed reference boxes, the **anchors**: for instance 3
+#      sizes x 3 aspect ratios = 9 boxes centred there. A small *region proposal network*
+#      predicts for each anchor an "objectness" score and a correction (shift and rescale) that
+#      turns it into a box around the object. Tens of thousands of anchors give a few thousand
+#      scored boxes, the proposals.
+#   2. **Non-maximum suppression (NMS)** keeps the best-scored box and deletes every other box
+#      that overlaps it by more than a threshold (box IoU, often 0.7 for proposals and 0.5 at
+#      the end), then repeats down the list. A second network refines the kept boxes and
+#      classifies them, and Mask R-CNN's **mask head** predicts a small mask (28 x 28) inside
+#      each box, which is resized to the box.
 #
+# The diagram below sets the two families side by side (StarDist, the subject of this
+# notebook, is a top-down method with a better shape than a box; section 2).
+
+# %% tags=["hide-input"]
+def draw_flow(ax, steps, y, colour, title=None):
+    """Boxes with text at x = 0, 1, 2, ... joined by arrows, on row `y` of a diagram."""
+    for x, text in enumerate(steps):
+        ax.add_patch(FancyBboxPatch((x - 0.42, y - 0.3), 0.84, 0.6, boxstyle="round,pad=0.02",
+                                    fc=colour, ec="0.3", lw=1))  # fmt: skip
+        ax.text(x, y, text, ha="center", va="center", fontsize=8.5, wrap=True)
+        if x:
+            ax.add_patch(FancyArrowPatch((x - 0.58, y), (x - 0.42, y), arrowstyle="-|>",
+                                         mutation_scale=12, color="0.25"))  # fmt: skip
+    if title:
+        ax.text(-0.5, y + 0.45, title, ha="left", va="bottom", fontsize=10, weight="bold")
+
+
+# %% tags=["hide-input"]
+def diagram(rows, title, width=15):
+    """A figure of several flows (rows = [(steps, colour, title), ...]), top to bottom."""
+    fig, ax = plt.subplots(figsize=(width, 1.35 * len(rows) + 0.4))
+    for k, (steps, colour, name) in enumerate(rows):
+        draw_flow(ax, steps, -1.25 * k, colour, name)
+    n = max(len(r[0]) for r in rows)
+    ax.set_xlim(-0.55, n - 0.45)
+    ax.set_ylim(-1.25 * (len(rows) - 1) - 0.45, 0.85)
+    ax.set_title(title)
+    ax.axis("off")
+    plt.show()
+
+
+# %% tags=["hide-input"]
+diagram([
+    (["image", "CNN features\n(coarse map)", "anchors: 9 boxes\nper position",
+      "proposals: scored,\ncorrected boxes", "box NMS\n(box IoU > 0.7, 0.5)",
+      "mask head: a 28 x 28\nmask inside each box", "instances"], "#dbe9f6",
+     "top-down (Faster / Mask R-CNN): detect boxes, suppress duplicates, segment inside"),
+    (["image", "U-Net features\n(on a grid of 2)", "every pixel: a polygon\n+ its probability",
+      "candidates:\nprob > threshold", "polygon NMS\n(overlap of polygons)",
+      "paint the polygons", "instances"], "#fde2c8",
+     "top-down with star-convex polygons (StarDist, this notebook)"),
+    (["image", "CNN features\n(full resolution)", "every pixel: a class,\nflow or affinity",
+      "foreground mask\n+ borders or flows", "grouping: components,\nwatershed, flows",
+      "small objects\nremoved", "instances"], "#dcefd9",
+     "bottom-up (U-Net 03-04, Cellpose 05): classify pixels, then group them"),
+], "Two families of instance segmentation")  # fmt: skip
+
+# %% [markdown]
 # A top-down method must tell "two touching nuclei" from "the same nucleus found twice", and
 # with boxes it can only do so by their overlap: the boxes of touching nuclei overlap although
 # the nuclei themselves never do. We measure how much, first on BBBC039: a crop of a training
@@ -106,7 +170,13 @@ CROP = (slice(272, 432), slice(35, 195))  # 160 x 160 pixels of training image 5
 crop_image = train_images[5][CROP]
 crop_label = relabel_sequential(train_labels[5][CROP])[0]  # ids 1..N inside the crop
 
+# %% [markdown]
+# Boxes and their IoU, in a few lines of numpy: a box is (top, left, bottom, right), and the
+# intersection of two boxes is the box between the larger tops and lefts and the smaller
+# bottoms and rights (empty when they do not overlap).
 
+
+# %%
 def bounding_boxes(labels):
     """(N, 4) int boxes (top, left, bottom, right) of the ids 1..N; bottom and right exclusive."""
     slices = ndi.find_objects(labels)
@@ -139,6 +209,7 @@ def touching_box_iou(labels):
     return np.array([iou[i - 1, j - 1] for i, j in pairs]), pairs
 
 
+# %% tags=["hide-input"]
 def draw_boxes(ax, image, labels, title):
     """The image with every object's box; the touching pair whose boxes overlap most in red."""
     ax.imshow(image, cmap="gray")
@@ -156,6 +227,7 @@ def draw_boxes(ax, image, labels, title):
     ax.set_ylabel("y (pixels)")
 
 
+# %%
 bbbc_pair_iou = np.concatenate([touching_box_iou(lab)[0] for lab in train_labels])
 print(
     f"{N_TRAIN} training images: {len(bbbc_pair_iou)} touching pairs, box IoU median "
@@ -172,9 +244,13 @@ plt.show()
 # BBBC039's nuclei are round and mostly apart, so their boxes overlap little. Elongated nuclei
 # lying at an angle (smooth muscle, fibroblasts, many tissue sections) are another matter. Here
 # is a synthetic cluster of four of them, 6 times longer than wide, side by side at 45°.
+#
+# **Predict, then run.** We give box NMS the four *perfect* bounding boxes (no network, no
+# error) and the usual threshold: a box is deleted when its IoU with a better box exceeds 0.5.
+# How many of the four nuclei survive? Sketch the boxes on paper before you run the cell.
 
 
-# %%
+# %% tags=["hide-input"]
 def elongated_nuclei(n=4, shape=(100, 130), half_axes=(30, 5), spacing=10, angle=np.pi / 4):
     """Labels (int32, `shape`) of n touching ellipses side by side, tilted by `angle`.
 
@@ -193,6 +269,7 @@ def elongated_nuclei(n=4, shape=(100, 130), half_axes=(30, 5), spacing=10, angle
     return np.where(radii.min(0) <= 1, radii.argmin(0) + 1, 0).astype(np.int32)
 
 
+# %%
 def box_nms(boxes, iou_thresh=0.5):
     """Indices of the boxes kept by greedy NMS, visiting them in the given order."""
     iou = box_iou(boxes)
@@ -216,6 +293,22 @@ print(
 )
 
 # %% [markdown]
+# <details><summary>Answer</summary>
+#
+# Two of the four. A box around a nucleus tilted by 45° is mostly empty corners, and the
+# corners of neighbouring boxes cover each other: their box IoU is 0.50-0.54 although the nuclei
+# share no pixel. The first box deletes the second, the third the fourth. No threshold saves
+# them: above 0.54 all four survive here, but then two slightly shifted boxes around the
+# *same* nucleus, which overlap no more than that, survive as two nuclei. The boxes are the
+# problem, not the threshold.
+#
+# </details>
+#
+# > **Instructor checkpoint.** Before going on, ask two or three students for their guess and
+# > why. Many guess "all four" (the nuclei do not overlap) or "one" (one cluster). Both show
+# > the key confusion: NMS compares *boxes*, not nuclei. Draw the four tilted boxes on the board.
+
+# %% [markdown]
 # ## 2 · Radial distances
 # StarDist (Schmidt 2018) describes objects by a shape that fits nuclei much better: a
 # **star-convex polygon**. A region is star-convex when some point inside it sees its whole
@@ -226,12 +319,60 @@ print(
 # points along (row, col) = $(\sin\varphi_k, \cos\varphi_k)$: rows grow downwards, so
 # $\varphi = 90°$ points down.
 #
+# The whole method fits in one picture. For training, the label image gives two targets per
+# pixel: the distances along the rays and an object probability (section 4). A U-Net predicts
+# both, here on a grid of 2 (every second pixel in each direction). For prediction, every pixel
+# whose probability is high enough proposes its polygon, NMS keeps the best of overlapping
+# polygons, and the survivors are painted into a label image (section 6).
+
+# %% tags=["hide-input"]
+diagram([
+    (["label image\n(nuclei 1..N)", "targets per pixel:\n32 ray distances\n+ object probability",
+      "targets on the grid\n(every 2nd pixel)", "U-Net, grid 2: prob\n+ distance heads",
+      "loss: BCE (prob) +\nweighted MAE (rays)"], "#fde2c8", "training (sections 2-5)"),
+    (["image", "U-Net, grid 2: prob\n+ 32 distances", "candidates: pixels\nwith prob > threshold",
+      "polygon NMS: best\nfirst, drop overlaps", "paint polygons\n-> label image"],
+     "#dbe9f6", "prediction (section 6)"),
+], "The StarDist pipeline", width=13)  # fmt: skip
+
+# %% [markdown]
 # **Exercise 1.** March along one ray from pixel `(row, col)`: take steps `t = 1, 2, ...` of one
 # pixel, round the position `(row + t sin φ, col + t cos φ)` to the nearest pixel (Python's
 # `round`), and stop at the first position that is outside the object: another id, background,
-# or outside the image. The last position inside was `t - 1` steps away, and the border lies half
-# a pixel beyond that pixel's centre. Half a pixel along the ray's dominant axis is
-# `0.5 / max(|sin φ|, |cos φ|)` along the ray, so return `t - 1 + 0.5 / max(|sin φ|, |cos φ|)`.
+# or outside the image. The last position inside was `t - 1` steps away.
+#
+# The object's border lies somewhere between the centre of that last pixel inside and the
+# first pixel outside. **You decide where**: return `t - 1` plus an *end correction* of your
+# choice, and be ready to justify it. The check accepts any sensible correction: your distances
+# must be within a quarter of a pixel of those of `cu.targets.star_dist`. After the check we
+# compare the choices, and see which one `star_dist` makes and why.
+#
+# <details><summary>Hint 1: the loop</summary>
+#
+# Start with `t = 0` and repeat: `t += 1`, compute the rounded position `r, c`, and `break` when
+# `(r, c)` lies outside the image or `labels[r, c] != value`. Check the image bounds *before*
+# reading `labels[r, c]` (a negative index would silently wrap around).
+#
+# </details>
+#
+# <details><summary>Hint 2: the end correction</summary>
+#
+# A pixel is a unit square around its centre. Walking straight right, the square of the last
+# pixel inside ends half a pixel beyond its centre. Walking diagonally, how far along the ray
+# do you go until you leave that square? Both `t - 1 + 0.5` and that exact answer pass.
+#
+# </details>
+#
+# <details><summary>Stuck? The library's version in one line</summary>
+#
+# Replace the `TODO` and the `raise` line by this line (the library's distance along ray `k`,
+# where `φ = 2πk / n_rays`), run the cell, and go on:
+#
+# ```python
+# return cu.targets.star_dist(labels, N_RAYS)[row, col, np.argmin(np.abs(angles - phi))]
+# ```
+#
+# </details>
 
 # %%
 # The pixel we march from: the centre of the largest nucleus that lies wholly inside the crop.
@@ -265,29 +406,95 @@ def march_ray(labels, row, col, phi):
 
 
 # %% tags=["check"]
+END_TOLERANCE = 0.25  # pixels: any sensible end correction passes, none at all does not
 angles = cu.targets.ray_angles(N_RAYS)
 by_hand = np.array([march_ray(crop_label, *pixel, phi) for phi in angles])
 crop_dist = cu.targets.star_dist(crop_label, N_RAYS)  # (H, W, n_rays): every pixel at once
-cu.checks.check_close(
-    by_hand, crop_dist[pixel], f"your {N_RAYS} distances from pixel {pixel}", atol=1e-4
+cu.checks.check_true(
+    bool(np.all(by_hand >= crop_dist[pixel] - 1)),
+    "your march reaches the last pixel inside the nucleus on every ray (not a step short)",
 )
+cu.checks.check_close(
+    by_hand, crop_dist[pixel], f"your {N_RAYS} distances from pixel {pixel}, within "
+    f"{END_TOLERANCE} pixel of star_dist's", rtol=0, atol=END_TOLERANCE,
+)  # fmt: skip
 
 # %% [markdown]
-# `cu.targets.star_dist(labels, n_rays)` computes the same for every pixel (0 on the
-# background) in compiled code. Beyond the one pixel, we compare 200 random pixels of the crop.
+# ### Which end correction?
+# Three choices a student might make, and how far each lies from `star_dist`'s distances on
+# the 32 rays of this pixel:
+
+# %%
+inside_steps = crop_dist[pixel] - 0.5 / np.maximum(np.abs(np.sin(angles)), np.abs(np.cos(angles)))
+corrections = {
+    "none: t - 1 (the centre of the last pixel inside)": inside_steps,
+    "half a step: t - 1 + 0.5": inside_steps + 0.5,
+    "a whole step: t (the first pixel outside)": inside_steps + 1,
+    "yours": by_hand,
+}
+for name, d in corrections.items():
+    gap = np.abs(d - crop_dist[pixel])
+    print(f"{name:52s} off by {gap.min():.2f}-{gap.max():.2f} px  "
+          f"{'passes' if gap.max() <= END_TOLERANCE else 'fails'}")  # fmt: skip
+
+# %% [markdown]
+# `star_dist` returns `t - 1 + 0.5 / max(|sin φ|, |cos φ|)`. A pixel is a unit square around
+# its centre, and the ray leaves the square of the last pixel inside through the side it is
+# heading for: half a pixel along the ray's *dominant* axis (the row or the column that changes
+# faster), which is `0.5 / max(|sin φ|, |cos φ|)` along the ray, from 0.5 (straight along a row
+# or column) to 0.71 (diagonally). "Half a step" is the same on the axes and at most 0.21 short
+# on the diagonals; no correction is half a pixel short on *every* ray.
+#
+# **Why?** Half a pixel sounds negligible for a nucleus of radius 15 pixels. What would a
+# polygon whose every ray is half a pixel short cost at the strict IoU thresholds of section 7?
+#
+# <details><summary>Answer</summary>
+#
+# Its area shrinks by the factor $((r - 0.5) / r)^2 \approx 1 - 1/r$, about 7% for $r = 15$:
+# even a perfect network would start at an IoU of about 0.93 and lose many nuclei at IoU 0.9,
+# smaller nuclei first. Errors in the targets are errors the network learns.
+#
+# </details>
+#
+# `cu.targets.star_dist(labels, n_rays)` computes the distances of every pixel at once (0 on
+# the background) in compiled code. Beyond the one pixel, we compare 200 random pixels of the
+# crop.
 
 # %%
 foreground = np.argwhere(crop_label > 0)
 sample = foreground[rng.choice(len(foreground), 200, replace=False)]
 hand = np.array([[march_ray(crop_label, r, c, phi) for phi in angles] for r, c in sample])
-assert np.allclose(hand, crop_dist[sample[:, 0], sample[:, 1]], atol=1e-4)
-verified["march along a ray = cu.targets.star_dist (200 pixels x 32 rays)"] = True
-print(f"✓ {hand.size} hand-marched distances equal star_dist's")
+hand_gap = float(np.abs(hand - crop_dist[sample[:, 0], sample[:, 1]]).max())
+verified["march along a ray = cu.targets.star_dist (200 pixels x 32 rays)"] = (
+    hand_gap <= END_TOLERANCE
+)
+print(f"{hand.size} hand-marched distances: at most {hand_gap:.2f} px from star_dist's")
 
 # %% [markdown]
 # **Exercise 2.** The distances are a polygon: vertex $k$ lies at
 # $(\text{row} + r_k \sin\varphi_k,\ \text{col} + r_k \cos\varphi_k)$. Return the rows and
-# columns of the vertices as a `(2, n_rays)` array.
+# columns of the vertices as a `(2, n_rays)` array. The figures below draw your polygons.
+#
+# <details><summary>Hint 1</summary>
+#
+# `phi` already holds the `n_rays` angles; `distances * np.sin(phi)` is a whole array of row
+# offsets at once, no loop needed.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# Compute `rows` and `cols` (each of shape `(n_rays,)`), then `np.stack([rows, cols])`.
+#
+# </details>
+#
+# <details><summary>Stuck? The library's version in one line</summary>
+#
+# ```python
+# return cu.postprocess.dist_to_coord(distances[None], np.array([point]))[0]
+# ```
+#
+# </details>
 
 
 # %% tags=["solution"]
@@ -362,8 +569,25 @@ plt.show()
 # %% [markdown]
 # Back to the boxes. StarDist's NMS (`cu.postprocess.non_maximum_suppression`) compares
 # polygons: a candidate is deleted when its intersection with a better polygon exceeds
-# `nms_thresh` times the smaller of the two areas (a stricter test than the IoU). We give it the
-# true polygons as the only candidates, and count the nuclei that box NMS and polygon NMS delete.
+# `nms_thresh` times the **smaller of the two areas**, not their union.
+#
+# **Predict.** A small polygon of area 100 lies wholly inside a better one of area 400. What is
+# their IoU, and their intersection over the smaller area? Which of the two tests deletes the
+# small polygon at the threshold 0.4?
+#
+# <details><summary>Answer</summary>
+#
+# IoU = 100 / 400 = 0.25: an IoU test keeps it. Intersection over the smaller area = 100 / 100
+# = 1: StarDist's test deletes it. The smaller area is never larger than the union, so at the
+# same threshold intersection over the smaller area deletes *more* candidates than IoU: it is
+# the more aggressive test. That is what StarDist needs, because every pixel of a nucleus
+# proposes a polygon, and the poor polygons of its border pixels lie mostly inside the good
+# polygon of its centre. Touching nuclei still survive: their true polygons barely overlap.
+#
+# </details>
+#
+# We give polygon NMS the true polygons as the only candidates (one per nucleus), and count
+# the nuclei that box NMS and polygon NMS delete.
 
 # %%
 THRESHOLDS = (0.3, 0.5)
@@ -387,6 +611,7 @@ def nms_losses(labels):
     return lost
 
 
+# %%
 n_nuclei = sum(int(lab.max()) for lab in train_labels)
 bbbc_lost = [nms_losses(lab) for lab in train_labels]
 cluster_lost = nms_losses(cluster)
@@ -420,6 +645,9 @@ plt.show()
 # More rays follow the border more closely, but every ray is one more output channel to learn.
 # For every nucleus we take the polygon from its central pixel and measure its IoU with the true
 # mask, for several numbers of rays (Schmidt 2018 made the same plot for their data).
+#
+# **Predict, then run.** With 4 rays the polygon of a round nucleus is a square standing on
+# its corner, its vertices on the outline. Guess the mean IoU with 4, 8 and 32 rays.
 
 
 # %%
@@ -457,6 +685,15 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
+# <details><summary>Answer</summary>
+#
+# For a circle, a regular polygon with its $n$ vertices on the outline covers the fraction
+# $\frac{n}{2\pi}\sin\frac{2\pi}{n}$ of it: 0.64 for 4 rays, 0.90 for 8 and 0.994 for 32.
+# The measured values are a little lower, because nuclei are not circles and the central pixel
+# is not their exact centre.
+#
+# </details>
+#
 # The IoU rises quickly and saturates near 32 rays: BBBC039's nuclei are nearly convex, and what
 # remains is mostly the pixel grid (a polygon cuts through border pixels). Below, the
 # worst-fitting nucleus of the first image next to a typical one, with 8 and 32 rays.
@@ -607,7 +844,33 @@ plt.show()
 # weighted error by the mean weight, so that it reads as an average error in pixels whatever the
 # fraction of the patch covered by nuclei: $\text{MAE} = \frac{\sum_{p,k} w_p |d_{pk} -
 # \hat d_{pk}|}{n_\text{rays} \sum_p w_p}$. A patch without any nucleus has no weight at all:
-# add a small `eps` to the denominator so that the loss stays finite.
+# add a small `eps` to the denominator so that the loss stays finite. Training below uses the
+# record's loss; the check compares yours with it.
+#
+# <details><summary>Hint 1</summary>
+#
+# `F.binary_cross_entropy_with_logits(logits, target)` takes the logits (before the sigmoid)
+# and accepts soft targets in [0, 1]. For the distances, `(dist - dist_true).abs()` has shape
+# `(B, n_rays, h, w)` and `prob_true` `(B, 1, h, w)`: their product broadcasts over the rays.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# The mean of the weighted errors over all its elements is
+# $\sum_{p,k} w_p |d_{pk} - \hat d_{pk}| / (B\,n_\text{rays}\,h\,w)$, and `prob_true.mean()`
+# is $\sum_p w_p / (B\,h\,w)$. Their ratio is the formula above; add `eps` to the
+# denominator.
+#
+# </details>
+#
+# <details><summary>Stuck? The library's version in one line</summary>
+#
+# ```python
+# return cu.losses.stardist_loss(output, prob_true, dist_true, dist_weight=dist_weight, eps=eps)
+# ```
+#
+# </details>
 
 
 # %% tags=["solution"]
@@ -659,9 +922,9 @@ cu.checks.check_close(
 # - **Start the distances at the right size.** A fresh distance head outputs
 #   softplus(0) = 0.7 pixels everywhere, and the first training steps only grow the polygons.
 #   We set its bias so that it starts at the mean distance inside a nucleus (about 13 pixels).
-# - **How much the distance term weighs.** StarDist's default weight is 0.2. Below we measure
-#   0.2 against 1, with the same seed, data and steps, on the validation images; the record
-#   uses the weight that wins (`cu.losses.STARDIST_DIST_WEIGHT`).
+# - **How much the distance term weighs.** StarDist's default weight is 0.2; the course's
+#   record uses 1 (`cu.losses.STARDIST_DIST_WEIGHT`), because in a short run on the CPU the
+#   larger weight learned the distances faster. Section 6 measures both, in this notebook.
 #
 # Training uses `cu.train.fit` with Adam and a one-cycle learning-rate schedule (warm up, then
 # anneal). The checkpoints go to `cu.train.checkpoint_dir("06_stardist")`, where notebook 07
@@ -693,7 +956,11 @@ def train_stardist(folder, dist_weight, epochs):
     return model.to(device).eval(), history
 
 
-# By hand, the bias that makes softplus(bias) the mean distance, as the record does it:
+# %% [markdown]
+# By hand, the bias that makes softplus(bias) the mean distance, as the record does it; then
+# the training (about a minute on a CPU in fast mode).
+
+# %%
 typical = float(cu.targets.star_dist(train_labels[0], N_RAYS)[train_labels[0] > 0].mean())
 bias = float(np.log(np.expm1(typical)))
 check = STARDIST.build(seed=0)
@@ -712,7 +979,9 @@ plt.show()
 # Prediction runs the network once on the whole image (reflect-padded to a multiple of
 # `grid x 2**depth`, the padding cut off again) and then:
 #
-# 1. keeps the pixels whose probability exceeds `prob_thresh`: each proposes its polygon;
+# 1. keeps the pixels whose probability exceeds `prob_thresh`: each proposes its polygon
+#    (except those closer than `b = 2` output pixels to the image border; section 7 shows
+#    what that costs);
 # 2. sorts the candidates by probability and runs **greedy NMS**: the best polygon is kept, every
 #    candidate that overlaps it by more than `nms_thresh` (intersection over the smaller area) is
 #    deleted, and so on down the list;
@@ -740,10 +1009,12 @@ def predict_maps(model, image):
     return prob, np.ascontiguousarray(dist)
 
 
-def maps_to_labels(prob, dist, shape, prob_thresh, nms_thresh, grid):
-    """Instance labels (int32, `shape`) from the predicted maps: threshold, NMS, render."""
+def maps_to_labels(prob, dist, shape, prob_thresh, nms_thresh, grid, b=2):
+    """Instance labels (int32, `shape`) from the predicted maps: threshold, NMS, render.
+    Candidates closer than `b` output pixels to the image border are ignored (StarDist's
+    default, 2)."""
     points, scores, dists = cu.postprocess.non_maximum_suppression(
-        dist, prob, prob_thresh=prob_thresh, nms_thresh=nms_thresh, grid=(grid, grid)
+        dist, prob, prob_thresh=prob_thresh, nms_thresh=nms_thresh, b=b, grid=(grid, grid)
     )
     return cu.postprocess.polygons_to_label(dists, points, shape, prob=scores)
 
@@ -856,11 +1127,14 @@ cu.plot.interactive(
 
 # %% [markdown]
 # ### The distance weight, measured
-# Is the distance weight of 1 (the course's) better than StarDist's default of 0.2? Two runs
-# that differ only in that weight (same seed, data, schedule and steps), scored on the
-# validation images with the default thresholds (0.5 and 0.4). One run of each is little
-# evidence; with a second seed (not run here) the difference was as large: AP@0.5 0.74-0.78 with
-# weight 1 against 0.59-0.63 with 0.2 (fast mode, 10 validation images).
+# Is the distance weight of 1 (the course's) better than StarDist's default of 0.2? Here is
+# what the record's choice rests on: two training runs that differ only in that weight (same
+# seed, data, schedule and number of steps), scored on the validation images with the default
+# thresholds (0.5 and 0.4). In fast mode both runs are the short training of section 5 and the
+# score counts the nuclei of 3 validation images.
+#
+# **Predict.** Before you read the table: how much would you trust a difference between two
+# single runs? What would you do to be more sure?
 
 # %%
 weight_rows = {}
@@ -882,51 +1156,252 @@ print(f"{COMPARE_EPOCHS} epochs of {STEPS_PER_EPOCH} steps each, {N_VAL} validat
 weight_table.round(3)
 
 # %% [markdown]
+# Read this table for what it is: **one run per weight**, a few hundred steps, a few
+# validation images. It shows that in this short schedule the weight 1 learns the distances
+# faster (the matched IoU and AP@0.7 are about the polygons' precision). It does not show that
+# 1 beats 0.2 after a long training, where StarDist's authors use 0.2; and another seed moves
+# both scores. When the course chose the weight, a second seed (not run here) gave a gap as
+# large (AP@0.5 0.74-0.78 with weight 1 against 0.59-0.63 with 0.2, fast mode, 10 validation
+# images): still two runs of each.
+#
+# <details><summary>Answer</summary>
+#
+# Not much: two runs with different seeds can differ by several points on a few images. To be
+# more sure: train several seeds of each setting, score them on more validation images, and
+# look at the spread (or a bootstrap interval over images, notebook 07). A difference that is
+# smaller than the spread between seeds is not a difference. And decide on validation images,
+# never on the test images.
+#
+# </details>
+
+# %% [markdown]
 # ## 7 · Results on the test images
-# Finally the held-out test images, with the tuned thresholds. As an upper bound we also score
-# the **true** labels sent through the same pipeline (`star_dist` and `edt_prob` on the grid,
-# NMS, rendering): what a perfect network could reach with `n_rays` rays on this grid.
+# Finally the held-out test images, with the tuned thresholds. Next to the model trained here
+# (a few hundred steps on a CPU) we score two references:
+#
+# - **the course's pretrained StarDist-style model**, from the course's model zoo
+#   (`cu.zoo.load("stardist")`): the same record with more channels, trained for thousands of
+#   steps (about an hour on a CPU) on all 100 training images with generalist augmentation; its
+#   thresholds were tuned on the validation split and are in its model card
+#   (`cu.zoo.card("stardist")["postprocess"]`);
+# - **the true labels** sent through the same pipeline (`star_dist` and `edt_prob` on the grid,
+#   NMS, rendering): what a perfect network could reach with `n_rays` rays on this grid.
 
 # %%
 IOU_THRESHOLDS = [0.5, 0.6, 0.7, 0.8, 0.9]
-test_preds = [predict_stardist(model, img, PROB_THRESH, NMS_THRESH) for img in tqdm(test_images)]
+ZOO_CARD = cu.zoo.card("stardist")  # how it was trained, its thresholds and scores
+zoo_model = cu.zoo.load("stardist").to(device)
+ZOO_OPTIONS = dict(ZOO_CARD["postprocess"])  # prob_thresh and nms_thresh
+print(f"zoo model: {ZOO_CARD['architecture']['network']} {zoo_model.config}, "
+      f"{ZOO_CARD['steps']} steps in {ZOO_CARD['wall_time_s'] / 60:.0f} min on "
+      f"{ZOO_CARD['device']}; thresholds {ZOO_OPTIONS}")  # fmt: skip
+test_maps = [predict_maps(model, img) for img in tqdm(test_images, desc="model trained here")]
+zoo_maps = [predict_maps(zoo_model, img) for img in tqdm(test_images, desc="zoo model")]
 
 
-def round_trip(labels, grid=GRID):
+def round_trip(labels, grid=GRID, b=2):
     """labels -> (edt_prob, star_dist) on the grid -> NMS -> labels: the pipeline's upper bound."""
     prob = cu.targets.edt_prob(labels)[::grid, ::grid]
     dist = cu.targets.star_dist(labels, N_RAYS, grid=(grid, grid))
-    return maps_to_labels(prob, dist, labels.shape, 0.5, 0.4, grid)
+    return maps_to_labels(prob, dist, labels.shape, 0.5, 0.4, grid, b=b)
 
 
-oracle_preds = [round_trip(lab) for lab in test_labels]
-test_stats = cu.metrics.matching_dataset(test_labels, test_preds, IOU_THRESHOLDS)
-oracle_stats = cu.metrics.matching_dataset(test_labels, oracle_preds, IOU_THRESHOLDS)
-print(test_stats[0])
-print(f"\n{'IoU':>5s} {'AP model':>9s} {'AP true polygons':>17s}")
-for s, o in zip(test_stats, oracle_stats):
-    print(f"{s.thresh:5.2f} {s.accuracy:9.3f} {o.accuracy:17.3f}")
-test_f1, test_ap = test_stats[0].f1, test_stats[0].accuracy
+shapes = [img.shape for img in test_images]
+curves = {
+    "trained here": [maps_to_labels(p, d, sh, PROB_THRESH, NMS_THRESH, GRID)
+                     for (p, d), sh in zip(test_maps, shapes)],
+    "zoo model": [maps_to_labels(p, d, sh, ZOO_OPTIONS["prob_thresh"], ZOO_OPTIONS["nms_thresh"],
+                                 zoo_model.grid) for (p, d), sh in zip(zoo_maps, shapes)],
+    "true polygons": [round_trip(lab) for lab in test_labels],
+}  # fmt: skip
+test_preds = curves["trained here"]
+test_stats = {k: cu.metrics.matching_dataset(test_labels, v, IOU_THRESHOLDS)
+              for k, v in curves.items()}  # fmt: skip
+strict = pd.DataFrame({k: [s.accuracy for s in v] for k, v in test_stats.items()},
+                      index=pd.Index(IOU_THRESHOLDS, name="IoU threshold"))  # fmt: skip
+print(test_stats["trained here"][0])
+test_f1, test_ap = test_stats["trained here"][0].f1, test_stats["trained here"][0].accuracy
+zoo_f1 = test_stats["zoo model"][0].f1
+strict.round(3)
 
-fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
-axes[0].plot(IOU_THRESHOLDS, [s.accuracy for s in test_stats], "o-", label="StarDist model")
-axes[0].plot(IOU_THRESHOLDS, [s.accuracy for s in oracle_stats], "s--", label="true polygons")
-axes[0].set_xlabel("IoU threshold")
-axes[0].set_ylabel("AP = TP / (TP + FP + FN)")
-axes[0].set_ylim(0, 1)
-axes[0].set_title(f"{N_TEST} BBBC039 test images")
-axes[0].legend()
-cu.plot.overlay(test_images[0], test_labels[0], ax=axes[1], title="test image 0: ground truth")
-first_f1 = cu.metrics.matching(test_labels[0], test_preds[0]).f1
-cu.plot.overlay(
-    test_images[0], test_preds[0], ax=axes[2], title=f"prediction (F1@0.5 {first_f1:.3f})"
-)
-plt.tight_layout()
-plt.show()
+
+# %% tags=["hide-input"]
+def show_strict_iou(strict, preds, images):
+    """AP against the IoU threshold per curve, and the predictions on the first test image."""
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
+    for (name, ap), style in zip(strict.items(), ("o-", "^-", "s--", "d:")):
+        axes[0].plot(strict.index, ap, style, label=name)
+    axes[0].set_xlabel("IoU threshold")
+    axes[0].set_ylabel("AP = TP / (TP + FP + FN)")
+    axes[0].set_ylim(0, 1.02)
+    axes[0].set_title(f"{len(images)} BBBC039 test images")
+    axes[0].legend()
+    for ax, name in zip(axes[1:], ("trained here", "zoo model")):
+        f1 = cu.metrics.matching(test_labels[0], preds[name][0]).f1
+        cu.plot.overlay(images[0], preds[name][0], ax=ax,
+                        title=f"test image 0, {name} (F1@0.5 {f1:.3f})")  # fmt: skip
+    plt.tight_layout()
+    plt.show()
+
+
+show_strict_iou(strict, curves, test_images)
 
 # %% [markdown]
-# At IoU 0.5 the model finds most nuclei; at stricter thresholds its polygons lose against the
-# true ones, partly because even true polygons are only an approximation (the dashed line).
+# ### Why does the model fall at strict IoU thresholds?
+# The true polygons lose little between IoU 0.5 and 0.9: 32-ray polygons describe BBBC039's
+# nuclei well (section 3). The model trained here falls steeply, the pretrained one much
+# less. So the polygon representation is not what limits the model. Two questions:
+#
+# **Predict.** (1) Even the true polygons miss about 5% of the nuclei at IoU 0.5, where a
+# round trip on the full grid (`grid=1`) misses almost none. Which nuclei do they miss? Look
+# at where a grid of 2 and StarDist's NMS could lose a nucleus. (2) How precise must the rays
+# be for an IoU of 0.9?
+#
+# Run the next two cells, then open the answer.
+
+# %%
+curves["true polygons, no border band"] = [round_trip(lab, b=0) for lab in test_labels]
+border_band = cu.metrics.matching_dataset(
+    test_labels, curves["true polygons, no border band"], IOU_THRESHOLDS
+)
+strict["true polygons, no border band"] = [s.accuracy for s in border_band]
+
+
+def touches_border(labels):
+    """Ids (1-D int array) of the objects that touch the image border."""
+    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    return np.setdiff1d(np.unique(edge), [0])
+
+
+missed_by_true = [np.setdiff1d(lab[lab > 0], lab[(lab > 0) & (pred > 0)]) for lab, pred in
+                  zip(test_labels, curves["true polygons"])]  # fmt: skip
+n_missed = sum(len(m) for m in missed_by_true)
+n_on_border = sum(len(np.intersect1d(m, touches_border(lab)))
+                  for m, lab in zip(missed_by_true, test_labels))  # fmt: skip
+print(f"true polygons on grid {GRID}: {n_missed} nuclei without any polygon, {n_on_border} of "
+      f"them touch the image border")  # fmt: skip
+strict.round(3)
+
+# %% [markdown]
+# The second question needs the rays. For every nucleus that does not touch the border, the
+# network's distances at the output pixel nearest its centre against the true distances from
+# that pixel: their mean absolute error, and the mean true ray length (the nucleus's radius).
+
+
+# %%
+def centre_rays(maps, labels, true_dists, grid):
+    """Per nucleus away from the border: (mean |predicted - true| ray, true mean ray, predicted
+    mean ray), in pixels, at the output pixel nearest its most central pixel."""
+    rows = []
+    for (_, dist), lab, true in zip(maps, labels, true_dists):
+        cut = set(touches_border(lab).tolist())
+        at = (object_centres(lab) // grid) * grid  # the output pixel's position in the image
+        for i, (r, c) in enumerate(at, start=1):
+            if lab[r, c] == i and i not in cut:
+                pred = dist[r // grid, c // grid]
+                rows.append((np.abs(pred - true[r, c]).mean(), true[r, c].mean(), pred.mean()))
+    return np.array(rows)
+
+
+true_dists = [cu.targets.star_dist(lab, N_RAYS) for lab in test_labels]
+ray_errors = {"trained here": centre_rays(test_maps, test_labels, true_dists, GRID),
+              "zoo model": centre_rays(zoo_maps, test_labels, true_dists, zoo_model.grid)}
+radius = float(np.median(ray_errors["trained here"][:, 1]))
+budget = radius * (1 - np.sqrt(0.9))  # every ray this much short: IoU (1 - d / r)^2 = 0.9
+for name, r in ray_errors.items():
+    print(f"{name:13s}: mean ray error {r[:, 0].mean():.2f} px over {len(r)} nuclei; "
+          f"{np.mean(r[:, 0] < budget):.0%} of nuclei within the 0.9-IoU budget of {budget:.2f} px")
+
+
+# %% tags=["hide-input"]
+def show_rays(rays, budget):
+    """Histogram of the ray errors, and predicted against true mean ray length."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    bins = np.linspace(0, max(r[:, 0].max() for r in rays.values()), 30)
+    for name, r in rays.items():
+        axes[0].hist(r[:, 0], bins=bins, histtype="step", lw=2, label=name)
+        axes[1].plot(r[:, 1], r[:, 2], ".", ms=5, label=name)
+    axes[0].axvline(budget, color="k", ls=":", label=f"IoU 0.9 budget ({budget:.2f} px)")
+    axes[0].set_xlabel("mean |predicted - true| ray length at the centre (px)")
+    axes[0].set_ylabel("nuclei")
+    axes[0].set_title("How far off are the rays?")
+    top = max(r[:, 1:].max() for r in rays.values())
+    axes[1].plot([0, top], [0, top], "k:", lw=1, label="perfect")
+    axes[1].set_xlabel("true mean ray length (px): the nucleus's size")
+    axes[1].set_ylabel("predicted mean ray length (px)")
+    axes[1].set_title("Small nuclei get rays that are too long")
+    for ax in axes:
+        ax.legend()
+    plt.tight_layout()
+    plt.show()
+
+
+show_rays(ray_errors, budget)
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# (1) Nuclei cut by the image border. The object probability (`edt_prob`) does not count the
+# image border as background, so a cut nucleus is most "central" right at the border; and
+# StarDist's NMS ignores candidates closer than `b = 2` *output* pixels to the border, which on
+# a grid of 2 is a band of 4 image pixels (2 on the full grid). A nucleus cut so that its
+# probability peaks inside that band proposes no polygon at all. Without the band (`b=0`) the
+# true polygons find nearly every nucleus. The band is StarDist's default, meant to keep out
+# candidates at the very edge, where the network sees padding instead of image; its cost is a
+# few per cent of the nuclei, mostly slivers of nuclei that lie mostly outside the image.
+#
+# (2) A polygon whose every ray is $\delta$ too short has IoU $(1 - \delta / r)^2$ with the
+# nucleus; for 0.9 at a radius of about 15 pixels, $\delta$ must stay below about 0.8 pixels,
+# on every ray (errors of both signs on different rays cost even more). The model trained here
+# misses by more than that on most nuclei: a few hundred steps teach it *where* nuclei are, not
+# their outline to a pixel. Its distance head started at the mean ray length (13 pixels), and
+# after so few steps small nuclei still get rays that are too long (right panel). The grid
+# adds to it: the network sees and predicts at half resolution, so a ray must be read from
+# features of 2 x 2 pixels. The pretrained model (the same record with twice the channels,
+# trained for thousands of steps instead of hundreds, on the same grid) is much closer: most of
+# the fall is training, not the method.
+#
+# </details>
+#
+# **Small nuclei.** Notebook 07 finds that the StarDist-style model trained there recalls only
+# a small fraction of the smallest tenth of the nuclei (well under a fifth in fast mode). The
+# same two causes, measured here on the test images:
+
+# %%
+areas = np.concatenate([np.bincount(lab.ravel())[1:] for lab in test_labels])
+SMALL = float(np.quantile(areas[areas > 0], 0.1))  # the smallest tenth, as in notebook 07
+
+
+def small_recall(truths, preds, limit=SMALL):
+    """(recall at IoU 0.5 of the true nuclei below `limit` pixels, their number, how many touch
+    the border)."""
+    found = total = on_border = 0
+    for t, p in zip(truths, preds):
+        iou, ids, _ = cu.metrics.iou_matrix(t, p, return_ids=True)
+        small = np.bincount(t.ravel())[ids] < limit
+        total += int(small.sum())
+        on_border += int(np.isin(ids[small], touches_border(t)).sum())
+        found += int((iou[small].max(axis=1, initial=0) >= 0.5).sum())
+    return found / max(total, 1), total, on_border
+
+
+small = {name: small_recall(test_labels, preds)[0] for name, preds in curves.items()}
+_, n_small, n_small_border = small_recall(test_labels, test_preds)
+print(f"{n_small} nuclei below {SMALL:.0f} pixels, {n_small_border} of them cut by the border")
+print("recall of the small nuclei:", {k: round(v, 2) for k, v in small.items()})
+
+# %% [markdown]
+# About half of the "small" nuclei are slivers cut by the image border: the border band loses
+# them even with perfect outputs. Most of the others are genuinely tiny (a radius of 3-6
+# pixels), covered by a handful of output pixels on the grid of 2, whose probability a briefly
+# trained network keeps below the threshold, and whose rays it overestimates. Small-object
+# recall is where a longer training and a finer grid (`grid=1`) pay off most.
+#
+# > **Instructor checkpoint.** Ask: "the model reaches 0.8 at IoU 0.5 and almost 0 at 0.9; is
+# > StarDist bad at outlines?" The expected answer separates the method (true polygons: about
+# > 0.92 at 0.9), the post-processing convention (the border band) and the training (trained
+# > here against the pretrained model). This habit of asking *which part* limits a score is
+# > the point of section 7.
 #
 # The checkpoint describes itself: `fit` wrote the network's class and arguments, the method,
 # the data and the mode beside the weights, so notebook 07 rebuilds this network from the file
@@ -935,10 +1410,11 @@ plt.show()
 # %%
 meta = cu.methods.read_meta(CHECKPOINTS)
 print({k: meta[k] for k in ("network", "network_args", "method", "data", "mode")})
+first_pred = predict_stardist(model, test_images[0], PROB_THRESH, NMS_THRESH)
 verified["predict_stardist = the record's segment"] = np.array_equal(
-    test_preds[0],
+    first_pred,
     STARDIST.segment(model, test_images[0], prob_thresh=PROB_THRESH, nms_thresh=NMS_THRESH),
-)
+) and np.array_equal(first_pred, test_preds[0])
 verified["the checkpoint rebuilds the network"] = (
     cu.methods.load_model(CHECKPOINTS, method="stardist").config == model.config
 )
@@ -973,36 +1449,41 @@ def ellipsoid_exit(point, rays, centre, semi_axes):
 
 
 points_3d = {"centre": centre_3d, "off-centre": centre_3d + np.array([3, -5, 8])}
-errors_3d = {}
-fig = plt.figure(figsize=(16, 5))
-ax = fig.add_subplot(1, 3, 1)
-for name, p in points_3d.items():
-    exact = ellipsoid_exit(p, rays.astype(float), centre_3d, axes_3d)
-    measured = dist_3d[tuple(p)]
-    errors_3d[name] = np.abs(measured - exact)
-    ax.plot(
-        exact,
-        measured,
-        "o",
-        ms=4,
-        label=f"{name}: error mean {errors_3d[name].mean():.2f}, max {errors_3d[name].max():.2f}",
-    )
-ax.plot([0, 27], [0, 27], "k:", lw=1)
-ax.set_xlabel("exact distance to the surface (voxels)")
-ax.set_ylabel("star_dist_3d (voxels)")
-ax.set_title("96 rays on a synthetic ellipsoid")
-ax.legend()
-for k, (name, p) in enumerate(points_3d.items()):
-    ax3 = fig.add_subplot(1, 3, k + 2, projection="3d")
-    ends = p + dist_3d[tuple(p)][:, None] * rays
-    ax3.scatter(ends[:, 2], ends[:, 1], ends[:, 0], c=dist_3d[tuple(p)], cmap="viridis", s=12)
-    ax3.scatter([p[2]], [p[1]], [p[0]], color="red", s=30)
-    ax3.set_xlabel("x")
-    ax3.set_ylabel("y")
-    ax3.set_zlabel("z")
-    ax3.set_title(f"polyhedron vertices from the {name}")
-plt.tight_layout()
-plt.show()
+exact_3d = {name: ellipsoid_exit(p, rays.astype(float), centre_3d, axes_3d)
+            for name, p in points_3d.items()}  # fmt: skip
+errors_3d = {name: np.abs(dist_3d[tuple(p)] - exact_3d[name]) for name, p in points_3d.items()}
+for name, e in errors_3d.items():
+    print(f"from the {name}: error mean {e.mean():.2f}, max {e.max():.2f} voxels")
+
+
+# %% tags=["hide-input"]
+def show_3d(points, exact, dist, rays):
+    """Measured against exact distances, and the polyhedron vertices from each point."""
+    fig = plt.figure(figsize=(16, 5))
+    ax = fig.add_subplot(1, 3, 1)
+    for name, p in points.items():
+        err = np.abs(dist[tuple(p)] - exact[name])
+        ax.plot(exact[name], dist[tuple(p)], "o", ms=4,
+                label=f"{name}: error mean {err.mean():.2f}, max {err.max():.2f}")  # fmt: skip
+    ax.plot([0, 27], [0, 27], "k:", lw=1)
+    ax.set_xlabel("exact distance to the surface (voxels)")
+    ax.set_ylabel("star_dist_3d (voxels)")
+    ax.set_title(f"{len(rays)} rays on a synthetic ellipsoid")
+    ax.legend()
+    for k, (name, p) in enumerate(points.items()):
+        ax3 = fig.add_subplot(1, 3, k + 2, projection="3d")
+        ends = p + dist[tuple(p)][:, None] * rays
+        ax3.scatter(ends[:, 2], ends[:, 1], ends[:, 0], c=dist[tuple(p)], cmap="viridis", s=12)
+        ax3.scatter([p[2]], [p[1]], [p[0]], color="red", s=30)
+        ax3.set_xlabel("x")
+        ax3.set_ylabel("y")
+        ax3.set_zlabel("z")
+        ax3.set_title(f"polyhedron vertices from the {name}")
+    plt.tight_layout()
+    plt.show()
+
+
+show_3d(points_3d, exact_3d, dist_3d, rays)
 
 # %% [markdown]
 # The measured distances come in steps of one voxel (plus the half-voxel correction at the exit),
@@ -1011,20 +1492,34 @@ plt.show()
 
 # %% [markdown]
 # ## Recap
-# - Top-down detection with boxes loses touching nuclei in its NMS; StarDist keeps the top-down
-#   scheme but with star-convex polygons, which overlap little for touching nuclei.
-# - Radial distances: march along each ray to the first pixel outside the object, plus half a
-#   pixel; `cu.targets.star_dist` does it for every pixel. 32 rays fit BBBC039 nuclei with a mean
-#   IoU of about 0.97; more rays add little.
+# - Top-down methods (Faster and Mask R-CNN) score anchor boxes at every position of a feature
+#   map, keep the best with box NMS and segment inside each box. With boxes, NMS loses touching
+#   elongated nuclei however perfect the boxes; StarDist keeps the top-down scheme with
+#   star-convex polygons, which overlap little for touching nuclei.
+# - Radial distances: march along each ray to the last pixel inside the object, plus an end
+#   correction (`star_dist`: half a pixel along the ray's dominant axis); `cu.targets.star_dist`
+#   does it for every pixel. 32 rays fit BBBC039 nuclei with a mean IoU of about 0.97.
 # - The object probability (`edt_prob`) is the normalised distance to the background: it ranks
 #   the candidate polygons and weights the distance loss towards central pixels.
 # - The network is a U-Net with a probability head (BCE) and a distance head (weighted MAE),
-#   optionally on a coarser grid. Prediction: threshold, sort, greedy polygon NMS, render. Both
-#   thresholds are tuned on validation images, never on the test images.
+#   optionally on a coarser grid. Prediction: threshold, sort, greedy polygon NMS (intersection
+#   over the *smaller* area: more aggressive than IoU), render. Both thresholds are tuned on
+#   validation images, never on the test images. The distance weight 1 rests on one measured
+#   pair of short runs.
+# - At strict IoU thresholds, what limits a briefly trained model is the precision of its rays
+#   (an IoU of 0.9 needs errors below a pixel), not the polygons; the pretrained model shows how
+#   far training goes. Even perfect outputs lose the nuclei cut by the image border to the
+#   border band of the NMS, on a grid of 2 a band of 4 pixels.
 # - In 3-D the polygons become polyhedra with rays spread over the sphere (Weigert 2020).
 #
+# > **Instructor checkpoint (end of notebook).** Students should be able to explain, without
+# > notes: why boxes fail for touching elongated nuclei; what one ray distance is; why the
+# > polygon of a central pixel wins the NMS; and which of "method, convention, training" limits
+# > a score at IoU 0.9. Notebook 07 compares StarDist with the other methods of the course.
+#
 # The asserts below fail if a hand-built step stops matching `course_utils`, the pipeline stops
-# reproducing true labels, or the network stops learning.
+# reproducing true labels, the network stops learning, or the pretrained model is not the one
+# its card describes.
 
 # %%
 print(f"{len(verified)} hand-built steps matched course_utils:")
@@ -1047,10 +1542,27 @@ print(
 )
 assert error_3d.mean() < 0.75 and error_3d.max() < 2
 
+# %%
 # The record's distance weight is not worse than StarDist's default on the validation images.
 print(f"validation AP@0.5 by distance weight: {weight_table['AP@0.5'].round(3).to_dict()}")
 record_ap = weight_table.loc[cu.losses.STARDIST_DIST_WEIGHT, "AP@0.5"]
 assert record_ap >= weight_table["AP@0.5"].max() - 0.02, weight_table
+
+# The explanation of section 7 holds: the border band costs the true polygons nuclei, and the
+# pretrained model's rays are more precise than those of the model trained here.
+band_ap = strict.loc[0.5, "true polygons, no border band"]
+print(f"true polygons AP@0.5: {strict.loc[0.5, 'true polygons']:.3f} with the border band, "
+      f"{band_ap:.3f} without")  # fmt: skip
+assert band_ap > strict.loc[0.5, "true polygons"] + 0.02 and n_on_border >= n_missed - 2
+ray_error = {k: float(r[:, 0].mean()) for k, r in ray_errors.items()}
+print(f"mean ray error (px): {ray_error}; AP@0.9: {strict.loc[0.9].round(3).to_dict()}")
+assert ray_error["zoo model"] < ray_error["trained here"]
+assert strict.loc[0.9, "zoo model"] > strict.loc[0.9, "trained here"]
+
+# The zoo model scores what its card says it does (a broken or mismatched file would not).
+print(f"zoo model: test F1@0.5 {zoo_f1:.3f} (min 0.8); card (all 48 test images) "
+      f"{ZOO_CARD['test']}")  # fmt: skip
+assert zoo_f1 > 0.8, "the zoo's StarDist model does not find the nuclei: rebuild it (make zoo)"
 
 # Measured in fast mode on the CPU: F1 0.875, AP 0.778 on 4 test images; full mode scores higher.
 MIN_TEST_F1, MIN_TEST_AP = 0.75, 0.6

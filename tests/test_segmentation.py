@@ -161,3 +161,17 @@ def test_estimated_diameter_within_15_percent(factor, zoo_cellpose):
         true = scale.median_diameter(scale.rescale_labels(truth[:256, :256], shape=x.shape))
         estimate = cu.estimate_diameter(x, "cellpose")
         assert estimate == pytest.approx(true, rel=0.15), (factor, estimate, true)
+
+
+def test_estimate_looks_at_the_central_window(zoo_cellpose):
+    """``max_side`` estimates from the central window: the same answer as on that crop."""
+    image = zoo_cellpose[0][0][:256, :320]
+    centre = image[64:192, 96:224]  # its central 128 x 128 window
+    window = cu.estimate_diameter(image, "cellpose", max_side=128)
+    assert np.isfinite(window)
+    assert window == cu.estimate_diameter(centre, "cellpose", max_side=None)
+    # a window too small for three whole nuclei: the estimate looks at the whole image
+    assert cu.estimate_diameter(image, "cellpose", max_side=16) == cu.estimate_diameter(
+        image, "cellpose", max_side=None)  # fmt: skip
+    with pytest.raises(ValueError, match="max_side"):
+        cu.estimate_diameter(image, "cellpose", max_side=4)

@@ -789,8 +789,9 @@ usiigaci_table.round(3)
 # scores to expect). If a warning above says that the flow check dropped most masks, that is
 # the library telling you the same thing: the Cellpose-style network's flows do not yet agree
 # with the masks they make (notebook 05, `flow_threshold`), the sign of a network trained too
-# little or of images at a scale it did not see. The crops below show what each one gets wrong: red outlines are true
-# cells that were missed, yellow ones predicted objects that match nothing (IoU 0.5).
+# little or of images at a scale it did not see. The crops below show what each one gets
+# wrong: red outlines are true cells that were missed, yellow ones predicted objects that match
+# nothing (IoU 0.5).
 
 
 # %%

@@ -200,8 +200,11 @@ def test_train_sparse_errors(tiny_data):
         sp.train_sparse("cellpose", images, labels, epochs=1, val_images=images)
     with pytest.raises(ValueError, match="2 images but 1"):
         sp.train_sparse("cellpose", images, labels[:1], epochs=1)
-    with pytest.raises(ValueError, match="channel"):
-        sp.train_sparse("cellpose", [np.stack([x, x]) for x in images], labels, epochs=1)
+    with pytest.raises(ValueError, match="channel"):  # a 1-channel network, 2-channel images
+        sp.train_sparse("cellpose", [np.stack([x, x]) for x in images], labels, epochs=1,
+                        config={"in_channels": 1})  # fmt: skip
+    with pytest.raises(ValueError, match="channel"):  # images of different channel counts
+        sp.train_sparse("cellpose", [images[0], np.stack([images[1]] * 2)], labels, epochs=1)
     with pytest.raises(ValueError, match="below -1"):
         sp.train_sparse("cellpose", images, [lab - 2 for lab in labels], epochs=1,
                         patch_size=32)  # fmt: skip

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from ..data import PatchDataset
 from ..history import History
 from ..methods import Method, get
+from ..methods.training import _schedule, resolve_channels  # the same schedules as dense runs
 from ..mode import get_mode
 from ..train import fit
 from .losses import cellpose_sparse_loss, stardist_sparse_loss, unet_3class_sparse_loss
@@ -163,13 +164,9 @@ def train_sparse(
         raise ValueError("give both val_images and val_labels, or neither.")
     if len(images) != len(sparse_labels):
         raise ValueError(f"got {len(images)} images but {len(sparse_labels)} label images")
-    model = record.build(seed=seed, **dict(config or {}))
-    channels = {1 if np.ndim(x) == 2 else int(np.shape(x)[0]) for x in images}
-    if channels != {model.config["in_channels"]}:
-        raise ValueError(
-            f"the {record.name} network takes {model.config['in_channels']} channel(s) but the "
-            f"images have {sorted(channels)}: pass config={{'in_channels': ...}} to match"
-        )
+    config = dict(config or {})
+    config["in_channels"] = resolve_channels(images, None, config.get("in_channels"))
+    model = record.build(seed=seed, **config)
     if record.prepare is not None:
         record.prepare(model, _objects_only(sparse_labels))
     target_fn = sparse.target_fn(model.config)
@@ -193,17 +190,3 @@ def train_sparse(
         meta={"method": record.name, "data": data, "sparse": True}, **fit_options,
     )  # fmt: skip
     return model, history
-
-
-def _schedule(name: str, epochs: int, steps: int, lr: float):
-    """The learning-rate schedules of ``train_method`` (kept identical, so that a sparse run
-    and a dense one differ only in targets and loss)."""
-    if name == "cosine":
-        return lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    if name == "onecycle":
-        return lambda opt: torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=lr, total_steps=steps, pct_start=0.15
-        )
-    if name == "constant":
-        return None
-    raise ValueError(f"schedule must be 'cosine', 'onecycle' or 'constant', got {name!r}")

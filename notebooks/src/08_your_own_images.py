@@ -355,7 +355,7 @@ plt.show()
 # **Predict, then run.** Which wins with one annotated image, fine-tuning or training from
 # scratch? And with three?
 
-# %%
+# %% tags=["remove-stderr"]
 def tune(n, start):
     """A Cellpose-style network trained on the first n Kromp images, from the zoo or scratch."""
     model = None if start == "zoo" else cu.methods.get("cellpose").build(

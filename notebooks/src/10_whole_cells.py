@@ -149,7 +149,7 @@ def shape_stats(labels_list):
     for lab in labels_list:
         touching = {i for pair in touching_pairs(lab) for i in pair}
         rows += [{"diameter": r.equivalent_diameter_area, "solidity": r.solidity,
-                  "elongation": r.major_axis_length / max(r.minor_axis_length, 1),
+                  "elongation": r.axis_major_length / max(r.axis_minor_length, 1),
                   "touching": r.label in touching} for r in regionprops(lab)]  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -773,7 +773,7 @@ models = {m: train(m, train_small, train_small_labels, f"10_usiigaci_{m}", patch
                    augmentation=AUGMENT)
           for m in ("cellpose", "stardist", "affinities")}  # fmt: skip
 
-# %%
+# %% tags=["remove-stderr"]
 usiigaci_preds["cellpose"] = tuned_predictions("cellpose", models["cellpose"],
                                                "cellprob_threshold", (-0.5, 0.0, 0.5))  # fmt: skip
 usiigaci_preds["stardist"] = tuned_predictions("stardist", models["stardist"], "prob_thresh",

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .._shared.schedules import lr_schedule
 from .._shared.validate import check_int
 from ..data import PatchDataset
 from ..history import History
@@ -103,7 +104,7 @@ def train_method(
     steps = epochs * -(-length // batch_size)
     history = fit(
         model, loader(train_set, shuffle=True), val, loss_fn=record.loss, epochs=epochs,
-        lr=lr, scheduler=_schedule(schedule, epochs, steps, lr), device=device, seed=seed,
+        lr=lr, scheduler=lr_schedule(schedule, epochs, steps, lr), device=device, seed=seed,
         checkpoint_dir=checkpoint_dir, progress=progress,
         meta={"method": record.name, "data": data}, **fit_options,
     )  # fmt: skip
@@ -140,18 +141,6 @@ def resolve_channels(
                 "images with the channels it needs"
             )
     return found[0]
-
-
-def _schedule(name: str, epochs: int, steps: int, lr: float):
-    if name == "cosine":
-        return lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    if name == "onecycle":
-        return lambda opt: torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=lr, total_steps=steps, pct_start=0.15
-        )
-    if name == "constant":
-        return None
-    raise ValueError(f"schedule must be 'cosine', 'onecycle' or 'constant', got {name!r}")
 
 
 def checkpoint_folder(method: str | Method, root: str | os.PathLike | None = None):

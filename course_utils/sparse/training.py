@@ -22,10 +22,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .._shared.schedules import lr_schedule  # the same schedules as dense runs
 from ..data import PatchDataset
 from ..history import History
 from ..methods import Method, get
-from ..methods.training import _schedule, resolve_channels  # the same schedules as dense runs
+from ..methods.training import resolve_channels
 from ..mode import get_mode
 from ..train import fit
 from .losses import cellpose_sparse_loss, stardist_sparse_loss, unet_3class_sparse_loss
@@ -185,7 +186,7 @@ def train_sparse(
     steps = epochs * -(-length // batch_size)
     history = fit(
         model, loader(train_set, shuffle=True), val, loss_fn=sparse.loss, epochs=epochs,
-        lr=lr, scheduler=_schedule(schedule, epochs, steps, lr), device=device, seed=seed,
+        lr=lr, scheduler=lr_schedule(schedule, epochs, steps, lr), device=device, seed=seed,
         checkpoint_dir=checkpoint_dir, progress=progress,
         meta={"method": record.name, "data": data, "sparse": True}, **fit_options,
     )  # fmt: skip

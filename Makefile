@@ -24,6 +24,8 @@ notebooks: setup  ## regenerate the solution and exercise notebooks from noteboo
 course: setup  ## main job: execute every notebook and build the website into _build/html
 	$(PY) scripts/build_notebooks.py --check
 	@$(MAKE) --no-print-directory site
+	@# the same browser check as `make test`: every page loads with the network blocked
+	$(VENV)/bin/pytest tests/website
 	@echo "website: file://$(CURDIR)/_build/html/index.html"
 
 # The execution cache is keyed on the code, not on the mode: clear it when the mode changes.

@@ -1,6 +1,6 @@
 """The course website's own Sphinx extension (``_config.yml``: ``sphinx.local_extensions``).
 
-Two things that plain Jupyter Book settings cannot say:
+Three things that plain Jupyter Book settings cannot say:
 
 - **Maths without network.** MathJax 3 is served with the site: the files of the PyPI package
   ``sphinx-mathjax-offline`` (byte for byte the ``es5/`` build of the npm package
@@ -14,6 +14,12 @@ Two things that plain Jupyter Book settings cannot say:
   get a repository button and the launch buttons of ``launch_buttons`` (Colab needs GitHub).
   ``scripts/build_notebooks.py`` reads the same setting for the notebooks' set-up cell, through
   :func:`repository`.
+- **No widgets on the pages.** The notebooks' ``tqdm.auto`` progress bars are ipywidgets in
+  JupyterLab, and a notebook executed by the book build saves their state. myst-nb would put that
+  state in the page with require.js and the widget manager from CDNs (``nb_ipywidgets_js``). The
+  site serves no widget scripts (``nb_ipywidgets_js: {}`` in ``_config.yml``), shows each widget
+  by its text form (``nb_mime_priority_overrides``: the bar as text), and this extension drops
+  the saved widget state, so that no page carries it, whichever command executed the notebooks.
 """
 
 from __future__ import annotations
@@ -126,7 +132,21 @@ def _repository_buttons(app, config) -> None:
     options["use_repository_button"] = True
 
 
+def _drop_widget_state(app, env) -> None:
+    """Forget the widget state (and any widget script) that myst-nb noted for the pages.
+
+    myst-nb notes, per notebook, ``js_files['ipywidgets_state']`` (the saved state, inlined in the
+    page) and ``js_files['ipywidgets_<i>']`` (the scripts of ``nb_ipywidgets_js``). Runs after
+    every read, cached documents included, before the pages are written.
+    """
+    for data in getattr(env, "nb_metadata", {}).values():
+        scripts = data.get("js_files") or {}
+        for key in [k for k in scripts if k.startswith("ipywidgets_")]:
+            del scripts[key]
+
+
 def setup(app):
     app.connect("config-inited", _serve_mathjax)
     app.connect("config-inited", _repository_buttons)
+    app.connect("env-updated", _drop_widget_state)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -67,19 +67,27 @@ def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return np.where(small[labels], 0, labels)
 
 
+#: Widest integer range (max - min) that gets one histogram bin per value.
+_MAX_INTEGER_BINS = 2**16
+
+
 def intensity_histogram(image: np.ndarray, nbins: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Histogram of an image over its own intensity range, binned like scikit-image.
 
     Float images get ``nbins`` equal bins from ``image.min()`` to ``image.max()``; integer
     images get one bin per integer value between their minimum and maximum (``nbins`` is then
-    ignored), as in :func:`skimage.exposure.histogram`.
+    ignored), as in :func:`skimage.exposure.histogram`, while that range is at most
+    ``2**16`` (always for uint8 and uint16 images). An integer image spanning more (an int64
+    or uint32 image from 0 to 1e10, say) gets ``nbins`` equal bins like a float image, instead
+    of billions of one-value bins that would not fit in memory.
 
     Parameters
     ----------
     image : ndarray, shape (H, W), int or float
         Grey-level image.
     nbins : int
-        Number of bins for float images (>= 2).
+        Number of bins for float images, and for integer images spanning more than ``2**16``
+        values (>= 2).
 
     Returns
     -------
@@ -93,9 +101,15 @@ def intensity_histogram(image: np.ndarray, nbins: int = 256) -> tuple[np.ndarray
     image = _check_image(image)
     nbins = _check_positive_int(nbins, "nbins", 2)
     if np.issubdtype(image.dtype, np.integer):
-        low = int(image.min())
-        counts = np.bincount(image.ravel().astype(np.int64) - low).astype(np.int64)
-        return counts, np.arange(low, low + counts.size, dtype=np.float64)
+        low, high = int(image.min()), int(image.max())
+        if high - low <= _MAX_INTEGER_BINS:
+            values = image.ravel()
+            # unsigned: subtract in the own dtype (never negative; uint64 may not fit int64);
+            # signed: in int64, as int8 - int8 can overflow
+            shifted = values - values.dtype.type(low) if image.dtype.kind == "u" else (
+                values.astype(np.int64) - low)  # fmt: skip
+            counts = np.bincount(shifted.astype(np.int64, copy=False)).astype(np.int64)
+            return counts, np.arange(low, low + counts.size, dtype=np.float64)
     # np.histogram picks the bin edges from min/max in the image dtype, exactly as skimage does,
     # so that the Otsu threshold below agrees with skimage.filters.threshold_otsu to the bit.
     counts, edges = np.histogram(image.ravel(), bins=nbins)
@@ -114,7 +128,8 @@ def otsu_threshold(image: np.ndarray, nbins: int = 256) -> float:
     image : ndarray, shape (H, W), int or float
         Grey-level image, finite.
     nbins : int
-        Number of histogram bins for float images (see :func:`intensity_histogram`).
+        Number of histogram bins for float images, and for integer images spanning more than
+        ``2**16`` values (see :func:`intensity_histogram`).
 
     Returns
     -------

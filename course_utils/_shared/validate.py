@@ -218,6 +218,12 @@ def check_model_input(x: Any, in_channels: int, multiple: int) -> None:
     divisible by ``multiple``. Shared by the networks of ``course_utils.models``."""
     if not is_tensor(x):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}.")
+    if str(x.dtype) not in ("torch.float32", "torch.float16", "torch.bfloat16"):
+        raise TypeError(
+            f"the network takes float32 images, got a {str(x.dtype).removeprefix('torch.')} "
+            "tensor: convert it with x.float() (numpy float64 arrays become float64 tensors; "
+            "use torch.from_numpy(image.astype(np.float32)))."
+        )
     if x.ndim == 4 and x.shape[1] != in_channels:
         raise ValueError(
             f"the network takes {in_channels} input channel(s), got {x.shape[1]} (input shape "
@@ -241,3 +247,28 @@ def check_label_pair(y_true: Any, y_pred: Any, *, allow_bool: bool = False):
     if t.shape != p.shape:
         raise ValueError(f"y_true {t.shape} and y_pred {p.shape} have different shapes.")
     return t, p
+
+
+def refuse_binary_masks(labels: np.ndarray, name: str = "labels", *, min_parts: int = 3) -> None:
+    """Raise when an integer label image is a binary mask saved as integers (0/1 or 0/255).
+
+    Many tools save a foreground mask, not instance labels: every nucleus then has the same id,
+    and a median "diameter" or a training target built from it describes the union of all
+    nuclei. The sign: at most two ids, one of which covers ``min_parts`` or more separate
+    components (8-connectivity). A genuine instance label image has one component per id, or
+    a few for a fragmented object among many ids. ``-1`` (unknown) is ignored.
+    """
+    from scipy import ndimage as ndi  # scipy is imported only for this check
+
+    ids = np.unique(labels[labels > 0]) if labels.size else np.zeros(0)
+    if ids.size == 0 or ids.size > 2:
+        return
+    for value in ids:
+        parts = ndi.label(labels == value, structure=np.ones((3,) * labels.ndim))[1]
+        if parts >= min_parts:
+            raise ValueError(
+                f"{name} looks like a binary mask, not instance labels: id {int(value)} covers "
+                f"{parts} separate objects. Give each object its own id, e.g. "
+                f"labels = skimage.measure.label({name} > 0) (touching objects stay merged "
+                "that way: split them first, or annotate them as instances)."
+            )

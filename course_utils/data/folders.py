@@ -14,15 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .loaders import as_grey, normalize_percentile, read_label_image
+from .._shared.validate import check_finite, refuse_binary_masks
+from .loaders import as_grey, normalize_percentile, read_image, read_label_image
 
 __all__ = ["IMAGE_SUFFIXES", "MASK_SUFFIXES", "load_folder"]
 
 #: File types read as images and masks.
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 #: Endings of a mask's name that are dropped before matching it to its image
-#: (``cell_01_masks.png`` belongs to ``cell_01.tif``).
+#: (``cell_01_masks.png`` belongs to ``cell_01.tif``), tried longest first.
 MASK_SUFFIXES = ("_masks", "_mask", "_labels", "_label", "_seg", "_cp_masks")
+# Longest first, so that Cellpose's ``cell_01_cp_masks.png`` loses ``_cp_masks``, not ``_masks``.
+_LONGEST_FIRST = tuple(sorted(MASK_SUFFIXES, key=len, reverse=True))
+_TWO_FOLDERS_HINT = (
+    "end each mask's name in a mask suffix (a.tif and a_masks.png) or put the masks in a "
+    "second folder"
+)
 
 
 def _files(folder: str | os.PathLike, what: str) -> list[Path]:
@@ -37,29 +44,86 @@ def _files(folder: str | os.PathLike, what: str) -> list[Path]:
     return files
 
 
-def _stem(path: Path, mask: bool) -> str:
-    stem = path.stem
-    if mask:
-        for ending in MASK_SUFFIXES:
-            if stem.lower().endswith(ending):
-                return stem[: -len(ending)]
-    return stem
+def _has_mask_suffix(stem: str) -> bool:
+    return stem.lower().endswith(MASK_SUFFIXES)
+
+
+def _split_one_folder(files: list[Path], folder: str | os.PathLike) -> tuple[list, list]:
+    """Images and masks of one folder: a mask's name ends in a mask suffix, an image's not."""
+    by_stem: dict[str, list[Path]] = {}
+    for path in files:
+        by_stem.setdefault(path.stem, []).append(path)
+    for same in by_stem.values():
+        if len(same) > 1:
+            raise ValueError(
+                f"images and masks are in one folder ({folder}), where {same[0].name} and "
+                f"{same[1].name} share a name: an image and its mask cannot be told apart by "
+                f"file type alone. {_TWO_FOLDERS_HINT.capitalize()}."
+            )
+    masks = [p for p in files if _has_mask_suffix(p.stem)]
+    images = [p for p in files if not _has_mask_suffix(p.stem)]
+    if not masks or not images:
+        found = "no file name ends" if not masks else "every file name ends"
+        raise ValueError(
+            f"images and masks are in one folder ({folder}), but {found} in a mask suffix "
+            f"({', '.join(MASK_SUFFIXES)}): {_TWO_FOLDERS_HINT}."
+        )
+    return images, masks
+
+
+def _owner(stem: str, names: set[str]) -> str | None:
+    """The image a mask belongs to: the same name first, then the name less its suffix."""
+    if stem in names:
+        return stem
+    for ending in _LONGEST_FIRST:
+        if stem.lower().endswith(ending) and stem[: -len(ending)] in names:
+            return stem[: -len(ending)]
+    return None
+
+
+def _match(names: list[str], mask_files: list[Path]) -> dict[str, Path]:
+    """Each image name's mask file; a missing, extra or second mask raises ``ValueError``."""
+    known = set(names)
+    found: dict[str, list[Path]] = {}
+    lonely_masks = []
+    for path in mask_files:
+        owner = _owner(path.stem, known)
+        if owner is None:
+            lonely_masks.append(path.name)
+        else:
+            found.setdefault(owner, []).append(path)
+    for name, paths in found.items():
+        if len(paths) > 1:
+            raise ValueError(
+                f"the image {name!r} has {len(paths)} masks: "
+                + " and ".join(str(p) for p in paths)
+                + ". Keep one of them (move the others out of the folder)."
+            )
+    lonely_images = [n for n in names if n not in found]
+    if lonely_images or lonely_masks:
+        raise ValueError(
+            "images and masks do not match by name: "
+            + (f"no mask for {lonely_images[:5]}; " if lonely_images else "")
+            + (f"no image for the masks {lonely_masks[:5]}" if lonely_masks else "")
+            + f" (masks may end in {', '.join(MASK_SUFFIXES)})"
+        )
+    return {name: paths[0] for name, paths in found.items()}
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-
-        arr = tifffile.imread(str(path))
-    else:
-        with Image.open(path) as im:
-            arr = np.asarray(im)
-    arr = np.squeeze(arr)
+    arr = np.squeeze(read_image(path))
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{path} does not hold numbers (dtype {arr.dtype})")
+    check_finite(arr, str(path))
     return as_grey(arr, str(path))
+
+
+def _read_mask(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    labels = read_label_image(path)
+    if labels.shape != shape:
+        raise ValueError(f"the mask {path} has shape {labels.shape}, but its image has {shape}")
+    refuse_binary_masks(labels, str(path))
+    return labels
 
 
 def load_folder(
@@ -76,9 +140,13 @@ def load_folder(
         A folder of ``.tif``/``.tiff``/``.png`` images, 2-D (grey) or RGB with equal channels;
         hidden files and other types are ignored.
     masks : path, optional
-        A folder of instance masks (integer ids, 0 = background), one per image, with the same
-        file name (an ending ``_masks``, ``_mask``, ``_labels``, ``_label``, ``_seg`` or
-        ``_cp_masks`` is allowed: ``a.tif`` and ``a_masks.png`` match).
+        A folder of instance masks (integer ids, 0 = background), one per image. A mask
+        belongs to the image of the same file name (``a.tif`` and ``a.png``); failing that, to
+        the image named like it less an ending ``_cp_masks``, ``_labels``, ``_masks``,
+        ``_label``, ``_mask`` or ``_seg``, tried longest first (``a_masks.png`` and
+        ``a_cp_masks.png`` belong to ``a.tif``; ``a_seg.png`` to ``a_seg.tif`` if there is one,
+        else to ``a.tif``). It may be the ``images`` folder itself: the files whose name ends
+        in one of those endings are then the masks, the others the images.
     normalize : bool
         ``normalize_percentile`` each image (1st and 99.8th percentiles to 0 and 1), as the
         course's models expect; otherwise the raw values as float32.
@@ -95,37 +163,35 @@ def load_folder(
     FileNotFoundError
         A folder does not exist.
     ValueError
-        An empty folder; an image without a mask or a mask without an image (all such names
-        are listed); a mask of another shape than its image; an RGB or non-integer mask; an
-        image that is not 2-D.
+        An empty folder; two images of one name; an image without a mask or a mask without an
+        image (all such names are listed); two masks for one image (both are named); in one
+        folder, no mask name with a mask ending, or an image and a mask of the same name; a
+        file that cannot be read (corrupt, empty or truncated: re-export or remove it); an
+        image with NaN or infinite values; an image that is not 2-D; a mask of another shape
+        than its image; an RGB or non-integer mask; a binary mask (0/1 or 0/255, one id for
+        many objects: label it with ``skimage.measure.label``). Each message names the file.
+    TypeError
+        An image that does not hold numbers.
 
     Introduced in notebook 08.
     """
     image_files = _files(images, "image")
-    names = [_stem(p, mask=False) for p in image_files]
+    mask_files = None
+    if masks is not None:
+        if Path(images).expanduser().resolve() == Path(masks).expanduser().resolve():
+            image_files, mask_files = _split_one_folder(image_files, images)
+        else:
+            mask_files = _files(masks, "mask")
+    names = [p.stem for p in image_files]
     if len(set(names)) != len(names):
-        raise ValueError(f"two images in {images} share a name (differing only in type)")
+        twins = [p.name for p in image_files if names.count(p.stem) > 1]
+        raise ValueError(f"images in {images} share a name (differing only in type): {twins}")
+    mask_of = None if mask_files is None else _match(names, mask_files)
     pixels = [_read_image(p) for p in image_files]
     if normalize:
         pixels = [normalize_percentile(x) for x in pixels]
     pixels = [np.asarray(x, np.float32) for x in pixels]
-    if masks is None:
+    if mask_of is None:
         return pixels, None, names
-    mask_files = {_stem(p, mask=True): p for p in _files(masks, "mask")}
-    lonely_images = [n for n in names if n not in mask_files]
-    lonely_masks = [n for n in mask_files if n not in names]
-    if lonely_images or lonely_masks:
-        raise ValueError(
-            "images and masks do not match by name: "
-            + (f"no mask for {lonely_images[:5]}; " if lonely_images else "")
-            + (f"no image for {lonely_masks[:5]}" if lonely_masks else "")
-            + f" (masks may end in {', '.join(MASK_SUFFIXES)})"
-        )
-    labels = []
-    for name, image in zip(names, pixels):
-        lab = read_label_image(mask_files[name])
-        if lab.shape != image.shape:
-            raise ValueError(f"the mask {mask_files[name]} has shape {lab.shape}, but its image "
-                             f"has {image.shape}")  # fmt: skip
-        labels.append(lab)
+    labels = [_read_mask(mask_of[name], image.shape) for name, image in zip(names, pixels)]
     return pixels, labels, names

@@ -13,6 +13,8 @@ Introduced in notebook 00.
 from __future__ import annotations
 
 import functools
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +38,41 @@ SYNTHETIC_SHAPE = (256, 256)
 SYNTHETIC_SIZES = {"train": 24, "val": 8, "test": 8}
 
 
+# What tifffile and PIL raise on an empty, truncated or corrupt file (PIL's
+# UnidentifiedImageError is an OSError; tifffile's TiffFileError a ValueError).
+_READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error)
+
+
+def _read_pixels(path: Path, *, tiff: bool) -> np.ndarray:
+    """The array stored in ``path`` (tifffile or PIL), or a ValueError naming the file."""
+    try:
+        if tiff:
+            import tifffile
+
+            return tifffile.imread(str(path))
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return np.asarray(im)
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise  # not a damaged file: the plain error says what is wrong
+    except _READ_ERRORS as err:
+        size = path.stat().st_size if path.is_file() else 0
+        raise ValueError(
+            f"{path} cannot be read (corrupt, empty or truncated file, {size} bytes: {err}). "
+            "Re-export it from the program that made it, or remove it."
+        ) from err
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a TIFF image as stored (e.g. uint16 (H, W) for BBBC039).
+    """Read a TIFF (or PNG) image as stored (e.g. uint16 (H, W) for BBBC039).
+
+    A file that cannot be read (corrupt, empty or truncated) raises ``ValueError`` naming it.
 
     Introduced in notebook 07.
     """
-    import tifffile
-
-    return tifffile.imread(str(path))
+    path = Path(path)
+    return _read_pixels(path, tiff=path.suffix.lower() != ".png")
 
 
 def read_bbbc039_mask(path: str | Path) -> np.ndarray:
@@ -144,18 +173,11 @@ def read_label_image(path: str | Path) -> np.ndarray:
     """Read an instance label image (TIFF or PNG of integer ids, 0 = background) as int32.
 
     Ids are kept as they are (touching objects must already have different ids); an RGB file
-    or one with more than 2**31 - 1 ids is refused, since colours are not ids.
+    or one with more than 2**31 - 1 ids is refused, since colours are not ids, and so is a
+    file that cannot be read (corrupt, empty or truncated), by name.
     """
-    from PIL import Image
-
     path = Path(path)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-
-        arr = tifffile.imread(str(path))
-    else:
-        with Image.open(path) as im:
-            arr = np.asarray(im)
+    arr = _read_pixels(path, tiff=path.suffix.lower() in (".tif", ".tiff"))
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{path} is not a 2-D integer label image (shape {arr.shape}, dtype "
                          f"{arr.dtype})")  # fmt: skip

@@ -25,7 +25,7 @@ from _common import SCHEMA_KEYS
 
 ROOT = Path(__file__).resolve().parent
 # The benchmarks the course expects, by the <benchmark> of results/<benchmark>_<device>.json.
-EXPECTED = ("train_throughput", "flows", "stardist", "matching", "weightmap")
+EXPECTED = ("train_throughput", "flows", "stardist", "matching", "weightmap", "segment")
 # The type each schema key must have (extra_tables is optional: a mapping of lists of rows).
 TYPES = {"benchmark": str, "title": str, "device": str, "date": str, "versions": dict,
          "machine": str, "settings": dict, "rows": list}  # fmt: skip

@@ -19,11 +19,13 @@ from .mode import get_mode, is_fast, pick
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "blockwise",
     "checks",
     "classical",
     "data",
     "distributed",
     "env",
+    "fine_tuning",
     "history",
     "losses",
     "methods",
@@ -43,7 +45,7 @@ _SUBMODULES = (
 )
 
 #: The calls a user needs on their own images, at the top level: ``course_utils.segment(image)``.
-_TOP_LEVEL = {"segment": "segmentation", "fine_tune": "segmentation",
+_TOP_LEVEL = {"segment": "segmentation", "fine_tune": "fine_tuning",
               "estimate_diameter": "segmentation"}  # fmt: skip
 
 __all__ = ["get_mode", "is_fast", "pick", *_TOP_LEVEL, *_SUBMODULES]

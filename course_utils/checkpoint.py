@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._shared.files import check_writable, unwritable_error
 from .history import History
 from .models.registry import network_config
 
@@ -40,6 +41,7 @@ __all__ = [
     "checkpoint_dir",
     "load_checkpoint",
     "read_checkpoint",
+    "repair_best",
     "training_lock",
     "weights_checksum",
 ]
@@ -126,11 +128,16 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
 
 def _atomic_save(obj: Any, target: Path) -> None:
     """``torch.save`` into a unique temporary file beside ``target``, then rename it there."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as err:
+        raise unwritable_error(target.parent, err) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
         os.replace(tmp, target)
+    except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError
+        raise unwritable_error(target.parent, err, target.name) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -175,6 +182,13 @@ def read_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> dict[str
         state = {"model": dict(state), "meta": {}}
     else:
         raise CheckpointError(f"{path} holds no model weights (a {type(state).__name__})")
+    odd = [k for k, v in state["model"].items() if not torch.is_tensor(v)]
+    if odd:
+        raise CheckpointError(
+            f"{path} is not a checkpoint of weights: its model entry {odd[0]!r} holds a "
+            f"{type(state['model'][odd[0]]).__name__}, not a tensor ({len(odd)} such entries). "
+            "Save weights with torch.save(model.state_dict(), path) or train.fit."
+        )
     expected = state["meta"].get("weights_sha256")
     if verify and expected is not None and weights_checksum(state["model"]) != expected:
         raise CheckpointError(
@@ -262,6 +276,29 @@ def restore_training_state(
     return int(state["epoch"]), History(history.monitor, history.mode, state["history"]["records"])
 
 
+def repair_best(directory: Path, best_epoch: int | None) -> bool:
+    """Make ``best.pt`` hold the best epoch again when a run was killed while writing it.
+
+    ``last.pt`` is written before ``best.pt``; a run killed between the two leaves a ``best.pt``
+    one improvement behind the history. When the history's best epoch is the one in
+    ``last.pt``, ``last.pt`` is copied over ``best.pt`` (atomically). Returns whether it was.
+    """
+    last, best = directory / "last.pt", directory / "best.pt"
+    if best_epoch is None or not last.exists():
+        return False
+    state = read_checkpoint(last, verify=False)
+    if int(state.get("epoch", -1)) != best_epoch:
+        return False
+    if best.exists():
+        try:
+            if int(read_checkpoint(best, verify=False).get("epoch", -1)) == best_epoch:
+                return False
+        except CheckpointError:
+            pass  # a damaged best.pt: replaced below
+    _atomic_save(state, best)
+    return True
+
+
 @contextlib.contextmanager
 def training_lock(directory: Path) -> Iterator[None]:
     """Hold an exclusive lock on a checkpoint folder while a run writes into it.
@@ -300,7 +337,11 @@ def prepare_checkpoint_dir(path: str | os.PathLike | None) -> Path | None:
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"checkpoint_dir {directory} is a file, not a folder")
     if distributed.is_main_process():
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise unwritable_error(directory, err) from None
+        check_writable(directory)
     distributed.barrier()
     return directory
 

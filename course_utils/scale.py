@@ -23,6 +23,8 @@ from ._shared.validate import check_finite, check_image, check_labels, check_rea
 
 __all__ = ["median_diameter", "object_diameters", "rescale_image", "rescale_labels"]
 
+_BAND = 256  # output rows interpolated at once by rescale_image (memory, not speed)
+
 
 def object_diameters(labels: Any) -> np.ndarray:
     """Equivalent-circle diameters ``2 * sqrt(area / pi)`` (float64, pixels) of the objects of
@@ -68,12 +70,16 @@ def rescale_image(
     if min(zoom) < 1:
         sigma = [max(0.0, (1 / z - 1) / 2) for z in zoom]
         x = ndi.gaussian_filter(x, ([0.0] if x.ndim == 3 else []) + sigma, mode="reflect")
-    grid = np.meshgrid(*[(np.arange(o) + 0.5) / z - 0.5 for o, z in zip(out, zoom)],
-                       indexing="ij")  # fmt: skip
-    coords = np.stack(grid)
+    rows, cols = ((np.arange(o) + 0.5) / z - 0.5 for o, z in zip(out, zoom))
     channels = x if x.ndim == 3 else x[None]
-    result = np.stack([ndi.map_coordinates(c, coords, order=1, mode="reflect") for c in channels])
-    return (result if x.ndim == 3 else result[0]).astype(np.float32)
+    result = np.empty((len(channels), *out), np.float32)
+    for top in range(0, out[0], _BAND):  # a band of rows at a time: coordinates stay small
+        coords = np.stack(np.meshgrid(rows[top : top + _BAND], cols, indexing="ij"))
+        for c, channel in enumerate(channels):
+            result[c, top : top + _BAND] = ndi.map_coordinates(
+                channel, coords, order=1, mode="reflect"
+            )
+    return result if x.ndim == 3 else result[0]
 
 
 def rescale_labels(

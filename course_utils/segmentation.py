@@ -1,81 +1,182 @@
-"""Use the course on your own images: ``segment`` in one call, the nucleus diameter of an image
-estimated without labels, and ``fine_tune`` on a few annotated images.
+"""Use the course on your own images: ``segment`` in one call, and the nucleus diameter of an
+image estimated without labels.
 
 ``course_utils.segment(image)`` takes a 2-D image of any numeric dtype, normalises it, rescales
-it so that its nuclei have the diameter the zoo model was trained at (given in pixels, or
-estimated), runs the network tile by tile, post-processes with the thresholds tuned for that
-model, and returns int32 labels at the input's size. The steps are those of notebook 08, where
-each one is shown and measured.
+it so that its nuclei have the diameter the model was trained at (given in pixels, or
+estimated), runs the network block by block, post-processes with the thresholds tuned for that
+model, and returns int32 labels at the input's size. What a model was trained at (its
+thresholds, its nucleus diameter) is read from the model itself (``model.meta``, written into
+its checkpoint): the zoo's models, a model of ``fine_tune`` and one of ``train_method`` all
+carry it. The steps are those of notebook 08, where each one is shown and measured.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from skimage.segmentation import clear_border
 from torch import nn
-from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from . import zoo
 from ._shared.validate import check_finite, check_int, check_real, to_numpy
-from .data import PatchDataset, normalize_percentile
-from .history import History
-from .methods import get
-from .scale import median_diameter, object_diameters, rescale_image, rescale_labels
-from .train import fit
+from .blockwise import BLOCK, segment_blocks
+from .data import normalize_percentile
+from .methods import Method, get
+from .mode import get_mode
+from .predict import network_outputs
+from .scale import object_diameters, rescale_image, rescale_labels
 
-__all__ = ["estimate_diameter", "fine_tune", "segment"]
+__all__ = ["estimate_diameter", "model_facts", "segment"]
 
 _LOADED: dict[str, nn.Module] = {}
-#: Parameters of the contracting path, per network: what ``fine_tune(freeze="encoder")`` keeps.
-ENCODERS = {
-    "UNetOriginal": ("encoder.", "bottleneck."),
-    "UNet": ("encoder.", "bottleneck."),
-    "CellposeNet": ("down.",),
-    "StarDistNet": ("stem.", "backbone.encoder.", "backbone.bottleneck."),
-}
+#: The rescaled image may hold at most this many pixels (a diameter far below the model's
+#: would otherwise blow a whole-slide image up to terabytes).
+MAX_PIXELS = 64_000_000
+#: ``segment`` shows a progress bar (diameter estimate, then blocks) for images of this
+#: many pixels or more: a few seconds of work on a CPU.
+PROGRESS_PIXELS = 500_000
+#: Block side for networks that run on a whole block at once (StarDist's record: no tiles),
+#: whose activations for a 1024^2 block alone take about 400 MB.
+WHOLE_PASS_BLOCK = 512
+#: ``estimate_diameter`` falls back to the whole image up to this size; a larger one (where the
+#: 2x pass alone would cost minutes) is sampled at up to 9 windows instead.
+WHOLE_PIXELS = 4_000_000
+#: Fewer whole objects than this in the passes of ``estimate_diameter``: no estimate.
+MIN_OBJECTS = 3
 
 
-def _check_image(image: Any) -> np.ndarray:
+def _as_image(image: Any, channel: int | None = None) -> np.ndarray:
+    """A 2-D float32 image from what a user may hand over: (H, W); (H, W, 1) or (1, H, W);
+    grey stored as RGB(A); one ``channel`` of a multi-channel image."""
     arr = to_numpy(image)
     if arr.dtype == bool or arr.dtype.kind not in "iuf":
-        raise TypeError(f"image must be a 2-D array of numbers, got dtype {arr.dtype}"
+        raise TypeError(f"image must be an array of numbers, got dtype {arr.dtype}"
                         + (" (a mask? segment takes the microscopy image)" if arr.dtype == bool
                            else ""))  # fmt: skip
+    if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]) and min(arr.shape[:2]) > 1:
+        arr = arr[0] if arr.shape[0] == 1 else arr[..., 0]
+    if arr.ndim == 3:
+        arr = _one_channel(arr, channel)
+    elif channel is not None:
+        raise ValueError(f"channel={channel} but the image has one channel (shape {arr.shape})")
     if arr.ndim != 2 or min(arr.shape) < 8:
         raise ValueError(f"image must be a 2-D (H, W) image of at least 8 x 8 pixels, got shape "
                          f"{arr.shape}; give one channel of a multi-channel image")  # fmt: skip
-    return check_finite(arr.astype(np.float32), "image")
+    return check_finite(arr.astype(np.float32, copy=False), "image")
 
 
-def _model(method: str, model: nn.Module | None) -> nn.Module:
+def _one_channel(arr: np.ndarray, channel: int | None) -> np.ndarray:
+    last = arr.shape[-1] <= 4 < arr.shape[0]  # (H, W, C) as files store colour
+    planes = np.moveaxis(arr, -1, 0) if last else arr
+    if len(planes) > 4:
+        raise ValueError(f"image must be 2-D, got shape {arr.shape}: segment takes one plane "
+                         "(a volume or a time series: call it on each plane)")  # fmt: skip
+    if channel is not None:
+        index = check_int(channel, "channel", minimum=0)
+        if index >= len(planes):
+            raise ValueError(f"channel={index} but the image has {len(planes)} channels")
+        return planes[index]
+    colour = planes[:3] if last and len(planes) == 4 else planes  # RGBA: alpha is no stain
+    if all(np.array_equal(colour[0], c) for c in colour[1:]):
+        return colour[0]  # grey saved as colour, as many PNGs are
+    layout = "(H, W, C)" if last else "(C, H, W)"
+    raise ValueError(
+        f"image has {len(planes)} channels that differ (shape {arr.shape}, read as {layout}): "
+        "choose the nuclear stain with channel= (e.g. channel=2 for the blue DAPI/Hoechst "
+        "channel of an RGB image)"
+    )
+
+
+def _model(record: Method, model: Any) -> nn.Module:
     if model is not None:
-        return model.eval()
-    if method not in _LOADED:
-        _LOADED[method] = zoo.load(method)
-    return _LOADED[method]
+        return record.check_network(model).eval()
+    if record.name not in _LOADED:
+        _LOADED[record.name] = zoo.load(record.name)
+    return _LOADED[record.name]
 
 
-def _defaults(method: str, model: nn.Module | None) -> tuple[dict, float]:
-    """Post-processing options and training diameter of a zoo model (the record's defaults and
-    BBBC039's 28 px for a model of your own)."""
-    if model is not None:
-        return {}, 28.0
-    card = zoo.card(method)
-    return dict(card["postprocess"]), float(card["train_diameter_px"])
+def model_facts(method: str | Method, model: nn.Module) -> tuple[dict[str, Any], float | None]:
+    """``(post-processing options, training diameter in pixels or None)`` of a network, from
+    its own description (``model.meta``: a checkpoint's, or what ``fine_tune`` and
+    ``train_method`` record); the options not tuned for it are the record's defaults."""
+    record = get(method)
+    meta = getattr(model, "meta", None)
+    meta = meta if isinstance(meta, Mapping) else {}
+    options = {k: v for k, v in dict(meta.get("postprocess") or {}).items()
+               if k in record.postprocess}  # fmt: skip
+    diameter = meta.get("train_diameter_px")
+    if diameter is not None and not (isinstance(diameter, int | float) and diameter > 0):
+        raise ValueError(f"model.meta['train_diameter_px'] must be a positive number of pixels, "
+                         f"got {diameter!r}")  # fmt: skip
+    return options, None if diameter is None else float(diameter)
 
 
-def _labels_at(record, model, image: np.ndarray, factor: float, options: dict) -> np.ndarray:
+def _factor_range(shape: tuple[int, int]) -> tuple[float, float]:
+    """The rescaling factors an image of ``shape`` allows: at least 16 pixels a side, at most
+    8x and :data:`MAX_PIXELS` pixels."""
+    low, high = 16 / min(shape), min(8.0, math.sqrt(MAX_PIXELS / (shape[0] * shape[1])))
+    return min(low, 1.0), max(high, 1.0)  # an image is always usable as it is
+
+
+def _check_scale(factor: float, shape: tuple[int, int], trained_at: float, diameter: float):
+    """Raise unless rescaling an image of ``shape`` by ``factor`` gives a usable image."""
+    low, high = _factor_range(shape)
+    if low <= factor <= high:
+        return
+    raise ValueError(
+        f"diameter={diameter:g} px cannot be used: this model was trained on nuclei of "
+        f"{trained_at:g} px, so the {shape[0]} x {shape[1]} image would be rescaled by "
+        f"{factor:.3g}x (to {shape[0] * factor:.0f} x {shape[1] * factor:.0f} px). For this "
+        f"image and model, diameters from {trained_at / high:.3g} to {trained_at / low:.3g} px "
+        "are possible; give the median nucleus diameter in pixels (or None to estimate it)."
+    )
+
+
+def _labels_at(record, net, image, factor, options) -> np.ndarray:
     """Labels of ``image`` rescaled by ``factor`` (in the rescaled image's pixels)."""
     x = image if abs(factor - 1) < 1e-6 else rescale_image(image, factor)
-    return record.segment(model, x, **options)
+    return _labels(record, net, x, options)
+
+
+def _labels(record: Method, net: nn.Module, x: np.ndarray, options: dict, bar=None):
+    """Labels of ``x`` at its own scale: the network, then the record's post-processing; block
+    by block (:mod:`course_utils.blockwise`) above ``BLOCK x BLOCK`` pixels."""
+    options = dict(options)
+    tiles = dict(record.predict.get(get_mode(), {}))
+    for key in ("tile_size", "overlap"):
+        if key in options:
+            tiles[key] = options.pop(key)
+    grid = int(getattr(net, "grid", 1))
+
+    def one(block: np.ndarray) -> np.ndarray:
+        out = network_outputs(net, block, **tiles)
+        return record.outputs_to_labels(out, block.shape[-2:], grid=grid, **options)
+
+    if x.size > BLOCK * BLOCK:
+        # a network run on a whole block at once holds its activations for all of it
+        side = BLOCK if tiles.get("tile_size") else WHOLE_PASS_BLOCK
+        return segment_blocks(one, x, block=side, bar=bar)
+    if bar is not None:
+        bar.total += 1
+    labels = one(x)
+    if bar is not None:
+        bar.update(1)
+    return labels
+
+
+def _windows(shape: tuple[int, int], side: int) -> list[tuple[slice, slice]]:
+    """The central ``side`` x ``side`` window, then up to 8 more spread over a larger image."""
+    spans = [[(max(0, (n - side) // 2), min(n, max(0, (n - side) // 2) + side))] for n in shape]
+    for axis, n in enumerate(shape):
+        if n >= 2 * side:
+            spans[axis] += [(0, side), (n - side, n)]
+    windows = [(slice(*r), slice(*c)) for r in spans[0] for c in spans[1]]
+    return windows[:9]
 
 
 def estimate_diameter(
@@ -95,50 +196,94 @@ def estimate_diameter(
     the objects it was trained on best), and gives a first estimate ``d0`` (the median
     equivalent diameter of its objects not cut by the border, in the image's pixels). A second
     pass at the scale that brings ``d0`` to the training diameter refines it. ``image``: a
-    normalised (H, W) image; ``model``: default the zoo's; ``options`` go to the
-    post-processing. ``max_side``: the passes look at the central ``max_side x max_side``
-    window of a larger image (a median needs a few dozen nuclei, not all of them, and the 2x
-    pass costs four times the image), and at the whole image when no pass finds three whole
-    nuclei in that window; ``None`` looks at the whole image. Returns ``nan`` when no pass
-    finds three objects.
+    (H, W) image; ``model``: default the zoo's; ``train_diameter``: default the model's own
+    (``model.meta``); ``options`` go to the post-processing. ``max_side``: the passes look at
+    the central ``max_side x max_side`` window of a larger image (a median needs a few dozen
+    nuclei, not all of them, and the 2x pass costs four times the image); when no pass finds
+    three whole nuclei there, at the whole image up to :data:`WHOLE_PIXELS` pixels, and at 8
+    more windows spread over a larger one (never at a whole large image). ``None`` looks at the
+    whole image. Returns ``nan`` when no pass finds three objects.
 
     Introduced in notebook 08.
     """
     record = get(method)
-    whole = _check_image(image)
-    x = whole
-    if max_side is not None:
-        side = check_int(max_side, "max_side", minimum=16)
-        top, left = (max(0, (n - side) // 2) for n in x.shape)
-        x = x[top : top + side, left : left + side]
-    x = normalize_percentile(x)
-    params, trained_at = _defaults(record.name, model)
-    trained_at = float(train_diameter or trained_at)
-    net = _model(record.name, model)
+    x = _as_image(image)
+    net = _model(record, model)
+    params, trained_at = model_facts(record, net)
+    if train_diameter is not None:
+        trained_at = check_real(train_diameter, "train_diameter", minimum=1e-3)
+    if trained_at is None:
+        raise ValueError(
+            "the model does not record the nucleus diameter it was trained at "
+            "(model.meta['train_diameter_px']): pass train_diameter= (pixels)"
+        )
     params.update(options)
+    if max_side is None:
+        return _estimate(record, net, [normalize_percentile(x)], factors, trained_at, params)
+    side = check_int(max_side, "max_side", minimum=16)
+    windows = _windows(x.shape, side)
+    found = _estimate(record, net, [normalize_percentile(x[windows[0]])], factors, trained_at,
+                      params)  # fmt: skip
+    if math.isfinite(found) or x[windows[0]].shape == x.shape:
+        return found
+    if x.size <= WHOLE_PIXELS:  # too few whole nuclei in the window: look at everything
+        return _estimate(record, net, [normalize_percentile(x)], factors, trained_at, params)
+    crops = [normalize_percentile(x[w]) for w in windows]  # each normalised on its own
+    return _estimate(record, net, crops, factors, trained_at, params)
+
+
+def _estimate(record, net, crops, factors, trained_at, params) -> float:
     found = []
     for f in factors:
-        sizes = _whole_object_sizes(record, net, x, f, params)
-        if len(sizes) >= 3:
+        sizes = np.concatenate([_whole_object_sizes(record, net, c, f, params) for c in crops])
+        if len(sizes) >= MIN_OBJECTS:
             found.append((abs(math.log(np.median(sizes) / trained_at)), np.median(sizes) / f))
     if not found:
-        if x.shape != whole.shape:  # too few whole nuclei in the window: look at everything
-            return estimate_diameter(whole, record.name, model=model, train_diameter=trained_at,
-                                     factors=factors, max_side=None, **options)  # fmt: skip
         return float("nan")
     first = min(found)[1]
     factor = trained_at / first
-    sizes = _whole_object_sizes(record, net, x, factor, params)
-    return float(np.median(sizes) / factor) if len(sizes) >= 3 else float(first)
+    sizes = np.concatenate([_whole_object_sizes(record, net, c, factor, params) for c in crops])
+    return float(np.median(sizes) / factor) if len(sizes) >= MIN_OBJECTS else float(first)
 
 
 def _whole_object_sizes(record, net, x, factor, params) -> np.ndarray:
     """Diameters of the objects found at one scale, those cut by the border left out. A pass at
     a scale the model was not trained for may fail Cellpose's flow check: that is what the
     passes measure, so its warning is not shown."""
+    if min(x.shape) * factor < 16:
+        return np.zeros(0)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="flows_to_masks: the flow check")
-        return object_diameters(clear_border(_labels_at(record, net, x, factor, params)))
+        labels = _labels_at(record, net, x, factor, dict(params))
+    return object_diameters(clear_border(labels))
+
+
+def _factor(record, net, x, diameter, trained_at, post, bar) -> float:
+    """The rescaling factor of ``x`` that brings its nuclei to the model's training diameter."""
+    if trained_at is None:
+        if diameter is not None:
+            raise ValueError(
+                "the model does not record the nucleus diameter it was trained at "
+                "(model.meta['train_diameter_px']), so diameter= cannot be honoured: segment "
+                "with diameter=None (the image as it is), or train it with fine_tune or "
+                "methods.train_method, which record it"
+            )
+        return 1.0
+    if diameter is not None:
+        _check_scale(trained_at / diameter, x.shape, trained_at, diameter)
+        return trained_at / diameter
+    bar.set_postfix_str("estimating the diameter")
+    diameter = estimate_diameter(x, record.name, model=net, **post)
+    if not math.isfinite(diameter):
+        warnings.warn(
+            f"segment: no diameter could be estimated (fewer than {MIN_OBJECTS} whole nuclei "
+            f"found at any scale); the image is segmented as it is, for nuclei of about "
+            f"{trained_at:g} px. Give diameter= if yours differ.",
+            stacklevel=3,
+        )
+        return 1.0
+    low, high = _factor_range(x.shape)
+    return min(max(trained_at / diameter, low), high)  # an estimate stays in range
 
 
 def segment(
@@ -147,6 +292,8 @@ def segment(
     diameter: float | None = None,
     *,
     model: nn.Module | None = None,
+    channel: int | None = None,
+    progress: bool = True,
     **options: Any,
 ) -> np.ndarray:
     """Instance labels of a 2-D image with the course's pretrained model: the one call.
@@ -155,15 +302,24 @@ def segment(
     ----------
     image : array, (H, W), any numeric dtype (raw or normalised)
         Percentile-normalised here (1st and 99.8th percentiles), as the models were trained.
+        (H, W, 1) and (1, H, W) are taken as (H, W), and so is grey saved as RGB(A) (equal
+        colour channels); of other multi-channel images give ``channel``.
     method : str
-        A name of ``course_utils.pipelines.METHODS``: ``"cellpose"`` (default), ``"stardist"``,
-        ``"unet_3class"``, ``"unet_weighted"``.
+        ``"cellpose"`` (default), ``"stardist"``, ``"unet_3class"``, ``"unet_weighted"``.
     diameter : float, optional
-        Median nucleus diameter in pixels. ``None``: estimated (:func:`estimate_diameter`).
+        Median nucleus diameter in pixels. ``None``: estimated (:func:`estimate_diameter`);
+        when no estimate can be made a warning says so and the image is segmented as it is.
         The image is rescaled so that nuclei get the diameter the model was trained at (its
-        card's ``train_diameter_px``), and the labels are brought back to the input's size.
+        ``meta["train_diameter_px"]``), and the labels are brought back to the input's size.
     model : torch.nn.Module, optional
-        Your own network of ``method`` (e.g. from :func:`fine_tune`) instead of the zoo's.
+        Your own network of ``method`` (from :func:`course_utils.fine_tune`,
+        ``methods.train_method`` or ``methods.load_model``) instead of the zoo's; it must be a
+        network of that method (a ``ValueError`` otherwise).
+    channel : int, optional
+        The channel to segment of a multi-channel image ((H, W, C) or (C, H, W), C <= 4).
+    progress : bool
+        A progress bar (diameter estimate, then the blocks of ``course_utils.blockwise``) for
+        images of more than half a megapixel.
     **options
         Post-processing options over the model's tuned ones (e.g. ``cellprob_threshold``,
         ``prob_thresh``), and ``tile_size``/``overlap`` of the tiling.
@@ -177,94 +333,27 @@ def segment(
     ------
     TypeError, ValueError
         A non-numeric or boolean image, not 2-D, smaller than 8 x 8, or with NaN/infinite
-        values; an unknown method; a diameter that is not a positive number.
+        values; an unknown method; a model that is not a network of ``method``; a diameter
+        that is not a positive number or that would rescale the image to an unusable size
+        (the message gives the possible range).
 
     Introduced in notebook 08.
     """
     record = get(method)
-    x = normalize_percentile(_check_image(image))
-    params, trained_at = _defaults(record.name, model)
+    x = normalize_percentile(_as_image(image, channel))
+    net = _model(record, model)
+    params, trained_at = model_facts(record, net)
     params.update(options)
-    net = _model(record.name, model)
-    if diameter is None:
-        post = {k: v for k, v in params.items() if k not in ("tile_size", "overlap")}
-        diameter = estimate_diameter(x, record.name, model=model, train_diameter=trained_at,
-                                     **post)  # fmt: skip
-        if not math.isfinite(diameter):
-            diameter = trained_at  # nothing found at any scale: segment as it is
-    diameter = check_real(diameter, "diameter", minimum=1e-3)
-    factor = trained_at / diameter
-    labels = _labels_at(record, net, x, factor, params)
-    if labels.shape != x.shape:
-        labels = rescale_labels(labels, shape=x.shape)
-    return labels.astype(np.int32)
-
-
-def _freeze(model: nn.Module, freeze: str) -> list[nn.Parameter]:
-    if freeze not in ("none", "encoder"):
-        raise ValueError(f"freeze must be 'none' or 'encoder', got {freeze!r}")
-    prefixes = ENCODERS.get(type(model).__name__, ()) if freeze == "encoder" else ()
-    for name, p in model.named_parameters():
-        p.requires_grad_(not name.startswith(prefixes))
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def fine_tune(
-    method: str,
-    images: Sequence[np.ndarray],
-    labels: Sequence[np.ndarray],
-    *,
-    model: nn.Module | None = None,
-    epochs: int = 10,
-    patches_per_epoch: int | None = None,
-    batch_size: int = 8,
-    lr: float = 5e-4,
-    freeze: str = "none",
-    rescale: bool = True,
-    patch_size: int | None = None,
-    augment: Callable | None = None,
-    seed: int = 0,
-    checkpoint_dir: str | os.PathLike | None = None,
-    device: Any = None,
-    progress: bool = True,
-) -> tuple[nn.Module, History]:
-    """Continue training a pretrained network on a few annotated images of your own.
-
-    ``model`` (default: a fresh copy of the zoo's network for ``method``) trains with the
-    record's targets and loss on random patches of ``images`` (normalised float (H, W)) and
-    ``labels`` (int (H, W)), with Adam at a small ``lr`` (a fine-tuned network should move
-    little) and a cosine schedule over ``epochs`` of ``patches_per_epoch`` (default
-    ``32 * len(images)``) patches. ``freeze="encoder"`` keeps the contracting path fixed and
-    trains the rest. With ``rescale`` the images are first resized so that their nuclei (the
-    median diameter of ``labels``) have the model's training diameter, so that the network
-    learns the new images at the scale it already knows; segment them later with
-    ``segment(image, method, model=model)``.
-
-    Returns ``(model, history)``, the model in eval mode. Introduced in notebook 08.
-    """
-    record = get(method)
-    if len(images) != len(labels) or not len(images):
-        raise ValueError(f"need as many label images as images (>= 1), got {len(images)} and "
-                         f"{len(labels)}")  # fmt: skip
-    net = zoo.load(record.name) if model is None else model
-    if rescale:
-        trained_at = float(zoo.card(record.name)["train_diameter_px"]) if model is None else 28.0
-        factor = trained_at / median_diameter(labels)
-        images = [rescale_image(x, factor) for x in images]
-        labels = [rescale_labels(y, shape=x.shape) for x, y in zip(images, labels)]
-    trainable = _freeze(net, freeze)
-    length = patches_per_epoch or 32 * len(images)
-    patch = patch_size or record.patch_size["fast"]
-    data = PatchDataset(images, labels, patch, length=length, augment=augment,
-                        target_fn=record.target_fn(net.config), seed=seed)  # fmt: skip
-    loader = partial(DataLoader, batch_size=batch_size)
-    history = fit(
-        net, loader(data, shuffle=True), loss_fn=record.loss, epochs=epochs, lr=lr,
-        optimizer=torch.optim.Adam(trainable, lr=lr),
-        scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs),
-        device=device, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress,
-        meta={"method": record.name, "data": f"fine-tuned on {len(images)} image(s)"},
-    )  # fmt: skip
-    for p in net.parameters():
-        p.requires_grad_(True)
-    return net.eval(), history
+    post = {k: v for k, v in params.items() if k not in ("tile_size", "overlap")}
+    if diameter is not None:
+        diameter = check_real(diameter, "diameter", minimum=1e-3)
+    with tqdm(total=0, desc=f"segment ({record.name})", unit="step", leave=False,
+              disable=not progress or x.size < PROGRESS_PIXELS) as bar:  # fmt: skip
+        factor = _factor(record, net, x, diameter, trained_at, post, bar)
+        shape = x.shape
+        if abs(factor - 1) >= 1e-6:
+            x = rescale_image(x, factor)  # the normalised image is no longer needed
+        labels = _labels(record, net, x, params, bar)
+    if labels.shape != shape:
+        labels = rescale_labels(labels, shape=shape)
+    return labels.astype(np.int32, copy=False)

@@ -29,6 +29,7 @@ from .checkpoint import (
     load_checkpoint,
     prepare_checkpoint_dir,
     remove_stale_temporaries,
+    repair_best,
     restore_training_state,
     rng_state,
     save_training_state,
@@ -341,6 +342,9 @@ def fit(
                 directory, model=model, optimizer=run.optimizer, scheduler=run.scheduler,
                 scaler=run.scaler, resume=resume, history=history,
             )  # fmt: skip
+            if main and repair_best(directory, history.best_epoch) and progress:
+                tqdm.write(f"{directory / 'best.pt'} was behind the history (a run stopped "
+                           f"while writing it): restored from last.pt")  # fmt: skip
         if start >= epochs and progress:
             tqdm.write(f"{directory / 'last.pt'} already holds {start} epochs: nothing to train")
         started = time.perf_counter()

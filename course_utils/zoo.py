@@ -47,11 +47,41 @@ def _manifest() -> dict[str, tuple[int, str]]:
     if not path.is_file():
         raise ZooError(f"the model zoo has no manifest ({path}); build it with `make zoo`")
     entries = {}
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
         if line.strip() and not line.startswith("#"):
-            name, size, sha = line.split("\t")
-            entries[name] = (int(size), sha)
+            entries.update([_manifest_entry(line, path, number)])
     return entries
+
+
+def _manifest_entry(line: str, path: Path, number: int) -> tuple[str, tuple[int, str]]:
+    """One ``name<TAB>size in bytes<TAB>sha256`` line of the manifest, or a clear error."""
+    fields = line.split("\t")
+    problem = None
+    if len(fields) != 3:
+        problem = f"{len(fields)} tab-separated field(s), not 3 (spaces instead of tabs?)"
+    elif not fields[1].isdigit():
+        problem = f"size {fields[1]!r} is not a whole number of bytes"
+    elif len(fields[2]) != 64 or any(c not in "0123456789abcdef" for c in fields[2]):
+        problem = "the sha256 is not 64 lower-case hex digits"
+    if problem:
+        raise ZooError(
+            f"{path}, line {number}: {problem}. Each line is name<TAB>size in bytes<TAB>sha256; "
+            f"restore the file (git checkout {path.name}) or rebuild the zoo with `make zoo`"
+        )
+    return fields[0], (int(fields[1]), fields[2])
+
+
+def _read_card(path: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ZooError(
+            f"the model card {path} is not valid JSON ({err}): restore it (git checkout "
+            f"{path.name}) or rebuild it with `make zoo`"
+        ) from None
+    if not isinstance(found, dict):
+        raise ZooError(f"the model card {path} holds a {type(found).__name__}, not a card")
+    return found
 
 
 def _verified(name: str, method: str) -> Path:
@@ -81,15 +111,14 @@ def available() -> dict[str, dict[str, Any]]:
     Only methods whose weights and card are in the manifest; the files are not hashed here.
     Introduced in notebook 08.
     """
-    try:
-        entries = _manifest()
-    except ZooError:
+    if not (zoo_dir() / "MANIFEST.tsv").is_file():
         return {}
+    entries = _manifest()  # a manifest that cannot be read raises: never an empty zoo by mistake
     found = {}
     for name in entries:
         stem = name.removesuffix(".pt")
         if name.endswith(".pt") and f"{stem}.json" in entries:
-            found[stem] = json.loads((zoo_dir() / f"{stem}.json").read_text())
+            found[stem] = _read_card(zoo_dir() / f"{stem}.json")
     return found
 
 
@@ -101,7 +130,7 @@ def card(method: str) -> dict[str, Any]:
     ``validation`` and ``test`` scores (AP@0.5, AP@0.75, F1@0.5). Introduced in notebook 06.
     """
     record = get(method)
-    return json.loads(_verified(f"{record.name}.json", record.name).read_text())
+    return _read_card(_verified(f"{record.name}.json", record.name))
 
 
 def load(method: str) -> nn.Module:

@@ -214,3 +214,18 @@ def test_make_results_renders_the_schema_and_names_unreadable_files(tmp_path):
     assert "`weightmap_cpu.json` (wrong type: settings, rows)" in missing
     assert "train_throughput" not in missing
     assert "## matching" not in text and "## weightmap" not in text
+
+
+def test_segment_benchmark_ratios_and_image():
+    bench = _load("bench_segment")
+    rows = [
+        {"method": "cellpose", "diameter": "given", "megapixels": m, "s_per_mp": s, "peak_mb": p}
+        for m, s, p in ((16.8, 4.0, 1400), (0.25, 8.0, 1100), (4.2, 5.0, 1200))
+    ]
+    ratios = bench._ratios(rows)
+    assert ratios == [
+        {"method": "cellpose", "diameter": "given", "largest_over_smallest": 0.5,
+         "max_peak_mb": 1400}
+    ]  # fmt: skip
+    image, diameter = bench._image(1100)  # tiled from 1024^2, cropped
+    assert image.shape == (1100, 1100) and 24 < diameter < 34  # about the zoo's 28 px

@@ -96,7 +96,9 @@ def test_diameters_and_rescaling():
 
 @pytest.fixture(scope="module")
 def tiny_cellpose():
-    return methods.get("cellpose").build(base_channels=4, depth=2).eval()
+    model = methods.get("cellpose").build(base_channels=4, depth=2).eval()
+    model.meta = {"method": "cellpose", "train_diameter_px": 28.0}  # as train_method records it
+    return model
 
 
 @pytest.mark.parametrize(
@@ -104,7 +106,8 @@ def tiny_cellpose():
     [
         (np.zeros((32, 32), bool), TypeError, "a mask"),
         (np.zeros((32, 32), complex), TypeError, "numbers"),
-        (np.zeros((2, 32, 32)), ValueError, "2-D"),
+        (np.arange(2 * 32 * 32).reshape(2, 32, 32), ValueError, "channels that differ"),
+        (np.zeros((6, 32, 32)), ValueError, "2-D"),
         (np.zeros((4, 32)), ValueError, "at least 8"),
         (np.full((32, 32), np.nan), ValueError, "NaN"),
     ],

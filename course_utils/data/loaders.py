@@ -151,7 +151,9 @@ def normalize_percentile(
 
 
 def _rescale(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, clip: bool, eps: float):
-    out = (x.astype(np.float32) - lo.astype(np.float32)) / (hi - lo + eps).astype(np.float32)
+    out = x.astype(np.float32)  # a copy; then in place: one image-sized array, not three
+    out -= lo.astype(np.float32)
+    out /= (hi - lo + eps).astype(np.float32)
     if clip:
         np.clip(out, 0, 1, out=out)
     return out.astype(np.float32, copy=False)

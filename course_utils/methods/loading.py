@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -41,13 +42,19 @@ def load_model(path: str | os.PathLike, *, method: str | None = None) -> nn.Modu
         described their network, or holds another method or network; the message names the
         file, what differs, and how to get a fitting one.
 
+    Returns
+    -------
+    torch.nn.Module
+        The network, with the checkpoint's description in ``model.meta`` (network and its
+        arguments, method, data, mode, and, for a tuned or fine-tuned model, ``postprocess``
+        and ``train_diameter_px``), which :func:`course_utils.segment` reads.
+
     Introduced in notebook 06.
     """
     file = checkpoint_file(path)
     state = read_checkpoint(file)
     meta = state["meta"]
-    retrain = (f"delete {file.parent} and run notebook {get(method).notebook} again"
-               if method is not None else "train it again with course_utils.train.fit")  # fmt: skip
+    retrain = _retrain_advice(file, method)
     if meta.get("network") not in NETWORKS or not isinstance(meta.get("network_args"), Mapping):
         raise CheckpointError(
             f"{file} does not say which network it holds (it was written before checkpoints "
@@ -60,7 +67,32 @@ def load_model(path: str | os.PathLike, *, method: str | None = None) -> nn.Modu
                 f"{file} holds a {meta.get('method') or meta['network']} model "
                 f"({meta['network']}), not {record.name} ({record.network}): {retrain}."
             )
-    model = build_network(meta["network"], meta["network_args"])
-    check_state_fits(model, state["model"], file, meta)
+    try:
+        model = build_network(meta["network"], meta["network_args"])
+    except ValueError as err:
+        raise CheckpointError(f"{file}: the network it describes cannot be built ({err}): "
+                              f"{retrain}.") from None  # fmt: skip
+    try:
+        check_state_fits(model, state["model"], file, meta)
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"{file} is inconsistent: its weights do not fit the network its own record "
+            f"describes ({meta['network']} {dict(meta['network_args'])}); the file was edited "
+            f"or written by another tool ({str(err).split(' (', 1)[-1].split(').')[0]}). "
+            f"{retrain[0].upper() + retrain[1:]}."
+        ) from None
     model.load_state_dict(state["model"])  # fp16 weights (the zoo) are cast to the parameters'
+    model.meta = {k: v for k, v in meta.items() if k != "weights_sha256"}
     return model.eval()
+
+
+def _retrain_advice(file: Path, method: str | None) -> str:
+    """What to do about an unusable checkpoint ``file``: never to delete a folder that holds
+    more than this one run (the zoo's ``models/``, a folder of your own)."""
+    if method is None:
+        return f"move {file.name} aside and train again with course_utils.train.fit"
+    run = {p.name for p in file.parent.iterdir()} <= {"best.pt", "last.pt", "history.json"}
+    if run and file.parent.name != "models":
+        return f"delete {file.parent} and run notebook {get(method).notebook} again"
+    return (f"move {file} aside (the folder holds other files: keep them) and load or "
+            f"train a {get(method).name} model")

@@ -49,6 +49,10 @@ from ..targets import (
 
 __all__ = ["METHODS", "Method", "get", "init_stardist_distances"]
 
+#: Network arguments that fix what the outputs mean: a network with other values cannot be
+#: read by the record's post-processing.
+_OUTPUT_ARGS = ("out_channels", "n_classes")
+
 
 def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
     """A read-only view of ``mapping``, nested mappings included."""
@@ -127,6 +131,42 @@ class Method:
         """A fresh network (weights drawn after ``torch.manual_seed(seed)``)."""
         torch.manual_seed(seed)
         return build_network(self.network, self.config(mode, **overrides))
+
+    def check_network(self, model: Any, name: str = "model") -> nn.Module:
+        """``model`` itself when it is a network of this method, else a clear error.
+
+        The network's class must be the record's, its outputs the record's (``out_channels`` /
+        ``n_classes``), and a checkpoint's method (``model.meta["method"]``, set by
+        :func:`~course_utils.methods.load_model`) this one: a network trained for another
+        method would be read with the wrong post-processing and give silent nonsense.
+        """
+        if isinstance(model, str):
+            raise TypeError(
+                f"{name} must be a network, got the string {model!r}: load one with "
+                f"course_utils.zoo.load({model!r}) or course_utils.methods.load_model(path)"
+            )
+        if not isinstance(model, nn.Module):
+            what = "a state dict" if isinstance(model, Mapping) else type(model).__name__
+            raise TypeError(
+                f"{name} must be a network (torch.nn.Module), got {what}: rebuild it with "
+                "course_utils.methods.load_model(path) or course_utils.zoo.load(name)"
+            )
+        kind = type(model).__name__
+        meta = getattr(model, "meta", None) or {}
+        trained_for = meta.get("method") if isinstance(meta, Mapping) else None
+        outputs = {k: v for k, v in self.configs["fast"].items() if k in _OUTPUT_ARGS}
+        config = getattr(model, "config", {}) or {}
+        wrong = [f"{k}={config.get(k)!r}" for k, v in outputs.items() if config.get(k) != v]
+        if kind != self.network or wrong or trained_for not in (None, self.name):
+            found = f"a {trained_for} network" if trained_for else f"a {kind}"
+            found += f" ({', '.join(wrong)})" if wrong and kind == self.network else ""
+            raise ValueError(
+                f"{name} is {found}, but method {self.name!r} needs a {self.network} trained "
+                f"for {self.name}: pass the method the network was trained for"
+                + (f" (method={trained_for!r})" if trained_for in METHODS else "")
+                + f", or a {self.name} network (course_utils.zoo.load({self.name!r}))"
+            )
+        return model
 
     def target_fn(self, config: Mapping[str, Any] | None = None) -> Callable[[np.ndarray], Any]:
         """``labels -> targets`` for a network with ``config`` (default: this mode's); a

@@ -9,6 +9,7 @@ Introduced in notebook 10.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -24,6 +25,7 @@ from .._shared.validate import check_int
 from ..data import PatchDataset
 from ..history import History
 from ..mode import get_mode
+from ..scale import median_diameter
 from ..train import checkpoint_dir as checkpoint_path
 from ..train import fit
 from .records import Method, get
@@ -75,7 +77,9 @@ def train_method(
     Raises ``ValueError`` when the images do not all have the same number of channels, or
     when ``channels`` or ``config["in_channels"]`` is not theirs.
 
-    Returns ``(model, history)``: the model in eval mode with the last epoch's weights.
+    Returns ``(model, history)``: the model in eval mode with the last epoch's weights, and in
+    ``model.meta`` (and the checkpoints' ``meta``) the method, ``data`` and the median nucleus
+    diameter of ``labels`` (``train_diameter_px``), which ``course_utils.segment`` rescales to.
 
     Introduced in notebook 10.
     """
@@ -102,12 +106,16 @@ def train_method(
                                length=max(batch_size, length // 8), seed=seed + 1)  # fmt: skip
         val = loader(val_set)
     steps = epochs * -(-length // batch_size)
+    facts = {"method": record.name, "data": data}
+    diameter = median_diameter(labels)  # what segment() rescales new images to
+    if math.isfinite(diameter):
+        facts["train_diameter_px"] = round(diameter, 2)
     history = fit(
         model, loader(train_set, shuffle=True), val, loss_fn=record.loss, epochs=epochs,
         lr=lr, scheduler=lr_schedule(schedule, epochs, steps, lr), device=device, seed=seed,
-        checkpoint_dir=checkpoint_dir, progress=progress,
-        meta={"method": record.name, "data": data}, **fit_options,
+        checkpoint_dir=checkpoint_dir, progress=progress, meta=facts, **fit_options,
     )  # fmt: skip
+    model.meta = facts
     return model, history
 
 

@@ -100,6 +100,9 @@ class CellposeNet(nn.Module):
     Introduced in notebook 05.
     """
 
+    #: Parameter-name prefixes of the contracting path (what fine-tuning may freeze).
+    ENCODER: tuple[str, ...] = ("down.",)
+
     def __init__(
         self, in_channels: int = 1, base_channels: int = 32, depth: int = 4, style: bool = True
     ) -> None:

@@ -94,6 +94,9 @@ class MaskRCNNNet(nn.Module):
     Introduced in notebook 10.
     """
 
+    #: Parameter-name prefixes of the contracting path (what fine-tuning may freeze).
+    ENCODER: tuple[str, ...] = ("net.backbone.body.",)
+
     def __init__(
         self,
         in_channels: int = 1,

@@ -51,6 +51,9 @@ class StarDistNet(nn.Module):
     Introduced in notebook 06.
     """
 
+    #: Parameter-name prefixes of the contracting path (what fine-tuning may freeze).
+    ENCODER: tuple[str, ...] = ("backbone.encoder.", "backbone.bottleneck.")
+
     def __init__(
         self,
         in_channels: int = 1,

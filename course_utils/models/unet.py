@@ -152,6 +152,9 @@ class UNetOriginal(nn.Module):
     Introduced in notebook 03.
     """
 
+    #: Parameter-name prefixes of the contracting path (what fine-tuning may freeze).
+    ENCODER: tuple[str, ...] = ("encoder.", "bottleneck.")
+
     def __init__(
         self,
         in_channels: int = 1,
@@ -289,6 +292,9 @@ class UNet(nn.Module):
 
     Introduced in notebook 03.
     """
+
+    #: Parameter-name prefixes of the contracting path (what fine-tuning may freeze).
+    ENCODER: tuple[str, ...] = ("encoder.", "bottleneck.")
 
     def __init__(
         self,

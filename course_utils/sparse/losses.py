@@ -24,6 +24,18 @@ def _count(mask: torch.Tensor) -> torch.Tensor:
     return mask.sum().clamp(min=1.0)
 
 
+def _same_size(out: torch.Tensor, loss: str, **targets: torch.Tensor) -> None:
+    """Raise, naming the tensors, unless every target has the outputs' batch and (H, W)."""
+    want = (out.shape[0], *out.shape[-2:])
+    for name, t in targets.items():
+        if (t.shape[0], *t.shape[-2:]) != want:
+            raise ValueError(
+                f"{loss}: {name} has shape {tuple(t.shape)} but the network's outputs are "
+                f"{tuple(out.shape)}: the targets must be made from label patches of the "
+                "size the network was given (same batch, height and width)"
+            )
+
+
 def cellpose_sparse_loss(
     out: torch.Tensor,
     flows: torch.Tensor,
@@ -42,6 +54,8 @@ def cellpose_sparse_loss(
 
     Introduced in notebook 09.
     """
+    _same_size(out, "cellpose_sparse_loss", flows=flows, cellprob=cellprob,
+               flow_mask=flow_mask, prob_mask=prob_mask)  # fmt: skip
     out = out.float()
     squared = (out[:, :2] - flows) ** 2 * flow_mask[:, None]
     flow_loss = squared.sum() / (2 * _count(flow_mask)) / 2  # mean over both components, halved
@@ -71,6 +85,7 @@ def stardist_sparse_loss(
 
     Introduced in notebook 09.
     """
+    _same_size(out[1], "stardist_sparse_loss", prob=prob, dist=dist, mask=mask)
     logits, pred = out[0].float(), out[1].float()
     n = _count(mask)
     bce = F.binary_cross_entropy_with_logits(logits, prob, reduction="none")

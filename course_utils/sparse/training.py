@@ -165,6 +165,7 @@ def train_sparse(
         raise ValueError("give both val_images and val_labels, or neither.")
     if len(images) != len(sparse_labels):
         raise ValueError(f"got {len(images)} images but {len(sparse_labels)} label images")
+    _check_annotated(sparse_labels)
     config = dict(config or {})
     config["in_channels"] = resolve_channels(images, None, config.get("in_channels"))
     model = record.build(seed=seed, **config)
@@ -191,3 +192,14 @@ def train_sparse(
         meta={"method": record.name, "data": data, "sparse": True}, **fit_options,
     )  # fmt: skip
     return model, history
+
+
+def _check_annotated(sparse_labels: Sequence[np.ndarray]) -> None:
+    """Refuse labels with nothing annotated: every pixel -1 gives a loss of 0 and no gradient,
+    and training would "succeed" while learning nothing."""
+    if not any(np.any(np.asarray(lab) >= 0) for lab in sparse_labels):
+        raise ValueError(
+            "sparse_labels hold no annotated pixel (every value is -1, unknown): there is "
+            "nothing to learn from. Annotate some objects (ids > 0) and background (0), e.g. "
+            "with course_utils.sparse.sparsify(labels, ...)"
+        )

@@ -1,0 +1,166 @@
+"""Fine-tune a pretrained network on a few annotated images of your own: ``fine_tune``.
+
+The images and labels a user brings are checked before anything trains (shapes, binary masks
+saved as labels, empty masks, channels), because a training run on wrong data finishes without
+a word and gives a model that silently fails. The fine-tuned network carries what it was
+trained at (``model.meta``: its nucleus diameter and thresholds, written into its checkpoints
+too), so that ``segment(image, method, model=model)`` uses it with no further argument.
+
+Introduced in notebook 08.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from . import zoo
+from ._shared.validate import check_finite, check_labels, refuse_binary_masks
+from .data import PatchDataset
+from .history import History
+from .methods import Method, get
+from .mode import get_mode
+from .scale import median_diameter, rescale_image, rescale_labels
+from .segmentation import model_facts
+from .train import fit
+
+__all__ = ["check_training_pairs", "fine_tune"]
+
+
+def check_training_pairs(
+    images: Iterable[Any], labels: Iterable[Any], in_channels: int = 1
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Training images and their instance labels as lists, or a clear error.
+
+    ``images``: (H, W) images (or (C, H, W) with C = ``in_channels``) of real numbers, finite;
+    ``labels``: (H, W) integer instance labels of the same height and width, one per image.
+    Refused, naming the image: another number of labels than images, none at all, a shape
+    mismatch (never stretched), a binary mask saved as integers (0/1 or 0/255), and labels
+    with no object in any image. Returns float32 images and the labels.
+    """
+    images = list(images) if not isinstance(images, np.ndarray) or images.ndim > 2 else [images]
+    labels = list(labels) if not isinstance(labels, np.ndarray) or labels.ndim > 2 else [labels]
+    if len(images) != len(labels) or not images:
+        raise ValueError(f"need as many label images as images (>= 1), got {len(images)} and "
+                         f"{len(labels)}")  # fmt: skip
+    pixels, masks = [], []
+    for i, (x, y) in enumerate(zip(images, labels)):
+        x = check_finite(np.asarray(x, np.float32), f"images[{i}]")
+        channels = 1 if x.ndim == 2 else x.shape[0]
+        if x.ndim not in (2, 3) or channels != in_channels:
+            raise ValueError(
+                f"images[{i}] has shape {x.shape}, but the network takes {in_channels} "
+                f"channel(s): give (H, W) images" + (f" or ({in_channels}, H, W)" if
+                in_channels > 1 else " (one channel of a multi-channel image)")
+            )  # fmt: skip
+        y = check_labels(y, f"labels[{i}]")
+        if y.shape != x.shape[-2:]:
+            raise ValueError(f"labels[{i}] has shape {y.shape} but its image is "
+                             f"{x.shape[-2:]}: they must match pixel for pixel")  # fmt: skip
+        refuse_binary_masks(y, f"labels[{i}]")
+        pixels.append(x)
+        masks.append(y)
+    if not any(np.any(y > 0) for y in masks):
+        raise ValueError("labels hold no object in any image (all 0): annotate some nuclei")
+    return pixels, masks
+
+
+def _freeze(model: nn.Module, freeze: str) -> list[nn.Parameter]:
+    if freeze not in ("none", "encoder"):
+        raise ValueError(f"freeze must be 'none' or 'encoder', got {freeze!r}")
+    prefixes: tuple[str, ...] = ()
+    if freeze == "encoder":
+        prefixes = getattr(model, "ENCODER", None) or ()
+        if not prefixes:
+            raise ValueError(
+                f"freeze='encoder': a {type(model).__name__} does not say which parameters "
+                "form its encoder (an ENCODER attribute, as the course's networks have): use "
+                "freeze='none', or set requires_grad yourself"
+            )
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.startswith(prefixes))
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _network(record: Method, model: Any) -> nn.Module:
+    return zoo.load(record.name) if model is None else record.check_network(model)
+
+
+def fine_tune(
+    method: str,
+    images: Iterable[np.ndarray],
+    labels: Iterable[np.ndarray],
+    *,
+    model: nn.Module | None = None,
+    epochs: int = 10,
+    patches_per_epoch: int | None = None,
+    batch_size: int = 8,
+    lr: float = 5e-4,
+    freeze: str = "none",
+    rescale: bool = True,
+    patch_size: int | None = None,
+    augment: Callable | None = None,
+    seed: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    device: Any = None,
+    progress: bool = True,
+) -> tuple[nn.Module, History]:
+    """Continue training a pretrained network on a few annotated images of your own.
+
+    ``model`` (default: a fresh copy of the zoo's network for ``method``; otherwise a network
+    of that method) trains with the record's targets and loss on random patches of ``images``
+    (normalised float (H, W)) and ``labels`` (int (H, W) instance labels, checked by
+    :func:`check_training_pairs`), with Adam at a small ``lr`` (a fine-tuned network should
+    move little) and a cosine schedule over ``epochs`` of ``patches_per_epoch`` (default
+    ``32 * len(images)``) patches. ``freeze="encoder"`` keeps the contracting path fixed and
+    trains the rest (a ``ValueError`` for a network that does not declare its encoder). With
+    ``rescale`` the images are first resized so that their nuclei (the median diameter of
+    ``labels``) have the model's training diameter (``model.meta``), so that the network
+    learns the new images at the scale it already knows; a network that records none learns
+    them at their own scale.
+
+    The returned model records its training diameter and thresholds in ``model.meta`` (and in
+    the checkpoints when ``checkpoint_dir`` is given): segment with
+    ``segment(image, method, model=model)``.
+
+    Returns ``(model, history)``, the model in eval mode. Introduced in notebook 08.
+    """
+    record = get(method)
+    net = _network(record, model)
+    in_channels = int(getattr(net, "config", {}).get("in_channels", 1))
+    images, labels = check_training_pairs(images, labels, in_channels)
+    thresholds, trained_at = model_facts(record, net)
+    diameter = median_diameter(labels)
+    if rescale and trained_at is not None:
+        factor = trained_at / diameter
+        images = [rescale_image(x, factor) for x in images]
+        labels = [rescale_labels(y, shape=x.shape[-2:]) for x, y in zip(images, labels)]
+    else:
+        trained_at = diameter  # learnt at the images' own scale
+    trainable = _freeze(net, freeze)
+    length = patches_per_epoch or 32 * len(images)
+    patch = patch_size or record.patch_size[get_mode()]
+    data = PatchDataset(images, labels, patch, length=length, augment=augment,
+                        target_fn=record.target_fn(net.config), seed=seed)  # fmt: skip
+    facts = {
+        "method": record.name,
+        "data": f"fine-tuned on {len(images)} image(s)",
+        "postprocess": thresholds,
+        "train_diameter_px": round(float(trained_at), 2),
+    }
+    history = fit(
+        net, DataLoader(data, batch_size=batch_size, shuffle=True), loss_fn=record.loss,
+        epochs=epochs, lr=lr, optimizer=torch.optim.Adam(trainable, lr=lr),
+        scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs),
+        device=device, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress, meta=facts,
+    )  # fmt: skip
+    for p in net.parameters():
+        p.requires_grad_(True)
+    net.meta = {**dict(getattr(net, "meta", None) or {}), **facts}
+    return net.eval(), history

@@ -1,8 +1,8 @@
 """Training throughput of the course's four methods: images/s, TFLOP/s, MFU, input pipeline.
 
-For each nucleus method of ``course_utils.pipelines.METHODS`` (``unet_weighted``: ``UNetOriginal``,
-``unet_3class``: ``UNet``, ``cellpose``: ``CellposeNet``, ``stardist``: ``StarDistNet``), with
-its full-mode network, targets and loss, this times the training step of
+For each nucleus method of ``course_utils.methods.NUCLEUS_METHODS`` (``unet_weighted``:
+``UNetOriginal``, ``unet_3class``: ``UNet``, ``cellpose``: ``CellposeNet``, ``stardist``:
+``StarDistNet``), with its full-mode network, targets and loss, this times the training step of
 ``course_utils.train.fit`` (autocast forward and loss, backward, Adam) under the settings in
 ``CONFIGS``: fp32; bf16 autocast; + channels_last (``cl``); + ``cudnn.benchmark`` (CUDA only);
 + ``torch.compile`` (CUDA only unless ``--compile on``). FLOPs of one forward+backward step are
@@ -45,7 +45,7 @@ os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 from _common import RESULTS_DIR, cpu_model, header, print_table, write_results  # noqa: E402
 from _pipeline import sync, time_pipeline, to_device  # noqa: E402
 
-from course_utils import methods, pipelines  # noqa: E402
+from course_utils import methods  # noqa: E402
 from course_utils.data import PatchDataset, synthetic_nuclei  # noqa: E402
 from course_utils.models import valid_input_sizes  # noqa: E402
 
@@ -67,7 +67,7 @@ CONFIGS = {
     "bf16+cl+bench": (torch.bfloat16, True, True, False),
     "bf16+cl+compile": (torch.bfloat16, True, False, True),
 }
-MODELS = tuple(pipelines.METHODS)  # the affinity record (notebook 10) is a UNet again
+MODELS = methods.NUCLEUS_METHODS  # the affinity record (notebook 10) is a UNet again
 QUICK = {"depth": 2, "base_channels": 8}  # --quick: tiny versions of the full-mode networks
 # option: (default on a GPU, on the CPU, with --quick, help)
 DEFAULTS = {

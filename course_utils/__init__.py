@@ -3,7 +3,7 @@
 The modules follow the flow of data, and each imports only from those to its left::
 
     data -> targets -> models -> losses -> train / predict -> postprocess -> metrics
-         -> methods (one record per method) -> pipelines                  (plot beside)
+         -> methods (one record per method) -> zoo -> segmentation -> fine_tuning  (plot beside)
 
 ``mode`` (fast vs full) and ``env`` (device, seeding, environment report) sit under all of them.
 Submodules load on first use, so ``import course_utils as cu`` is cheap and ``cu.metrics`` works.
@@ -33,7 +33,6 @@ _SUBMODULES = (
     "mode",
     "overlap",
     "models",
-    "pipelines",
     "plot",
     "postprocess",
     "predict",

@@ -38,6 +38,7 @@ from .models.registry import network_config
 
 __all__ = [
     "CheckpointError",
+    "atomic_save",
     "checkpoint_dir",
     "load_checkpoint",
     "read_checkpoint",
@@ -113,7 +114,7 @@ def describe(model: nn.Module, meta: Mapping[str, Any] | None = None) -> dict[st
     return record
 
 
-#: The names ``_atomic_save`` gives its temporary files (``tempfile.mkstemp``'s 8 characters).
+#: The names ``atomic_save`` gives its temporary files (``tempfile.mkstemp``'s 8 characters).
 _TEMPORARY = re.compile(r"^\.(last|best)\.pt\.[a-z0-9_]{8}\.tmp$")
 
 
@@ -126,7 +127,7 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
     return stale
 
 
-def _atomic_save(obj: Any, target: Path) -> None:
+def atomic_save(obj: Any, target: Path) -> None:
     """``torch.save`` into a unique temporary file beside ``target``, then rename it there."""
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -149,9 +150,9 @@ def save_training_state(directory: Path, state: dict[str, Any], *, best: bool) -
     The weights' checksum goes into ``state["meta"]["weights_sha256"]``.
     """
     state["meta"] = {**state.get("meta", {}), "weights_sha256": weights_checksum(state["model"])}
-    _atomic_save(state, directory / "last.pt")
+    atomic_save(state, directory / "last.pt")
     if best:
-        _atomic_save(state, directory / "best.pt")
+        atomic_save(state, directory / "best.pt")
 
 
 def read_checkpoint(path: str | os.PathLike, *, verify: bool = True) -> dict[str, Any]:
@@ -295,7 +296,7 @@ def repair_best(directory: Path, best_epoch: int | None) -> bool:
                 return False
         except CheckpointError:
             pass  # a damaged best.pt: replaced below
-    _atomic_save(state, best)
+    atomic_save(state, best)
     return True
 
 

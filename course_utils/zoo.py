@@ -10,7 +10,7 @@ split, scores the test split, and writes into ``models/``:
   device, command, commit, versions, validation and test scores);
 - ``MANIFEST.tsv``: the sha256 and size of every file, checked by :func:`load`.
 
-``load(method)`` returns the network in eval mode, ready for ``course_utils.pipelines`` or
+``load(method)`` returns the network in eval mode, ready for ``Method.segment`` or
 ``course_utils.segment``; ``available()`` lists the models with their cards. The folder is
 ``models/`` beside the package (``COURSE_ZOO`` points elsewhere).
 """
@@ -134,8 +134,9 @@ def card(method: str) -> dict[str, Any]:
 
 
 def load(method: str) -> nn.Module:
-    """The zoo's network for ``method`` (a name of ``course_utils.pipelines.METHODS``), in eval
-    mode on the CPU, with float32 weights.
+    """The zoo's network for ``method`` (a name of ``course_utils.methods.NUCLEUS_METHODS``),
+    in eval mode on the CPU, with float32 weights; ``model.meta`` holds its checkpoint's
+    description (thresholds and training diameter included).
 
     The file's size and sha256 are checked against ``models/MANIFEST.tsv``, and its weights
     against their own checksum. Raises :class:`ZooError` (a ``FileNotFoundError``) naming the

@@ -55,7 +55,7 @@ BUDGETS = {
     "gpu": {
         method: {"config": {}, "patch": None, "batch": 16, "epochs": 100, "patches": 3200,
                  "lr": 1e-3, "schedule": "onecycle"}
-        for method in cu.pipelines.METHODS
+        for method in cu.methods.NUCLEUS_METHODS
     },
 }  # fmt: skip
 #: Generalist augmentation: every training patch sees a new scale, contrast and blur.
@@ -71,8 +71,8 @@ AUGMENT = aug.compose(
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--methods", nargs="+", default=list(cu.pipelines.METHODS),
-                   choices=list(cu.pipelines.METHODS))  # fmt: skip
+    p.add_argument("--methods", nargs="+", default=list(cu.methods.NUCLEUS_METHODS),
+                   choices=list(cu.methods.NUCLEUS_METHODS))  # fmt: skip
     p.add_argument("--budget", choices=list(BUDGETS), default="cpu")
     p.add_argument("--minutes", type=float, default=None,
                    help="stop training a method after this many minutes (resumable)")

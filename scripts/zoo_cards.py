@@ -7,10 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
-
 import course_utils as cu
-from course_utils.checkpoint import weights_checksum
 
 CARD_COLUMNS = ("method", "architecture", "steps", "wall time", "device", "val AP@0.5",
                 "test AP@0.5", "test AP@0.75", "test F1@0.5")  # fmt: skip
@@ -54,18 +51,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def write_model(out: Path, method: str, model, card: dict) -> None:
     """``<method>.pt`` (float16 weights and the ``meta`` that rebuilds the network), and the
     card as ``<method>.json`` and ``<method>.md``."""
-    out.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    name, config = cu.models.network_config(model)
-    meta = {
-        "format": 1, "course_version": cu.__version__, "mode": f"zoo-{card['budget']}",
-        "network": name, "network_args": config, "method": method, "data": card["data"],
-        "postprocess": card["postprocess"], "train_diameter_px": card["train_diameter_px"],
-        "weights_sha256": weights_checksum(weights),
-    }  # fmt: skip
-    tmp = out / f".{method}.pt.tmp"
-    torch.save({"model": weights, "meta": meta}, tmp)
-    tmp.replace(out / f"{method}.pt")
+    meta = {"method": method, "data": card["data"], "postprocess": card["postprocess"],
+            "train_diameter_px": card["train_diameter_px"]}  # fmt: skip
+    cu.methods.save_model(model, out / f"{method}.pt", meta, mode=f"zoo-{card['budget']}",
+                          half=True)  # fmt: skip
     _atomic_write(out / f"{method}.json", (json.dumps(card, indent=2) + "\n").encode())
     _atomic_write(out / f"{method}.md", _card_markdown(card).encode())
 
@@ -93,7 +82,7 @@ def _row(card: dict) -> list[str]:
 def write_index(out: Path, baseline: dict) -> None:
     """``MANIFEST.tsv`` (size and sha256 of every model and card) and ``README.md``."""
     cards = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
-    order = list(cu.pipelines.METHODS)
+    order = list(cu.methods.NUCLEUS_METHODS)
     cards.sort(key=lambda c: order.index(c["method"]) if c["method"] in order else 99)
     lines = ["# The course's model zoo", "",
              "Trained by `make zoo` (`scripts/train_zoo.py`) on the BBBC039 training split; "

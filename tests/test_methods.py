@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils import losses, methods, pipelines
+from course_utils import losses, methods
 from course_utils.checkpoint import CheckpointError
 from course_utils.data import synthetic_nuclei
 from course_utils.methods import training
@@ -31,13 +31,11 @@ def data():
 
 
 def test_every_method_has_one_complete_record():
-    assert set(pipelines.METHODS) <= set(methods.METHODS)
+    assert set(methods.NUCLEUS_METHODS) <= set(methods.METHODS)
     for name, record in methods.METHODS.items():
         assert record.name == name and record.notebook in ("03", "05", "06", "10")
         assert set(record.configs) == {"fast", "full"} == set(record.patch_size)
         assert callable(record.targets) and callable(record.loss) and callable(record.to_labels)
-        if name in pipelines.METHODS:  # notebook 07's four; later notebooks add records
-            assert pipelines.CHECKPOINTS[name] == record.checkpoint
         with pytest.raises(dataclasses.FrozenInstanceError):
             record.loss = None  # a record is frozen
         with pytest.raises(TypeError):
@@ -88,7 +86,7 @@ def test_one_step_through_the_record_checkpoints_and_rebuilds(method, data, tmp_
 
 
 def test_notebook_07_trains_with_the_records_loss_and_targets(data, monkeypatch):
-    """pipelines.train_model (notebook 07) hands fit exactly the record's loss and targets."""
+    """train_method (notebook 07) hands fit exactly the record's loss and targets."""
     images, labels = data
     seen = {}
 
@@ -99,9 +97,9 @@ def test_notebook_07_trains_with_the_records_loss_and_targets(data, monkeypatch)
     monkeypatch.setattr(training, "fit", spy)
     patch = labels[0][:64, :64]
     for name, record in methods.METHODS.items():
-        pipelines.train_model(name, images, labels, epochs=1, patch_size=PATCH.get(name, 32),
-                              patches_per_epoch=2, batch_size=2, progress=False, device="cpu",
-                              **TINY)  # fmt: skip
+        methods.train_method(name, images, labels, epochs=1, patch_size=PATCH.get(name, 32),
+                             patches_per_epoch=2, batch_size=2, progress=False, device="cpu",
+                             config=TINY)  # fmt: skip
         assert seen["loss"] is record.loss
         assert seen["targets"].func is record.targets
         config = {**record.config(), **TINY}
@@ -266,3 +264,23 @@ def test_the_affinity_loss_counts_only_the_marked_pairs():
     assert float(record.loss(changed, fg, aff, counted)) == pytest.approx(
         float(record.loss(out, fg, aff, counted)), rel=1e-6)  # fmt: skip
     assert torch.isfinite(record.loss(out, fg, aff, torch.zeros_like(counted)))
+
+
+def test_save_model_is_the_whole_description_of_a_trained_network(tmp_path):
+    model = methods.get("cellpose").build(base_channels=4, depth=2)
+    model.meta = {"method": "cellpose", "data": "two images", "train_diameter_px": 21.5,
+                  "postprocess": {"cellprob_threshold": -0.5}, "network": "stale"}  # fmt: skip
+    path = methods.save_model(model, tmp_path / "deep" / "mine.pt", half=True, mode="zoo-test")
+    state = torch.load(path, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state["model"].values() if v.is_floating_point())
+    loaded = methods.load_model(path, method="cellpose")
+    assert loaded.meta["network"] == "CellposeNet" and loaded.meta["mode"] == "zoo-test"
+    for key in ("method", "data", "train_diameter_px", "postprocess"):
+        assert loaded.meta[key] == model.meta[key]
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        torch.testing.assert_close(a.half().float() if a.is_floating_point() else a, b)
+    # the zoo's files are in this format: every key save_model writes is there
+    zoo_meta = methods.read_meta(Path(__file__).resolve().parents[1] / "models" / "cellpose.pt")
+    assert set(state["meta"]) == set(zoo_meta)
+    with pytest.raises(ValueError, match="torch.save"):
+        methods.save_model(torch.nn.Conv2d(1, 1, 3), tmp_path / "plain.pt")

@@ -66,6 +66,37 @@ def test_no_file_over_about_400_lines(folder):
     assert not long, f"split these files (over {MAX_LINES} lines): {long}"
 
 
+MAX_FUNCTION_LINES = 80
+
+
+def _code_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's signature and body, its docstring left out."""
+    body = node.body
+    first = getattr(body[0], "value", None)
+    doc = isinstance(body[0], ast.Expr) and isinstance(first, ast.Constant)
+    docstring = body[1].lineno - body[0].lineno if doc and len(body) > 1 else 0
+    return node.end_lineno - node.lineno + 1 - docstring
+
+
+@pytest.mark.parametrize("folder", ["course_utils", "benchmarks", "scripts"])
+def test_no_function_over_80_lines(folder):
+    long = [
+        f"{p.relative_to(ROOT)}:{node.lineno} {node.name} ({n} lines)"
+        for p in sorted((ROOT / folder).rglob("*.py"))
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (n := _code_lines(node)) > MAX_FUNCTION_LINES
+    ]
+    assert not long, f"split these functions (over {MAX_FUNCTION_LINES} lines of code): {long}"
+
+
+def test_the_function_rule_counts_code_not_docstrings():
+    docstring = 'def f():\n    """doc\n\n    more"""\n'
+    source = docstring + "    x = 1\n" * 79 + "\n\ndef g():\n    pass\n"
+    f, g = (n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef))
+    assert _code_lines(f) == 80 and _code_lines(g) == 2
+
+
 def _notebook_trees() -> dict[str, list[ast.AST]]:
     """The parsed code cells of every notebook source (jupytext percent format), by number."""
     trees = {}

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from course_utils import methods, pipelines, zoo
+from course_utils import methods, zoo
 from course_utils.data import DataUnavailableError, load_split
 from course_utils.metrics import matching_dataset
 
@@ -23,7 +23,7 @@ COMMITTED = zoo.zoo_dir()
 @pytest.mark.skipif(not (COMMITTED / "MANIFEST.tsv").exists(), reason="no zoo committed")
 def test_every_method_has_a_committed_model_with_a_card():
     cards = zoo.available()
-    assert set(cards) == set(pipelines.METHODS)
+    assert set(cards) == set(methods.NUCLEUS_METHODS)
     for method, card in cards.items():
         assert card["method"] == method and card["train_diameter_px"] > 0
         assert {"ap50", "ap75", "f1_50"} <= set(card["test"]) and card["steps"] > 0
@@ -51,11 +51,7 @@ def test_each_zoo_model_segments_two_test_images(method, two_test_images):
     model = zoo.load(method)
     assert not model.training
     params = zoo.card(method)["postprocess"]
-    instances = getattr(pipelines, {"unet_weighted": "unet_2class_instances",
-                                    "unet_3class": "unet_3class_instances",
-                                    "cellpose": "cellpose_instances",
-                                    "stardist": "stardist_instances"}[method])  # fmt: skip
-    preds = [instances(model, x, **params) for x in images]
+    preds = [methods.get(method).segment(model, x, **params) for x in images]
     assert all(p.dtype == np.int32 and p.shape == x.shape for p, x in zip(preds, images))
     ap = matching_dataset(labels, preds, 0.5).accuracy
     assert ap > FLOORS[method], f"{method}: AP@0.5 {ap:.3f} on two test images"

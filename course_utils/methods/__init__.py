@@ -30,8 +30,11 @@ from .evaluation import outputs_of as outputs_of
 from .evaluation import score as score
 from .evaluation import tune_postprocess as tune_postprocess
 from .loading import load_model as load_model
+from .loading import load_notebook_model as load_notebook_model
 from .loading import read_meta as read_meta
+from .loading import save_model as save_model
 from .records import METHODS as METHODS
+from .records import NUCLEUS_METHODS as NUCLEUS_METHODS
 from .records import Method as Method
 from .records import get as get
 from .records import init_stardist_distances as init_stardist_distances

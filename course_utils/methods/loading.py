@@ -12,11 +12,20 @@ from typing import Any
 
 from torch import nn
 
-from ..checkpoint import CheckpointError, check_state_fits, checkpoint_file, read_checkpoint
+from ..checkpoint import (
+    CheckpointError,
+    atomic_save,
+    check_state_fits,
+    checkpoint_dir,
+    checkpoint_file,
+    describe,
+    read_checkpoint,
+    weights_checksum,
+)
 from ..models import NETWORKS, build_network
 from .records import get
 
-__all__ = ["load_model", "read_meta"]
+__all__ = ["load_model", "load_notebook_model", "read_meta", "save_model"]
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -96,3 +105,53 @@ def _retrain_advice(file: Path, method: str | None) -> str:
         return f"delete {file.parent} and run notebook {get(method).notebook} again"
     return (f"move {file} aside (the folder holds other files: keep them) and load or "
             f"train a {get(method).name} model")
+
+
+def load_notebook_model(method: str, *, root: str | os.PathLike | None = None) -> nn.Module | None:
+    """The network that the method's notebook (03, 05, 06, ...) saved in this mode, or ``None``.
+
+    Reads ``checkpoint_dir(get(method).checkpoint, root)``: ``best.pt`` (else ``last.pt``), and
+    rebuilds the network it describes (:func:`load_model`, with its checks). Introduced in
+    notebook 07.
+    """
+    folder = checkpoint_dir(get(method).checkpoint, root)
+    if not ((folder / "best.pt").exists() or (folder / "last.pt").exists()):
+        return None
+    return load_model(folder, method=method)
+
+
+def save_model(
+    model: nn.Module,
+    path: str | os.PathLike,
+    meta: Mapping[str, Any] | None = None,
+    *,
+    mode: str | None = None,
+    half: bool = False,
+) -> Path:
+    """Write a trained network alone (no optimizer state) as a self-describing checkpoint.
+
+    The file holds the weights (float16 with ``half``, as the zoo ships them) and the ``meta``
+    that ``train.fit`` writes (network class and arguments, mode, course version, weights
+    checksum) with ``meta`` over it: default ``model.meta`` (its method, data, thresholds and
+    training diameter), whose keys ``fit`` owns are written anew. ``mode`` replaces the
+    current mode's name (the zoo writes ``"zoo-cpu"``). Written to a temporary file and
+    renamed, so a reader never sees half a file. :func:`load_model` reads it back.
+    Returns the path.
+    """
+    owned = ("format", "course_version", "mode", "network", "network_args", "weights_sha256")
+    given = dict(getattr(model, "meta", None) or {}) if meta is None else dict(meta)
+    record = describe(model, {k: v for k, v in given.items() if k not in owned})
+    if record["network"] is None:
+        raise ValueError(
+            f"save_model writes networks of course_utils.models, not a {type(model).__name__}: "
+            "use torch.save(model.state_dict(), path)"
+        )
+    if mode is not None:
+        record["mode"] = mode
+    weights = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+               for k, v in model.state_dict().items()}  # fmt: skip
+    record["weights_sha256"] = weights_checksum(weights)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save({"model": weights, "meta": record}, path)
+    return path

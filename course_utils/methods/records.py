@@ -47,7 +47,7 @@ from ..targets import (
     unet_3class_targets,
 )
 
-__all__ = ["METHODS", "Method", "get", "init_stardist_distances"]
+__all__ = ["METHODS", "NUCLEUS_METHODS", "Method", "get", "init_stardist_distances"]
 
 #: Network arguments that fix what the outputs mean: a network with other values cannot be
 #: read by the record's post-processing.
@@ -332,6 +332,11 @@ METHODS: Mapping[str, Method] = _frozen({
         patch_size=_frozen({"fast": 128, "full": 256}), checkpoint="10_affinities",
     ),
 })  # fmt: skip
+
+
+#: The four nucleus methods of notebooks 03, 05 and 06, in the course's order: the model zoo has
+#: one model of each, notebook 07 compares them (:data:`METHODS` holds more records).
+NUCLEUS_METHODS = ("unet_weighted", "unet_3class", "cellpose", "stardist")
 
 
 def get(method: str | Method) -> Method:

@@ -4,7 +4,7 @@ The number of input channels is an argument of its own (``channels``): one for a
 stain or phase contrast, two for [cytoplasm, nucleus] as Cellpose's cytoplasm model and
 Mesmer take them. It is checked against the images and against the network's arguments.
 
-Introduced in notebook 10.
+Introduced in notebook 07.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def train_method(
     ``model.meta`` (and the checkpoints' ``meta``) the method, ``data`` and the median nucleus
     diameter of ``labels`` (``train_diameter_px``), which ``course_utils.segment`` rescales to.
 
-    Introduced in notebook 10.
+    Introduced in notebook 07.
     """
     record = get(method)
     if (val_images is None) != (val_labels is None):

@@ -863,7 +863,7 @@ for threshold in [0.1, 0.2, 0.4, 0.8, None]:
 # %% [markdown]
 # ### The prediction recipe in one function
 # Everything from a normalised image to instance labels. Notebook 07 uses the same recipe
-# (`cu.pipelines.cellpose_instances`) for the model saved above.
+# (`cu.methods.get("cellpose").segment`) for the model saved above.
 
 
 # %%

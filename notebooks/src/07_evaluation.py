@@ -885,8 +885,8 @@ pd.DataFrame(border_rows).T.round(3)
 #
 # `cu.methods` holds one **record** per network method: its network and sizes, targets, loss,
 # post-processing and checkpoint folder, written once; notebooks 03, 05 and 06 checked that
-# their hand-built pieces equal them. `cu.pipelines` calls the records by name. This notebook
-# restates none of them.
+# their hand-built pieces equal them. This notebook calls the records by name and restates none
+# of them.
 
 # %%
 METHODS = {
@@ -896,7 +896,7 @@ METHODS = {
     "cellpose": "Cellpose-style (05)",
     "stardist": "StarDist-style (06)",
 }
-NETWORKS = list(cu.pipelines.METHODS)  # the four network methods
+NETWORKS = list(cu.methods.NUCLEUS_METHODS)  # the four network methods
 ZOO = {f"zoo_{m}": m for m in NETWORKS}  # row -> method of the course's pretrained models
 ROWS = {**METHODS, **{row: f"{cu.methods.get(m).title}, pretrained (zoo)" for row, m in
                       ZOO.items()}}  # fmt: skip
@@ -915,15 +915,15 @@ models, sources = {}, {}
 
 def get_model(method):
     """The network of `method`: from its notebook's checkpoint, or trained here."""
-    model = cu.pipelines.load_pretrained(method)
+    model = cu.methods.load_notebook_model(method)
     if model is not None:
-        sources[method] = f"checkpoint of notebook {cu.pipelines.CHECKPOINTS[method][:2]}"
+        sources[method] = f"checkpoint of notebook {cu.methods.get(method).notebook}"
         return model.to(device)
     epochs, n_patches, lr, schedule = TRAIN_SETTINGS[method]
     folder = cu.train.checkpoint_dir(f"07_{method}")
     earlier = (folder / "last.pt").exists()  # fit resumes from an earlier run of this notebook
     start = time.perf_counter()
-    model, _ = cu.pipelines.train_model(
+    model, _ = cu.methods.train_method(
         method, train_images, train_labels, epochs=epochs, patches_per_epoch=n_patches,
         augment=cu.data.augment.flip_rot90, batch_size=BATCH, lr=lr, schedule=schedule, seed=0,
         device=device, checkpoint_dir=folder,
@@ -1013,17 +1013,10 @@ print("StarDist, validation F1 per prob_thresh:", stardist_grid)
 # post-processing, on this machine).
 
 # %%
-segment = {
-    "classical": cu.classical.baseline,
-    "unet_weighted": lambda x: cu.pipelines.unet_2class_instances(models["unet_weighted"], x),
-    "unet_3class": lambda x: cu.pipelines.unet_3class_instances(models["unet_3class"], x),
-    "cellpose": lambda x: cu.pipelines.cellpose_instances(
-        models["cellpose"], x, cellprob_threshold=best_cellprob
-    ),
-    "stardist": lambda x: cu.pipelines.stardist_instances(
-        models["stardist"], x, prob_thresh=best_prob
-    ),
-}
+segment = {"classical": cu.classical.baseline}
+chosen = {"cellpose": {"cellprob_threshold": best_cellprob}, "stardist": {"prob_thresh": best_prob}}
+for m in NETWORKS:  # each record's segment, with the thresholds chosen above
+    segment[m] = lambda x, m=m: cu.methods.get(m).segment(models[m], x, **chosen.get(m, {}))
 for row, m in ZOO.items():  # the record's segment, with the card's thresholds
     segment[row] = lambda x, row=row, m=m: cu.methods.get(m).segment(
         models[row], x, **cards[row]["postprocess"])  # fmt: skip

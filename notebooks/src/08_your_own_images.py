@@ -42,7 +42,7 @@ rng = cu.env.seed_everything(0)
 # and real fine-tuning runs (a GPU helps; about 30 minutes).
 
 # %%
-SHOWN = cu.pick(fast=["cellpose", "stardist"], full=list(cu.pipelines.METHODS))
+SHOWN = cu.pick(fast=["cellpose", "stardist"], full=list(cu.methods.NUCLEUS_METHODS))
 N_BBBC = cu.pick(fast=2, full=48)  # BBBC039 test images
 CROP = cu.pick(fast=192, full=None)  # side of the crops of the scale experiment (None: whole)
 FACTORS = cu.pick(fast=[0.25, 0.5, 1.0, 2.0, 4.0], full=[0.25, 0.35, 0.5, 0.7, 1, 1.4, 2, 2.8, 4])

@@ -1,4 +1,5 @@
-"""Tests of course_utils.pipelines: network outputs -> instances, targets, training, checkpoints."""
+"""Each method's steps through its record: network outputs -> instances, targets, training,
+checkpoints (what notebook 07 calls by name)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,23 @@ import numpy as np
 import pytest
 import torch
 
-from course_utils import pipelines as pl
+from course_utils import methods
 from course_utils.data import synthetic_nuclei
 from course_utils.metrics import matching
-from course_utils.predict import predict_tiled
-from course_utils.targets import FLOW_SCALE, boundary_classes, edt_prob, masks_to_flows, star_dist
+from course_utils.postprocess import classes_to_labels, foreground_to_labels, stardist_to_labels
+from course_utils.predict import network_outputs, predict_tiled
+from course_utils.targets import (
+    FLOW_SCALE,
+    boundary_classes,
+    edt_prob,
+    masks_to_flows,
+    star_dist,
+    with_gaps,
+)
 from course_utils.train import checkpoint_dir
 
 TINY = {"depth": 2, "base_channels": 4}
-INSTANCES = {
-    "unet_weighted": pl.unet_2class_instances,
-    "unet_3class": pl.unet_3class_instances,
-    "cellpose": pl.cellpose_instances,
-    "stardist": pl.stardist_instances,
-}
+INSTANCES = {m: methods.get(m).segment for m in methods.NUCLEUS_METHODS}
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +44,10 @@ def f1(truth, pred):
 # --- instances from a network -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", pl.METHODS)
+@pytest.mark.parametrize("method", methods.NUCLEUS_METHODS)
 def test_untrained_model_gives_int32_labels_of_the_image_shape(method, nuclei):
     image = nuclei[0][:70, :90]  # not a multiple of any pooling factor
-    model = pl.build_model(method, **TINY)
+    model = methods.get(method).build(**TINY)
     labels = INSTANCES[method](model, image)
     assert labels.dtype == np.int32 and labels.shape == image.shape
     assert labels.min() >= 0
@@ -51,9 +55,9 @@ def test_untrained_model_gives_int32_labels_of_the_image_shape(method, nuclei):
 
 
 def test_network_outputs_whole_image_equals_the_model_on_the_padded_image(nuclei):
-    model = pl.build_model("unet_3class", **TINY).eval()
+    model = methods.get("unet_3class").build(**TINY).eval()
     image = nuclei[0][:70, :90]
-    out = pl.network_outputs(model, image)
+    out = network_outputs(model, image)
     padded = np.pad(image, ((0, 2), (0, 2)), mode="reflect")  # to multiples of 4
     with torch.no_grad():
         direct = model(torch.from_numpy(padded)[None, None])[0, :, :70, :90].numpy()
@@ -63,22 +67,22 @@ def test_network_outputs_whole_image_equals_the_model_on_the_padded_image(nuclei
 
 def test_network_outputs_stardist_grid_and_tiles(nuclei):
     image = nuclei[0][:70, :90]
-    star = pl.build_model("stardist", **TINY)
+    star = methods.get("stardist").build(**TINY)
     assert star.grid == 2
-    out = pl.network_outputs(star, image)
+    out = network_outputs(star, image)
     assert out.shape == (1 + star.n_rays, 35, 45)
     assert np.all(out[1:] >= 0)  # distances come out of a softplus
-    model = pl.build_model("cellpose", **TINY)
-    tiled = pl.network_outputs(model, image, tile_size=32, overlap=8)
+    model = methods.get("cellpose").build(**TINY)
+    tiled = network_outputs(model, image, tile_size=32, overlap=8)
     np.testing.assert_array_equal(tiled, predict_tiled(model, image, tile_size=32, overlap=8))
 
 
 def test_network_outputs_rejects_bad_images():
-    model = pl.build_model("unet_3class", **TINY)
+    model = methods.get("unet_3class").build(**TINY)
     with pytest.raises(ValueError, match="image"):
-        pl.network_outputs(model, np.zeros((1, 2, 8, 8), np.float32))
+        network_outputs(model, np.zeros((1, 2, 8, 8), np.float32))
     with pytest.raises(TypeError, match="boolean"):
-        pl.network_outputs(model, np.zeros((8, 8), bool))
+        network_outputs(model, np.zeros((8, 8), bool))
 
 
 # --- perfect outputs give the labels back -----------------------------------------------------
@@ -86,14 +90,14 @@ def test_network_outputs_rejects_bad_images():
 
 def test_perfect_two_class_output_with_gaps(nuclei):
     labels = nuclei[1]
-    pred = pl.instances_from_foreground(one_hot((pl.with_gaps(labels) > 0).astype(int), 2))
+    pred = foreground_to_labels(one_hot((with_gaps(labels) > 0).astype(int), 2))
     assert pred.dtype == np.int32
     assert f1(labels, pred) > 0.9
 
 
 def test_perfect_three_class_output(nuclei):
     labels = nuclei[1]
-    pred = pl.instances_from_classes(one_hot(boundary_classes(labels), 3))
+    pred = classes_to_labels(one_hot(boundary_classes(labels), 3))
     assert pred.dtype == np.int32 and f1(labels, pred) > 0.95
 
 
@@ -101,7 +105,7 @@ def test_perfect_flows(nuclei):
     labels = nuclei[1]
     logit = np.where(labels > 0, 10.0, -10.0)[None]
     outputs = np.concatenate([FLOW_SCALE * masks_to_flows(labels, device="cpu"), logit])
-    pred = pl.instances_from_flows(outputs)
+    pred = methods.get("cellpose").outputs_to_labels(outputs, outputs.shape[-2:])
     assert pred.dtype == np.int32 and f1(labels, pred) > 0.95
 
 
@@ -110,22 +114,24 @@ def test_perfect_stardist_maps(nuclei, grid):
     labels = nuclei[1]
     prob = edt_prob(labels)[::grid, ::grid]
     dist = star_dist(labels, 32, grid=(grid, grid))
-    pred = pl.instances_from_stardist(prob, dist, labels.shape, grid=grid)
+    pred = stardist_to_labels(
+        prob, dist, grid=grid, shape=labels.shape, **methods.get("stardist").postprocess
+    )
     assert pred.dtype == np.int32 and pred.shape == labels.shape
     assert f1(labels, pred) > 0.9
 
 
 def test_perfect_outputs_on_bbbc039(bbbc039_labels):
     labels = bbbc039_labels[0]
-    pred = pl.instances_from_classes(one_hot(boundary_classes(labels), 3))
+    pred = classes_to_labels(one_hot(boundary_classes(labels), 3))
     assert f1(labels, pred) > 0.98
 
 
 def test_instances_reject_wrong_channel_counts():
     with pytest.raises(ValueError, match=r"\(3, H, W\)"):
-        pl.instances_from_classes(np.zeros((2, 8, 8)))
+        classes_to_labels(np.zeros((2, 8, 8)))
     with pytest.raises(ValueError, match=r"\(2, H, W\)"):
-        pl.instances_from_foreground(np.zeros((8, 8)))
+        foreground_to_labels(np.zeros((8, 8)))
 
 
 # --- targets and losses -----------------------------------------------------------------------
@@ -146,28 +152,28 @@ def naive_with_gaps(labels):
 
 def test_with_gaps_matches_a_pixel_loop(nuclei):
     labels = nuclei[1][:48, :48]
-    gapped = pl.with_gaps(labels)
+    gapped = with_gaps(labels)
     np.testing.assert_array_equal(gapped, naive_with_gaps(labels))
     assert gapped.dtype == labels.dtype
     with pytest.raises(TypeError, match="integer"):
-        pl.with_gaps(labels.astype(float))
+        with_gaps(labels.astype(float))
     with pytest.raises(ValueError, match="2D"):
-        pl.with_gaps(labels[None])
+        with_gaps(labels[None])
 
 
 # --- configuration, training, checkpoints -----------------------------------------------------
 
 
-def test_model_config_and_build_model():
+def test_record_config_and_build():
     with pytest.raises(ValueError, match="method"):
-        pl.model_config("mask_rcnn")
-    for method in pl.METHODS:
-        config, model = pl.model_config(method), pl.build_model(method)
+        methods.get("mask_rcnn")
+    for method in methods.NUCLEUS_METHODS:
+        config, model = methods.get(method).config(), methods.get(method).build()
         assert model.depth == config["depth"]
-    star = pl.build_model("stardist")
+    star = methods.get("stardist").build()
     assert (star.grid, star.n_rays) == (2, 32)  # notebook 06, fast mode
-    assert pl.build_model("cellpose", base_channels=4).output[-1].out_channels == 3
-    a, b = pl.build_model("unet_3class", seed=1), pl.build_model("unet_3class", seed=1)
+    assert methods.get("cellpose").build(base_channels=4).output[-1].out_channels == 3
+    a, b = methods.get("unet_3class").build(seed=1), methods.get("unet_3class").build(seed=1)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
@@ -177,50 +183,48 @@ def patches_data(nuclei):
     return [image, image[::-1].copy()], [labels, labels[::-1].copy()]
 
 
-@pytest.mark.parametrize("method", pl.METHODS)
+@pytest.mark.parametrize("method", methods.NUCLEUS_METHODS)
 def test_one_tiny_epoch_of_every_method(method, patches_data):
     images, labels = patches_data
     patch = 52 if method == "unet_weighted" else 32  # 52 is a valid input of depth 2 (-> 12)
-    model, history = pl.train_model(
+    model, history = methods.train_method(
         method, images, labels, epochs=1, patch_size=patch, patches_per_epoch=4, batch_size=2,
-        progress=False, device="cpu", val_images=images[:1], val_labels=labels[:1], **TINY,
+        progress=False, device="cpu", val_images=images[:1], val_labels=labels[:1], config=TINY,
     )  # fmt: skip
     assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
     assert np.isfinite(history[0]["val_loss"]) and not model.training
 
 
-def test_train_helper_checkpoints_and_load_pretrained(patches_data, tmp_path):
+def test_train_method_checkpoints_and_load_notebook_model(patches_data, tmp_path):
     images, labels = patches_data
-    assert pl.load_pretrained("unet_3class", root=tmp_path) is None
-    folder = checkpoint_dir(pl.CHECKPOINTS["unet_3class"], tmp_path)
-    model, _ = pl.train_unet_3class(
-        images, labels, epochs=1, patch_size=32, patches_per_epoch=2, batch_size=2,
-        progress=False, device="cpu", checkpoint_dir=folder, **TINY,
+    assert methods.load_notebook_model("unet_3class", root=tmp_path) is None
+    folder = checkpoint_dir(methods.get("unet_3class").checkpoint, tmp_path)
+    model, _ = methods.train_method(
+        "unet_3class", images, labels, epochs=1, patch_size=32, patches_per_epoch=2,
+        batch_size=2, progress=False, device="cpu", checkpoint_dir=folder, config=TINY,
     )  # fmt: skip
     assert (folder / "best.pt").exists() and not (folder / "recipe.json").exists()
     # The checkpoint rebuilds its depth-2 network although this mode's default is depth 3.
-    loaded = pl.load_pretrained("unet_3class", root=tmp_path)
+    loaded = methods.load_notebook_model("unet_3class", root=tmp_path)
     assert not loaded.training and loaded.depth == 2 and loaded.config == model.config
     for x, y in zip(model.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(x, y)
     # Another method's folder holding this file: a clear error naming both.
-    other = checkpoint_dir(pl.CHECKPOINTS["cellpose"], tmp_path)
+    other = checkpoint_dir(methods.get("cellpose").checkpoint, tmp_path)
     other.mkdir(parents=True)
     (other / "best.pt").write_bytes((folder / "best.pt").read_bytes())
     with pytest.raises(ValueError, match=r"holds a unet_3class model \(UNet\), not cellpose"):
-        pl.load_pretrained("cellpose", root=tmp_path)
+        methods.load_notebook_model("cellpose", root=tmp_path)
 
 
-def test_train_model_needs_both_validation_lists(patches_data):
+def test_train_method_needs_both_validation_lists(patches_data):
     images, labels = patches_data
     with pytest.raises(ValueError, match="val_labels"):
-        pl.train_model("unet_3class", images, labels, epochs=1, patch_size=32,
-                       val_images=images)  # fmt: skip
+        methods.train_method("unet_3class", images, labels, epochs=1, patch_size=32,
+                             val_images=images)  # fmt: skip
 
 
 def test_stardist_to_labels_on_perfect_maps_and_a_prob_of_the_wrong_shape():
-    from course_utils.postprocess import stardist_to_labels
-
     _, labels = synthetic_nuclei((96, 112), seed=3)
     prob, dist = edt_prob(labels), star_dist(labels, 32)
     out = stardist_to_labels(prob, dist, prob_thresh=0.5, nms_thresh=0.4)

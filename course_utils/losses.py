@@ -1,4 +1,4 @@
-"""The training losses of the course's four methods, each defined once.
+"""The training losses of the course's methods, each defined once.
 
 ``course_utils.methods`` attaches one of these to each method; notebooks 03, 05 and 06 write
 each by hand first and check that theirs gives the same value on a batch. Every loss takes the
@@ -12,7 +12,9 @@ in float32.
 - :func:`cellpose_loss`: half the MSE of the scaled flows plus the BCE of the cell probability
   (Stringer 2021);
 - :func:`stardist_loss`: BCE of the object probability plus ``dist_weight`` x the mean
-  absolute distance error weighted by the true probability (Schmidt 2018).
+  absolute distance error weighted by the true probability (Schmidt 2018);
+- :func:`affinity_loss`: BCE of the foreground plus the BCE of the affinities of the pixel
+  pairs the targets count (notebook 10's grouping family).
 
 Introduced in notebook 03.
 """
@@ -26,6 +28,7 @@ from .models import center_crop
 
 __all__ = [
     "STARDIST_DIST_WEIGHT",
+    "affinity_loss",
     "cellpose_loss",
     "stardist_loss",
     "unet_3class_loss",
@@ -95,3 +98,18 @@ def stardist_loss(
     bce = F.binary_cross_entropy_with_logits(logits, prob)
     weighted = (prob * (pred - dist).abs()).mean()  # the mean runs over the rays too
     return bce + dist_weight * weighted / (prob.mean() + eps)
+
+
+def affinity_loss(
+    out: torch.Tensor, foreground: torch.Tensor, affinities: torch.Tensor, counted: torch.Tensor
+) -> torch.Tensor:
+    """BCE of the foreground logit (channel 0) + BCE of the affinity logits (channels 1..K),
+    averaged over the pairs that ``counted`` marks (``targets.affinity_targets``' mask).
+
+    ``out`` (B, 1 + K, H, W); ``foreground`` (B, 1, H, W); ``affinities`` and ``counted``
+    (B, K, H, W), 1 for a pair in the same object / a pair that counts.
+    """
+    out = out.float()
+    fg_loss = F.binary_cross_entropy_with_logits(out[:, :1], foreground)
+    per_pair = F.binary_cross_entropy_with_logits(out[:, 1:], affinities, reduction="none")
+    return fg_loss + (per_pair * counted).sum() / counted.sum().clamp_min(1.0)

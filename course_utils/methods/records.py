@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.special import expit
 from torch import nn
 
@@ -246,16 +245,6 @@ def _with_distances(model: nn.Module, labels: Sequence[np.ndarray]) -> None:
     init_stardist_distances(model, [next((lab for lab in labels if np.any(lab > 0)), labels[0])])
 
 
-def _affinity_loss(out: torch.Tensor, foreground: torch.Tensor, affinities: torch.Tensor,
-                   counted: torch.Tensor) -> torch.Tensor:  # fmt: skip
-    """BCE of the foreground logit (channel 0) + BCE of the affinity logits (channels 1..K),
-    averaged over the pairs that ``counted`` marks (``targets.affinity_targets``' mask)."""
-    out = out.float()
-    fg_loss = F.binary_cross_entropy_with_logits(out[:, :1], foreground)
-    per_pair = F.binary_cross_entropy_with_logits(out[:, 1:], affinities, reduction="none")
-    return fg_loss + (per_pair * counted).sum() / counted.sum().clamp_min(1.0)
-
-
 _NEAREST = AFFINITY_OFFSETS[:2]  # one pixel down, one right: the edges the grouping uses
 
 
@@ -322,7 +311,7 @@ METHODS: Mapping[str, Method] = _frozen({
             "full": {"in_channels": 1, "out_channels": 1 + len(AFFINITY_OFFSETS), "depth": 4,
                      "base_channels": 32},
         }),
-        targets=affinity_targets, loss=_affinity_loss, to_labels=_groups,
+        targets=affinity_targets, loss=losses.affinity_loss, to_labels=_groups,
         postprocess=_frozen({"threshold": 0.5, "foreground_threshold": 0.5,
                              "method": "watershed", "seed_threshold": 0.9, "min_size": 15}),
         tuning=_frozen({"method": ("watershed", "components"), "threshold": (0.3, 0.5, 0.7),

@@ -25,7 +25,6 @@ from ._shared.validate import check_finite, check_labels, refuse_binary_masks
 from .data import PatchDataset
 from .history import History
 from .methods import Method, get
-from .mode import get_mode
 from .scale import median_diameter, rescale_image, rescale_labels
 from .segmentation import model_facts
 from .train import fit
@@ -145,7 +144,7 @@ def fine_tune(
         trained_at = diameter  # learnt at the images' own scale
     trainable = _freeze(net, freeze)
     length = patches_per_epoch or 32 * len(images)
-    patch = patch_size or record.patch_size[get_mode()]
+    patch = patch_size or record.patch()
     data = PatchDataset(images, labels, patch, length=length, augment=augment,
                         target_fn=record.target_fn(net.config), seed=seed)  # fmt: skip
     facts = {

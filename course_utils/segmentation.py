@@ -27,7 +27,6 @@ from ._shared.validate import check_finite, check_int, check_real, to_numpy
 from .blockwise import BLOCK, segment_blocks
 from .data import normalize_percentile
 from .methods import Method, get
-from .mode import get_mode
 from .predict import network_outputs
 from .scale import object_diameters, rescale_image, rescale_labels
 
@@ -147,7 +146,7 @@ def _labels(record: Method, net: nn.Module, x: np.ndarray, options: dict, bar=No
     """Labels of ``x`` at its own scale: the network, then the record's post-processing; block
     by block (:mod:`course_utils.blockwise`) above ``BLOCK x BLOCK`` pixels."""
     options = dict(options)
-    tiles = dict(record.predict.get(get_mode(), {}))
+    tiles = record.tiles()
     for key in ("tile_size", "overlap"):
         if key in options:
             tiles[key] = options.pop(key)

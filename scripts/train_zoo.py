@@ -107,7 +107,7 @@ def train(method: str, settings: dict, data: dict, args, device) -> tuple[Path, 
     record = cu.methods.get(method)
     settings = {**settings, **{k: v for k, v in (("batch", args.batch), ("lr", args.lr))
                                if v is not None}}  # fmt: skip
-    patch = settings["patch"] or record.patch_size["full"]
+    patch = settings["patch"] or record.patch("full")
     epochs = args.epochs or settings["epochs"]
     patches = args.patches or settings["patches"]
     workers = args.workers if args.workers is not None else cu.env.dataloader_workers(full=8)

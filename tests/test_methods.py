@@ -310,3 +310,14 @@ def test_every_record_end_to_end_on_a_tiny_image(name, tmp_path):
     path = methods.save_model(model, tmp_path / f"{name}.pt", {"method": name})
     again = methods.load_model(path, method=name)
     np.testing.assert_array_equal(record.segment(again, image), found)
+
+
+def test_patch_and_tiles_of_the_current_mode(monkeypatch):
+    record = methods.get("cellpose")
+    for mode in ("fast", "full"):
+        monkeypatch.setenv("COURSE_MODE", mode)
+        assert record.patch() == record.patch_size[mode] == record.patch(mode)
+        assert record.tiles() == dict(record.predict[mode])
+    tiles = record.tiles()
+    tiles["tile_size"] = 1  # a copy: the record's table stays as it is
+    assert record.tiles()["tile_size"] != 1

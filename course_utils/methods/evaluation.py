@@ -15,7 +15,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..metrics import matching_dataset
-from ..mode import get_mode
 from ..predict import network_outputs
 from .records import Method, get
 
@@ -26,7 +25,7 @@ def outputs_of(method: str | Method, model: nn.Module, images: Sequence[np.ndarr
                *, device: Any = None, progress: bool = False) -> list[np.ndarray]:  # fmt: skip
     """Raw network outputs of every image, tiled as the record says for this mode."""
     record = get(method)
-    tiles = dict(record.predict.get(get_mode(), {}))
+    tiles = record.tiles()
     return [network_outputs(model, x, device=device, **tiles)
             for x in tqdm(images, desc="network", disable=not progress, leave=False)]  # fmt: skip
 

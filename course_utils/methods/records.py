@@ -126,6 +126,15 @@ class Method:
             raise ValueError(f"{self.name}: {unknown} are not arguments of {self.network}")
         return config
 
+    def patch(self, mode: str | None = None) -> int:
+        """Training patch side (pixels) in ``mode`` (default: the current one)."""
+        return int(self.patch_size[mode or get_mode()])
+
+    def tiles(self, mode: str | None = None) -> dict[str, Any]:
+        """Keyword arguments of ``network_outputs`` (``tile_size``, ``overlap``) in ``mode``
+        (default: the current one); a new dict each call."""
+        return dict(self.predict.get(mode or get_mode(), {}))
+
     def build(self, *, seed: int = 0, mode: str | None = None, **overrides: Any) -> nn.Module:
         """A fresh network (weights drawn after ``torch.manual_seed(seed)``)."""
         torch.manual_seed(seed)
@@ -189,7 +198,7 @@ class Method:
         """Instance labels (int32 (H, W)) of a normalised (H, W) or (C, H, W) image: the network
         (tiled as ``predict`` says, unless ``tile_size``/``overlap`` are given), then
         :meth:`outputs_to_labels` with ``options`` over the record's defaults."""
-        tiles = dict(self.predict.get(get_mode(), {}))
+        tiles = self.tiles()
         if tile_size != "default":
             tiles["tile_size"] = tile_size
         if overlap is not None:

@@ -24,7 +24,6 @@ from .._shared.schedules import lr_schedule
 from .._shared.validate import check_int
 from ..data import PatchDataset
 from ..history import History
-from ..mode import get_mode
 from ..scale import median_diameter
 from ..train import checkpoint_dir as checkpoint_path
 from ..train import fit
@@ -94,7 +93,7 @@ def train_method(
     if record.prepare is not None:
         record.prepare(model, labels)
     target_fn = record.target_fn(model.config)
-    patch = patch_size or record.patch_size[get_mode()]
+    patch = patch_size or record.patch()
     length = patches_per_epoch or 8 * len(images)
     loader = partial(DataLoader, batch_size=batch_size, num_workers=num_workers,
                      pin_memory=torch.cuda.is_available())  # fmt: skip

@@ -27,7 +27,6 @@ from ..data import PatchDataset
 from ..history import History
 from ..methods import Method, get
 from ..methods.training import resolve_channels
-from ..mode import get_mode
 from ..train import fit
 from .losses import cellpose_sparse_loss, stardist_sparse_loss, unet_3class_sparse_loss
 from .targets import cellpose_sparse_targets, stardist_sparse_targets, unet_3class_sparse_targets
@@ -172,7 +171,7 @@ def train_sparse(
     if record.prepare is not None:
         record.prepare(model, _objects_only(sparse_labels))
     target_fn = sparse.target_fn(model.config)
-    patch = patch_size or record.patch_size[get_mode()]
+    patch = patch_size or record.patch()
     length = patches_per_epoch or 8 * len(images)
     dataset = partial(PatchDataset, target_fn=target_fn, unknown=True)
     train_set = dataset(images, sparse_labels, patch, length=length, augment=augment, seed=seed,

@@ -60,10 +60,10 @@ N_VAL = cu.pick(fast=2, full=50)  # validation images
 N_TEST = cu.pick(fast=3, full=48)  # test images for the final scores
 DEPTH = UNET_WEIGHTED.config()["depth"]  # number of 2x2 poolings (fast 3; the paper: 4)
 BASE = UNET_WEIGHTED.config()["base_channels"]  # channels of the first level (the paper: 64)
-PATCH_VALID = UNET_WEIGHTED.patch_size[mode]  # input patch of the valid U-Net (fast 188)
-PATCH_SAME = UNET_3CLASS.patch_size[mode]  # patch of the same-padded U-Net (fast 128)
-TILE_VALID = UNET_WEIGHTED.predict[mode]["tile_size"]  # prediction tile of the valid U-Net
-TILE_SAME, OVERLAP = (UNET_3CLASS.predict[mode][k] for k in ("tile_size", "overlap"))
+PATCH_VALID = UNET_WEIGHTED.patch()  # input patch of the valid U-Net (fast 188)
+PATCH_SAME = UNET_3CLASS.patch()  # patch of the same-padded U-Net (fast 128)
+TILE_VALID = UNET_WEIGHTED.tiles()["tile_size"]  # prediction tile of the valid U-Net
+TILE_SAME, OVERLAP = (UNET_3CLASS.tiles()[k] for k in ("tile_size", "overlap"))
 BATCH = cu.pick(fast=4, full=8)
 EPOCHS = cu.pick(fast=2, full=30)
 PATCHES_PER_EPOCH = cu.pick(fast=96, full=1600)

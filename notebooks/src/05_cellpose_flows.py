@@ -55,7 +55,7 @@ mode = cu.get_mode()
 N_TRAIN = cu.pick(fast=8, full=100)  # BBBC039 training images
 N_VAL = cu.pick(fast=4, full=50)  # validation images (patches for the validation loss)
 N_TEST = cu.pick(fast=4, full=48)  # test images for the final scores
-PATCH = CELLPOSE.patch_size[mode]  # training patch size (pixels): fast 128, full 256
+PATCH = CELLPOSE.patch()  # training patch size (pixels): fast 128, full 256
 BATCH = cu.pick(fast=8, full=16)
 PATCHES_PER_EPOCH = cu.pick(fast=160, full=1600)
 VAL_PATCHES = cu.pick(fast=16, full=256)
@@ -63,7 +63,7 @@ EPOCHS = cu.pick(fast=4, full=60)
 LR = cu.pick(fast=3e-3, full=1e-3)
 BASE_CHANNELS = CELLPOSE.config()["base_channels"]  # fast 8; Cellpose: 32
 DEPTH = CELLPOSE.config()["depth"]  # poolings; Cellpose: 3 (32, 64, 128, 256 channels)
-TILE, OVERLAP = (CELLPOSE.predict[mode][k] for k in ("tile_size", "overlap"))  # 256, 64
+TILE, OVERLAP = (CELLPOSE.tiles()[k] for k in ("tile_size", "overlap"))  # 256, 64
 MIN_F1 = cu.pick(fast=0.8, full=0.9)  # the final check: test F1 at IoU 0.5 must exceed this
 WORKERS = cu.env.dataloader_workers(full=8)
 device = cu.env.get_device()

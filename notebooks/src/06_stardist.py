@@ -61,7 +61,7 @@ N_SWEEP = cu.pick(fast=2, full=20)  # images for the "how many rays?" experiment
 RAY_COUNTS = cu.pick(fast=[4, 8, 16, 32, 64], full=[4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128])
 BASE_CHANNELS = CONFIG["base_channels"]  # fast 16, full 32
 DEPTH = CONFIG["depth"]  # 3 poolings of the U-Net backbone
-PATCH = STARDIST.patch_size[cu.get_mode()]  # fast 128, full 256
+PATCH = STARDIST.patch()  # fast 128, full 256
 BATCH = cu.pick(fast=4, full=8)
 EPOCHS = cu.pick(fast=2, full=60)
 STEPS_PER_EPOCH = cu.pick(fast=125, full=250)

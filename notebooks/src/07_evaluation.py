@@ -981,7 +981,7 @@ pd.DataFrame({
 
 # %%
 CELLPOSE, STARDIST = cu.methods.get("cellpose"), cu.methods.get("stardist")
-tiles = {m: cu.methods.get(m).predict[cu.get_mode()] for m in ("cellpose", "stardist")}
+tiles = {m: cu.methods.get(m).tiles() for m in ("cellpose", "stardist")}
 cellpose_out = [cu.predict.network_outputs(models["cellpose"], x, **tiles["cellpose"])
                 for x in val_images]  # fmt: skip
 stardist_out = [cu.predict.network_outputs(models["stardist"], x, **tiles["stardist"])

@@ -689,7 +689,7 @@ def train_and_score(method, fraction, background, select="random"):
     )  # fmt: skip
     record = cu.methods.get(method)
     grid = int(getattr(model, "grid", 1))
-    outputs = [cu.predict.network_outputs(model, x, device=device, **record.predict[cu.get_mode()])
+    outputs = [cu.predict.network_outputs(model, x, device=device, **record.tiles())
                for x in test_images]  # fmt: skip
     with warnings.catch_warnings():
         # A network that never saw background calls everything a nucleus; flows_to_masks then

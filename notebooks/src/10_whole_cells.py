@@ -725,7 +725,7 @@ print("validation AP@0.5 per min_distance:", {k: round(v, 3) for k, v in md_scor
 
 # %%
 def outputs(method, model, images):
-    tiles = cu.methods.get(method).predict[mode]
+    tiles = cu.methods.get(method).tiles()
     return [cu.predict.network_outputs(model, x, **tiles) for x in images]
 
 

@@ -18,16 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from . import zoo
 from ._shared.validate import check_finite, check_labels, refuse_binary_masks
-from .data import PatchDataset
 from .history import History
 from .methods import Method, get
+from .methods.training import train_patches
 from .scale import median_diameter, rescale_image, rescale_labels
 from .segmentation import model_facts
-from .train import fit
 
 __all__ = ["check_training_pairs", "fine_tune"]
 
@@ -143,21 +141,18 @@ def fine_tune(
     else:
         trained_at = diameter  # learnt at the images' own scale
     trainable = _freeze(net, freeze)
-    length = patches_per_epoch or 32 * len(images)
-    patch = patch_size or record.patch()
-    data = PatchDataset(images, labels, patch, length=length, augment=augment,
-                        target_fn=record.target_fn(net.config), seed=seed)  # fmt: skip
     facts = {
         "method": record.name,
         "data": f"fine-tuned on {len(images)} image(s)",
         "postprocess": thresholds,
         "train_diameter_px": round(float(trained_at), 2),
     }
-    history = fit(
-        net, DataLoader(data, batch_size=batch_size, shuffle=True), loss_fn=record.loss,
-        epochs=epochs, lr=lr, optimizer=torch.optim.Adam(trainable, lr=lr),
-        scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs),
-        device=device, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress, meta=facts,
+    history = train_patches(
+        net, images, labels, target_fn=record.target_fn(net.config), loss=record.loss,
+        epochs=epochs, patch=patch_size or record.patch(), batch_size=batch_size, lr=lr,
+        length=patches_per_epoch or 32 * len(images), augment=augment, seed=seed,
+        optimizer=torch.optim.Adam(trainable, lr=lr), schedule="cosine", meta=facts,
+        checkpoint_dir=checkpoint_dir, device=device, progress=progress,
     )  # fmt: skip
     for p in net.parameters():
         p.requires_grad_(True)

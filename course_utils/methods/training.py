@@ -29,7 +29,7 @@ from ..train import checkpoint_dir as checkpoint_path
 from ..train import fit
 from .records import Method, get
 
-__all__ = ["checkpoint_folder", "resolve_channels", "train_method"]
+__all__ = ["checkpoint_folder", "resolve_channels", "train_method", "train_patches"]
 
 
 def train_method(
@@ -83,8 +83,6 @@ def train_method(
     Introduced in notebook 07.
     """
     record = get(method)
-    if (val_images is None) != (val_labels is None):
-        raise ValueError("give both val_images and val_labels, or neither.")
     config = dict(config or {})
     config["in_channels"] = resolve_channels(images, channels, config.get("in_channels"))
     if val_images is not None:
@@ -92,30 +90,76 @@ def train_method(
     model = record.build(seed=seed, **config)
     if record.prepare is not None:
         record.prepare(model, labels)
-    target_fn = record.target_fn(model.config)
-    patch = patch_size or record.patch()
-    length = patches_per_epoch or 8 * len(images)
-    loader = partial(DataLoader, batch_size=batch_size, num_workers=num_workers,
-                     pin_memory=torch.cuda.is_available())  # fmt: skip
-    train_set = PatchDataset(images, labels, patch, length=length, augment=augment,
-                             target_fn=target_fn, seed=seed)  # fmt: skip
-    val = None
-    if val_images is not None:
-        val_set = PatchDataset(val_images, val_labels, patch, target_fn=target_fn,
-                               length=max(batch_size, length // 8), seed=seed + 1)  # fmt: skip
-        val = loader(val_set)
-    steps = epochs * -(-length // batch_size)
     facts = {"method": record.name, "data": data}
     diameter = median_diameter(labels)  # what segment() rescales new images to
     if math.isfinite(diameter):
         facts["train_diameter_px"] = round(diameter, 2)
-    history = fit(
-        model, loader(train_set, shuffle=True), val, loss_fn=record.loss, epochs=epochs,
-        lr=lr, scheduler=lr_schedule(schedule, epochs, steps, lr), device=device, seed=seed,
-        checkpoint_dir=checkpoint_dir, progress=progress, meta=facts, **fit_options,
+    history = train_patches(
+        model, images, labels, target_fn=record.target_fn(model.config), loss=record.loss,
+        epochs=epochs, patch=patch_size or record.patch(), batch_size=batch_size, lr=lr,
+        length=patches_per_epoch or 8 * len(images), schedule=schedule, augment=augment,
+        seed=seed, val_images=val_images, val_labels=val_labels, meta=facts,
+        checkpoint_dir=checkpoint_dir, num_workers=num_workers, device=device,
+        progress=progress, **fit_options,
     )  # fmt: skip
     model.meta = facts
     return model, history
+
+
+def train_patches(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    *,
+    target_fn: Callable,
+    loss: Callable,
+    epochs: int,
+    patch: int,
+    length: int,
+    batch_size: int,
+    lr: float,
+    schedule: str = "cosine",
+    augment: Callable | None = None,
+    seed: int = 0,
+    val_images: Sequence[np.ndarray] | None = None,
+    val_labels: Sequence[np.ndarray] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    meta: Mapping[str, Any] | None = None,
+    dataset_options: Mapping[str, Any] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    num_workers: int = 0,
+    device: Any = None,
+    progress: bool = True,
+    **fit_options: Any,
+) -> History:
+    """The one training front end: ``model`` on random patches, through ``train.fit``.
+
+    :func:`train_method`, ``sparse.train_sparse`` and ``course_utils.fine_tune`` differ only in
+    the network they start from, the targets and the loss; all three train here. ``length``
+    random ``patch`` x ``patch`` patches of ``images``/``labels`` an epoch
+    (``PatchDataset(..., **dataset_options)``, augmented by ``augment``, turned into
+    ``target_fn(labels)``), ``batch_size`` a step, ``loss(output, *targets)``, Adam at ``lr``
+    (or ``optimizer``) with ``schedule`` (``_shared.schedules.lr_schedule``); validation
+    patches (an eighth as many, not augmented) of ``val_images``/``val_labels`` after each
+    epoch; ``meta`` into the checkpoints. Returns the history.
+    """
+    if (val_images is None) != (val_labels is None):
+        raise ValueError("give both val_images and val_labels, or neither.")
+    loader = partial(DataLoader, batch_size=batch_size, num_workers=num_workers,
+                     pin_memory=torch.cuda.is_available())  # fmt: skip
+    dataset = partial(PatchDataset, target_fn=target_fn, **dict(dataset_options or {}))
+    train_set = dataset(images, labels, patch, length=length, augment=augment, seed=seed)
+    val = None
+    if val_images is not None:
+        val_set = dataset(val_images, val_labels, patch, length=max(batch_size, length // 8),
+                          seed=seed + 1)  # fmt: skip
+        val = loader(val_set)
+    steps = epochs * -(-length // batch_size)
+    return fit(
+        model, loader(train_set, shuffle=True), val, loss_fn=loss, epochs=epochs, lr=lr,
+        optimizer=optimizer, scheduler=lr_schedule(schedule, epochs, steps, lr), device=device,
+        seed=seed, checkpoint_dir=checkpoint_dir, progress=progress, meta=meta, **fit_options,
+    )  # fmt: skip
 
 
 def resolve_channels(

@@ -20,14 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from .._shared.schedules import lr_schedule  # the same schedules as dense runs
-from ..data import PatchDataset
 from ..history import History
 from ..methods import Method, get
-from ..methods.training import resolve_channels
-from ..train import fit
+from ..methods.training import resolve_channels, train_patches
 from .losses import cellpose_sparse_loss, stardist_sparse_loss, unet_3class_sparse_loss
 from .targets import cellpose_sparse_targets, stardist_sparse_targets, unet_3class_sparse_targets
 
@@ -160,8 +156,6 @@ def train_sparse(
     """
     sparse = recipe(method)
     record = sparse.record
-    if (val_images is None) != (val_labels is None):
-        raise ValueError("give both val_images and val_labels, or neither.")
     if len(images) != len(sparse_labels):
         raise ValueError(f"got {len(images)} images but {len(sparse_labels)} label images")
     _check_annotated(sparse_labels)
@@ -170,25 +164,14 @@ def train_sparse(
     model = record.build(seed=seed, **config)
     if record.prepare is not None:
         record.prepare(model, _objects_only(sparse_labels))
-    target_fn = sparse.target_fn(model.config)
-    patch = patch_size or record.patch()
-    length = patches_per_epoch or 8 * len(images)
-    dataset = partial(PatchDataset, target_fn=target_fn, unknown=True)
-    train_set = dataset(images, sparse_labels, patch, length=length, augment=augment, seed=seed,
-                        crop=crop)  # fmt: skip
-    loader = partial(DataLoader, batch_size=batch_size, num_workers=num_workers,
-                     pin_memory=torch.cuda.is_available())  # fmt: skip
-    val = None
-    if val_images is not None:
-        val_set = dataset(val_images, val_labels, patch, length=max(batch_size, length // 8),
-                          seed=seed + 1, crop=crop)  # fmt: skip
-        val = loader(val_set)
-    steps = epochs * -(-length // batch_size)
-    history = fit(
-        model, loader(train_set, shuffle=True), val, loss_fn=sparse.loss, epochs=epochs,
-        lr=lr, scheduler=lr_schedule(schedule, epochs, steps, lr), device=device, seed=seed,
-        checkpoint_dir=checkpoint_dir, progress=progress,
-        meta={"method": record.name, "data": data, "sparse": True}, **fit_options,
+    history = train_patches(
+        model, images, sparse_labels, target_fn=sparse.target_fn(model.config),
+        loss=sparse.loss, epochs=epochs, patch=patch_size or record.patch(), lr=lr,
+        length=patches_per_epoch or 8 * len(images), batch_size=batch_size, seed=seed,
+        schedule=schedule, augment=augment, val_images=val_images, val_labels=val_labels,
+        dataset_options={"unknown": True, "crop": crop}, checkpoint_dir=checkpoint_dir,
+        meta={"method": record.name, "data": data, "sparse": True}, num_workers=num_workers,
+        device=device, progress=progress, **fit_options,
     )  # fmt: skip
     return model, history
 

@@ -277,18 +277,17 @@ def restore_training_state(
     return int(state["epoch"]), History(history.monitor, history.mode, state["history"]["records"])
 
 
-def repair_best(directory: Path, best_epoch: int | None) -> bool:
+def repair_best(directory: Path, best_epoch: int | None, last_epoch: int) -> bool:
     """Make ``best.pt`` hold the best epoch again when a run was killed while writing it.
 
-    ``last.pt`` is written before ``best.pt``; a run killed between the two leaves a ``best.pt``
-    one improvement behind the history. When the history's best epoch is the one in
-    ``last.pt``, ``last.pt`` is copied over ``best.pt`` (atomically). Returns whether it was.
+    ``last.pt`` (holding ``last_epoch`` epochs) is written before ``best.pt``; a run killed
+    between the two leaves a ``best.pt`` one improvement behind the history. When the
+    history's best epoch is the last one and ``best.pt`` holds another (or cannot be read),
+    ``last.pt`` is copied over it (atomically). Reads nothing in any other case. Returns
+    whether ``best.pt`` was repaired.
     """
     last, best = directory / "last.pt", directory / "best.pt"
-    if best_epoch is None or not last.exists():
-        return False
-    state = read_checkpoint(last, verify=False)
-    if int(state.get("epoch", -1)) != best_epoch:
+    if best_epoch is None or best_epoch != last_epoch or not last.exists():
         return False
     if best.exists():
         try:
@@ -296,7 +295,7 @@ def repair_best(directory: Path, best_epoch: int | None) -> bool:
                 return False
         except CheckpointError:
             pass  # a damaged best.pt: replaced below
-    atomic_save(state, best)
+    atomic_save(read_checkpoint(last), best)
     return True
 
 

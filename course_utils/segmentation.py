@@ -27,7 +27,6 @@ from ._shared.validate import check_finite, check_int, check_real, to_numpy
 from .blockwise import BLOCK, segment_blocks
 from .data import normalize_percentile
 from .methods import Method, get
-from .predict import network_outputs
 from .scale import object_diameters, rescale_image, rescale_labels
 
 __all__ = ["estimate_diameter", "model_facts", "segment"]
@@ -145,20 +144,13 @@ def _labels_at(record, net, image, factor, options) -> np.ndarray:
 def _labels(record: Method, net: nn.Module, x: np.ndarray, options: dict, bar=None):
     """Labels of ``x`` at its own scale: the network, then the record's post-processing; block
     by block (:mod:`course_utils.blockwise`) above ``BLOCK x BLOCK`` pixels."""
-    options = dict(options)
-    tiles = record.tiles()
-    for key in ("tile_size", "overlap"):
-        if key in options:
-            tiles[key] = options.pop(key)
-    grid = int(getattr(net, "grid", 1))
-
     def one(block: np.ndarray) -> np.ndarray:
-        out = network_outputs(net, block, **tiles)
-        return record.outputs_to_labels(out, block.shape[-2:], grid=grid, **options)
+        return record.segment(net, block, **options)  # tiles from the record or ``options``
 
     if x.size > BLOCK * BLOCK:
         # a network run on a whole block at once holds its activations for all of it
-        side = BLOCK if tiles.get("tile_size") else WHOLE_PASS_BLOCK
+        tiled = options.get("tile_size", record.tiles().get("tile_size"))
+        side = BLOCK if tiled else WHOLE_PASS_BLOCK
         return segment_blocks(one, x, block=side, bar=bar)
     if bar is not None:
         bar.total += 1

@@ -342,7 +342,7 @@ def fit(
                 directory, model=model, optimizer=run.optimizer, scheduler=run.scheduler,
                 scaler=run.scaler, resume=resume, history=history,
             )  # fmt: skip
-            if main and repair_best(directory, history.best_epoch) and progress:
+            if main and repair_best(directory, history.best_epoch, start) and progress:
                 tqdm.write(f"{directory / 'best.pt'} was behind the history (a run stopped "
                            f"while writing it): restored from last.pt")  # fmt: skip
         if start >= epochs and progress:

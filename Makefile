@@ -41,6 +41,7 @@ book: course  ## alias of course
 
 test: setup  ## every check: lint, generated notebooks up to date, unit tests, notebooks (nbval)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) scripts/build_notebooks.py --check
 	rm -rf _build/executed _build/test-checkpoints
 	@# the notebooks train from scratch, each in a folder of its own (never the user's checkpoints)

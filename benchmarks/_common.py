@@ -28,6 +28,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
@@ -164,3 +165,33 @@ def make_labels(size: int, seed: int = 0) -> tuple[np.ndarray, str]:
 
     _, labels = synthetic_nuclei((size, size), seed=seed)
     return labels, "synthetic_nuclei"
+
+
+# Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets: (words the CUDA device name must
+# contain, label, bf16, tf32, fp32). First match wins, so NVL and PCIe come before plain names.
+PEAK_TFLOPS = [
+    (("h200", "nvl"), "H200 NVL", 835.5, 417.5, 60.0),
+    (("h200",), "H200 SXM", 989.4, 494.7, 66.9),
+    (("h100", "nvl"), "H100 NVL", 835.5, 417.5, 60.0),
+    (("h100", "pcie"), "H100 PCIe", 756.5, 378.0, 51.2),
+    (("h100",), "H100 SXM", 989.4, 494.7, 66.9),
+    (("a100",), "A100", 312.0, 156.0, 19.5),
+]
+
+
+def peak_tflops(device_name: str) -> dict | None:
+    """Dense peak TFLOP/s {label, bf16, tf32, fp32} of a GPU by its CUDA name; None if unknown."""
+    words = device_name.lower().replace("-", " ")
+    for needed, label, bf16, tf32, fp32 in PEAK_TFLOPS:
+        if all(w in words for w in needed):
+            return {"label": label, "bf16": bf16, "tf32": tf32, "fp32": fp32}
+    return None
+
+
+def device_slug(device: Any) -> str:
+    """``cpu``, or the GPU's name in lower case with other characters as ``-`` (no ``_``)."""
+    if device.type != "cuda":
+        return device.type
+    import torch  # only here: the other benchmarks do not need it
+
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")

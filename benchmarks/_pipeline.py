@@ -49,8 +49,14 @@ def time_pipeline(
 
     ``step(batch)`` is a training step in fit's default setting, ``step_s`` its time on a batch
     kept on the device; ``model`` (fresh) and ``loss_fn`` go to ``fit``."""
-    loader = DataLoader(dataset, batch_size, shuffle=True, num_workers=workers,
-                        pin_memory=device.type == "cuda", drop_last=True)  # fmt: skip
+    loader = DataLoader(
+        dataset,
+        batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+    )
     start = time.perf_counter()
     for i in range(3):  # one item in the main process, targets included
         dataset[i]
@@ -73,8 +79,7 @@ def time_pipeline(
     step(to_device(next(iter(loader)), device, channels_last))  # warm-up
     loop_s = loop(step)
     # fit's defaults; its epoch 2 (epoch 1 warms up), worker start-up included as in real use.
-    history = fit(model, loader, loss_fn=loss_fn, epochs=2, device=device, progress=False,
-                  lr=1e-4)  # fmt: skip
+    history = fit(model, loader, loss_fn=loss_fn, epochs=2, device=device, progress=False, lr=1e-4)
     return {
         "workers": workers,
         "sample_ms": 1e3 * sample_s,

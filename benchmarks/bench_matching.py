@@ -105,8 +105,9 @@ def main(argv: list[str] | None = None) -> None:
             "ratio = stardist / ours (> 1: ours faster)",
         }
         title = "instance matching: course_utils.metrics.matching vs stardist"
-        path = write_results(header("matching", title, settings=settings,
-                                    packages=("stardist",)), rows)  # fmt: skip
+        path = write_results(
+            header("matching", title, settings=settings, packages=("stardist",)), rows
+        )
         print(f"wrote {path}")
 
 

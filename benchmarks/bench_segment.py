@@ -87,9 +87,13 @@ def _ratios(rows: list[dict]) -> list[dict]:
                 ratio = mine[-1]["s_per_mp"] / mine[0]["s_per_mp"]
                 peak = max(r["peak_mb"] for r in mine)
                 out.append(
-                    {"method": method, "diameter": mode, "largest_over_smallest": round(ratio, 2),
-                     "max_peak_mb": peak}
-                )  # fmt: skip
+                    {
+                        "method": method,
+                        "diameter": mode,
+                        "largest_over_smallest": round(ratio, 2),
+                        "max_peak_mb": peak,
+                    }
+                )
     return out
 
 

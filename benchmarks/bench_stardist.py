@@ -84,9 +84,20 @@ def bench_one(size: int, repeats: int, with_torch: bool) -> list[dict]:
     a, b = set(map(tuple, ours.result[0])), set(map(tuple, ref.result[0]))
     agree = len(a & b) / max(len(a | b), 1)
     rows.append(
-        _row(size, n_obj, "nms", ours, ref, agree, "kept both / kept either", source, repeats,
-             candidates=n_cand, kept=len(a))
-    )  # fmt: skip
+        _row(
+            size,
+            n_obj,
+            "nms",
+            ours,
+            ref,
+            agree,
+            "kept both / kept either",
+            source,
+            repeats,
+            candidates=n_cand,
+            kept=len(a),
+        )
+    )
 
     points, scores, kept = ref.result
     ours = median_time(lambda: polygons_to_label(kept, points, labels.shape, prob=scores), repeats)
@@ -118,8 +129,17 @@ def _torch_row(labels, ref, size, n_obj, source) -> dict:
     repeats = 5 if dev.type == "cuda" else 1
     ours = median_time(run, repeats)
     diff = np.abs(ours.result.cpu().numpy() - ref.result).max()
-    return _row(size, n_obj, f"star_dist (torch {dev.type})", ours, ref, diff, "max |diff| px",
-                source, repeats)  # fmt: skip
+    return _row(
+        size,
+        n_obj,
+        f"star_dist (torch {dev.type})",
+        ours,
+        ref,
+        diff,
+        "max |diff| px",
+        source,
+        repeats,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

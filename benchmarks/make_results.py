@@ -27,12 +27,29 @@ ROOT = Path(__file__).resolve().parent
 # The benchmarks the course expects, by the <benchmark> of results/<benchmark>_<device>.json.
 EXPECTED = ("train_throughput", "flows", "stardist", "matching", "weightmap", "segment")
 # The type each schema key must have (extra_tables is optional: a mapping of lists of rows).
-TYPES = {"benchmark": str, "title": str, "device": str, "date": str, "versions": dict,
-         "machine": str, "settings": dict, "rows": list}  # fmt: skip
+TYPES = {
+    "benchmark": str,
+    "title": str,
+    "device": str,
+    "date": str,
+    "versions": dict,
+    "machine": str,
+    "settings": dict,
+    "rows": list,
+}
 THROUGHPUT_COLUMNS = (
-    "model", "size", "batch", "config", "fit_default", "step_ms", "step_cpu_ms", "images_per_s",
-    "tflops", "mfu", "max_mem_gib",
-)  # fmt: skip
+    "model",
+    "size",
+    "batch",
+    "config",
+    "fit_default",
+    "step_ms",
+    "step_cpu_ms",
+    "images_per_s",
+    "tflops",
+    "mfu",
+    "max_mem_gib",
+)
 
 
 def fmt(value: Any) -> str:
@@ -102,8 +119,14 @@ def load(path: Path) -> dict[str, Any]:
     if problems:
         return {**entry, "problems": problems}
     ignored = [k for k in data if k not in (*SCHEMA_KEYS, "extra_tables")]
-    return {**{k: data[k] for k in SCHEMA_KEYS}, **entry, "topic": data["benchmark"],
-            "extra_tables": tables, "ignored": ignored, "problems": []}  # fmt: skip
+    return {
+        **{k: data[k] for k in SCHEMA_KEYS},
+        **entry,
+        "topic": data["benchmark"],
+        "extra_tables": tables,
+        "ignored": ignored,
+        "problems": [],
+    }
 
 
 def section(entry: dict[str, Any]) -> list[str]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import time
 from pathlib import Path
 
@@ -42,23 +41,21 @@ from torch.utils.flop_counter import FlopCounterMode
 # already using GNU OpenMP") once this process has run a parallel kernel (masks_to_flows).
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
-from _common import RESULTS_DIR, cpu_model, header, print_table, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS_DIR,
+    cpu_model,
+    device_slug,
+    header,
+    peak_tflops,
+    print_table,
+    write_results,
+)
 from _pipeline import sync, time_pipeline, to_device  # noqa: E402
 
 from course_utils import methods  # noqa: E402
 from course_utils.data import PatchDataset, synthetic_nuclei  # noqa: E402
 from course_utils.models import valid_input_sizes  # noqa: E402
 
-# Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets: (words the CUDA device name must
-# contain, label, bf16, tf32, fp32). First match wins, so NVL and PCIe come before plain names.
-PEAK_TFLOPS = [
-    (("h200", "nvl"), "H200 NVL", 835.5, 417.5, 60.0),
-    (("h200",), "H200 SXM", 989.4, 494.7, 66.9),
-    (("h100", "nvl"), "H100 NVL", 835.5, 417.5, 60.0),
-    (("h100", "pcie"), "H100 PCIe", 756.5, 378.0, 51.2),
-    (("h100",), "H100 SXM", 989.4, 494.7, 66.9),
-    (("a100",), "A100", 312.0, 156.0, 19.5),
-]
 # name: (autocast dtype, channels_last, cudnn.benchmark, torch.compile)
 CONFIGS = {
     "fp32": (None, False, False, False),
@@ -81,22 +78,6 @@ DEFAULTS = {
 }
 PIPELINE = "input pipeline, fit's default setting"
 COLUMNS = ["model", "size", "batch", "config", "step_ms", "images_per_s", "tflops", "mfu"]
-
-
-def peak_tflops(device_name: str) -> dict | None:
-    """Dense peak TFLOP/s {label, bf16, tf32, fp32} of a GPU by its CUDA name; None if unknown."""
-    words = device_name.lower().replace("-", " ")
-    for needed, label, bf16, tf32, fp32 in PEAK_TFLOPS:
-        if all(w in words for w in needed):
-            return {"label": label, "bf16": bf16, "tf32": tf32, "fp32": fp32}
-    return None
-
-
-def device_slug(device: torch.device) -> str:
-    """``cpu``, or the GPU's name in lower case with other characters as ``-`` (no ``_``)."""
-    if device.type != "cuda":
-        return device.type
-    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
 
 
 def fit_default_config(device: torch.device) -> str:
@@ -200,11 +181,20 @@ def pipeline_row(name, dataset, batch_size, step_s, args, device) -> dict:
     """The input-pipeline row of one method (``_pipeline.time_pipeline``), fit's setting."""
     config = fit_default_config(device)
     loss_fn = methods.get(name).loss
-    step = make_step(prepared_model(name, config, device, args.quick), loss_fn, device,
-                     CONFIGS[config][0])  # fmt: skip
-    found = time_pipeline(dataset, batch_size, step_s, step=step, loss_fn=loss_fn,
-                          model=network(name, args.quick), workers=args.workers, device=device,
-                          channels_last=CONFIGS[config][1])  # fmt: skip
+    step = make_step(
+        prepared_model(name, config, device, args.quick), loss_fn, device, CONFIGS[config][0]
+    )
+    found = time_pipeline(
+        dataset,
+        batch_size,
+        step_s,
+        step=step,
+        loss_fn=loss_fn,
+        model=network(name, args.quick),
+        workers=args.workers,
+        device=device,
+        channels_last=CONFIGS[config][1],
+    )
     return {"model": name, "batch": batch_size, "config": config, **found}
 
 
@@ -215,8 +205,14 @@ def run_model(name, images, labels, batch_size, configs, args, device, peak) -> 
     """Throughput rows (one per config) and the input-pipeline row of one method."""
     size = patch_size(name, args.size, args.quick)
     record, model = methods.get(name), network(name, args.quick)
-    dataset = PatchDataset(images, labels, size, length=batch_size * (args.data_batches + 1),
-                           target_fn=record.target_fn(model.config), seed=0)  # fmt: skip
+    dataset = PatchDataset(
+        images,
+        labels,
+        size,
+        length=batch_size * (args.data_batches + 1),
+        target_fn=record.target_fn(model.config),
+        seed=0,
+    )
     threads = torch.get_num_threads()
     items = [dataset[i] for i in range(batch_size)]
     # With numba's OpenMP layer, its first parallel kernel resizes the shared OpenMP pool.
@@ -232,15 +228,24 @@ def run_model(name, images, labels, batch_size, configs, args, device, peak) -> 
         tflops = total * images_s / 1e12
         kind = "bf16" if dtype is not None else ("tf32" if _tf32_convs(device) else "fp32")
         top = None if peak is None else peak[kind]
-        rows.append({
-            "model": name, "size": size, "batch": batch_size, "config": config,
-            "fit_default": config == fit_default_config(device),
-            "step_ms": 1e3 * timing["step_s"], "step_cpu_ms": 1e3 * timing["cpu_s"],
-            "images_per_s": images_s,
-            "gflop_fwd": forward / 1e9, "gflop_step": total / 1e9, "tflops": tflops,
-            "mfu": None if top is None else tflops / top, "peak_kind": kind,
-            "max_mem_gib": timing["max_mem_gib"],
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": name,
+                "size": size,
+                "batch": batch_size,
+                "config": config,
+                "fit_default": config == fit_default_config(device),
+                "step_ms": 1e3 * timing["step_s"],
+                "step_cpu_ms": 1e3 * timing["cpu_s"],
+                "images_per_s": images_s,
+                "gflop_fwd": forward / 1e9,
+                "gflop_step": total / 1e9,
+                "tflops": tflops,
+                "mfu": None if top is None else tflops / top,
+                "peak_kind": kind,
+                "max_mem_gib": timing["max_mem_gib"],
+            }
+        )
         print(f"  {name} {size}px b{batch_size} {config}: {images_s:.3g} img/s, {tflops:.3g} TF/s")
     step_s = next(r["step_ms"] for r in rows if r["fit_default"]) / 1e3
     return rows, pipeline_row(name, dataset, batch_size, step_s, args, device)
@@ -253,14 +258,22 @@ def _tf32_convs(device: torch.device) -> bool:
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny models and sizes (smoke test)")
-    p.add_argument("--out", type=Path, help="results folder (default benchmarks/results; "
-                   "--quick writes nothing unless --out is given)")  # fmt: skip
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="results folder (default benchmarks/results; "
+        "--quick writes nothing unless --out is given)",
+    )
     p.add_argument("--merge", action="store_true", help="keep other models' rows in the file")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: course_utils.env.get_device)")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--configs", nargs="+", choices=list(CONFIGS), help="default: all that apply")
-    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                   help="the torch.compile config; auto: on CUDA only")  # fmt: skip
+    p.add_argument(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the torch.compile config; auto: on CUDA only",
+    )
     for key, (gpu, cpu, quick, text) in DEFAULTS.items():
         nargs = "+" if key == "batch" else None
         text = f"{text} (default {gpu} GPU, {cpu} CPU, {quick} quick)"
@@ -295,8 +308,11 @@ def select_configs(args, device) -> list[str]:
     elif not args.configs and device.type == "cpu" and not cpu_has_bf16():
         configs = ["fp32"]  # emulated bf16 is 10-50x slower than fp32: not worth timing
     compile_on = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
-    keep = [c for c in configs if (compile_on or not CONFIGS[c][3])
-            and (device.type == "cuda" or not CONFIGS[c][2])]  # fmt: skip
+    keep = [
+        c
+        for c in configs
+        if (compile_on or not CONFIGS[c][3]) and (device.type == "cuda" or not CONFIGS[c][2])
+    ]
     default = fit_default_config(device)
     return keep if default in keep else [default, *keep]
 
@@ -323,8 +339,15 @@ def describe(args, device, configs, peak) -> dict:
     }
     versions = {"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()}
     title = "Training throughput: images/s, TFLOP/s and MFU per method and setting"
-    return header("train_throughput", title, device_slug(device), settings=settings,
-                  packages=("torch",), versions=versions, accelerator=gpu)  # fmt: skip
+    return header(
+        "train_throughput",
+        title,
+        device_slug(device),
+        settings=settings,
+        packages=("torch",),
+        versions=versions,
+        accelerator=gpu,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -348,8 +371,13 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out or (None if args.quick else RESULTS_DIR)
     if out is None:
         return {**report, "rows": rows, "extra_tables": {PIPELINE: pipeline}}
-    path = write_results(report, rows, extra_tables={PIPELINE: pipeline}, out_dir=out,
-                         merge_on=("model", "batch") if args.merge else None)  # fmt: skip
+    path = write_results(
+        report,
+        rows,
+        extra_tables={PIPELINE: pipeline},
+        out_dir=out,
+        merge_on=("model", "batch") if args.merge else None,
+    )
     print(f"wrote {path}")
     return json.loads(path.read_text())
 

@@ -23,8 +23,10 @@ _SUBMODULES = (
     "checks",
     "classical",
     "data",
+    "diagrams",
     "distributed",
     "env",
+    "figures",
     "fine_tuning",
     "history",
     "losses",
@@ -44,8 +46,11 @@ _SUBMODULES = (
 )
 
 #: The calls a user needs on their own images, at the top level: ``course_utils.segment(image)``.
-_TOP_LEVEL = {"segment": "segmentation", "fine_tune": "fine_tuning",
-              "estimate_diameter": "segmentation"}  # fmt: skip
+_TOP_LEVEL = {
+    "segment": "segmentation",
+    "fine_tune": "fine_tuning",
+    "estimate_diameter": "segmentation",
+}
 
 __all__ = ["get_mode", "is_fast", "pick", *_TOP_LEVEL, *_SUBMODULES]
 

@@ -53,8 +53,10 @@ def _centroids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     count = np.maximum(np.bincount(ids, minlength=n), 1)
     rows = np.repeat(np.arange(labels.shape[0]), labels.shape[1])
     cols = np.tile(np.arange(labels.shape[1]), labels.shape[0])
-    return (np.bincount(ids, rows, minlength=n) / count,
-            np.bincount(ids, cols, minlength=n) / count)  # fmt: skip
+    return (
+        np.bincount(ids, rows, minlength=n) / count,
+        np.bincount(ids, cols, minlength=n) / count,
+    )
 
 
 def segment_blocks(
@@ -73,8 +75,11 @@ def segment_blocks(
     per block.
     """
     height, width = image.shape[-2:]
-    spans = [(r, c) for r in block_spans(height, block, margin)
-             for c in block_spans(width, block, margin)]  # fmt: skip
+    spans = [
+        (r, c)
+        for r in block_spans(height, block, margin)
+        for c in block_spans(width, block, margin)
+    ]
     if bar is not None:
         bar.total += len(spans)
         bar.refresh()

@@ -52,8 +52,7 @@ FORMAT = 1
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: corrupted, foreign, old or for another network.
-    """
+    """A checkpoint that cannot be used: corrupted, foreign, old or for another network."""
 
 
 def rng_state() -> dict:
@@ -82,8 +81,7 @@ def set_rng_state(state: dict) -> None:
 
 
 def weights_checksum(weights: Mapping[str, torch.Tensor]) -> str:
-    """sha256 of a ``state_dict``: every name, dtype, shape and byte, in order.
-    """
+    """sha256 of a ``state_dict``: every name, dtype, shape and byte, in order."""
     digest = hashlib.sha256()
     for name, tensor in weights.items():
         t = tensor.detach().cpu().contiguous().reshape(-1)

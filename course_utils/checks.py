@@ -19,8 +19,7 @@ TODO_HINT = "complete the TODO in the exercise cell above, then run it again"
 
 
 class ExerciseError(AssertionError):
-    """An exercise check failed; the message says why and what to do.
-    """
+    """An exercise check failed; the message says why and what to do."""
 
 
 def _to_numpy(value: Any, name: str) -> np.ndarray:

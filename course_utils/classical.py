@@ -106,8 +106,11 @@ def intensity_histogram(image: np.ndarray, nbins: int = 256) -> tuple[np.ndarray
             values = image.ravel()
             # unsigned: subtract in the own dtype (never negative; uint64 may not fit int64);
             # signed: in int64, as int8 - int8 can overflow
-            shifted = values - values.dtype.type(low) if image.dtype.kind == "u" else (
-                values.astype(np.int64) - low)  # fmt: skip
+            shifted = (
+                values - values.dtype.type(low)
+                if image.dtype.kind == "u"
+                else (values.astype(np.int64) - low)
+            )
             counts = np.bincount(shifted.astype(np.int64, copy=False)).astype(np.int64)
             return counts, np.arange(low, low + counts.size, dtype=np.float64)
     # np.histogram picks the bin edges from min/max in the image dtype, exactly as skimage does,
@@ -351,8 +354,13 @@ def merge_split_counts(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, int]
 #: The course's classical baseline: the settings of :func:`segment_classical` tuned on all 50
 #: BBBC039 validation images (F1@0.5 0.874 with ``min_distance`` 10; 0.873 with 12, 0.867 with
 #: 14, 0.848 with 7). Notebook 01 tunes it by hand; every later comparison uses this one recipe.
-BASELINE = {"threshold": "otsu", "min_distance": 10, "method": "shape", "smooth_sigma": 1.0,
-            "min_size": 30}  # fmt: skip
+BASELINE = {
+    "threshold": "otsu",
+    "min_distance": 10,
+    "method": "shape",
+    "smooth_sigma": 1.0,
+    "min_size": 30,
+}
 
 
 def baseline(image: np.ndarray, **overrides: object) -> np.ndarray:

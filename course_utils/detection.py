@@ -33,7 +33,11 @@ from ._shared.validate import check_real
 from .overlap import overlap_table
 
 __all__ = [
-    "RECALL_POINTS", "DetectionCurve", "detection_ap", "detection_curve", "greedy_matching",
+    "RECALL_POINTS",
+    "DetectionCurve",
+    "detection_ap",
+    "detection_curve",
+    "greedy_matching",
 ]
 
 #: The 101 recall levels at which COCO reads the interpolated precision.
@@ -72,8 +76,10 @@ class DetectionCurve:
     thresh: float
 
     def __str__(self) -> str:
-        return (f"DetectionCurve(IoU >= {self.thresh:.2f}): {len(self.scores)} detections, "
-                f"{int(self.is_tp.sum())} TP of {self.n_true} true objects, AP {self.ap:.3f}")
+        return (
+            f"DetectionCurve(IoU >= {self.thresh:.2f}): {len(self.scores)} detections, "
+            f"{int(self.is_tp.sum())} TP of {self.n_true} true objects, AP {self.ap:.3f}"
+        )
 
 
 def _score_table(scores: Any, pred_ids: np.ndarray, where: str) -> np.ndarray:
@@ -86,12 +92,16 @@ def _score_table(scores: Any, pred_ids: np.ndarray, where: str) -> np.ndarray:
     else:
         arr = np.asarray(scores)
         if arr.ndim != 1 or arr.dtype.kind not in "biuf" or arr.dtype == bool:
-            raise ValueError(f"{where}: scores must be a 1-D array of numbers (scores[k] is the "
-                             f"score of id k + 1) or a dict {{id: score}}, got shape "
-                             f"{arr.shape} and dtype {arr.dtype}")  # fmt: skip
+            raise ValueError(
+                f"{where}: scores must be a 1-D array of numbers (scores[k] is the "
+                f"score of id k + 1) or a dict {{id: score}}, got shape "
+                f"{arr.shape} and dtype {arr.dtype}"
+            )
         if len(pred_ids) and int(pred_ids[-1]) > len(arr):
-            raise ValueError(f"{where}: scores has {len(arr)} entries but the largest predicted "
-                             f"id is {int(pred_ids[-1])} (scores[k] is the score of id k + 1)")
+            raise ValueError(
+                f"{where}: scores has {len(arr)} entries but the largest predicted "
+                f"id is {int(pred_ids[-1])} (scores[k] is the score of id k + 1)"
+            )
         values = arr[pred_ids.astype(np.int64) - 1].astype(np.float64)
     if not np.all(np.isfinite(values)):
         raise ValueError(f"{where}: the scores of the predicted objects must be finite")
@@ -138,8 +148,10 @@ def greedy_matching(
     else:
         priority = np.asarray(priority, dtype=np.float64)
         if priority.shape != (scores.shape[1],):
-            raise ValueError(f"priority needs one value per column, shape ({scores.shape[1]},), "
-                             f"got {priority.shape}")  # fmt: skip
+            raise ValueError(
+                f"priority needs one value per column, shape ({scores.shape[1]},), "
+                f"got {priority.shape}"
+            )
         order = np.lexsort((rows, -value, cols, -priority[cols]))
     used_rows, used_cols, keep = set(), set(), []
     for k in order:
@@ -212,10 +224,14 @@ def detection_curve(
     truths, preds = (list(y_true), list(y_pred)) if many else ([y_true], [y_pred])
     score_list = list(scores) if many else [scores]
     if not (len(truths) == len(preds) == len(score_list)) or not truths:
-        raise ValueError(f"need as many true label images, predictions and score tables (at "
-                         f"least one), got {len(truths)}, {len(preds)} and {len(score_list)}")
-    per_image = [_match_by_score(t, p, s, thresh, f"image {k}")
-                 for k, (t, p, s) in enumerate(zip(truths, preds, score_list))]  # fmt: skip
+        raise ValueError(
+            f"need as many true label images, predictions and score tables (at "
+            f"least one), got {len(truths)}, {len(preds)} and {len(score_list)}"
+        )
+    per_image = [
+        _match_by_score(t, p, s, thresh, f"image {k}")
+        for k, (t, p, s) in enumerate(zip(truths, preds, score_list))
+    ]
     n_true = sum(n for _, _, n in per_image)
     if n_true == 0:
         raise ValueError("there is no true object: recall, and so the AP, is undefined")
@@ -231,9 +247,16 @@ def detection_curve(
     reached = where < len(recall)
     interpolated = np.zeros(len(RECALL_POINTS))
     interpolated[reached] = envelope[where[reached]]
-    return DetectionCurve(scores=all_scores, is_tp=all_tp, precision=precision, recall=recall,
-                          interpolated=interpolated, ap=float(interpolated.mean()),
-                          n_true=int(n_true), thresh=thresh)  # fmt: skip
+    return DetectionCurve(
+        scores=all_scores,
+        is_tp=all_tp,
+        precision=precision,
+        recall=recall,
+        interpolated=interpolated,
+        ap=float(interpolated.mean()),
+        n_true=int(n_true),
+        thresh=thresh,
+    )
 
 
 def detection_ap(

@@ -93,16 +93,24 @@ def shard_loader(loader: Any, seed: int) -> DataLoader:
             f"the global batch size {loader.batch_size} must be divisible by the {n} processes"
         )
     sampler = DistributedSampler(
-        loader.dataset, num_replicas=n, rank=rank(), seed=seed,
-        shuffle=isinstance(loader.sampler, RandomSampler), drop_last=loader.drop_last,
-    )  # fmt: skip
+        loader.dataset,
+        num_replicas=n,
+        rank=rank(),
+        seed=seed,
+        shuffle=isinstance(loader.sampler, RandomSampler),
+        drop_last=loader.drop_last,
+    )
     return DataLoader(
-        loader.dataset, batch_size=loader.batch_size // n, sampler=sampler,
-        num_workers=loader.num_workers, collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory, drop_last=loader.drop_last,
+        loader.dataset,
+        batch_size=loader.batch_size // n,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
         worker_init_fn=loader.worker_init_fn,
         persistent_workers=loader.persistent_workers if loader.num_workers else False,
-    )  # fmt: skip
+    )
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -44,8 +44,9 @@ def check_training_pairs(
     images = list(images) if not isinstance(images, np.ndarray) or images.ndim > 2 else [images]
     labels = list(labels) if not isinstance(labels, np.ndarray) or labels.ndim > 2 else [labels]
     if len(images) != len(labels) or not images:
-        raise ValueError(f"need as many label images as images (>= 1), got {len(images)} and "
-                         f"{len(labels)}")  # fmt: skip
+        raise ValueError(
+            f"need as many label images as images (>= 1), got {len(images)} and {len(labels)}"
+        )
     pixels, masks = [], []
     for i, (x, y) in enumerate(zip(images, labels)):
         x = check_finite(np.asarray(x, np.float32), f"images[{i}]")
@@ -53,13 +54,19 @@ def check_training_pairs(
         if x.ndim not in (2, 3) or channels != in_channels:
             raise ValueError(
                 f"images[{i}] has shape {x.shape}, but the network takes {in_channels} "
-                f"channel(s): give (H, W) images" + (f" or ({in_channels}, H, W)" if
-                in_channels > 1 else " (one channel of a multi-channel image)")
-            )  # fmt: skip
+                f"channel(s): give (H, W) images"
+                + (
+                    f" or ({in_channels}, H, W)"
+                    if in_channels > 1
+                    else " (one channel of a multi-channel image)"
+                )
+            )
         y = check_labels(y, f"labels[{i}]")
         if y.shape != x.shape[-2:]:
-            raise ValueError(f"labels[{i}] has shape {y.shape} but its image is "
-                             f"{x.shape[-2:]}: they must match pixel for pixel")  # fmt: skip
+            raise ValueError(
+                f"labels[{i}] has shape {y.shape} but its image is "
+                f"{x.shape[-2:]}: they must match pixel for pixel"
+            )
         refuse_binary_masks(y, f"labels[{i}]")
         pixels.append(x)
         masks.append(y)
@@ -148,12 +155,25 @@ def fine_tune(
         "train_diameter_px": round(float(trained_at), 2),
     }
     history = train_patches(
-        net, images, labels, target_fn=record.target_fn(net.config), loss=record.loss,
-        epochs=epochs, patch=patch_size or record.patch(), batch_size=batch_size, lr=lr,
-        length=patches_per_epoch or 32 * len(images), augment=augment, seed=seed,
-        optimizer=torch.optim.Adam(trainable, lr=lr), schedule="cosine", meta=facts,
-        checkpoint_dir=checkpoint_dir, device=device, progress=progress,
-    )  # fmt: skip
+        net,
+        images,
+        labels,
+        target_fn=record.target_fn(net.config),
+        loss=record.loss,
+        epochs=epochs,
+        patch=patch_size or record.patch(),
+        batch_size=batch_size,
+        lr=lr,
+        length=patches_per_epoch or 32 * len(images),
+        augment=augment,
+        seed=seed,
+        optimizer=torch.optim.Adam(trainable, lr=lr),
+        schedule="cosine",
+        meta=facts,
+        checkpoint_dir=checkpoint_dir,
+        device=device,
+        progress=progress,
+    )
     for p in net.parameters():
         p.requires_grad_(True)
     net.meta = {**dict(getattr(net, "meta", None) or {}), **facts}

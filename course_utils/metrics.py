@@ -82,8 +82,7 @@ class Matching:
 
 @dataclass(frozen=True)
 class DatasetMatching(Matching):
-    """:class:`Matching` over a data set; ``by_image`` says how the ratios were averaged.
-    """
+    """:class:`Matching` over a data set; ``by_image`` says how the ratios were averaged."""
 
     by_image: bool = False
 

@@ -75,8 +75,9 @@ def show_maps(
         if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
             raise ValueError(f"maps[{i}] must be (H, W) or (H, W, 3), got shape {arr.shape}.")
     n = len(arrays)
-    fig, axes = plt.subplots(1, n, figsize=figsize or (4.5 * n, 4.0), squeeze=False,
-                             layout="constrained")  # fmt: skip
+    fig, axes = plt.subplots(
+        1, n, figsize=figsize or (4.5 * n, 4.0), squeeze=False, layout="constrained"
+    )
     for ax, arr, title, name in zip(axes[0], arrays, titles, cmaps):
         if arr.ndim == 3:  # RGB: no colour map, no colour bar
             ax.imshow(arr, interpolation="nearest")
@@ -153,14 +154,16 @@ def show_flow_field(flows: Any, image: Any, mask: Any, *, step: int = 4) -> Figu
     """
     flows, image, mask = np.asarray(flows), np.asarray(image), np.asarray(mask, bool)
     if flows.ndim != 3 or flows.shape[0] != 2 or flows.shape[1:] != image.shape:
-        raise ValueError(f"flows must be (2, H, W) with image (H, W), got {flows.shape}, "
-                         f"{image.shape}.")  # fmt: skip
+        raise ValueError(
+            f"flows must be (2, H, W) with image (H, W), got {flows.shape}, {image.shape}."
+        )
     if mask.shape != image.shape or step < 1:
         raise ValueError(f"mask must be (H, W) like image and step >= 1, got {mask.shape}, {step}")
     yy, xx = np.mgrid[-20:21, -20:21]
     wheel = np.where(np.hypot(yy, xx) <= 20, 1.0, 0.0) * np.stack([yy, xx]) / 20.0
-    fig, axes = plt.subplots(1, 5, figsize=(20, 4.3), width_ratios=[1, 1, 1, 0.4, 1],
-                             layout="constrained")  # fmt: skip
+    fig, axes = plt.subplots(
+        1, 5, figsize=(20, 4.3), width_ratios=[1, 1, 1, 0.4, 1], layout="constrained"
+    )
     for ax, component, name in zip(axes[:2], flows, ["dy (vertical)", "dx (horizontal)"]):
         fig.colorbar(ax.imshow(component, cmap="RdBu_r", vmin=-1, vmax=1), ax=ax, shrink=0.8)
         ax.set(title=f"flow {name}", **PIXELS)
@@ -173,16 +176,29 @@ def show_flow_field(flows: Any, image: Any, mask: Any, *, step: int = 4) -> Figu
     gy, gx = np.mgrid[0 : image.shape[0] : step, 0 : image.shape[1] : step]
     keep = mask[gy, gx]
     axes[4].imshow(image, cmap="gray", vmin=0, vmax=1)
-    axes[4].quiver(gx[keep], gy[keep], flows[1][gy, gx][keep], flows[0][gy, gx][keep],
-                   color="tab:orange", angles="xy", scale_units="xy", scale=0.3, width=0.006)
+    axes[4].quiver(
+        gx[keep],
+        gy[keep],
+        flows[1][gy, gx][keep],
+        flows[0][gy, gx][keep],
+        color="tab:orange",
+        angles="xy",
+        scale_units="xy",
+        scale=0.3,
+        width=0.006,
+    )
     axes[4].set(title=f"flows as arrows (every {step}th pixel)", **PIXELS)
     return fig
 
 
 def show_trajectories(
-    image: Any, path: Any, colours: Sequence[Any], *, every: int = 5,
+    image: Any,
+    path: Any,
+    colours: Sequence[Any],
+    *,
+    every: int = 5,
     offset: tuple[int, int] = (0, 0),
-) -> Figure:  # fmt: skip
+) -> Figure:
     """Flow-following paths on an image (left) and where they end (right).
 
     Parameters
@@ -219,8 +235,12 @@ def show_trajectories(
     axes[0].set_title("trajectories of flow following")
     axes[1].set_title(f"end points after {path.shape[0] - 1} steps")
     for ax in axes:
-        ax.set(xlim=(-0.5, w - 0.5), ylim=(h - 0.5, -0.5),
-               xlabel="x (pixels, window)", ylabel="y (pixels, window)")  # fmt: skip
+        ax.set(
+            xlim=(-0.5, w - 0.5),
+            ylim=(h - 0.5, -0.5),
+            xlabel="x (pixels, window)",
+            ylabel="y (pixels, window)",
+        )
     return fig
 
 

@@ -243,9 +243,11 @@ def _predict(model, img, tile, overlap, batch_size, device, pad_mode) -> np.ndar
     for first in range(0, len(tiles), batch_size):
         chunk = tiles[first : first + batch_size]
         batch = np.stack(
-            [padded[:, y0 + top : y1 + top, x0 + left : x1 + left] for y0, x0, y1, x1 in
-             (t["input"] for t in chunk)]
-        )  # fmt: skip
+            [
+                padded[:, y0 + top : y1 + top, x0 + left : x1 + left]
+                for y0, x0, y1, x1 in (t["input"] for t in chunk)
+            ]
+        )
         out = _forward(model, torch.from_numpy(batch).to(device)).cpu().numpy()
         if result is None:
             result = np.empty((out.shape[1], height, width), dtype=np.float32)

@@ -53,9 +53,10 @@ def _as_image(image: Any, channel: int | None = None) -> np.ndarray:
     grey stored as RGB(A); one ``channel`` of a multi-channel image."""
     arr = to_numpy(image)
     if arr.dtype == bool or arr.dtype.kind not in "iuf":
-        raise TypeError(f"image must be an array of numbers, got dtype {arr.dtype}"
-                        + (" (a mask? segment takes the microscopy image)" if arr.dtype == bool
-                           else ""))  # fmt: skip
+        raise TypeError(
+            f"image must be an array of numbers, got dtype {arr.dtype}"
+            + (" (a mask? segment takes the microscopy image)" if arr.dtype == bool else "")
+        )
     if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]) and min(arr.shape[:2]) > 1:
         arr = arr[0] if arr.shape[0] == 1 else arr[..., 0]
     if arr.ndim == 3:
@@ -63,8 +64,10 @@ def _as_image(image: Any, channel: int | None = None) -> np.ndarray:
     elif channel is not None:
         raise ValueError(f"channel={channel} but the image has one channel (shape {arr.shape})")
     if arr.ndim != 2 or min(arr.shape) < 8:
-        raise ValueError(f"image must be a 2-D (H, W) image of at least 8 x 8 pixels, got shape "
-                         f"{arr.shape}; give one channel of a multi-channel image")  # fmt: skip
+        raise ValueError(
+            f"image must be a 2-D (H, W) image of at least 8 x 8 pixels, got shape "
+            f"{arr.shape}; give one channel of a multi-channel image"
+        )
     return check_finite(arr.astype(np.float32, copy=False), "image")
 
 
@@ -72,8 +75,10 @@ def _one_channel(arr: np.ndarray, channel: int | None) -> np.ndarray:
     last = arr.shape[-1] <= 4 < arr.shape[0]  # (H, W, C) as files store colour
     planes = np.moveaxis(arr, -1, 0) if last else arr
     if len(planes) > 4:
-        raise ValueError(f"image must be 2-D, got shape {arr.shape}: segment takes one plane "
-                         "(a volume or a time series: call it on each plane)")  # fmt: skip
+        raise ValueError(
+            f"image must be 2-D, got shape {arr.shape}: segment takes one plane "
+            "(a volume or a time series: call it on each plane)"
+        )
     if channel is not None:
         index = check_int(channel, "channel", minimum=0)
         if index >= len(planes):
@@ -105,12 +110,14 @@ def model_facts(method: str | Method, model: nn.Module) -> tuple[dict[str, Any],
     record = get(method)
     meta = getattr(model, "meta", None)
     meta = meta if isinstance(meta, Mapping) else {}
-    options = {k: v for k, v in dict(meta.get("postprocess") or {}).items()
-               if k in record.postprocess}  # fmt: skip
+    options = {
+        k: v for k, v in dict(meta.get("postprocess") or {}).items() if k in record.postprocess
+    }
     diameter = meta.get("train_diameter_px")
     if diameter is not None and not (isinstance(diameter, int | float) and diameter > 0):
-        raise ValueError(f"model.meta['train_diameter_px'] must be a positive number of pixels, "
-                         f"got {diameter!r}")  # fmt: skip
+        raise ValueError(
+            f"model.meta['train_diameter_px'] must be a positive number of pixels, got {diameter!r}"
+        )
     return options, None if diameter is None else float(diameter)
 
 
@@ -144,6 +151,7 @@ def _labels_at(record, net, image, factor, options) -> np.ndarray:
 def _labels(record: Method, net: nn.Module, x: np.ndarray, options: dict, bar=None):
     """Labels of ``x`` at its own scale: the network, then the record's post-processing; block
     by block (:mod:`course_utils.blockwise`) above ``BLOCK x BLOCK`` pixels."""
+
     def one(block: np.ndarray) -> np.ndarray:
         return record.segment(net, block, **options)  # tiles from the record or ``options``
 
@@ -213,8 +221,9 @@ def estimate_diameter(
         return _estimate(record, net, [normalize_percentile(x)], factors, trained_at, params)
     side = check_int(max_side, "max_side", minimum=16)
     windows = _windows(x.shape, side)
-    found = _estimate(record, net, [normalize_percentile(x[windows[0]])], factors, trained_at,
-                      params)  # fmt: skip
+    found = _estimate(
+        record, net, [normalize_percentile(x[windows[0]])], factors, trained_at, params
+    )
     if math.isfinite(found) or x[windows[0]].shape == x.shape:
         return found
     if x.size <= WHOLE_PIXELS:  # too few whole nuclei in the window: look at everything
@@ -338,8 +347,13 @@ def segment(
     post = {k: v for k, v in params.items() if k not in ("tile_size", "overlap")}
     if diameter is not None:
         diameter = check_real(diameter, "diameter", minimum=1e-3)
-    with tqdm(total=0, desc=f"segment ({record.name})", unit="step", leave=False,
-              disable=not progress or x.size < PROGRESS_PIXELS) as bar:  # fmt: skip
+    with tqdm(
+        total=0,
+        desc=f"segment ({record.name})",
+        unit="step",
+        leave=False,
+        disable=not progress or x.size < PROGRESS_PIXELS,
+    ) as bar:
         factor = _factor(record, net, x, diameter, trained_at, post, bar)
         shape = x.shape
         if abs(factor - 1) >= 1e-6:

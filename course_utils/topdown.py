@@ -64,19 +64,25 @@ def detection_targets(labels: Any) -> dict[str, torch.Tensor]:
     lab = to_numpy(check_labels(labels))
     lab, n = relabel_consecutive(lab)
     slices = ndi.find_objects(lab)
-    boxes = np.array([(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in slices],
-                     np.float32).reshape(-1, 4)  # fmt: skip
+    boxes = np.array(
+        [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in slices], np.float32
+    ).reshape(-1, 4)
     masks = lab[None] == np.arange(1, n + 1)[:, None, None]
-    return {"boxes": torch.from_numpy(boxes), "labels": torch.ones(n, dtype=torch.int64),
-            "masks": torch.from_numpy(masks.astype(np.uint8))}  # fmt: skip
+    return {
+        "boxes": torch.from_numpy(boxes),
+        "labels": torch.ones(n, dtype=torch.int64),
+        "masks": torch.from_numpy(masks.astype(np.uint8)),
+    }
 
 
 def _image_tensor(image: Any, model: MaskRCNNNet, device) -> torch.Tensor:
     x = np.asarray(check_image(image), np.float32)
     x = x[None] if x.ndim == 2 else x
     if x.shape[0] != model.in_channels:
-        raise ValueError(f"the network takes {model.in_channels} channel(s), the image has "
-                         f"{x.shape[0]} (shape {x.shape})")  # fmt: skip
+        raise ValueError(
+            f"the network takes {model.in_channels} channel(s), the image has "
+            f"{x.shape[0]} (shape {x.shape})"
+        )
     return torch.from_numpy(x).to(device)
 
 
@@ -134,15 +140,20 @@ def train_maskrcnn(
         model.to(device).eval()
         return list(done["meta"].get("losses", []))
     torch.manual_seed(seed)
-    dataset = PatchDataset(images, labels, patch_size, length=steps * batch_size,
-                           augment=augment, seed=seed)  # fmt: skip
+    dataset = PatchDataset(
+        images, labels, patch_size, length=steps * batch_size, augment=augment, seed=seed
+    )
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     losses = _train_steps(model.to(device), loader, lr, steps, device, progress)
     if folder is not None:
-        meta = describe(model, {"method": "maskrcnn", "data": data, "steps": steps,
-                                "losses": losses})  # fmt: skip
-        state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                 "meta": meta, "epoch": 1}  # fmt: skip
+        meta = describe(
+            model, {"method": "maskrcnn", "data": data, "steps": steps, "losses": losses}
+        )
+        state = {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "meta": meta,
+            "epoch": 1,
+        }
         save_training_state(folder, state, best=True)
     return losses
 
@@ -152,12 +163,14 @@ def _train_steps(model: MaskRCNNNet, loader, lr: float, steps: int, device, prog
     left in eval mode. Returns the loss of every step."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
-                                                   pct_start=0.2)  # fmt: skip
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=steps, pct_start=0.2
+    )
     losses = []
     for x, y in tqdm(loader, desc="Mask R-CNN", disable=not progress, leave=False):
-        targets = [{k: v.to(device) for k, v in detection_targets(lab.numpy()).items()}
-                   for lab in y]  # fmt: skip
+        targets = [
+            {k: v.to(device) for k, v in detection_targets(lab.numpy()).items()} for lab in y
+        ]
         loss = sum(model(x.to(device), targets).values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -185,8 +198,9 @@ def region_proposals(model: MaskRCNNNet, image: Any, n: int = 100) -> np.ndarray
     return proposals[0][:n].float().cpu().numpy()
 
 
-def predict_detections(model: MaskRCNNNet, image: Any, *, box_nms_thresh: float | None = None
-                       ) -> dict[str, np.ndarray]:  # fmt: skip
+def predict_detections(
+    model: MaskRCNNNet, image: Any, *, box_nms_thresh: float | None = None
+) -> dict[str, np.ndarray]:
     """Detections of one image: ``boxes`` float32 (N, 4) as (x0, y0, x1, y1), ``scores``
     (N,) best first, ``masks`` float32 (N, H, W) probabilities. ``image`` (H, W) or (C, H, W),
     normalised. ``box_nms_thresh`` replaces the network's for this call (the IoU above which
@@ -204,9 +218,11 @@ def predict_detections(model: MaskRCNNNet, image: Any, *, box_nms_thresh: float 
             out = model([_image_tensor(image, model, model_device(model))])[0]
     finally:
         heads.nms_thresh = kept
-    return {"boxes": out["boxes"].float().cpu().numpy(),
-            "scores": out["scores"].float().cpu().numpy(),
-            "masks": out["masks"][:, 0].float().cpu().numpy()}  # fmt: skip
+    return {
+        "boxes": out["boxes"].float().cpu().numpy(),
+        "scores": out["scores"].float().cpu().numpy(),
+        "masks": out["masks"][:, 0].float().cpu().numpy(),
+    }
 
 
 def detections_to_labels(
@@ -229,8 +245,9 @@ def detections_to_labels(
     masks = to_numpy(detections["masks"])
     scores = to_numpy(detections["scores"])
     if masks.ndim != 3 or scores.shape != masks.shape[:1]:
-        raise ValueError(f"masks must be (N, H, W) and scores (N,), got {masks.shape} and "
-                         f"{scores.shape}")  # fmt: skip
+        raise ValueError(
+            f"masks must be (N, H, W) and scores (N,), got {masks.shape} and {scores.shape}"
+        )
     score_threshold = check_real(score_threshold, "score_threshold")
     mask_threshold = check_real(mask_threshold, "mask_threshold")
     min_size = check_int(min_size, "min_size", minimum=0)

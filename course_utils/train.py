@@ -8,20 +8,17 @@ Introduced in notebook 02.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from ._shared.device import amp_dtype, resolve_device
+from . import train_steps as steps
 from ._shared.validate import check_int
 from .checkpoint import (
     checkpoint_dir,
@@ -31,180 +28,12 @@ from .checkpoint import (
     remove_stale_temporaries,
     repair_best,
     restore_training_state,
-    rng_state,
     save_training_state,
     training_lock,
 )
 from .history import BOOKKEEPING, History, format_value
 
 __all__ = ["History", "checkpoint_dir", "fit", "load_checkpoint"]
-
-# Stepped after every batch instead of every epoch (their schedule is counted in batches).
-_PER_BATCH_SCHEDULERS = (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR)
-
-
-def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
-    """``model`` in ``DistributedDataParallel`` (batch norm synchronised on CUDA)."""
-    if device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-
-class _Run:
-    """The resolved pieces of one training run (device, optimizer, AMP, ...)."""
-
-    def __init__(self, model, *, optimizer, lr, scheduler, device, amp, channels_last, loss_fn,
-                 metrics, grad_clip, seed, monitor):  # fmt: skip
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.device = distributed.setup(resolve_device(device))
-        self.module = model  # the network itself; self.model may be its DDP wrapper
-        if channels_last == "auto":
-            channels_last = self.device.type == "cuda"  # only tensor cores profit from NHWC
-        elif not isinstance(channels_last, bool):
-            raise ValueError(f"channels_last must be 'auto', True or False, got {channels_last!r}")
-        self.model, self.channels_last = model.to(self.device), channels_last
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        if distributed.world_size() > 1:
-            self.model = _wrap_ddp(model, self.device)
-        if optimizer is None:
-            optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-        self.optimizer = optimizer
-        if scheduler is not None and not hasattr(scheduler, "step") and callable(scheduler):
-            scheduler = scheduler(self.optimizer)  # a factory: lambda opt: StepLR(opt, 10)
-        if getattr(scheduler, "optimizer", self.optimizer) is not self.optimizer:
-            raise ValueError(
-                "scheduler is attached to another optimizer: pass that one as optimizer=, or "
-                "pass a factory, e.g. scheduler=lambda opt: StepLR(opt, step_size=10)"
-            )
-        self.scheduler = scheduler
-        self.per_batch = isinstance(scheduler, _PER_BATCH_SCHEDULERS)
-        self.amp_dtype = amp_dtype(amp, self.device)
-        # Loss scaling only for float16: bfloat16 has the exponent range of float32.
-        use_scaler = self.amp_dtype == torch.float16
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
-        self.loss_fn, self.metrics, self.grad_clip = loss_fn, metrics, grad_clip
-        self.seed, self.monitor = seed, monitor
-
-    def autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
-    def to_device(self, batch: Any) -> tuple[torch.Tensor, Any, list]:
-        if not isinstance(batch, tuple | list) or len(batch) < 2 or not torch.is_tensor(batch[0]):
-            raise TypeError(
-                "the loader must yield (x, y) or (x, y, *extra) with x a tensor, "
-                f"got {type(batch).__name__}"
-            )
-        # Asynchronous copies only from pinned memory to CUDA; elsewhere they gain nothing
-        # (and MPS has had wrong results with them).
-        non_blocking = self.device.type == "cuda"
-        moved = [
-            b.to(self.device, non_blocking=non_blocking) if torch.is_tensor(b) else b for b in batch
-        ]
-        x = moved[0]
-        if self.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, moved[1], moved[2:]
-
-
-def _seed_epoch(seed: int, epoch: int) -> None:
-    """Make data order, augmentation and dropout a function of (seed, epoch) only."""
-    state = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-    random.seed(state)
-    np.random.seed(state)  # noqa: NPY002 - datasets may draw from the legacy global RNG
-    torch.manual_seed(state)  # also seeds every CUDA device
-
-
-def _train_epoch(run: _Run, loader, desc: str, progress: bool) -> float:
-    run.model.train()
-    total, count = torch.zeros((), device=run.device), 0
-    n_batches = len(loader) if hasattr(loader, "__len__") else None
-    bar = tqdm(total=n_batches, desc=desc, leave=False, unit="batch", disable=not progress)
-    for step, batch in enumerate(loader):
-        x, y, extra = run.to_device(batch)
-        with run.autocast():
-            loss = run.loss_fn(run.model(x), y, *extra)
-        if not torch.is_tensor(loss) or loss.ndim != 0:
-            raise ValueError("loss_fn must return a scalar tensor (reduce it with .mean())")
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        if run.grad_clip is not None:
-            run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the scaled ones
-            nn.utils.clip_grad_norm_(run.model.parameters(), run.grad_clip)
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        if run.per_batch:
-            run.scheduler.step()
-        total += loss.detach().float() * x.shape[0]
-        count += x.shape[0]
-        bar.update(1)
-        if progress and step % 10 == 0:  # .item() waits for the GPU: not every batch
-            bar.set_postfix(loss=f"{(total / count).item():.4g}")
-    bar.close()
-    if count == 0:
-        raise ValueError("train_loader yielded no batches")
-    # One process: itself. Under torchrun: the mean over the global batches of the epoch.
-    counted = torch.tensor(float(count), device=total.device)
-    summed = distributed.all_reduce_sum(torch.stack([total, counted]))
-    return float(summed[0] / summed[1])
-
-
-def _validate(run: _Run, loader) -> dict[str, float]:
-    run.model.eval()
-    sums, count = dict.fromkeys(["val_loss", *run.metrics], 0.0), 0
-    with torch.inference_mode(), run.autocast():
-        for batch in loader:
-            x, y, extra = run.to_device(batch)
-            out = run.model(x)
-            sums["val_loss"] += float(run.loss_fn(out, y, *extra)) * x.shape[0]
-            out = _to_float32(out)  # metrics in full precision, also for (prob, dist) outputs
-            for name, fn in run.metrics.items():
-                sums[name] += float(fn(out, y)) * x.shape[0]
-            count += x.shape[0]
-    if count == 0:
-        raise ValueError("val_loader yielded no batches")
-    # Weighted by batch size, so that a short last batch counts for what it holds.
-    return {k: v / count for k, v in sums.items()}
-
-
-def _to_float32(out: Any) -> Any:
-    if torch.is_tensor(out):
-        return out.float()
-    if isinstance(out, tuple | list):
-        return type(out)(_to_float32(o) for o in out)
-    return out
-
-
-def _run_epoch(run: _Run, epoch: int, epochs: int, train_loader, val_loader, progress) -> dict:
-    start = time.perf_counter()
-    for owner in (getattr(train_loader, "dataset", None), getattr(train_loader, "sampler", None)):
-        if hasattr(owner, "set_epoch"):
-            owner.set_epoch(epoch)
-    _seed_epoch(run.seed, epoch)
-    lr = float(run.optimizer.param_groups[0]["lr"])
-    train_loss = _train_epoch(run, train_loader, f"epoch {epoch + 1}/{epochs}", progress)
-    if not math.isfinite(train_loss):
-        raise FloatingPointError(
-            f"the training loss became {train_loss} in epoch {epoch + 1}: lower the learning "
-            "rate or look for NaN in the inputs (the last checkpoint is from the epoch before)"
-        )
-    record = {"epoch": epoch + 1, "train_loss": train_loss}
-    if val_loader is not None:
-        record.update(_validate(run, val_loader))
-    return {**record, "lr": lr, "seconds": time.perf_counter() - start}
-
-
-def _step_scheduler(run: _Run, record: dict) -> None:
-    if run.scheduler is None or run.per_batch:
-        return
-    if isinstance(run.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        run.scheduler.step(record[run.monitor])
-    else:
-        run.scheduler.step()
 
 
 def fit(
@@ -318,16 +147,24 @@ def fit(
     epochs = check_int(epochs, "epochs", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
     metrics = dict(metrics or {})
-    monitor = "train_loss" if monitor == "val_loss" and val_loader is None else monitor
-    known = ["train_loss"] + (["val_loss", *metrics] if val_loader is not None else [])
-    if monitor not in known:
-        raise ValueError(f"monitor must be one of {known} (metrics need val_loader): {monitor!r}")
+    monitor = _check_monitor(monitor, metrics, has_val=val_loader is not None)
     history = History(monitor, monitor_mode)
     directory = prepare_checkpoint_dir(checkpoint_dir)
     record_meta = describe(model, meta)  # refuses bad meta before any training
-    run = _Run(model, optimizer=optimizer, lr=lr, scheduler=scheduler, device=device, amp=amp,
-               channels_last=channels_last, loss_fn=loss_fn, metrics=metrics,
-               grad_clip=grad_clip, seed=seed, monitor=monitor)  # fmt: skip
+    run = steps.Run(
+        model,
+        optimizer=optimizer,
+        lr=lr,
+        scheduler=scheduler,
+        device=device,
+        amp=amp,
+        channels_last=channels_last,
+        loss_fn=loss_fn,
+        metrics=metrics,
+        grad_clip=grad_clip,
+        seed=seed,
+        monitor=monitor,
+    )
     if distributed.world_size() > 1:
         train_loader = distributed.shard_loader(train_loader, seed)
     main = distributed.is_main_process()
@@ -336,56 +173,65 @@ def fit(
         if directory is not None and main:
             stack.enter_context(training_lock(directory))
             remove_stale_temporaries(directory)  # left by a run killed while saving
-        start = 0
-        if directory is not None:
-            start, history = restore_training_state(
-                directory, model=model, optimizer=run.optimizer, scheduler=run.scheduler,
-                scaler=run.scaler, resume=resume, history=history,
-            )  # fmt: skip
-            if main and repair_best(directory, history.best_epoch, start) and progress:
-                tqdm.write(f"{directory / 'best.pt'} was behind the history (a run stopped "
-                           f"while writing it): restored from last.pt")  # fmt: skip
+        start, history = _restore(
+            directory, run, history, resume=resume, main=main, progress=progress
+        )
         if start >= epochs and progress:
             tqdm.write(f"{directory / 'last.pt'} already holds {start} epochs: nothing to train")
         started = time.perf_counter()
         for epoch in range(start, epochs):
-            record = _run_epoch(run, epoch, epochs, train_loader, val_loader, progress)
+            record = steps.run_epoch(run, epoch, epochs, train_loader, val_loader, progress)
             history.append(record)
             improved = history.best_epoch == record["epoch"]
-            _step_scheduler(run, record)
+            steps.step_scheduler(run, record)
             if directory is not None and main:
-                state = _training_state(run, epoch + 1, history, record_meta)
+                state = steps.training_state(run, epoch + 1, history, record_meta)
                 save_training_state(directory, state, best=improved)
             distributed.barrier()  # the others wait until rank 0 has written
             if progress:
                 tqdm.write(_summary(record, epochs, improved))
-            if _out_of_time(time_limit, started):
+            if steps.out_of_time(time_limit, started):
                 if progress and epoch + 1 < epochs:
-                    tqdm.write(f"time limit of {time_limit:.0f} s reached after epoch "
-                               f"{epoch + 1}: run again to resume")  # fmt: skip
+                    tqdm.write(
+                        f"time limit of {time_limit:.0f} s reached after epoch "
+                        f"{epoch + 1}: run again to resume"
+                    )
                 break
     model.eval()
     return history
 
 
-def _training_state(run: _Run, epoch: int, history: History, meta: dict) -> dict[str, Any]:
-    """Everything a checkpoint holds after ``epoch`` epochs (weights of the bare network)."""
-    return {
-        "epoch": epoch,
-        "model": run.module.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": None if run.scheduler is None else run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict(),
-        "history": {"monitor": history.monitor, "mode": history.mode, "records": history.records},
-        "rng": rng_state(),
-        "meta": dict(meta),
-    }
+def _check_monitor(monitor: str, metrics: Mapping, *, has_val: bool) -> str:
+    """The record key that picks the best epoch (``train_loss`` without validation)."""
+    monitor = "train_loss" if monitor == "val_loss" and not has_val else monitor
+    known = ["train_loss"] + (["val_loss", *metrics] if has_val else [])
+    if monitor not in known:
+        raise ValueError(f"monitor must be one of {known} (metrics need val_loader): {monitor!r}")
+    return monitor
 
 
-def _out_of_time(limit: float | None, started: float) -> bool:
-    """Past the time limit? Under torchrun every process stops when one of them is."""
-    late = limit is not None and time.perf_counter() - started > limit
-    return bool(distributed.all_reduce_sum(torch.tensor(float(late))).item() > 0)
+def _restore(
+    directory, run: steps.Run, history: History, *, resume: bool, main: bool, progress: bool
+):
+    """The epoch to start from and the history so far: from ``directory/last.pt`` when there is
+    one (a ``best.pt`` left behind by a kill is repaired from it), else 0 and ``history``."""
+    if directory is None:
+        return 0, history
+    start, history = restore_training_state(
+        directory,
+        model=run.module,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        scaler=run.scaler,
+        resume=resume,
+        history=history,
+    )
+    if main and repair_best(directory, history.best_epoch, start) and progress:
+        tqdm.write(
+            f"{directory / 'best.pt'} was behind the history (a run stopped while writing "
+            "it): restored from last.pt"
+        )
+    return start, history
 
 
 def _summary(record: dict, epochs: int, improved: bool) -> str:

@@ -69,9 +69,8 @@ SCORES: Mapping[str, Score] = {
     "f1": lambda s: _mean_over_thresholds(_ratio(2 * s["tp"], 2 * s["tp"] + s["fp"] + s["fn"])),
     "ap": lambda s: _mean_over_thresholds(_ratio(s["tp"], s["tp"] + s["fp"] + s["fn"])),
     "matched_iou": lambda s: _mean_over_thresholds(_ratio(s["iou_sum"], s["tp"])),
-    "pq": lambda s: _mean_over_thresholds(
-        _ratio(s["iou_sum"], s["tp"] + (s["fp"] + s["fn"]) / 2)),
-}  # fmt: skip
+    "pq": lambda s: _mean_over_thresholds(_ratio(s["iou_sum"], s["tp"] + (s["fp"] + s["fn"]) / 2)),
+}
 
 
 @dataclass(frozen=True)
@@ -128,13 +127,17 @@ def image_counts(
     """
     truths, preds = list(truths), list(preds)
     if len(truths) != len(preds) or not truths:
-        raise ValueError(f"need as many predictions as true label images (at least one), got "
-                         f"{len(truths)} and {len(preds)}")  # fmt: skip
+        raise ValueError(
+            f"need as many predictions as true label images (at least one), got "
+            f"{len(truths)} and {len(preds)}"
+        )
     single = np.ndim(thresh) == 0
     thresholds = [float(thresh)] if single else [float(t) for t in thresh]
     stats = [matching(t, p, thresholds, criterion=criterion) for t, p in zip(truths, preds)]
-    counts = {key: np.array([[getattr(m, key) for m in per] for per in stats], np.float64)
-              for key in ("tp", "fp", "fn")}  # fmt: skip
+    counts = {
+        key: np.array([[getattr(m, key) for m in per] for per in stats], np.float64)
+        for key in ("tp", "fp", "fn")
+    }
     counts["iou_sum"] = np.array([[m.mean_matched_score * m.tp for m in per] for per in stats])
     if single:
         counts = {key: value[:, 0] for key, value in counts.items()}
@@ -182,8 +185,10 @@ def _resampled(arrays: dict[str, np.ndarray], fn: Score, weights: np.ndarray) ->
     sums = {k: np.tensordot(weights, a, axes=(1, 0)) for k, a in arrays.items()}
     values = np.asarray(fn(sums), dtype=np.float64)
     if values.shape != (len(weights),):
-        raise ValueError(f"the score must give one number per resample, shape "
-                         f"({len(weights)},), got {values.shape}")  # fmt: skip
+        raise ValueError(
+            f"the score must give one number per resample, shape "
+            f"({len(weights)},), got {values.shape}"
+        )
     return values
 
 

@@ -90,8 +90,10 @@ def _verified(name: str, method: str) -> Path:
     path = zoo_dir() / name
     rebuild = REBUILD.format(method=method)
     if name not in entries:
-        raise ZooError(f"{name} is not in the zoo manifest {zoo_dir() / 'MANIFEST.tsv'}; "
-                       f"rebuild it with {rebuild}")  # fmt: skip
+        raise ZooError(
+            f"{name} is not in the zoo manifest {zoo_dir() / 'MANIFEST.tsv'}; "
+            f"rebuild it with {rebuild}"
+        )
     if not path.is_file():
         raise ZooError(f"the zoo file {path} is missing; rebuild it with {rebuild}")
     size, sha = entries[name]

@@ -43,21 +43,56 @@ ROOT = Path(__file__).resolve().parents[1]
 #: peak learning rate and schedule. "cpu": each model trains in about 30 minutes on 2 cores.
 BUDGETS = {
     "cpu": {
-        "unet_weighted": {"config": {"depth": 3, "base_channels": 16}, "patch": 188, "batch": 8,
-                          "epochs": 30, "patches": 1600, "lr": 2e-3, "schedule": "onecycle"},
-        "unet_3class": {"config": {"depth": 3, "base_channels": 16}, "patch": 128, "batch": 8,
-                        "epochs": 30, "patches": 1920, "lr": 3e-3, "schedule": "onecycle"},
-        "cellpose": {"config": {"base_channels": 16, "depth": 3}, "patch": 128, "batch": 8,
-                     "epochs": 30, "patches": 880, "lr": 3e-3, "schedule": "onecycle"},
-        "stardist": {"config": {"base_channels": 32, "depth": 3, "grid": 2}, "patch": 128,
-                     "batch": 8, "epochs": 30, "patches": 1440, "lr": 3e-3, "schedule": "onecycle"},
+        "unet_weighted": {
+            "config": {"depth": 3, "base_channels": 16},
+            "patch": 188,
+            "batch": 8,
+            "epochs": 30,
+            "patches": 1600,
+            "lr": 2e-3,
+            "schedule": "onecycle",
+        },
+        "unet_3class": {
+            "config": {"depth": 3, "base_channels": 16},
+            "patch": 128,
+            "batch": 8,
+            "epochs": 30,
+            "patches": 1920,
+            "lr": 3e-3,
+            "schedule": "onecycle",
+        },
+        "cellpose": {
+            "config": {"base_channels": 16, "depth": 3},
+            "patch": 128,
+            "batch": 8,
+            "epochs": 30,
+            "patches": 880,
+            "lr": 3e-3,
+            "schedule": "onecycle",
+        },
+        "stardist": {
+            "config": {"base_channels": 32, "depth": 3, "grid": 2},
+            "patch": 128,
+            "batch": 8,
+            "epochs": 30,
+            "patches": 1440,
+            "lr": 3e-3,
+            "schedule": "onecycle",
+        },
     },
     "gpu": {
-        method: {"config": {}, "patch": None, "batch": 16, "epochs": 100, "patches": 3200,
-                 "lr": 1e-3, "schedule": "onecycle"}
+        method: {
+            "config": {},
+            "patch": None,
+            "batch": 16,
+            "epochs": 100,
+            "patches": 3200,
+            "lr": 1e-3,
+            "schedule": "onecycle",
+        }
         for method in cu.methods.NUCLEUS_METHODS
     },
-}  # fmt: skip
+}
 #: Generalist augmentation: every training patch sees a new scale, contrast and blur.
 AUGMENT = aug.compose(
     aug.flip_rot90,
@@ -71,11 +106,19 @@ AUGMENT = aug.compose(
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--methods", nargs="+", default=list(cu.methods.NUCLEUS_METHODS),
-                   choices=list(cu.methods.NUCLEUS_METHODS))  # fmt: skip
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(cu.methods.NUCLEUS_METHODS),
+        choices=list(cu.methods.NUCLEUS_METHODS),
+    )
     p.add_argument("--budget", choices=list(BUDGETS), default="cpu")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="stop training a method after this many minutes (resumable)")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="stop training a method after this many minutes (resumable)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "models", help="the zoo folder")
     p.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints" / "zoo")
     p.add_argument("--device", help="cpu, cuda, ... (default: course_utils.env.get_device)")
@@ -84,13 +127,21 @@ def parse_args(argv):
     p.add_argument("--n-test", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
     p.add_argument("--patches", type=int, default=None, help="override patches per epoch")
-    p.add_argument("--batch", type=int, default=None,
-                   help="override the global batch (split over the torchrun processes)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="override the global batch (split over the torchrun processes)",
+    )
     p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers")
-    p.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
-                   help="mixed precision; auto: fit's default, and bfloat16 on CPUs that "
-                   "compute it natively (AVX512-BF16 or AMX), 1.5-2x faster there")
+    p.add_argument(
+        "--amp",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="mixed precision; auto: fit's default, and bfloat16 on CPUs that "
+        "compute it natively (AVX512-BF16 or AMX), 1.5-2x faster there",
+    )
     return p.parse_args(argv)
 
 
@@ -105,32 +156,52 @@ def train(method: str, settings: dict, data: dict, args, device) -> tuple[Path, 
     """Train (or resume) one method; returns its checkpoint folder and what the card needs."""
     folder = args.checkpoints / args.budget / method
     record = cu.methods.get(method)
-    settings = {**settings, **{k: v for k, v in (("batch", args.batch), ("lr", args.lr))
-                               if v is not None}}  # fmt: skip
+    settings = {
+        **settings,
+        **{k: v for k, v in (("batch", args.batch), ("lr", args.lr)) if v is not None},
+    }
     patch = settings["patch"] or record.patch("full")
     epochs = args.epochs or settings["epochs"]
     patches = args.patches or settings["patches"]
     workers = args.workers if args.workers is not None else cu.env.dataloader_workers(full=8)
     started = time.perf_counter()
     model, history = cu.methods.train_method(
-        method, *data["train"], epochs=epochs, patch_size=patch, config=settings["config"],
-        patches_per_epoch=patches, augment=AUGMENT, batch_size=settings["batch"],
-        lr=settings["lr"], schedule=settings["schedule"], val_images=data["val"][0],
-        val_labels=data["val"][1], checkpoint_dir=folder, num_workers=workers,
-        data=f"bbbc039 train ({len(data['train'][0])} images)", device=device,
-        time_limit=None if args.minutes is None else 60 * args.minutes, seed=0,
+        method,
+        *data["train"],
+        epochs=epochs,
+        patch_size=patch,
+        config=settings["config"],
+        patches_per_epoch=patches,
+        augment=AUGMENT,
+        batch_size=settings["batch"],
+        lr=settings["lr"],
+        schedule=settings["schedule"],
+        val_images=data["val"][0],
+        val_labels=data["val"][1],
+        checkpoint_dir=folder,
+        num_workers=workers,
+        data=f"bbbc039 train ({len(data['train'][0])} images)",
+        device=device,
+        time_limit=None if args.minutes is None else 60 * args.minutes,
+        seed=0,
         amp=_amp(args.amp, device),
-    )  # fmt: skip
+    )
     done = len(history) == epochs
     info = {
         "architecture": {"network": record.network, **model.config},
-        "patch": patch, "global_batch": settings["batch"], "epochs": epochs,
-        "patches_per_epoch": patches, "steps": len(history) * -(-patches // settings["batch"]),
-        "lr": settings["lr"], "schedule": settings["schedule"],
+        "patch": patch,
+        "global_batch": settings["batch"],
+        "epochs": epochs,
+        "patches_per_epoch": patches,
+        "steps": len(history) * -(-patches // settings["batch"]),
+        "lr": settings["lr"],
+        "schedule": settings["schedule"],
         "wall_time_s": sum(r["seconds"] for r in history.records),
-        "this_session_s": time.perf_counter() - started, "finished": done,
-        "world_size": distributed.world_size(), "amp": str(_amp(args.amp, device)),
-    }  # fmt: skip
+        "this_session_s": time.perf_counter() - started,
+        "finished": done,
+        "world_size": distributed.world_size(),
+        "amp": str(_amp(args.amp, device)),
+    }
     return folder, info
 
 
@@ -161,8 +232,13 @@ def choose_and_score(method: str, folder: Path, data: dict, device) -> dict:
     chosen = max(candidates, key=lambda k: candidates[k][0])
     _, model, params, val = candidates[chosen]
     test = cu.methods.score(method, model, *data["test"], device=device, **params)
-    return {"checkpoint": chosen, "model": model.cpu(), "postprocess": params,
-            "validation": _rounded(val), "test": _rounded(test)}  # fmt: skip
+    return {
+        "checkpoint": chosen,
+        "model": model.cpu(),
+        "postprocess": params,
+        "validation": _rounded(val),
+        "test": _rounded(test),
+    }
 
 
 def _rounded(scores: dict) -> dict:
@@ -171,10 +247,15 @@ def _rounded(scores: dict) -> dict:
 
 def provenance(device) -> dict:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "course_utils", "scripts"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()  # fmt: skip
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "course_utils", "scripts"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         commit += " (with uncommitted changes)" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
@@ -186,9 +267,11 @@ def provenance(device) -> dict:
         "date": datetime.date.today().isoformat(),
         "device": f"{device.type}: {name}, {torch.get_num_threads()} threads"
         + (f", {distributed.world_size()} processes" if distributed.world_size() > 1 else ""),
-        "versions": {"python": platform.python_version(),
-                     **{p: metadata.version(p) for p in packages}},
-    }  # fmt: skip
+        "versions": {
+            "python": platform.python_version(),
+            **{p: metadata.version(p) for p in packages},
+        },
+    }
 
 
 def _cpu_model() -> str:
@@ -225,8 +308,16 @@ def main(argv=None) -> int:
             print(f"{method}: stopped by --minutes; run the same command again to resume")
             continue
         result = choose_and_score(method, folder, data, device)
-        card = zoo_cards.make_card(method, args.budget, info, result, diameter, AUGMENT,
-                                   provenance(device), len(data["train"][0]))  # fmt: skip
+        card = zoo_cards.make_card(
+            method,
+            args.budget,
+            info,
+            result,
+            diameter,
+            AUGMENT,
+            provenance(device),
+            len(data["train"][0]),
+        )
         zoo_cards.write_model(args.out, method, result["model"], card)
         print(f"{method}: test AP@0.5 {card['test']['ap50']:.3f} ({card['checkpoint']})")
     if distributed.is_main_process():

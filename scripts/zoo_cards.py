@@ -9,8 +9,17 @@ from pathlib import Path
 
 import course_utils as cu
 
-CARD_COLUMNS = ("method", "architecture", "steps", "wall time", "device", "val AP@0.5",
-                "test AP@0.5", "test AP@0.75", "test F1@0.5")  # fmt: skip
+CARD_COLUMNS = (
+    "method",
+    "architecture",
+    "steps",
+    "wall time",
+    "device",
+    "val AP@0.5",
+    "test AP@0.5",
+    "test AP@0.75",
+    "test F1@0.5",
+)
 
 
 def make_card(method, budget, info, result, diameter, augment, provenance, n_train) -> dict:
@@ -51,17 +60,26 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def write_model(out: Path, method: str, model, card: dict) -> None:
     """``<method>.pt`` (float16 weights and the ``meta`` that rebuilds the network), and the
     card as ``<method>.json`` and ``<method>.md``."""
-    meta = {"method": method, "data": card["data"], "postprocess": card["postprocess"],
-            "train_diameter_px": card["train_diameter_px"]}  # fmt: skip
-    cu.methods.save_model(model, out / f"{method}.pt", meta, mode=f"zoo-{card['budget']}",
-                          half=True)  # fmt: skip
+    meta = {
+        "method": method,
+        "data": card["data"],
+        "postprocess": card["postprocess"],
+        "train_diameter_px": card["train_diameter_px"],
+    }
+    cu.methods.save_model(
+        model, out / f"{method}.pt", meta, mode=f"zoo-{card['budget']}", half=True
+    )
     _atomic_write(out / f"{method}.json", (json.dumps(card, indent=2) + "\n").encode())
     _atomic_write(out / f"{method}.md", _card_markdown(card).encode())
 
 
 def _card_markdown(card: dict) -> str:
-    lines = [f"# Model card: {card['title']} (`{card['method']}`)", "", "| field | value |",
-             "| --- | --- |"]  # fmt: skip
+    lines = [
+        f"# Model card: {card['title']} (`{card['method']}`)",
+        "",
+        "| field | value |",
+        "| --- | --- |",
+    ]
     for key, value in card.items():
         if key in ("title",):
             continue
@@ -73,10 +91,17 @@ def _card_markdown(card: dict) -> str:
 def _row(card: dict) -> list[str]:
     arch = card["architecture"]
     sizes = ", ".join(f"{k} {v}" for k, v in arch.items() if k in ("depth", "base_channels"))
-    return [card["title"], f"{arch['network']} ({sizes})", str(card["steps"]),
-            f"{card['wall_time_s'] / 60:.0f} min", card["device"],
-            f"{card['validation']['ap50']:.3f}", f"{card['test']['ap50']:.3f}",
-            f"{card['test']['ap75']:.3f}", f"{card['test']['f1_50']:.3f}"]  # fmt: skip
+    return [
+        card["title"],
+        f"{arch['network']} ({sizes})",
+        str(card["steps"]),
+        f"{card['wall_time_s'] / 60:.0f} min",
+        card["device"],
+        f"{card['validation']['ap50']:.3f}",
+        f"{card['test']['ap50']:.3f}",
+        f"{card['test']['ap75']:.3f}",
+        f"{card['test']['f1_50']:.3f}",
+    ]
 
 
 def write_index(out: Path, baseline: dict) -> None:
@@ -84,16 +109,23 @@ def write_index(out: Path, baseline: dict) -> None:
     cards = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     order = list(cu.methods.NUCLEUS_METHODS)
     cards.sort(key=lambda c: order.index(c["method"]) if c["method"] in order else 99)
-    lines = ["# The course's model zoo", "",
-             "Trained by `make zoo` (`scripts/train_zoo.py`) on the BBBC039 training split; "
-             "scores pooled over the BBBC039 test images (AP = TP / (TP + FP + FN)). Each "
-             "model's card (`<method>.md`, `<method>.json`) has the whole record.", ""]  # fmt: skip
+    lines = [
+        "# The course's model zoo",
+        "",
+        "Trained by `make zoo` (`scripts/train_zoo.py`) on the BBBC039 training split; "
+        "scores pooled over the BBBC039 test images (AP = TP / (TP + FP + FN)). Each "
+        "model's card (`<method>.md`, `<method>.json`) has the whole record.",
+        "",
+    ]
     lines += ["| " + " | ".join(CARD_COLUMNS) + " |", "|" + " --- |" * len(CARD_COLUMNS)]
     lines += ["| " + " | ".join(_row(c)) + " |" for c in cards]
     t = baseline["test"]
-    lines += [f"| classical watershed (min_distance {baseline['min_distance']}) | Otsu + "
-              f"watershed | - | - | - | - | {t['ap50']:.3f} | {t['ap75']:.3f} | "
-              f"{t['f1_50']:.3f} |", ""]  # fmt: skip
+    lines += [
+        f"| classical watershed (min_distance {baseline['min_distance']}) | Otsu + "
+        f"watershed | - | - | - | - | {t['ap50']:.3f} | {t['ap75']:.3f} | "
+        f"{t['f1_50']:.3f} |",
+        "",
+    ]
     _atomic_write(out / "README.md", "\n".join(lines).encode())
     entries = []
     for path in sorted(out.iterdir()):

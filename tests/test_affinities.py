@@ -39,7 +39,7 @@ def _reference_components(mask, aff, offsets, threshold):
     h, w = mask.shape
     neighbours = {(y, x): [] for y in range(h) for x in range(w) if mask[y, x]}
     for k, (dy, dx) in enumerate(offsets):
-        for (y, x) in neighbours:
+        for y, x in neighbours:
             q = (y + dy, x + dx)
             if q in neighbours and aff[k, y, x] > threshold:
                 neighbours[(y, x)].append(q)
@@ -115,8 +115,9 @@ def test_components_equal_the_slow_reference_on_noisy_affinities(small_labels, t
     rng = np.random.default_rng(0)
     for lab in small_labels[:2]:
         mask = lab > 0
-        aff = np.clip(label_affinities(lab, ODD_OFFSETS) + rng.normal(0, 0.4, (6, *lab.shape)),
-                      0, 1)  # fmt: skip
+        aff = np.clip(
+            label_affinities(lab, ODD_OFFSETS) + rng.normal(0, 0.4, (6, *lab.shape)), 0, 1
+        )
         got = affinity_components(mask, aff, ODD_OFFSETS, threshold)
         np.testing.assert_array_equal(got, _reference_components(mask, aff, ODD_OFFSETS, threshold))
         ids = np.unique(got[got > 0])

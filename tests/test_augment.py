@@ -361,9 +361,15 @@ def test_augmentations_survive_pickling_for_dataloader_workers(nuclei):
 
     image, labels = nuclei
     pipeline = aug.compose(
-        aug.flip_rot90, aug.random_rotation(30), aug.random_affine(1.2, 5), aug.elastic(),
-        aug.intensity(), aug.gaussian_noise(0.1), aug.gaussian_blur(), p=0.8,
-    )  # fmt: skip
+        aug.flip_rot90,
+        aug.random_rotation(30),
+        aug.random_affine(1.2, 5),
+        aug.elastic(),
+        aug.intensity(),
+        aug.gaussian_noise(0.1),
+        aug.gaussian_blur(),
+        p=0.8,
+    )
     copy = pickle.loads(pickle.dumps(pipeline))
     a, b = pipeline(image, labels, _rng(2)), copy(image, labels, _rng(2))
     np.testing.assert_array_equal(a[0], b[0])

@@ -130,8 +130,15 @@ def test_peak_table_and_sizes():
 
 def test_write_results_writes_the_schema_and_merges(tmp_path):
     common = _load("_common")
-    head = common.header("demo", "A demo", "gpu-x", settings={"repeats": 3}, packages=("torch",),
-                         versions={"cuda": "1.0"}, accelerator="GPU X")  # fmt: skip
+    head = common.header(
+        "demo",
+        "A demo",
+        "gpu-x",
+        settings={"repeats": 3},
+        packages=("torch",),
+        versions={"cuda": "1.0"},
+        accelerator="GPU X",
+    )
     assert tuple(head) == SCHEMA_KEYS[:-1]
     assert head["versions"]["python"] and head["versions"]["cuda"] == "1.0"
     assert "torch" in head["versions"] and head["machine"].endswith(" CPUs; GPU X")
@@ -142,8 +149,9 @@ def test_write_results_writes_the_schema_and_merges(tmp_path):
     written = json.loads(path.read_text())
     assert list(written) == [*SCHEMA_KEYS, "extra_tables"] and written["rows"] == rows
     again = [{"model": "b", "batch": 1, "v": 3.0}]
-    common.write_results(head, again, extra_tables={"t": again}, out_dir=tmp_path,
-                         merge_on=("model", "batch"))  # fmt: skip
+    common.write_results(
+        head, again, extra_tables={"t": again}, out_dir=tmp_path, merge_on=("model", "batch")
+    )
     merged = json.loads(path.read_text())
     assert [r["v"] for r in merged["rows"]] == [1.0, 3.0]
     assert [r["v"] for r in merged["extra_tables"]["t"]] == [1.0, 3.0]
@@ -166,30 +174,71 @@ def _write(folder: Path, name: str, payload) -> None:
 
 
 def test_make_results_renders_the_schema_and_names_unreadable_files(tmp_path):
-    _write(tmp_path, "train_throughput_nvidia-h100-80gb-hbm3.json", {
-        "benchmark": "train_throughput", "title": "Training throughput",
-        "device": "nvidia-h100-80gb-hbm3", "date": "2030-01-02T03:04:05",
-        "versions": {"torch": "9.9"}, "machine": "NVIDIA H100 80GB HBM3",
-        "settings": {"batch": [8]},
-        "rows": [{"model": "unet_weighted", "size": 508, "batch": 8, "config": "bf16+cl",
-                  "fit_default": True, "images_per_s": 1234.5678, "tflops": 412.345,
-                  "mfu": 0.41678, "extra": "not shown"}],
-        "extra_tables": {"input pipeline": [{"model": "unet_weighted", "gpu_idle": 0.125}]},
-    })  # fmt: skip
-    _write(tmp_path, "flows_cpu.json", {
-        "benchmark": "flows", "title": "Flows", "device": "cpu", "date": "2030-01-01",
-        "versions": {"numpy": "3.0"}, "machine": "Some CPU, 2 CPUs",
-        "settings": {"threads": 2, "timing": "median"}, "note": "outside the schema",
-        "rows": [{"ratio": 4.0, "reference_s": 2.0, "ours_s": 0.5, "size": [512, 512]}],
-    })  # fmt: skip
-    _write(tmp_path, "matching_cpu.json", {  # the old layout: no longer read
-        "benchmark": "matching", "environment": {"date": "2030-01-01", "cpu": "Some CPU"},
-        "results": [{"ours_ms": 1.0}],
-    })  # fmt: skip
-    _write(tmp_path, "weightmap_cpu.json", {
-        "benchmark": "weightmap", "title": "W", "device": "cpu", "date": "2030-01-01",
-        "versions": {}, "machine": "M", "settings": [], "rows": [1, 2],
-    })  # fmt: skip
+    _write(
+        tmp_path,
+        "train_throughput_nvidia-h100-80gb-hbm3.json",
+        {
+            "benchmark": "train_throughput",
+            "title": "Training throughput",
+            "device": "nvidia-h100-80gb-hbm3",
+            "date": "2030-01-02T03:04:05",
+            "versions": {"torch": "9.9"},
+            "machine": "NVIDIA H100 80GB HBM3",
+            "settings": {"batch": [8]},
+            "rows": [
+                {
+                    "model": "unet_weighted",
+                    "size": 508,
+                    "batch": 8,
+                    "config": "bf16+cl",
+                    "fit_default": True,
+                    "images_per_s": 1234.5678,
+                    "tflops": 412.345,
+                    "mfu": 0.41678,
+                    "extra": "not shown",
+                }
+            ],
+            "extra_tables": {"input pipeline": [{"model": "unet_weighted", "gpu_idle": 0.125}]},
+        },
+    )
+    _write(
+        tmp_path,
+        "flows_cpu.json",
+        {
+            "benchmark": "flows",
+            "title": "Flows",
+            "device": "cpu",
+            "date": "2030-01-01",
+            "versions": {"numpy": "3.0"},
+            "machine": "Some CPU, 2 CPUs",
+            "settings": {"threads": 2, "timing": "median"},
+            "note": "outside the schema",
+            "rows": [{"ratio": 4.0, "reference_s": 2.0, "ours_s": 0.5, "size": [512, 512]}],
+        },
+    )
+    _write(
+        tmp_path,
+        "matching_cpu.json",
+        {  # the old layout: no longer read
+            "benchmark": "matching",
+            "environment": {"date": "2030-01-01", "cpu": "Some CPU"},
+            "results": [{"ours_ms": 1.0}],
+        },
+    )
+    _write(
+        tmp_path,
+        "weightmap_cpu.json",
+        {
+            "benchmark": "weightmap",
+            "title": "W",
+            "device": "cpu",
+            "date": "2030-01-01",
+            "versions": {},
+            "machine": "M",
+            "settings": [],
+            "rows": [1, 2],
+        },
+    )
     _write(tmp_path, "stardist_cpu.json", "{not json")
     out = tmp_path / "RESULTS.md"
     _load("make_results").main(["--results-dir", str(tmp_path), "--out", str(out)])
@@ -209,8 +258,10 @@ def test_make_results_renders_the_schema_and_names_unreadable_files(tmp_path):
     assert "not run at all: stardist, matching, weightmap" in missing
     assert "no GPU run yet (CPU only): flows" in missing
     assert "`stardist_cpu.json` (not JSON" in missing
-    assert ("`matching_cpu.json` (missing schema keys: title, device, date, versions, machine, "
-            "settings, rows)") in missing  # fmt: skip
+    assert (
+        "`matching_cpu.json` (missing schema keys: title, device, date, versions, machine, "
+        "settings, rows)"
+    ) in missing
     assert "`weightmap_cpu.json` (wrong type: settings, rows)" in missing
     assert "train_throughput" not in missing
     assert "## matching" not in text and "## weightmap" not in text
@@ -224,8 +275,12 @@ def test_segment_benchmark_ratios_and_image():
     ]
     ratios = bench._ratios(rows)
     assert ratios == [
-        {"method": "cellpose", "diameter": "given", "largest_over_smallest": 0.5,
-         "max_peak_mb": 1400}
-    ]  # fmt: skip
+        {
+            "method": "cellpose",
+            "diameter": "given",
+            "largest_over_smallest": 0.5,
+            "max_peak_mb": 1400,
+        }
+    ]
     image, diameter = bench._image(1100)  # tiled from 1024^2, cropped
     assert image.shape == (1100, 1100) and 24 < diameter < 34  # about the zoo's 28 px

@@ -182,7 +182,7 @@ def test_committed_notebooks_are_up_to_date():
 
 def test_exercise_notebooks_point_at_the_figures_one_folder_up(tmp_path):
     src = tmp_path / "99_demo.py"
-    src.write_text('# %% [markdown]\n# ![a diagram](figures/99_demo.svg)\n\n# %%\nx = 1\n')
+    src.write_text("# %% [markdown]\n# ![a diagram](figures/99_demo.svg)\n\n# %%\nx = 1\n")
     solution, exercise = bn.build(src, {})
     assert "](figures/99_demo.svg)" in solution.cells[0].source
     assert "](../figures/99_demo.svg)" in exercise.cells[0].source

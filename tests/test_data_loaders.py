@@ -379,8 +379,12 @@ def test_object_crops_always_hold_an_object_and_are_reproducible():
     assert all(torch.equal(a, b) for a, b in zip(ds[5], again[5]))
     # A slow reference: the corners whose 16 x 16 crop holds a pixel of the block; 1000 draws
     # from its 460 corners miss about 11% of them.
-    valid = {r * 100 + c for r in range(60 - 15) for c in range(80 - 15)
-             if (labels[r : r + 16, c : c + 16] > 0).any()}  # fmt: skip
+    valid = {
+        r * 100 + c
+        for r in range(60 - 15)
+        for c in range(80 - 15)
+        if (labels[r : r + 16, c : c + 16] > 0).any()
+    }
     assert corners <= valid and len(corners) > 0.8 * len(valid)
     empty = PatchDataset([image], [np.zeros_like(labels)], 16, length=3, crop="objects")
     assert empty[0][0].shape == (1, 16, 16)  # no object: uniform crops

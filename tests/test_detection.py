@@ -27,8 +27,7 @@ def _squares(shape, boxes):
 def toy():
     """3 true squares; predictions: a hit (0.9), a miss (0.8), a hit (0.7), a miss (0.6)."""
     truth = _squares((40, 60), [(0, 0, 10, 10), (0, 20, 10, 30), (20, 0, 30, 10)])
-    pred = _squares((40, 60), [(0, 0, 10, 10), (30, 40, 40, 50), (0, 21, 10, 30),
-                               (20, 40, 30, 50)])  # fmt: skip
+    pred = _squares((40, 60), [(0, 0, 10, 10), (30, 40, 40, 50), (0, 21, 10, 30), (20, 40, 30, 50)])
     return truth, pred, np.array([0.9, 0.8, 0.7, 0.6])
 
 
@@ -156,16 +155,28 @@ def _coco_ap(truths, preds, scores, thresh):
     for k, (t, p, s) in enumerate(zip(truths, preds, scores)):
         for i in np.unique(t)[1:]:
             rle = mask_util.encode(np.asfortranarray((t == i).astype(np.uint8)))
-            gts.append({"id": len(gts) + 1, "image_id": k, "category_id": 1, "iscrowd": 0,
-                        "segmentation": rle, "area": float((t == i).sum())})  # fmt: skip
+            gts.append(
+                {
+                    "id": len(gts) + 1,
+                    "image_id": k,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "segmentation": rle,
+                    "area": float((t == i).sum()),
+                }
+            )
         for i in np.unique(p)[1:]:
             rle = mask_util.encode(np.asfortranarray((p == i).astype(np.uint8)))
-            dts.append({"image_id": k, "category_id": 1, "segmentation": rle,
-                        "score": float(s[i - 1])})  # fmt: skip
+            dts.append(
+                {"image_id": k, "category_id": 1, "segmentation": rle, "score": float(s[i - 1])}
+            )
     coco = COCO()
     h, w = truths[0].shape
-    coco.dataset = {"images": [{"id": k, "height": h, "width": w} for k in range(len(truths))],
-                    "annotations": gts, "categories": [{"id": 1, "name": "nucleus"}]}  # fmt: skip
+    coco.dataset = {
+        "images": [{"id": k, "height": h, "width": w} for k in range(len(truths))],
+        "annotations": gts,
+        "categories": [{"id": 1, "name": "nucleus"}],
+    }
     coco.createIndex()
     evaluator = COCOeval(coco, coco.loadRes(dts), "segm")
     evaluator.params.iouThrs = np.array([thresh])

@@ -36,9 +36,15 @@ def _calls(labels):
         "follow_flows": lambda: follow_flows(flows, labels > 0, niter=5),
         "flows_to_masks": lambda: flows_to_masks(FLOW_SCALE * flows, np.where(labels > 0, 5, -5)),
         # SGD: torch's Adam itself asks torch.cuda.is_available(), which is patched here.
-        "fit": lambda: fit(net, loader, loss_fn=torch.nn.functional.mse_loss, epochs=1,
-                           optimizer=torch.optim.SGD(net.parameters(), lr=0.1), progress=False),
-    }  # fmt: skip
+        "fit": lambda: fit(
+            net,
+            loader,
+            loss_fn=torch.nn.functional.mse_loss,
+            epochs=1,
+            optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
+            progress=False,
+        ),
+    }
 
 
 @pytest.fixture
@@ -47,8 +53,9 @@ def looks_like_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
 
 
-@pytest.mark.parametrize("name", ["get_device", "masks_to_flows", "follow_flows",
-                                  "flows_to_masks", "fit"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name", ["get_device", "masks_to_flows", "follow_flows", "flows_to_masks", "fit"]
+)
 def test_course_device_cpu_is_honoured(name, labels, looks_like_a_gpu, monkeypatch):
     monkeypatch.setenv("COURSE_DEVICE", "cpu")
     result = _calls(labels)[name]()
@@ -57,8 +64,7 @@ def test_course_device_cpu_is_honoured(name, labels, looks_like_a_gpu, monkeypat
 
 
 @pytest.mark.parametrize("name", ["masks_to_flows", "follow_flows", "flows_to_masks", "fit"])
-def test_without_the_variable_the_same_calls_pick_cuda(name, labels, looks_like_a_gpu,
-                                                       monkeypatch):  # fmt: skip
+def test_without_the_variable_the_same_calls_pick_cuda(name, labels, looks_like_a_gpu, monkeypatch):
     monkeypatch.delenv("COURSE_DEVICE", raising=False)
     assert env.get_device() == torch.device("cuda")
     with pytest.raises((RuntimeError, AssertionError)):  # no real GPU behind the patch

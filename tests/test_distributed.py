@@ -54,8 +54,18 @@ def _run(cmd: list[str]) -> None:
 
 
 def _torchrun(script: Path, folder: Path, epochs: int) -> None:
-    _run([TORCHRUN, "--nproc_per_node=2", "--nnodes=1", "--rdzv-backend=c10d",
-          f"--rdzv-endpoint=127.0.0.1:{_free_port()}", str(script), str(folder), str(epochs)])
+    _run(
+        [
+            TORCHRUN,
+            "--nproc_per_node=2",
+            "--nnodes=1",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
+            str(script),
+            str(folder),
+            str(epochs),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")

@@ -187,8 +187,15 @@ def _tiny_run(folder: Path, epochs: int = 2, **options):
     torch.manual_seed(0)
     net = nn.Conv2d(1, 1, 3, padding=1)
     data = [(torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)) for _ in range(3)]
-    history = fit(net, data, loss_fn=nn.functional.mse_loss, epochs=epochs,
-                  checkpoint_dir=folder, progress=False, **options)  # fmt: skip
+    history = fit(
+        net,
+        data,
+        loss_fn=nn.functional.mse_loss,
+        epochs=epochs,
+        checkpoint_dir=folder,
+        progress=False,
+        **options,
+    )
     return net, history
 
 
@@ -198,8 +205,12 @@ def test_a_user_file_named_like_a_temporary_file_survives(tmp_path):
     _tiny_run(tmp_path)
     assert (tmp_path / "last.pt.tmp").read_bytes() == b"my notes"
     assert (tmp_path / ".last.pt.tmp").read_bytes() == b"more notes"
-    assert {p.name for p in tmp_path.iterdir()} == {"last.pt", "best.pt", "last.pt.tmp",
-                                                    ".last.pt.tmp"}  # fmt: skip
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "last.pt",
+        "best.pt",
+        "last.pt.tmp",
+        ".last.pt.tmp",
+    }
 
 
 def test_a_second_run_into_a_busy_folder_is_refused(tmp_path):
@@ -267,8 +278,15 @@ def test_a_byte_flipped_inside_a_weight_is_caught(tmp_path):
     with torch.no_grad():
         net.weight.fill_(1.2345)  # a pattern that can be found in the file
     loader = [(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))]
-    fit(net, loader, loss_fn=lambda out, y: (out * 0).sum(), epochs=1, checkpoint_dir=tmp_path,
-        progress=False, optimizer=torch.optim.SGD(net.parameters(), lr=0.0))  # fmt: skip
+    fit(
+        net,
+        loader,
+        loss_fn=lambda out, y: (out * 0).sum(),
+        epochs=1,
+        checkpoint_dir=tmp_path,
+        progress=False,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.0),
+    )
     path = tmp_path / "last.pt"
     data = bytearray(path.read_bytes())
     at = bytes(data).find(np.full(9, 1.2345, np.float32).tobytes())
@@ -325,8 +343,13 @@ def test_sigkill_at_random_moments_never_breaks_the_checkpoints(tmp_path):
         done = read_checkpoint(folder / "last.pt")["epoch"]
         assert done >= done_before  # a resumed run never goes back
         done_before = done
-    finished = subprocess.run([sys.executable, str(script), str(folder), str(epochs)], env=env,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+    finished = subprocess.run(
+        [sys.executable, str(script), str(folder), str(epochs)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert finished.returncode == 0 and "done" in finished.stdout, finished.stderr[-2000:]
     records = read_checkpoint(folder / "last.pt")["history"]["records"]
     assert [r["epoch"] for r in records] == list(range(1, epochs + 1))

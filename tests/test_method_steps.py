@@ -188,9 +188,19 @@ def test_one_tiny_epoch_of_every_method(method, patches_data):
     images, labels = patches_data
     patch = 52 if method == "unet_weighted" else 32  # 52 is a valid input of depth 2 (-> 12)
     model, history = methods.train_method(
-        method, images, labels, epochs=1, patch_size=patch, patches_per_epoch=4, batch_size=2,
-        progress=False, device="cpu", val_images=images[:1], val_labels=labels[:1], config=TINY,
-    )  # fmt: skip
+        method,
+        images,
+        labels,
+        epochs=1,
+        patch_size=patch,
+        patches_per_epoch=4,
+        batch_size=2,
+        progress=False,
+        device="cpu",
+        val_images=images[:1],
+        val_labels=labels[:1],
+        config=TINY,
+    )
     assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
     assert np.isfinite(history[0]["val_loss"]) and not model.training
 
@@ -200,9 +210,18 @@ def test_train_method_checkpoints_and_load_notebook_model(patches_data, tmp_path
     assert methods.load_notebook_model("unet_3class", root=tmp_path) is None
     folder = checkpoint_dir(methods.get("unet_3class").checkpoint, tmp_path)
     model, _ = methods.train_method(
-        "unet_3class", images, labels, epochs=1, patch_size=32, patches_per_epoch=2,
-        batch_size=2, progress=False, device="cpu", checkpoint_dir=folder, config=TINY,
-    )  # fmt: skip
+        "unet_3class",
+        images,
+        labels,
+        epochs=1,
+        patch_size=32,
+        patches_per_epoch=2,
+        batch_size=2,
+        progress=False,
+        device="cpu",
+        checkpoint_dir=folder,
+        config=TINY,
+    )
     assert (folder / "best.pt").exists() and not (folder / "recipe.json").exists()
     # The checkpoint rebuilds its depth-2 network although this mode's default is depth 3.
     loaded = methods.load_notebook_model("unet_3class", root=tmp_path)
@@ -220,8 +239,9 @@ def test_train_method_checkpoints_and_load_notebook_model(patches_data, tmp_path
 def test_train_method_needs_both_validation_lists(patches_data):
     images, labels = patches_data
     with pytest.raises(ValueError, match="val_labels"):
-        methods.train_method("unet_3class", images, labels, epochs=1, patch_size=32,
-                             val_images=images)  # fmt: skip
+        methods.train_method(
+            "unet_3class", images, labels, epochs=1, patch_size=32, val_images=images
+        )
 
 
 def test_stardist_to_labels_on_perfect_maps_and_a_prob_of_the_wrong_shape():

@@ -70,10 +70,19 @@ def _as_tuple(x):
 def test_one_step_through_the_record_checkpoints_and_rebuilds(method, data, tmp_path):
     images, labels = data
     model, history = methods.train_method(
-        method, images, labels, epochs=1, patch_size=PATCH.get(method, 32), batch_size=2,
-        patches_per_epoch=2, config=TINY, checkpoint_dir=tmp_path, data="synthetic x2",
-        progress=False, device="cpu",
-    )  # fmt: skip
+        method,
+        images,
+        labels,
+        epochs=1,
+        patch_size=PATCH.get(method, 32),
+        batch_size=2,
+        patches_per_epoch=2,
+        config=TINY,
+        checkpoint_dir=tmp_path,
+        data="synthetic x2",
+        progress=False,
+        device="cpu",
+    )
     assert np.isfinite(history[0]["train_loss"])
     meta = methods.read_meta(tmp_path)
     assert meta["method"] == method and meta["data"] == "synthetic x2"
@@ -97,14 +106,24 @@ def test_notebook_07_trains_with_the_records_loss_and_targets(data, monkeypatch)
     monkeypatch.setattr(training, "fit", spy)
     patch = labels[0][:64, :64]
     for name, record in methods.METHODS.items():
-        methods.train_method(name, images, labels, epochs=1, patch_size=PATCH.get(name, 32),
-                             patches_per_epoch=2, batch_size=2, progress=False, device="cpu",
-                             config=TINY)  # fmt: skip
+        methods.train_method(
+            name,
+            images,
+            labels,
+            epochs=1,
+            patch_size=PATCH.get(name, 32),
+            patches_per_epoch=2,
+            batch_size=2,
+            progress=False,
+            device="cpu",
+            config=TINY,
+        )
         assert seen["loss"] is record.loss
         assert seen["targets"].func is record.targets
         config = {**record.config(), **TINY}
-        for a, b in zip(_as_tuple(seen["targets"](patch)),
-                        _as_tuple(record.target_fn(config)(patch))):  # fmt: skip
+        for a, b in zip(
+            _as_tuple(seen["targets"](patch)), _as_tuple(record.target_fn(config)(patch))
+        ):
             np.testing.assert_array_equal(a, b)
 
 
@@ -116,8 +135,11 @@ def test_no_notebook_or_benchmark_restates_a_loss():
     for text in (nb07, bench):
         assert not re.search(r"def \w*(loss|targets)\w*\(", text)
         assert "cross_entropy" not in text and "mse_loss" not in text
-    for nb, method in (("03_unet", "unet_weighted"), ("05_cellpose_flows", "cellpose"),
-                       ("06_stardist", "stardist")):  # fmt: skip
+    for nb, method in (
+        ("03_unet", "unet_weighted"),
+        ("05_cellpose_flows", "cellpose"),
+        ("06_stardist", "stardist"),
+    ):
         text = (ROOT / f"notebooks/src/{nb}.py").read_text()
         assert f'cu.methods.get("{method}")' in text and ".loss(" in text, nb
 
@@ -133,8 +155,15 @@ def test_old_checkpoints_without_a_description_say_how_to_retrain(tmp_path):
 def test_a_network_outside_the_course_is_described_as_such(tmp_path):
     net = nn.Conv2d(1, 1, 3, padding=1)
     loader = [(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))]
-    fit(net, loader, loss_fn=nn.functional.mse_loss, epochs=1, checkpoint_dir=tmp_path,
-        progress=False, device="cpu")  # fmt: skip
+    fit(
+        net,
+        loader,
+        loss_fn=nn.functional.mse_loss,
+        epochs=1,
+        checkpoint_dir=tmp_path,
+        progress=False,
+        device="cpu",
+    )
     assert methods.read_meta(tmp_path)["network"] is None
     with pytest.raises(CheckpointError, match="outside course_utils.models"):
         methods.load_model(tmp_path)
@@ -143,9 +172,18 @@ def test_a_network_outside_the_course_is_described_as_such(tmp_path):
 def test_loading_into_another_architecture_names_what_differs(data, tmp_path):
     images, labels = data
     methods.train_method(
-        "unet_3class", images, labels, epochs=1, patch_size=32, patches_per_epoch=2,
-        batch_size=2, config=TINY, checkpoint_dir=tmp_path, progress=False, device="cpu",
-    )  # fmt: skip
+        "unet_3class",
+        images,
+        labels,
+        epochs=1,
+        patch_size=32,
+        patches_per_epoch=2,
+        batch_size=2,
+        config=TINY,
+        checkpoint_dir=tmp_path,
+        progress=False,
+        device="cpu",
+    )
     other = methods.get("unet_3class").build(depth=2, base_channels=8)
     with pytest.raises(CheckpointError, match=r"base_channels=4 there, 8 here") as info:
         load_checkpoint(other, tmp_path)
@@ -156,8 +194,15 @@ def test_fit_refuses_meta_that_would_overwrite_its_own_fields(tmp_path):
     net = nn.Conv2d(1, 1, 1)
     loader = [(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))]
     with pytest.raises(ValueError, match="may not set 'network'"):
-        fit(net, loader, loss_fn=nn.functional.mse_loss, epochs=1, checkpoint_dir=tmp_path,
-            meta={"network": "x"}, progress=False)  # fmt: skip
+        fit(
+            net,
+            loader,
+            loss_fn=nn.functional.mse_loss,
+            epochs=1,
+            checkpoint_dir=tmp_path,
+            meta={"network": "x"},
+            progress=False,
+        )
 
 
 def test_outputs_to_labels_uses_the_record_defaults_and_refuses_unknown_options(data):
@@ -194,24 +239,45 @@ def two_channel_data():
 
 def test_channels_come_from_the_images_or_are_checked_against_them(two_channel_data, tmp_path):
     images, labels = two_channel_data
-    short = {"epochs": 1, "patch_size": 32, "patches_per_epoch": 2, "batch_size": 2,
-             "progress": False, "device": "cpu"}  # fmt: skip
+    short = {
+        "epochs": 1,
+        "patch_size": 32,
+        "patches_per_epoch": 2,
+        "batch_size": 2,
+        "progress": False,
+        "device": "cpu",
+    }
     model, _ = methods.train_method("cellpose", images, labels, config=TINY, **short)
     assert model.config["in_channels"] == 2
-    model, _ = methods.train_method("cellpose", [x[0] for x in images], labels, channels=1,
-                                    config=TINY, checkpoint_dir=tmp_path, **short)  # fmt: skip
-    assert model.config["in_channels"] == 1 and methods.read_meta(tmp_path)["network_args"][
-        "in_channels"] == 1  # fmt: skip
+    model, _ = methods.train_method(
+        "cellpose",
+        [x[0] for x in images],
+        labels,
+        channels=1,
+        config=TINY,
+        checkpoint_dir=tmp_path,
+        **short,
+    )
+    assert (
+        model.config["in_channels"] == 1
+        and methods.read_meta(tmp_path)["network_args"]["in_channels"] == 1
+    )
     with pytest.raises(ValueError, match=r"channels=1 but the images have 2 channel\(s\)"):
         methods.train_method("cellpose", images, labels, channels=1, config=TINY, **short)
     with pytest.raises(ValueError, match=r"config\['in_channels'\]=1 but the images have 2"):
-        methods.train_method("stardist", images, labels, config={**TINY, "in_channels": 1},
-                             **short)  # fmt: skip
+        methods.train_method("stardist", images, labels, config={**TINY, "in_channels": 1}, **short)
     with pytest.raises(ValueError, match="different numbers of channels"):
         methods.train_method("cellpose", [images[0], images[1][0]], labels, **short)
     with pytest.raises(ValueError, match=r"val_images have 2 channel\(s\)"):
-        methods.train_method("cellpose", [x[0] for x in images], labels, val_images=images,
-                             val_labels=labels, config=TINY, **short)  # fmt: skip
+        methods.train_method(
+            "cellpose",
+            [x[0] for x in images],
+            labels,
+            val_images=images,
+            val_labels=labels,
+            config=TINY,
+            **short,
+        )
     with pytest.raises(TypeError, match="channels must be an int"):
         training.resolve_channels(images, 2.0)
     assert training.resolve_channels([np.zeros((3, 8, 8))]) == 3
@@ -262,14 +328,20 @@ def test_the_affinity_loss_counts_only_the_marked_pairs():
     changed = out.clone()
     changed[:, 1:][counted == 0] += 5.0  # uncounted pairs do not matter
     assert float(record.loss(changed, fg, aff, counted)) == pytest.approx(
-        float(record.loss(out, fg, aff, counted)), rel=1e-6)  # fmt: skip
+        float(record.loss(out, fg, aff, counted)), rel=1e-6
+    )
     assert torch.isfinite(record.loss(out, fg, aff, torch.zeros_like(counted)))
 
 
 def test_save_model_is_the_whole_description_of_a_trained_network(tmp_path):
     model = methods.get("cellpose").build(base_channels=4, depth=2)
-    model.meta = {"method": "cellpose", "data": "two images", "train_diameter_px": 21.5,
-                  "postprocess": {"cellprob_threshold": -0.5}, "network": "stale"}  # fmt: skip
+    model.meta = {
+        "method": "cellpose",
+        "data": "two images",
+        "train_diameter_px": 21.5,
+        "postprocess": {"cellprob_threshold": -0.5},
+        "network": "stale",
+    }
     path = methods.save_model(model, tmp_path / "deep" / "mine.pt", half=True, mode="zoo-test")
     state = torch.load(path, weights_only=True)
     assert all(v.dtype == torch.float16 for v in state["model"].values() if v.is_floating_point())

@@ -166,8 +166,8 @@ def _texts(ax):
 
 
 def test_unet_diagram_shows_the_paper_sizes():
+    from course_utils.diagrams import unet_diagram
     from course_utils.models import unet_output_size
-    from course_utils.plot import unet_diagram
 
     ax = unet_diagram()
     texts = _texts(ax)
@@ -181,7 +181,7 @@ def test_unet_diagram_shows_the_paper_sizes():
 
 
 def test_unet_diagram_other_depth_and_bad_size():
-    from course_utils.plot import unet_diagram
+    from course_utils.diagrams import unet_diagram
 
     fig, ax = plt.subplots()
     assert unet_diagram(3, 188, base_channels=8, n_classes=3, ax=ax) is ax
@@ -195,15 +195,18 @@ def test_unet_diagram_other_depth_and_bad_size():
 def test_overlap_tile_diagram_draws_every_output_tile_and_the_margin():
     from matplotlib.patches import Rectangle
 
-    from course_utils.plot import overlap_tile_diagram
+    from course_utils.diagrams import overlap_tile_diagram
     from course_utils.predict import tile_grid
 
     image = np.random.default_rng(0).random((120, 150)).astype(np.float32)
     tiles = tile_grid(image.shape, 92, 60)  # margin 16
     fig = overlap_tile_diagram(image, tiles)
     left, right = fig.axes
-    cyan = [p for p in left.patches if isinstance(p, Rectangle) and p.get_edgecolor()[2] > 0.7
-            and p.get_edgecolor()[0] < 0.2]  # fmt: skip
+    cyan = [
+        p
+        for p in left.patches
+        if isinstance(p, Rectangle) and p.get_edgecolor()[2] > 0.7 and p.get_edgecolor()[0] < 0.2
+    ]
     assert len(cyan) == len(tiles) == 6
     shown = left.get_images()[0].get_array()
     y0, x0, y1, x1 = tiles[0]["input"]

@@ -35,8 +35,14 @@ def _image_axes(fig):
 def test_show_maps_draws_scalar_maps_with_colour_bars_and_rgb_without(nuclei):
     image, labels = nuclei
     rgb = np.dstack([image, image, image]).clip(0, 1)
-    fig = pm.show_maps([image, labels > 0, rgb], ["a", "b", "c"], cmap=["gray", "magma", "x"],
-                       vmin=0, vmax=1, suptitle="maps")  # fmt: skip
+    fig = pm.show_maps(
+        [image, labels > 0, rgb],
+        ["a", "b", "c"],
+        cmap=["gray", "magma", "x"],
+        vmin=0,
+        vmax=1,
+        suptitle="maps",
+    )
     axes = _image_axes(fig)
     assert [ax.get_title() for ax in axes[:3]] == ["a", "b", "c"]
     assert len(fig.axes) == 5  # three maps and two colour bars (none for RGB)

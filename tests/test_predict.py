@@ -117,8 +117,10 @@ def test_tile_grid_covers_the_image_once_and_keeps_context():
             assert (iy1 - iy0, ix1 - ix0) == (th, tw)
             count[oy0:oy1, ox0:ox1] += 1
             # Inner edges keep at least overlap // 2 pixels of context; image edges keep none.
-            for lo, hi, kept_lo, kept_hi, n in ((iy0, iy1, oy0, oy1, shape[0]),
-                                                (ix0, ix1, ox0, ox1, shape[1])):  # fmt: skip
+            for lo, hi, kept_lo, kept_hi, n in (
+                (iy0, iy1, oy0, oy1, shape[0]),
+                (ix0, ix1, ox0, ox1, shape[1]),
+            ):
                 assert kept_lo == 0 or kept_lo - lo >= overlap // 2
                 assert kept_hi == n or hi - kept_hi >= overlap // 2
         assert (count == 1).all(), (shape, tile, overlap)

@@ -66,8 +66,14 @@ def test_load_folder_clear_errors(my_folders, tmp_path):
         load_folder(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_folder(tmp_path / "missing")
-    _write(tmp_path / "rgb", "a.png", np.dstack([np.arange(64 * 80, dtype=np.uint8).reshape(
-        64, 80)] + [np.zeros((64, 80), np.uint8)] * 2))  # fmt: skip
+    _write(
+        tmp_path / "rgb",
+        "a.png",
+        np.dstack(
+            [np.arange(64 * 80, dtype=np.uint8).reshape(64, 80)]
+            + [np.zeros((64, 80), np.uint8)] * 2
+        ),
+    )
     with pytest.raises(ValueError, match="colour image"):
         load_folder(tmp_path / "rgb")
 
@@ -83,8 +89,9 @@ def test_diameters_and_rescaling():
     assert np.isnan(scale.median_diameter(np.zeros((4, 4), np.int32)))
     bigger = scale.rescale_labels(labels, 2.0)
     assert bigger.shape == (120, 120) and set(np.unique(bigger)) == {0, 3, 9}
-    assert scale.median_diameter(bigger) == pytest.approx(2 * scale.median_diameter(labels),
-                                                          rel=0.05)  # fmt: skip
+    assert scale.median_diameter(bigger) == pytest.approx(
+        2 * scale.median_diameter(labels), rel=0.05
+    )
     image = (labels > 0).astype(np.float32)
     half = scale.rescale_image(image, 0.5)
     assert half.shape == (30, 30) and half.dtype == np.float32
@@ -132,9 +139,19 @@ def test_fine_tune_trains_and_can_freeze_the_encoder():
     image, labels = synthetic_nuclei((96, 96), seed=4)
     model = methods.get("cellpose").build(base_channels=4, depth=2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    tuned, history = cu.fine_tune("cellpose", [image], [labels], model=model, epochs=1,
-                                  patches_per_epoch=4, batch_size=2, patch_size=32,
-                                  freeze="encoder", rescale=False, progress=False)  # fmt: skip
+    tuned, history = cu.fine_tune(
+        "cellpose",
+        [image],
+        [labels],
+        model=model,
+        epochs=1,
+        patches_per_epoch=4,
+        batch_size=2,
+        patch_size=32,
+        freeze="encoder",
+        rescale=False,
+        progress=False,
+    )
     assert len(history) == 1 and not tuned.training
     after = tuned.state_dict()
     encoder = [k for k in after if k.startswith("down.") and "weight" in k]
@@ -175,6 +192,7 @@ def test_estimate_looks_at_the_central_window(zoo_cellpose):
     assert window == cu.estimate_diameter(centre, "cellpose", max_side=None)
     # a window too small for three whole nuclei: the estimate looks at the whole image
     assert cu.estimate_diameter(image, "cellpose", max_side=16) == cu.estimate_diameter(
-        image, "cellpose", max_side=None)  # fmt: skip
+        image, "cellpose", max_side=None
+    )
     with pytest.raises(ValueError, match="max_side"):
         cu.estimate_diameter(image, "cellpose", max_side=4)

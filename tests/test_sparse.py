@@ -39,11 +39,22 @@ def _kept_whole(sparse: np.ndarray, labels: np.ndarray) -> set[int]:
     return kept
 
 
-CASES = list(itertools.product(
-    [{"fraction": 0.0}, {"fraction": 0.05}, {"fraction": 0.5}, {"fraction": 1.0}, {"k": 0},
-     {"k": 1}, {"k": 4}, {"k": 1000}],
-    sp.SELECTIONS, sp.BACKGROUNDS,
-))  # fmt: skip
+CASES = list(
+    itertools.product(
+        [
+            {"fraction": 0.0},
+            {"fraction": 0.05},
+            {"fraction": 0.5},
+            {"fraction": 1.0},
+            {"k": 0},
+            {"k": 1},
+            {"k": 4},
+            {"k": 1000},
+        ],
+        sp.SELECTIONS,
+        sp.BACKGROUNDS,
+    )
+)
 
 
 @pytest.mark.parametrize(("amount", "select", "background"), CASES)
@@ -262,8 +273,11 @@ def test_next_to_unknown_by_hand():
 
 def test_sparse_targets_refuse_ids_below_unknown():
     bad = np.array([[-2, 0], [1, 1]])
-    for fn in (sp.cellpose_sparse_targets, sp.stardist_sparse_targets,
-               sp.unet_3class_sparse_targets):  # fmt: skip
+    for fn in (
+        sp.cellpose_sparse_targets,
+        sp.stardist_sparse_targets,
+        sp.unet_3class_sparse_targets,
+    ):
         with pytest.raises(ValueError, match="below -1"):
             fn(bad)
 

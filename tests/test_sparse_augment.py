@@ -57,9 +57,15 @@ def _sparse(labels: np.ndarray, seed: int = 0) -> np.ndarray:
 SPARSE_AUGMENTS = {
     **GEOMETRIC,
     "flip_rot90": aug.flip_rot90,
-    "pipeline": aug.compose(aug.flip_rot90, aug.random_rotation(40), aug.intensity(),
-                            aug.gaussian_noise(0.05), aug.elastic(), p=[1, 0.8, 0.5, 0.5, 0.5]),
-}  # fmt: skip
+    "pipeline": aug.compose(
+        aug.flip_rot90,
+        aug.random_rotation(40),
+        aug.intensity(),
+        aug.gaussian_noise(0.05),
+        aug.elastic(),
+        p=[1, 0.8, 0.5, 0.5, 0.5],
+    ),
+}
 
 
 @pytest.mark.parametrize("name", sorted(SPARSE_AUGMENTS))

@@ -27,8 +27,10 @@ def _batch(targets_fn, labels_list):
 def patches():
     """Two 64 x 64 label patches, dense, and a sparse version of each."""
     dense = [synthetic_nuclei((64, 64), n_nuclei=14, seed=s)[1] for s in (1, 2)]
-    sparse = [sp.sparsify(lab, fraction=0.3, background="band", band=3, seed=s)
-              for s, lab in enumerate(dense)]  # fmt: skip
+    sparse = [
+        sp.sparsify(lab, fraction=0.3, background="band", band=3, seed=s)
+        for s, lab in enumerate(dense)
+    ]
     assert all((s < 0).any() and (s > 0).any() for s in sparse)
     return dense, sparse
 
@@ -155,14 +157,23 @@ def tiny_data():
 @pytest.mark.parametrize("method", ["cellpose", "stardist"])
 def test_a_fully_annotated_sparse_run_is_the_dense_run(tiny_data, method):
     images, labels = tiny_data
-    options = {"epochs": 2, "patch_size": 32, "patches_per_epoch": 8, "batch_size": 4,
-               "lr": 3e-3, "augment": aug.flip_rot90, "progress": False, "seed": 1,
-               "config": {"base_channels": 4}}  # fmt: skip
+    options = {
+        "epochs": 2,
+        "patch_size": 32,
+        "patches_per_epoch": 8,
+        "batch_size": 4,
+        "lr": 3e-3,
+        "augment": aug.flip_rot90,
+        "progress": False,
+        "seed": 1,
+        "config": {"base_channels": 4},
+    }
     if method == "stardist":
         options["config"]["n_rays"] = 8
     dense_model, dense_history = train_method(method, images, labels, **options)
-    sparse_model, sparse_history = sp.train_sparse(method, images, labels, crop="uniform",
-                                                   **options)  # fmt: skip
+    sparse_model, sparse_history = sp.train_sparse(
+        method, images, labels, crop="uniform", **options
+    )
     np.testing.assert_allclose(
         [r["train_loss"] for r in sparse_history.records],
         [r["train_loss"] for r in dense_history.records],
@@ -176,11 +187,21 @@ def test_train_sparse_on_sparse_labels(tiny_data, tmp_path):
     images, labels = tiny_data
     sparse = [sp.sparsify(lab, k=2, background="band", seed=0) for lab in labels]
     model, history = sp.train_sparse(
-        "stardist", images, sparse, epochs=1, patch_size=32, patches_per_epoch=8,
-        batch_size=4, progress=False, checkpoint_dir=tmp_path, data="synthetic, 2 per image",
-        config={"base_channels": 4, "n_rays": 8}, augment=aug.random_rotation(30, mode="constant"),
-        val_images=images, val_labels=sparse,
-    )  # fmt: skip
+        "stardist",
+        images,
+        sparse,
+        epochs=1,
+        patch_size=32,
+        patches_per_epoch=8,
+        batch_size=4,
+        progress=False,
+        checkpoint_dir=tmp_path,
+        data="synthetic, 2 per image",
+        config={"base_channels": 4, "n_rays": 8},
+        augment=aug.random_rotation(30, mode="constant"),
+        val_images=images,
+        val_labels=sparse,
+    )
     assert len(history.records) == 1 and np.isfinite(history.records[0]["val_loss"])
     meta = torch.load(tmp_path / "last.pt", weights_only=False)["meta"]
     assert meta["sparse"] is True and meta["method"] == "stardist"
@@ -188,9 +209,18 @@ def test_train_sparse_on_sparse_labels(tiny_data, tmp_path):
     fresh = get("stardist").build(seed=0, base_channels=4, n_rays=8)
     mean = get("stardist").prepare  # the record's, on the objects with unknown as background
     mean(fresh, [np.maximum(s, 0) for s in sparse])
-    trained = sp.train_sparse("stardist", images, sparse, epochs=1, patch_size=32, lr=0.0,
-                              patches_per_epoch=4, progress=False, batch_size=4,
-                              config={"base_channels": 4, "n_rays": 8})[0]  # fmt: skip
+    trained = sp.train_sparse(
+        "stardist",
+        images,
+        sparse,
+        epochs=1,
+        patch_size=32,
+        lr=0.0,
+        patches_per_epoch=4,
+        progress=False,
+        batch_size=4,
+        config={"base_channels": 4, "n_rays": 8},
+    )[0]
     torch.testing.assert_close(trained.dist_head.bias, fresh.dist_head.bias)
 
 
@@ -201,10 +231,14 @@ def test_train_sparse_errors(tiny_data):
     with pytest.raises(ValueError, match="2 images but 1"):
         sp.train_sparse("cellpose", images, labels[:1], epochs=1)
     with pytest.raises(ValueError, match="channel"):  # a 1-channel network, 2-channel images
-        sp.train_sparse("cellpose", [np.stack([x, x]) for x in images], labels, epochs=1,
-                        config={"in_channels": 1})  # fmt: skip
+        sp.train_sparse(
+            "cellpose",
+            [np.stack([x, x]) for x in images],
+            labels,
+            epochs=1,
+            config={"in_channels": 1},
+        )
     with pytest.raises(ValueError, match="channel"):  # images of different channel counts
         sp.train_sparse("cellpose", [images[0], np.stack([images[1]] * 2)], labels, epochs=1)
     with pytest.raises(ValueError, match="below -1"):
-        sp.train_sparse("cellpose", images, [lab - 2 for lab in labels], epochs=1,
-                        patch_size=32)  # fmt: skip
+        sp.train_sparse("cellpose", images, [lab - 2 for lab in labels], epochs=1, patch_size=32)

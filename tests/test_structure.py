@@ -29,14 +29,20 @@ def _private_imports(path: Path) -> list[str]:
         if isinstance(node, ast.ImportFrom) and node.level > 0:
             for alias in node.names:
                 if alias.name.startswith("_") and not alias.name.startswith("__"):
-                    found.append(f"line {node.lineno}: from {'.' * node.level}{node.module or ''}"
-                                 f" import {alias.name}")  # fmt: skip
+                    found.append(
+                        f"line {node.lineno}: from {'.' * node.level}{node.module or ''}"
+                        f" import {alias.name}"
+                    )
                 else:
                     siblings.add(alias.asname or alias.name)
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                and node.value.id in siblings and node.attr.startswith("_")
-                and not node.attr.startswith("__")):  # fmt: skip
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in siblings
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
             found.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
     return found
 

@@ -122,9 +122,15 @@ def test_checkpoints_written_and_best_follows_monitor(tmp_path):
     metric = {"score": lambda out, y: scores[train.dataset.epoch]}
     common = dict(loss_fn=nn.BCEWithLogitsLoss(), metrics=metric, device="cpu", progress=False)
     history = fit(
-        tiny_net(), train, val, epochs=4, checkpoint_dir=tmp_path / "run",
-        monitor="score", monitor_mode="max", **common,
-    )  # fmt: skip
+        tiny_net(),
+        train,
+        val,
+        epochs=4,
+        checkpoint_dir=tmp_path / "run",
+        monitor="score",
+        monitor_mode="max",
+        **common,
+    )
     assert history.best_epoch == 2
     assert history["score"] == pytest.approx(scores)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "last.pt"]
@@ -206,25 +212,6 @@ def test_history_plot_returns_labelled_figure():
     matplotlib.pyplot.close(fig)
 
 
-def test_history_records_best_and_views():
-    records = [
-        {"epoch": 1, "train_loss": 1.0, "val_loss": 0.9, "dice": 0.2},
-        {"epoch": 2, "train_loss": 0.8, "val_loss": math.nan, "dice": 0.6},
-        {"epoch": 3, "train_loss": 0.7, "val_loss": 0.5, "dice": 0.4},
-    ]
-    assert History("val_loss", "min", records).best_epoch == 3  # NaN never counts as best
-    history = History("dice", "max", records)
-    assert history.best_epoch == 2 and history.last["epoch"] == 3
-    assert history.as_dict()["dice"] == [0.2, 0.6, 0.4]
-    assert list(history.to_frame().index) == [1, 2, 3]
-    assert "best epoch 2" in repr(history) and "<table>" in history._repr_html_()
-    assert History().best_epoch is None and History().last is None
-    with pytest.raises(ValueError, match="mode"):
-        History("dice", "largest")
-    with pytest.raises(KeyError, match="iou"):
-        history["iou"]
-
-
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -281,10 +268,19 @@ def test_schedulers_plateau_gets_monitored_value_and_one_cycle_steps_per_batch()
     def lrs(scores, factory, monitor="score"):
         metric = {"score": lambda out, y: scores[train.dataset.epoch]}
         history = fit(
-            tiny_net(), train, val, loss_fn=nn.BCEWithLogitsLoss(), epochs=len(scores),
-            lr=1e-2, scheduler=factory, metrics=metric, monitor=monitor, monitor_mode="max",
-            device="cpu", progress=False,
-        )  # fmt: skip
+            tiny_net(),
+            train,
+            val,
+            loss_fn=nn.BCEWithLogitsLoss(),
+            epochs=len(scores),
+            lr=1e-2,
+            scheduler=factory,
+            metrics=metric,
+            monitor=monitor,
+            monitor_mode="max",
+            device="cpu",
+            progress=False,
+        )
         return history["lr"]
 
     plateau = lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(opt, "max", 0.5, 0)  # noqa: E731
@@ -304,9 +300,14 @@ def test_schedulers_plateau_gets_monitored_value_and_one_cycle_steps_per_batch()
 def test_without_validation_monitors_train_loss(tmp_path):
     train, _ = loaders()
     history = fit(
-        tiny_net(), train, loss_fn=nn.BCEWithLogitsLoss(), epochs=2, device="cpu",
-        checkpoint_dir=tmp_path, progress=False,
-    )  # fmt: skip
+        tiny_net(),
+        train,
+        loss_fn=nn.BCEWithLogitsLoss(),
+        epochs=2,
+        device="cpu",
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
     assert history.monitor == "train_loss" and "val_loss" not in history.keys()
     assert (tmp_path / "best.pt").exists()
 
@@ -364,8 +365,17 @@ def test_metrics_get_float32_also_for_tuple_outputs_under_bf16():
         return nn.functional.binary_cross_entropy_with_logits(out[0].float(), y)
 
     train, val = loaders()
-    fit(TwoHeads(), train, val, loss_fn=loss_fn, metrics={"m": metric}, epochs=1, amp="bf16",
-        device="cpu", progress=False)  # fmt: skip
+    fit(
+        TwoHeads(),
+        train,
+        val,
+        loss_fn=loss_fn,
+        metrics={"m": metric},
+        epochs=1,
+        amp="bf16",
+        device="cpu",
+        progress=False,
+    )
     assert seen and all(dtypes == (torch.float32, torch.float32) for dtypes in seen)
 
 

@@ -33,15 +33,24 @@ def test_counts_sum_to_the_pooled_matching(pairs):
     pooled = metrics.matching_dataset(truths, preds, 0.5)
     assert counts["tp"].shape == (4,)
     assert (counts["tp"].sum(), counts["fp"].sum(), counts["fn"].sum()) == (
-        pooled.tp, pooled.fp, pooled.fn)  # fmt: skip
+        pooled.tp,
+        pooled.fp,
+        pooled.fn,
+    )
     assert counts["n_true"].sum() == pooled.n_true and counts["images"].sum() == 4
 
 
 @pytest.mark.parametrize(
     "name, field",
-    [("precision", "precision"), ("recall", "recall"), ("f1", "f1"), ("ap", "accuracy"),
-     ("matched_iou", "mean_matched_score"), ("pq", "panoptic_quality")],
-)  # fmt: skip
+    [
+        ("precision", "precision"),
+        ("recall", "recall"),
+        ("f1", "f1"),
+        ("ap", "accuracy"),
+        ("matched_iou", "mean_matched_score"),
+        ("pq", "panoptic_quality"),
+    ],
+)
 def test_estimates_are_the_pooled_scores(pairs, name, field):
     truths, preds = pairs
     interval = bootstrap_interval(image_counts(truths, preds, 0.7), name, n_boot=200)
@@ -71,8 +80,9 @@ def test_resamples_equal_a_naive_loop(pairs):
     naive = []
     for w in weights:
         idx = np.repeat(np.arange(4), w)
-        naive.append(metrics.matching_dataset([truths[i] for i in idx],
-                                              [preds[i] for i in idx], 0.5).f1)  # fmt: skip
+        naive.append(
+            metrics.matching_dataset([truths[i] for i in idx], [preds[i] for i in idx], 0.5).f1
+        )
     low, high = np.quantile(naive, [0.025, 0.975])
     interval = bootstrap_interval(counts, "f1", n_boot=n_boot, seed=seed)
     assert (interval.low, interval.high) == pytest.approx((low, high))
@@ -89,8 +99,7 @@ def test_a_mean_over_images_has_the_normal_theory_width():
 
 
 def test_seed_level_and_one_image():
-    counts = {"tp": np.array([5.0, 9, 2]), "fp": np.array([1.0, 0, 4]),
-              "fn": np.array([0.0, 2, 3])}  # fmt: skip
+    counts = {"tp": np.array([5.0, 9, 2]), "fp": np.array([1.0, 0, 4]), "fn": np.array([0.0, 2, 3])}
     a = bootstrap_interval(counts, "f1", seed=5)
     assert a == bootstrap_interval(counts, "f1", seed=5)
     assert bootstrap_interval(counts, "f1", level=0.5).width < a.width
@@ -111,8 +120,12 @@ def test_paired_difference(pairs):
 
 
 def test_every_named_score_is_vectorised():
-    counts = {"tp": np.array([3.0, 4]), "fp": np.array([1.0, 0]), "fn": np.array([0.0, 2]),
-              "iou_sum": np.array([2.4, 3.5])}  # fmt: skip
+    counts = {
+        "tp": np.array([3.0, 4]),
+        "fp": np.array([1.0, 0]),
+        "fn": np.array([0.0, 2]),
+        "iou_sum": np.array([2.4, 3.5]),
+    }
     for name in SCORES:
         interval = bootstrap_interval(counts, name, n_boot=20)
         assert 0 <= interval.low <= interval.high <= 1
@@ -124,20 +137,44 @@ def test_every_named_score_is_vectorised():
         ({}, {}, TypeError, "non-empty dict"),
         ({"tp": np.ones(3), "fp": np.ones(2), "fn": np.ones(3)}, {}, ValueError, "one row per"),
         ({"tp": np.zeros(0), "fp": np.zeros(0), "fn": np.zeros(0)}, {}, ValueError, "no image"),
-        ({"tp": np.array([1.0, np.nan]), "fp": np.ones(2), "fn": np.ones(2)}, {}, ValueError,
-         "NaN"),
-        ({"tp": np.ones(2), "fp": np.ones(2), "fn": np.ones(2)}, {"score": "dice"}, ValueError,
-         "one of"),
-        ({"tp": np.ones(2), "fp": np.ones(2), "fn": np.ones(2)}, {"level": 1.0}, ValueError,
-         "strictly between"),
-        ({"tp": np.ones(2), "fp": np.ones(2), "fn": np.ones(2)}, {"n_boot": 0}, ValueError,
-         "n_boot"),
-        ({"tp": np.ones(2), "fp": np.ones(2), "fn": np.ones(2)}, {"n_boot": 10.0}, TypeError,
-         "n_boot"),
-        ({"tp": np.ones(2), "fp": np.ones(2), "fn": np.ones(2)},
-         {"score": lambda s: s["tp"][:1]}, ValueError, "one number per resample"),
+        (
+            {"tp": np.array([1.0, np.nan]), "fp": np.ones(2), "fn": np.ones(2)},
+            {},
+            ValueError,
+            "NaN",
+        ),
+        (
+            {"tp": np.ones(2), "fp": np.ones(2), "fn": np.ones(2)},
+            {"score": "dice"},
+            ValueError,
+            "one of",
+        ),
+        (
+            {"tp": np.ones(2), "fp": np.ones(2), "fn": np.ones(2)},
+            {"level": 1.0},
+            ValueError,
+            "strictly between",
+        ),
+        (
+            {"tp": np.ones(2), "fp": np.ones(2), "fn": np.ones(2)},
+            {"n_boot": 0},
+            ValueError,
+            "n_boot",
+        ),
+        (
+            {"tp": np.ones(2), "fp": np.ones(2), "fn": np.ones(2)},
+            {"n_boot": 10.0},
+            TypeError,
+            "n_boot",
+        ),
+        (
+            {"tp": np.ones(2), "fp": np.ones(2), "fn": np.ones(2)},
+            {"score": lambda s: s["tp"][:1]},
+            ValueError,
+            "one number per resample",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_refused(counts, kwargs, error, message):
     with pytest.raises(error, match=message):
         bootstrap_interval(counts, **kwargs)

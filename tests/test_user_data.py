@@ -28,8 +28,11 @@ FAST = {"epochs": 1, "patches_per_epoch": 2, "batch_size": 2, "patch_size": 32}
 
 
 def _tiny(method: str, diameter: float | None = 14.0, **config) -> nn.Module:
-    small = {"cellpose": {"base_channels": 4, "depth": 2}, "stardist": {"base_channels": 4,
-             "depth": 1}, "unet_3class": {"base_channels": 4, "depth": 2}}  # fmt: skip
+    small = {
+        "cellpose": {"base_channels": 4, "depth": 2},
+        "stardist": {"base_channels": 4, "depth": 1},
+        "unet_3class": {"base_channels": 4, "depth": 2},
+    }
     model = methods.get(method).build(**{**small.get(method, {}), **config}).eval()
     model.meta = {"method": method}
     if diameter is not None:
@@ -95,8 +98,15 @@ def _fit_tiny(directory: Path, epochs: int):
     model = nn.Conv2d(1, 1, 3, padding=1)
     x = torch.randn(8, 1, 8, 8)
     data = DataLoader(TensorDataset(x, 2 * x), batch_size=4)
-    history = fit(model, data, loss_fn=nn.functional.mse_loss, epochs=epochs, lr=0.05,
-                  checkpoint_dir=directory, progress=False)  # fmt: skip
+    history = fit(
+        model,
+        data,
+        loss_fn=nn.functional.mse_loss,
+        epochs=epochs,
+        lr=0.05,
+        checkpoint_dir=directory,
+        progress=False,
+    )
     return model, history
 
 
@@ -250,8 +260,9 @@ def test_fine_tune_inputs_a_user_may_give(pair):
         cu.fine_tune("cellpose", [image], [np.zeros_like(labels)], model=net, **FAST)
     with pytest.raises(ValueError, match="takes 1 channel"):
         cu.fine_tune("cellpose", [np.stack([image, image])], [labels], model=net, **FAST)
-    tuned, history = cu.fine_tune("cellpose", (x for x in [image]), (y for y in [labels]),
-                                  model=net, progress=False, **FAST)  # fmt: skip
+    tuned, history = cu.fine_tune(
+        "cellpose", (x for x in [image]), (y for y in [labels]), model=net, progress=False, **FAST
+    )
     assert len(history) == 1
     with pytest.raises(ValueError, match="needs a CellposeNet"):
         cu.fine_tune("cellpose", [image], [labels], model=nn.Sequential(), freeze="encoder")
@@ -282,8 +293,9 @@ def test_fine_tuned_model_keeps_its_diameter_and_thresholds(tmp_path, pair):
     image, labels = pair
     net = _tiny("cellpose", diameter=20.0)
     net.meta["postprocess"] = {"cellprob_threshold": -0.5, "flow_threshold": 0.6}
-    tuned, _ = cu.fine_tune("cellpose", [image], [labels], model=net, checkpoint_dir=tmp_path,
-                            progress=False, **FAST)  # fmt: skip
+    tuned, _ = cu.fine_tune(
+        "cellpose", [image], [labels], model=net, checkpoint_dir=tmp_path, progress=False, **FAST
+    )
     again = methods.load_model(tmp_path, method="cellpose")
     for model in (tuned, again):
         assert model.meta["train_diameter_px"] == 20.0
@@ -303,9 +315,17 @@ def test_a_model_without_a_training_diameter_says_so(pair):
     labels = cu.segment(pair[0], "cellpose", model=net)  # as it is
     assert labels.shape == (64, 64)
     # train_method records it
-    model, _ = methods.train_method("cellpose", [pair[0]], [pair[1]], epochs=1, batch_size=2,
-                                    patch_size=32, patches_per_epoch=2, progress=False,
-                                    config={"base_channels": 4, "depth": 2})  # fmt: skip
+    model, _ = methods.train_method(
+        "cellpose",
+        [pair[0]],
+        [pair[1]],
+        epochs=1,
+        batch_size=2,
+        patch_size=32,
+        patches_per_epoch=2,
+        progress=False,
+        config={"base_channels": 4, "depth": 2},
+    )
     assert model.meta["train_diameter_px"] == pytest.approx(
         cu.scale.median_diameter(pair[1]), abs=0.01
     )

@@ -40,8 +40,10 @@ def _binary(value):
     return np.where(_labels() > 0, value, 0).astype(np.uint8)
 
 
-@pytest.mark.parametrize(("value", "name"), [(1, "a_masks.png"), (255, "a_masks.png"),
-                                             (1, "a_masks.tif"), (255, "a.tif")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [(1, "a_masks.png"), (255, "a_masks.png"), (1, "a_masks.tif"), (255, "a.tif")],
+)
 def test_load_folder_refuses_binary_masks(tmp_path, value, name):
     _write(tmp_path / "img", "a.tif", _image())
     mask = _write(tmp_path / "msk", name, _binary(value))
@@ -143,8 +145,11 @@ def test_load_folder_same_name_pair_wins_over_suffix(tmp_path):
 
 def _damage(path, how):
     data = path.read_bytes()
-    path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2],
-                      "corrupt": b"not an image at all" * 8}[how])  # fmt: skip
+    path.write_bytes(
+        {"empty": b"", "truncated": data[: len(data) // 2], "corrupt": b"not an image at all" * 8}[
+            how
+        ]
+    )
 
 
 @pytest.mark.parametrize("how", ["empty", "truncated", "corrupt"])
@@ -153,8 +158,11 @@ def test_load_folder_unreadable_file_named(tmp_path, how, which):
     kind, ext = which.split(".")
     _write(tmp_path / "img", "b.tif", _image(1))
     _write(tmp_path / "msk", "b_masks.png", _labels(1))
-    image = _write(tmp_path / "img", f"a.{ext if kind == 'image' else 'tif'}",
-                   _image().astype(np.uint8) if ext == "png" else _image())  # fmt: skip
+    image = _write(
+        tmp_path / "img",
+        f"a.{ext if kind == 'image' else 'tif'}",
+        _image().astype(np.uint8) if ext == "png" else _image(),
+    )
     mask = _write(tmp_path / "msk", f"a_masks.{ext if kind == 'mask' else 'png'}", _labels())
     bad = image if kind == "image" else mask
     _damage(bad, how)

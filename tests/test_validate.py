@@ -138,8 +138,11 @@ def test_check_real_and_check_finite():
     arr = np.zeros((3, 4), np.float32)
     assert v.check_finite(arr, "x") is arr
     arr[1, 2], arr[2, 0] = np.nan, np.inf
-    with pytest.raises(ValueError, match=r"x has 2 NaN or infinite value\(s\) of 12; the first is "
-                                         r"nan at index \(1, 2\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"x has 2 NaN or infinite value\(s\) of 12; the first is "
+        r"nan at index \(1, 2\)",
+    ):
         v.check_finite(arr, "x")
 
 
@@ -152,8 +155,14 @@ def test_every_count_argument_takes_numpy_integers_alike():
     assert len(images) == 2
     net = torch.nn.Conv2d(1, 1, 1)
     loader = [(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))]
-    history = fit(net, loader, loss_fn=torch.nn.functional.mse_loss, epochs=np.int64(2),
-                  seed=np.int64(1), progress=False)  # fmt: skip
+    history = fit(
+        net,
+        loader,
+        loss_fn=torch.nn.functional.mse_loss,
+        epochs=np.int64(2),
+        seed=np.int64(1),
+        progress=False,
+    )
     assert len(history) == 2
     assert len(PatchDataset(images, labels, np.int64(32), length=np.int64(3))) == 3
     with pytest.raises(TypeError, match="epochs must be an int"):

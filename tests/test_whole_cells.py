@@ -60,8 +60,9 @@ def test_detections_to_labels_paints_the_most_confident_on_top():
     np.testing.assert_array_equal(labels, expected)
     assert topdown.detections_to_labels(dets, min_size=20).max() == 1  # the weak one has 18 px
     assert topdown.detections_to_labels(dets, mask_threshold=0.85).max() == 1
-    assert topdown.detections_to_labels({"masks": masks[:0], "scores": np.zeros(0)},
-                                        ).shape == (6, 8)  # fmt: skip
+    assert topdown.detections_to_labels(
+        {"masks": masks[:0], "scores": np.zeros(0)},
+    ).shape == (6, 8)
     with pytest.raises(ValueError, match="masks must be"):
         topdown.detections_to_labels({"masks": masks, "scores": np.zeros(2)})
     with pytest.raises(ValueError, match="min_size"):
@@ -91,9 +92,18 @@ def test_training_proposals_detections_and_checkpoint(nuclei, tmp_path):
     torch.manual_seed(0)
     model = MaskRCNNNet(1, **TINY)
     empty = np.zeros_like(labels)
-    losses = topdown.train_maskrcnn(model, [image, image], [labels, empty], steps=2,
-                                    patch_size=48, batch_size=2, checkpoint_dir=tmp_path,
-                                    data="synthetic", progress=False, device="cpu")  # fmt: skip
+    losses = topdown.train_maskrcnn(
+        model,
+        [image, image],
+        [labels, empty],
+        steps=2,
+        patch_size=48,
+        batch_size=2,
+        checkpoint_dir=tmp_path,
+        data="synthetic",
+        progress=False,
+        device="cpu",
+    )
     assert len(losses) == 2 and all(np.isfinite(losses)) and not model.training
     proposals = topdown.region_proposals(model, image, n=7)
     assert proposals.shape == (7, 4) and proposals.dtype == np.float32
@@ -109,8 +119,12 @@ def test_training_proposals_detections_and_checkpoint(nuclei, tmp_path):
     assert isinstance(rebuilt, MaskRCNNNet) and rebuilt.config == model.config
     assert methods.read_meta(tmp_path)["steps"] == 2
     again = MaskRCNNNet(1, **TINY)
-    assert topdown.train_maskrcnn(again, [image], [labels], steps=2, checkpoint_dir=tmp_path,
-                                  progress=False) == losses  # fmt: skip
+    assert (
+        topdown.train_maskrcnn(
+            again, [image], [labels], steps=2, checkpoint_dir=tmp_path, progress=False
+        )
+        == losses
+    )
     for a, b in zip(again.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match=r"takes 1 channel\(s\), the image has 2"):

@@ -68,11 +68,21 @@ def _fake_zoo(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("COURSE_ZOO", str(folder))
     model = methods.get("cellpose").build(base_channels=4, depth=2)
     scores = {"ap50": 0.0, "ap75": 0.0, "f1_50": 0.0}
-    card = {"method": "cellpose", "title": "Cellpose-style", "budget": "test",
-            "architecture": {"network": "CellposeNet", **model.config}, "data": "none",
-            "train_diameter_px": 28.0, "steps": 1, "wall_time_s": 0.0, "device": "cpu",
-            "checkpoint": "last.pt", "postprocess": {"cellprob_threshold": 0.0},
-            "validation": scores, "test": scores}  # fmt: skip
+    card = {
+        "method": "cellpose",
+        "title": "Cellpose-style",
+        "budget": "test",
+        "architecture": {"network": "CellposeNet", **model.config},
+        "data": "none",
+        "train_diameter_px": 28.0,
+        "steps": 1,
+        "wall_time_s": 0.0,
+        "device": "cpu",
+        "checkpoint": "last.pt",
+        "postprocess": {"cellprob_threshold": 0.0},
+        "validation": scores,
+        "test": scores,
+    }
     zoo_cards.write_model(folder, "cellpose", model, card)
     zoo_cards.write_index(folder, {"min_distance": 7, "test": scores})
     return folder
@@ -108,11 +118,29 @@ def test_the_training_script_runs_end_to_end(tmp_path):
     if not os.environ.get("COURSE_DATA_MIRROR"):
         pytest.skip("needs the BBBC039 mirror")
     out = tmp_path / "zoo"
-    cmd = [sys.executable, str(ROOT / "scripts" / "train_zoo.py"), "--methods", "stardist",
-           "--n-train", "2", "--n-val", "1", "--n-test", "1", "--epochs", "1", "--patches", "8",
-           "--out", str(out), "--checkpoints", str(tmp_path / "ck")]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "train_zoo.py"),
+        "--methods",
+        "stardist",
+        "--n-train",
+        "2",
+        "--n-val",
+        "1",
+        "--n-test",
+        "1",
+        "--epochs",
+        "1",
+        "--patches",
+        "8",
+        "--out",
+        str(out),
+        "--checkpoints",
+        str(tmp_path / "ck"),
+    ]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     card = json.loads((out / "stardist.json").read_text())
     assert card["command"].startswith("python scripts/train_zoo.py --methods stardist")

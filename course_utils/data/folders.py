@@ -36,9 +36,11 @@ def _files(folder: str | os.PathLike, what: str) -> list[Path]:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"the {what} folder {folder} does not exist (or is not a folder)")
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.name.startswith("."))  # fmt: skip
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
     if not files:
         raise ValueError(f"the {what} folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} file")
     return files

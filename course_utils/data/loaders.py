@@ -181,8 +181,9 @@ def read_label_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     arr = _read_pixels(path, tiff=path.suffix.lower() in (".tif", ".tiff"))
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{path} is not a 2-D integer label image (shape {arr.shape}, dtype "
-                         f"{arr.dtype})")  # fmt: skip
+        raise ValueError(
+            f"{path} is not a 2-D integer label image (shape {arr.shape}, dtype {arr.dtype})"
+        )
     if arr.size and int(arr.max()) > np.iinfo(np.int32).max:
         raise ValueError(f"{path} has ids above 2**31 - 1")
     return arr.astype(np.int32)
@@ -197,8 +198,10 @@ def as_grey(image: np.ndarray, name: str = "image") -> np.ndarray:
         rgb = image[..., :3]
         if (rgb == rgb[..., :1]).all():
             return rgb[..., 0]
-        raise ValueError(f"{name} is a colour image (H, W, {image.shape[-1]}) whose channels "
-                         "differ: convert it to one channel first")  # fmt: skip
+        raise ValueError(
+            f"{name} is a colour image (H, W, {image.shape[-1]}) whose channels "
+            "differ: convert it to one channel first"
+        )
     raise ValueError(f"{name} must be a 2-D image, got shape {image.shape}")
 
 
@@ -219,10 +222,12 @@ def _real_pairs(dataset: str, names: list[str], download: bool | None) -> list[t
     missing = [stem for stem in names if (dataset, stem) not in _PAIRS]
     # Locate (and verify) every file before reading any, so a missing one fails fast.
     paths = [
-        (fetch(dataset, image_at.format(s), download=download),
-         fetch(dataset, labels_at.format(s), download=download))
+        (
+            fetch(dataset, image_at.format(s), download=download),
+            fetch(dataset, labels_at.format(s), download=download),
+        )
         for s in missing
-    ]  # fmt: skip
+    ]
     for stem, (image_path, mask_path) in zip(missing, paths):
         image = as_grey(read_image(image_path), str(image_path))
         labels = read_labels(mask_path)

@@ -46,14 +46,12 @@ _VERIFIED: dict[tuple[str, int, int], bool] = {}
 
 
 class DataUnavailableError(FileNotFoundError):
-    """A registered file is in neither the cache nor the mirror and cannot be downloaded.
-    """
+    """A registered file is in neither the cache nor the mirror and cannot be downloaded."""
 
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One registered file: where it lives in the dataset, its size, checksum and source.
-    """
+    """One registered file: where it lives in the dataset, its size, checksum and source."""
 
     relpath: str
     size: int
@@ -62,29 +60,25 @@ class FileEntry:
 
 
 def registry_dir() -> Path:
-    """The folder holding ``<dataset>/MANIFEST.tsv``: ``$COURSE_DATA_REGISTRY`` or ``data/``.
-    """
+    """The folder holding ``<dataset>/MANIFEST.tsv``: ``$COURSE_DATA_REGISTRY`` or ``data/``."""
     env = os.environ.get("COURSE_DATA_REGISTRY")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
 
 
 def cache_dir() -> Path:
-    """The download cache: ``$COURSE_DATA_CACHE`` or ``~/.cache/course_utils``.
-    """
+    """The download cache: ``$COURSE_DATA_CACHE`` or ``~/.cache/course_utils``."""
     env = os.environ.get("COURSE_DATA_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "course_utils"
 
 
 def mirror_dir() -> Path | None:
-    """The read-only mirror ``$COURSE_DATA_MIRROR``, or None when it is not set.
-    """
+    """The read-only mirror ``$COURSE_DATA_MIRROR``, or None when it is not set."""
     env = os.environ.get("COURSE_DATA_MIRROR")
     return Path(env).expanduser() if env else None
 
 
 def list_datasets() -> list[str]:
-    """Names of the registered datasets (folders of the registry with a ``MANIFEST.tsv``).
-    """
+    """Names of the registered datasets (folders of the registry with a ``MANIFEST.tsv``)."""
     root = registry_dir()
     if not root.is_dir():
         return []
@@ -117,8 +111,7 @@ def _manifest(dataset: str) -> dict[str, FileEntry]:
 
 
 def list_files(dataset: str) -> list[str]:
-    """Relative paths of every registered file of ``dataset``, in manifest order.
-    """
+    """Relative paths of every registered file of ``dataset``, in manifest order."""
     return list(_manifest(dataset))
 
 
@@ -188,11 +181,17 @@ def _move_aside(path: Path, why: str) -> None:
     try:
         os.replace(path, aside)
     except OSError as err:  # a read-only cache: the file stays, and is not used
-        warnings.warn(f"{path} is bad ({why}) and could not be moved aside ({err}); it is "
-                      "left as it is and not used", stacklevel=3)  # fmt: skip
+        warnings.warn(
+            f"{path} is bad ({why}) and could not be moved aside ({err}); it is "
+            "left as it is and not used",
+            stacklevel=3,
+        )
         return
-    warnings.warn(f"{path} is bad ({why}): moved aside to {aside.name} (not deleted); a "
-                  "verified copy is used instead", stacklevel=3)  # fmt: skip
+    warnings.warn(
+        f"{path} is bad ({why}): moved aside to {aside.name} (not deleted); a "
+        "verified copy is used instead",
+        stacklevel=3,
+    )
 
 
 def _failed(entry: FileEntry, err: BaseException) -> DataUnavailableError:
@@ -212,9 +211,12 @@ def _download_verified(entry: FileEntry, target: Path, bad_cache: str | None) ->
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         pooch.retrieve(
-            entry.url, known_hash=f"sha256:{entry.sha256}", fname=part, path=target.parent,
+            entry.url,
+            known_hash=f"sha256:{entry.sha256}",
+            fname=part,
+            path=target.parent,
             downloader=lambda url, output, _: _download(url, Path(output)),
-        )  # fmt: skip
+        )
     except OSError as err:
         if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise _failed(entry, err) from err  # network errors are OSErrors too

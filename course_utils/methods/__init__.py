@@ -33,10 +33,10 @@ from .loading import load_model as load_model
 from .loading import load_notebook_model as load_notebook_model
 from .loading import read_meta as read_meta
 from .loading import save_model as save_model
+from .outputs import init_stardist_distances as init_stardist_distances
 from .records import METHODS as METHODS
 from .records import NUCLEUS_METHODS as NUCLEUS_METHODS
 from .records import Method as Method
 from .records import get as get
-from .records import init_stardist_distances as init_stardist_distances
 from .training import checkpoint_folder as checkpoint_folder
 from .training import train_method as train_method

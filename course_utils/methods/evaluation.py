@@ -21,13 +21,21 @@ from .records import Method, get
 __all__ = ["outputs_of", "score", "tune_postprocess"]
 
 
-def outputs_of(method: str | Method, model: nn.Module, images: Sequence[np.ndarray],
-               *, device: Any = None, progress: bool = False) -> list[np.ndarray]:  # fmt: skip
+def outputs_of(
+    method: str | Method,
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    *,
+    device: Any = None,
+    progress: bool = False,
+) -> list[np.ndarray]:
     """Raw network outputs of every image, tiled as the record says for this mode."""
     record = get(method)
     tiles = record.tiles()
-    return [network_outputs(model, x, device=device, **tiles)
-            for x in tqdm(images, desc="network", disable=not progress, leave=False)]  # fmt: skip
+    return [
+        network_outputs(model, x, device=device, **tiles)
+        for x in tqdm(images, desc="network", disable=not progress, leave=False)
+    ]
 
 
 def _scores(truth: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> dict[str, float]:
@@ -53,12 +61,15 @@ def score(
     """
     record = get(method)
     if len(images) != len(labels) or not len(images):
-        raise ValueError(f"need as many label images as images, got {len(images)} and "
-                         f"{len(labels)}")  # fmt: skip
+        raise ValueError(
+            f"need as many label images as images, got {len(images)} and {len(labels)}"
+        )
     outs = outputs if outputs is not None else outputs_of(record, model, images, device=device)
     grid = int(getattr(model, "grid", 1))
-    preds = [record.outputs_to_labels(o, np.shape(x)[-2:], grid=grid, **options)
-             for o, x in zip(outs, images)]  # fmt: skip
+    preds = [
+        record.outputs_to_labels(o, np.shape(x)[-2:], grid=grid, **options)
+        for o, x in zip(outs, images)
+    ]
     return _scores(labels, preds)
 
 
@@ -84,8 +95,12 @@ def tune_postprocess(
     outs = outputs_of(record, model, images, device=device, progress=progress)
     names = list(grid)
     table = []
-    for values in tqdm(list(itertools.product(*(grid[n] for n in names))) or [()],
-                       desc="post-processing", disable=not progress, leave=False):  # fmt: skip
+    for values in tqdm(
+        list(itertools.product(*(grid[n] for n in names))) or [()],
+        desc="post-processing",
+        disable=not progress,
+        leave=False,
+    ):
         options = dict(zip(names, values))
         table.append({**options, **score(record, model, images, labels, outputs=outs, **options)})
     best = max(table, key=lambda row: row[key])

@@ -79,8 +79,9 @@ def load_model(path: str | os.PathLike, *, method: str | None = None) -> nn.Modu
     try:
         model = build_network(meta["network"], meta["network_args"])
     except ValueError as err:
-        raise CheckpointError(f"{file}: the network it describes cannot be built ({err}): "
-                              f"{retrain}.") from None  # fmt: skip
+        raise CheckpointError(
+            f"{file}: the network it describes cannot be built ({err}): {retrain}."
+        ) from None
     try:
         check_state_fits(model, state["model"], file, meta)
     except CheckpointError as err:
@@ -103,8 +104,10 @@ def _retrain_advice(file: Path, method: str | None) -> str:
     run = {p.name for p in file.parent.iterdir()} <= {"best.pt", "last.pt", "history.json"}
     if run and file.parent.name != "models":
         return f"delete {file.parent} and run notebook {get(method).notebook} again"
-    return (f"move {file} aside (the folder holds other files: keep them) and load or "
-            f"train a {get(method).name} model")
+    return (
+        f"move {file} aside (the folder holds other files: keep them) and load or "
+        f"train a {get(method).name} model"
+    )
 
 
 def load_notebook_model(method: str, *, root: str | os.PathLike | None = None) -> nn.Module | None:
@@ -148,8 +151,10 @@ def save_model(
         )
     if mode is not None:
         record["mode"] = mode
-    weights = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
-               for k, v in model.state_dict().items()}  # fmt: skip
+    weights = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+        for k, v in model.state_dict().items()
+    }
     record["weights_sha256"] = weights_checksum(weights)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,31 +22,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import expit
 from torch import nn
 
 from .. import losses
 from ..mode import get_mode
 from ..models import NETWORKS, build_network
-from ..postprocess import (
-    affinities_to_labels,
-    classes_to_labels,
-    flows_to_masks,
-    foreground_to_labels,
-    stardist_to_labels,
-)
 from ..predict import network_outputs
 from ..targets import (
     AFFINITY_OFFSETS,
     affinity_targets,
     cellpose_targets,
-    star_dist,
     stardist_targets,
     unet_2class_targets,
     unet_3class_targets,
 )
+from . import outputs
 
-__all__ = ["METHODS", "NUCLEUS_METHODS", "Method", "get", "init_stardist_distances"]
+__all__ = ["METHODS", "NUCLEUS_METHODS", "Method", "get"]
 
 #: Network arguments that fix what the outputs mean: a network with other values cannot be
 #: read by the record's post-processing.
@@ -162,9 +154,9 @@ class Method:
         kind = type(model).__name__
         meta = getattr(model, "meta", None) or {}
         trained_for = meta.get("method") if isinstance(meta, Mapping) else None
-        outputs = {k: v for k, v in self.configs["fast"].items() if k in _OUTPUT_ARGS}
+        output_args = {k: v for k, v in self.configs["fast"].items() if k in _OUTPUT_ARGS}
         config = getattr(model, "config", {}) or {}
-        wrong = [f"{k}={config.get(k)!r}" for k, v in outputs.items() if config.get(k) != v]
+        wrong = [f"{k}={config.get(k)!r}" for k, v in output_args.items() if config.get(k) != v]
         if kind != self.network or wrong or trained_for not in (None, self.name):
             found = f"a {trained_for} network" if trained_for else f"a {kind}"
             found += f" ({', '.join(wrong)})" if wrong and kind == self.network else ""
@@ -182,19 +174,29 @@ class Method:
         config = self.config() if config is None else config
         return partial(self.targets, **{k: config[k] for k in self.target_args})
 
-    def outputs_to_labels(self, outputs: Any, shape: tuple[int, int], *, grid: int = 1,
-                          **options: Any) -> np.ndarray:  # fmt: skip
+    def outputs_to_labels(
+        self, outputs: Any, shape: tuple[int, int], *, grid: int = 1, **options: Any
+    ) -> np.ndarray:
         """Instance labels (int32 ``shape``) from raw outputs, with the record's defaults for
         the options not given."""
         unknown = set(options) - set(self.postprocess)
         if unknown:
-            raise TypeError(f"{self.name} has no post-processing option {sorted(unknown)}; "
-                            f"it has {sorted(self.postprocess)}")  # fmt: skip
+            raise TypeError(
+                f"{self.name} has no post-processing option {sorted(unknown)}; "
+                f"it has {sorted(self.postprocess)}"
+            )
         return self.to_labels(outputs, shape, grid, **{**self.postprocess, **options})
 
-    def segment(self, model: nn.Module, image: Any, *, device: Any = None,
-                tile_size: Any = "default", overlap: int | None = None,
-                **options: Any) -> np.ndarray:  # fmt: skip
+    def segment(
+        self,
+        model: nn.Module,
+        image: Any,
+        *,
+        device: Any = None,
+        tile_size: Any = "default",
+        overlap: int | None = None,
+        **options: Any,
+    ) -> np.ndarray:
         """Instance labels (int32 (H, W)) of a normalised (H, W) or (C, H, W) image: the network
         (tiled as ``predict`` says, unless ``tile_size``/``overlap`` are given), then
         :meth:`outputs_to_labels` with ``options`` over the record's defaults."""
@@ -208,128 +210,167 @@ class Method:
         return self.outputs_to_labels(out, np.shape(image)[-2:], grid=grid, **options)
 
 
-# --- outputs -> labels, per method ------------------------------------------------------------
-
-
-def _foreground(outputs, shape, grid):
-    return foreground_to_labels(outputs)
-
-
-def _classes(outputs, shape, grid, *, expand):
-    return classes_to_labels(outputs, expand=expand)
-
-
-def _flows(outputs, shape, grid, **options):
-    out = np.asarray(outputs)
-    if out.ndim != 3 or out.shape[0] != 3:
-        raise ValueError(f"Cellpose outputs must have shape (3, H, W), got {out.shape}.")
-    return flows_to_masks(out[:2], out[2], **options)
-
-
-def _polygons(outputs, shape, grid, *, prob_thresh, nms_thresh):
-    out = np.asarray(outputs)
-    if out.ndim != 3 or out.shape[0] < 4:
-        raise ValueError(f"StarDist outputs must be (1 + n_rays, H', W'), got {out.shape}.")
-    prob, dist = expit(out[0]), np.moveaxis(out[1:], 0, -1)
-    return stardist_to_labels(prob, dist, prob_thresh, nms_thresh, grid=grid, shape=shape)
-
-
-def init_stardist_distances(model: nn.Module, labels: Sequence[np.ndarray]) -> float:
-    """Start a StarDist network's distance head at the mean ray length inside the objects of
-    ``labels`` (int (H, W) label images): ``softplus(bias) = mean``. A fresh head predicts
-    softplus(0) = 0.7 pixels, and the first steps would only grow the polygons. Returns the
-    mean distance in pixels. Introduced in notebook 06."""
-    n_rays = int(model.dist_head.out_channels)
-    values = [star_dist(lab, n_rays)[lab > 0] for lab in labels if np.any(lab > 0)]
-    if not values:
-        raise ValueError("labels hold no object: nothing to measure the distances on")
-    typical = float(np.concatenate(values).mean())
-    with torch.no_grad():
-        model.dist_head.bias.fill_(float(np.log(np.expm1(typical))))
-    return typical
-
-
-def _with_distances(model: nn.Module, labels: Sequence[np.ndarray]) -> None:
-    # The first label image with objects, as notebook 06 does by hand.
-    init_stardist_distances(model, [next((lab for lab in labels if np.any(lab > 0)), labels[0])])
-
-
-_NEAREST = AFFINITY_OFFSETS[:2]  # one pixel down, one right: the edges the grouping uses
-
-
-def _groups(outputs, shape, grid, **options):
-    out = np.asarray(outputs)
-    if out.ndim != 3 or out.shape[0] != 1 + len(AFFINITY_OFFSETS):
-        raise ValueError(f"affinity outputs must be ({1 + len(AFFINITY_OFFSETS)}, H, W) (the "
-                         f"foreground, then one channel per offset), got {out.shape}.")  # fmt: skip
-    prob = expit(out[:3])
-    return affinities_to_labels(prob[0], prob[1:], _NEAREST, **options)
-
-
-METHODS: Mapping[str, Method] = _frozen({
-    "unet_weighted": Method(
-        name="unet_weighted", title="U-Net 2-class + weight map", notebook="03",
-        network="UNetOriginal",
-        configs=_frozen({"fast": {"depth": 3, "base_channels": 8},
-                         "full": {"depth": 4, "base_channels": 64}}),
-        targets=unet_2class_targets, loss=losses.unet_weighted_loss, to_labels=_foreground,
-        predict=_frozen({"fast": {"tile_size": 380}, "full": {"tile_size": 572}}),
-        patch_size=_frozen({"fast": 188, "full": 428}), checkpoint="03_unet_weighted",
-    ),
-    "unet_3class": Method(
-        name="unet_3class", title="U-Net 3-class", notebook="03", network="UNet",
-        configs=_frozen({"fast": {"out_channels": 3, "depth": 3, "base_channels": 8},
-                         "full": {"out_channels": 3, "depth": 4, "base_channels": 64}}),
-        targets=unet_3class_targets, loss=losses.unet_3class_loss, to_labels=_classes,
-        postprocess=_frozen({"expand": 2}), tuning=_frozen({"expand": (1, 2, 3)}),
-        predict=_frozen({"fast": {"tile_size": 256, "overlap": 32},
-                         "full": {"tile_size": 512, "overlap": 64}}),
-        patch_size=_frozen({"fast": 128, "full": 256}), checkpoint="03_unet_3class",
-    ),
-    "cellpose": Method(
-        name="cellpose", title="Cellpose-style", notebook="05", network="CellposeNet",
-        configs=_frozen({"fast": {"in_channels": 1, "base_channels": 8, "depth": 3},
-                         "full": {"in_channels": 1, "base_channels": 32, "depth": 3}}),
-        targets=cellpose_targets, loss=losses.cellpose_loss, to_labels=_flows,
-        postprocess=_frozen({"cellprob_threshold": 0.0, "flow_threshold": 0.4,
-                             "min_size": 15, "niter": 200}),
-        tuning=_frozen({"cellprob_threshold": (-1.0, -0.5, 0.0, 0.5, 1.0),
-                        "flow_threshold": (0.4, 0.6)}),
-        predict=_frozen({"fast": {"tile_size": 256, "overlap": 64},
-                         "full": {"tile_size": 256, "overlap": 64}}),
-        patch_size=_frozen({"fast": 128, "full": 256}), checkpoint="05_cellpose",
-    ),
-    "stardist": Method(
-        name="stardist", title="StarDist-style", notebook="06", network="StarDistNet",
-        configs=_frozen({
-            "fast": {"in_channels": 1, "n_rays": 32, "base_channels": 16, "depth": 3, "grid": 2},
-            "full": {"in_channels": 1, "n_rays": 32, "base_channels": 32, "depth": 3, "grid": 2},
-        }),
-        targets=stardist_targets, target_args=("n_rays", "grid"), loss=losses.stardist_loss,
-        to_labels=_polygons, postprocess=_frozen({"prob_thresh": 0.5, "nms_thresh": 0.4}),
-        tuning=_frozen({"prob_thresh": (0.3, 0.4, 0.5, 0.6, 0.7), "nms_thresh": (0.3, 0.4, 0.5)}),
-        predict=_frozen({"fast": {"tile_size": None}, "full": {"tile_size": None}}),
-        patch_size=_frozen({"fast": 128, "full": 256}), checkpoint="06_stardist",
-        prepare=_with_distances,
-    ),
-    "affinities": Method(
-        name="affinities", title="Affinities + grouping", notebook="10", network="UNet",
-        configs=_frozen({
-            "fast": {"in_channels": 1, "out_channels": 1 + len(AFFINITY_OFFSETS), "depth": 3,
-                     "base_channels": 8},
-            "full": {"in_channels": 1, "out_channels": 1 + len(AFFINITY_OFFSETS), "depth": 4,
-                     "base_channels": 32},
-        }),
-        targets=affinity_targets, loss=losses.affinity_loss, to_labels=_groups,
-        postprocess=_frozen({"threshold": 0.5, "foreground_threshold": 0.5,
-                             "method": "watershed", "seed_threshold": 0.9, "min_size": 15}),
-        tuning=_frozen({"method": ("watershed", "components"), "threshold": (0.3, 0.5, 0.7),
-                        "seed_threshold": (0.8, 0.9, 0.95)}),
-        predict=_frozen({"fast": {"tile_size": 512, "overlap": 64},
-                         "full": {"tile_size": 512, "overlap": 64}}),
-        patch_size=_frozen({"fast": 128, "full": 256}), checkpoint="10_affinities",
-    ),
-})  # fmt: skip
+METHODS: Mapping[str, Method] = _frozen(
+    {
+        "unet_weighted": Method(
+            name="unet_weighted",
+            title="U-Net 2-class + weight map",
+            notebook="03",
+            network="UNetOriginal",
+            configs=_frozen(
+                {
+                    "fast": {"depth": 3, "base_channels": 8},
+                    "full": {"depth": 4, "base_channels": 64},
+                }
+            ),
+            targets=unet_2class_targets,
+            loss=losses.unet_weighted_loss,
+            to_labels=outputs.foreground_labels,
+            predict=_frozen({"fast": {"tile_size": 380}, "full": {"tile_size": 572}}),
+            patch_size=_frozen({"fast": 188, "full": 428}),
+            checkpoint="03_unet_weighted",
+        ),
+        "unet_3class": Method(
+            name="unet_3class",
+            title="U-Net 3-class",
+            notebook="03",
+            network="UNet",
+            configs=_frozen(
+                {
+                    "fast": {"out_channels": 3, "depth": 3, "base_channels": 8},
+                    "full": {"out_channels": 3, "depth": 4, "base_channels": 64},
+                }
+            ),
+            targets=unet_3class_targets,
+            loss=losses.unet_3class_loss,
+            to_labels=outputs.class_labels,
+            postprocess=_frozen({"expand": 2}),
+            tuning=_frozen({"expand": (1, 2, 3)}),
+            predict=_frozen(
+                {
+                    "fast": {"tile_size": 256, "overlap": 32},
+                    "full": {"tile_size": 512, "overlap": 64},
+                }
+            ),
+            patch_size=_frozen({"fast": 128, "full": 256}),
+            checkpoint="03_unet_3class",
+        ),
+        "cellpose": Method(
+            name="cellpose",
+            title="Cellpose-style",
+            notebook="05",
+            network="CellposeNet",
+            configs=_frozen(
+                {
+                    "fast": {"in_channels": 1, "base_channels": 8, "depth": 3},
+                    "full": {"in_channels": 1, "base_channels": 32, "depth": 3},
+                }
+            ),
+            targets=cellpose_targets,
+            loss=losses.cellpose_loss,
+            to_labels=outputs.flow_labels,
+            postprocess=_frozen(
+                {"cellprob_threshold": 0.0, "flow_threshold": 0.4, "min_size": 15, "niter": 200}
+            ),
+            tuning=_frozen(
+                {"cellprob_threshold": (-1.0, -0.5, 0.0, 0.5, 1.0), "flow_threshold": (0.4, 0.6)}
+            ),
+            predict=_frozen(
+                {
+                    "fast": {"tile_size": 256, "overlap": 64},
+                    "full": {"tile_size": 256, "overlap": 64},
+                }
+            ),
+            patch_size=_frozen({"fast": 128, "full": 256}),
+            checkpoint="05_cellpose",
+        ),
+        "stardist": Method(
+            name="stardist",
+            title="StarDist-style",
+            notebook="06",
+            network="StarDistNet",
+            configs=_frozen(
+                {
+                    "fast": {
+                        "in_channels": 1,
+                        "n_rays": 32,
+                        "base_channels": 16,
+                        "depth": 3,
+                        "grid": 2,
+                    },
+                    "full": {
+                        "in_channels": 1,
+                        "n_rays": 32,
+                        "base_channels": 32,
+                        "depth": 3,
+                        "grid": 2,
+                    },
+                }
+            ),
+            targets=stardist_targets,
+            target_args=("n_rays", "grid"),
+            loss=losses.stardist_loss,
+            to_labels=outputs.polygon_labels,
+            postprocess=_frozen({"prob_thresh": 0.5, "nms_thresh": 0.4}),
+            tuning=_frozen(
+                {"prob_thresh": (0.3, 0.4, 0.5, 0.6, 0.7), "nms_thresh": (0.3, 0.4, 0.5)}
+            ),
+            predict=_frozen({"fast": {"tile_size": None}, "full": {"tile_size": None}}),
+            patch_size=_frozen({"fast": 128, "full": 256}),
+            checkpoint="06_stardist",
+            prepare=outputs.start_distances,
+        ),
+        "affinities": Method(
+            name="affinities",
+            title="Affinities + grouping",
+            notebook="10",
+            network="UNet",
+            configs=_frozen(
+                {
+                    "fast": {
+                        "in_channels": 1,
+                        "out_channels": 1 + len(AFFINITY_OFFSETS),
+                        "depth": 3,
+                        "base_channels": 8,
+                    },
+                    "full": {
+                        "in_channels": 1,
+                        "out_channels": 1 + len(AFFINITY_OFFSETS),
+                        "depth": 4,
+                        "base_channels": 32,
+                    },
+                }
+            ),
+            targets=affinity_targets,
+            loss=losses.affinity_loss,
+            to_labels=outputs.affinity_labels,
+            postprocess=_frozen(
+                {
+                    "threshold": 0.5,
+                    "foreground_threshold": 0.5,
+                    "method": "watershed",
+                    "seed_threshold": 0.9,
+                    "min_size": 15,
+                }
+            ),
+            tuning=_frozen(
+                {
+                    "method": ("watershed", "components"),
+                    "threshold": (0.3, 0.5, 0.7),
+                    "seed_threshold": (0.8, 0.9, 0.95),
+                }
+            ),
+            predict=_frozen(
+                {
+                    "fast": {"tile_size": 512, "overlap": 64},
+                    "full": {"tile_size": 512, "overlap": 64},
+                }
+            ),
+            patch_size=_frozen({"fast": 128, "full": 256}),
+            checkpoint="10_affinities",
+        ),
+    }
+)
 
 
 #: The four nucleus methods of notebooks 03, 05 and 06, in the course's order: the model zoo has

@@ -95,13 +95,28 @@ def train_method(
     if math.isfinite(diameter):
         facts["train_diameter_px"] = round(diameter, 2)
     history = train_patches(
-        model, images, labels, target_fn=record.target_fn(model.config), loss=record.loss,
-        epochs=epochs, patch=patch_size or record.patch(), batch_size=batch_size, lr=lr,
-        length=patches_per_epoch or 8 * len(images), schedule=schedule, augment=augment,
-        seed=seed, val_images=val_images, val_labels=val_labels, meta=facts,
-        checkpoint_dir=checkpoint_dir, num_workers=num_workers, device=device,
-        progress=progress, **fit_options,
-    )  # fmt: skip
+        model,
+        images,
+        labels,
+        target_fn=record.target_fn(model.config),
+        loss=record.loss,
+        epochs=epochs,
+        patch=patch_size or record.patch(),
+        batch_size=batch_size,
+        lr=lr,
+        length=patches_per_epoch or 8 * len(images),
+        schedule=schedule,
+        augment=augment,
+        seed=seed,
+        val_images=val_images,
+        val_labels=val_labels,
+        meta=facts,
+        checkpoint_dir=checkpoint_dir,
+        num_workers=num_workers,
+        device=device,
+        progress=progress,
+        **fit_options,
+    )
     model.meta = facts
     return model, history
 
@@ -145,21 +160,37 @@ def train_patches(
     """
     if (val_images is None) != (val_labels is None):
         raise ValueError("give both val_images and val_labels, or neither.")
-    loader = partial(DataLoader, batch_size=batch_size, num_workers=num_workers,
-                     pin_memory=torch.cuda.is_available())  # fmt: skip
+    loader = partial(
+        DataLoader,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
     dataset = partial(PatchDataset, target_fn=target_fn, **dict(dataset_options or {}))
     train_set = dataset(images, labels, patch, length=length, augment=augment, seed=seed)
     val = None
     if val_images is not None:
-        val_set = dataset(val_images, val_labels, patch, length=max(batch_size, length // 8),
-                          seed=seed + 1)  # fmt: skip
+        val_set = dataset(
+            val_images, val_labels, patch, length=max(batch_size, length // 8), seed=seed + 1
+        )
         val = loader(val_set)
     steps = epochs * -(-length // batch_size)
     return fit(
-        model, loader(train_set, shuffle=True), val, loss_fn=loss, epochs=epochs, lr=lr,
-        optimizer=optimizer, scheduler=lr_schedule(schedule, epochs, steps, lr), device=device,
-        seed=seed, checkpoint_dir=checkpoint_dir, progress=progress, meta=meta, **fit_options,
-    )  # fmt: skip
+        model,
+        loader(train_set, shuffle=True),
+        val,
+        loss_fn=loss,
+        epochs=epochs,
+        lr=lr,
+        optimizer=optimizer,
+        scheduler=lr_schedule(schedule, epochs, steps, lr),
+        device=device,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        meta=meta,
+        **fit_options,
+    )
 
 
 def resolve_channels(
@@ -182,8 +213,10 @@ def resolve_channels(
         raise ValueError(f"{name} must be (H, W) or (C, H, W) arrays")
     found = sorted({1 if np.ndim(x) == 2 else int(np.shape(x)[0]) for x in images})
     if len(found) > 1:
-        raise ValueError(f"{name} have different numbers of channels {found}: give them all the "
-                         "same (e.g. [cytoplasm, nucleus] for every image)")  # fmt: skip
+        raise ValueError(
+            f"{name} have different numbers of channels {found}: give them all the "
+            "same (e.g. [cytoplasm, nucleus] for every image)"
+        )
     for arg, value in (("channels", channels), ("config['in_channels']", in_channels)):
         if value is not None and check_int(value, arg, minimum=1) != found[0]:
             raise ValueError(
@@ -195,6 +228,5 @@ def resolve_channels(
 
 
 def checkpoint_folder(method: str | Method, root: str | os.PathLike | None = None):
-    """Where the method's notebook saves its model: ``checkpoint_dir(record.checkpoint)``.
-   """
+    """Where the method's notebook saves its model: ``checkpoint_dir(record.checkpoint)``."""
     return checkpoint_path(get(method).checkpoint, root)

@@ -111,8 +111,12 @@ class CellposeNet(nn.Module):
         base_channels = check_int(base_channels, "base_channels", minimum=1)
         depth = check_int(depth, "depth", minimum=0)
         #: The constructor arguments: a checkpoint stores them to rebuild this network.
-        self.config = {"in_channels": in_channels, "base_channels": base_channels,
-                       "depth": depth, "style": bool(style)}  # fmt: skip
+        self.config = {
+            "in_channels": in_channels,
+            "base_channels": base_channels,
+            "depth": depth,
+            "style": bool(style),
+        }
         self.in_channels, self.depth, self.use_style = in_channels, depth, bool(style)
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.down = nn.ModuleList(

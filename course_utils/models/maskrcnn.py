@@ -53,8 +53,13 @@ def _backbone(name: str, in_channels: int, channels: int) -> BackboneWithFPN:
     body = make(weights=None)
     body.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     widths = [width, 2 * width, 4 * width]
-    return BackboneWithFPN(body, {"layer1": "0", "layer2": "1", "layer3": "2"}, widths,
-                           channels, extra_blocks=LastLevelMaxPool())  # fmt: skip
+    return BackboneWithFPN(
+        body,
+        {"layer1": "0", "layer2": "1", "layer3": "2"},
+        widths,
+        channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
 
 
 class MaskRCNNNet(nn.Module):
@@ -122,16 +127,21 @@ class MaskRCNNNet(nn.Module):
         rois = check_int(rois_per_image, "rois_per_image", minimum=1)
         #: The constructor arguments: a checkpoint stores them to rebuild this network.
         self.config = {
-            "in_channels": in_channels, "backbone": backbone, "channels": channels,
-            "mask_layers": mask_layers, "anchor_sizes": list(sizes),
-            "max_detections": max_detections, "box_nms_thresh": box_nms_thresh,
+            "in_channels": in_channels,
+            "backbone": backbone,
+            "channels": channels,
+            "mask_layers": mask_layers,
+            "anchor_sizes": list(sizes),
+            "max_detections": max_detections,
+            "box_nms_thresh": box_nms_thresh,
             "rois_per_image": rois,
-        }  # fmt: skip
+        }
         self.in_channels = in_channels
         levels = ["0", "1", "2"]
         anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * 4)
         self.net = MaskRCNN(
-            _backbone(backbone, in_channels, channels), num_classes=None,
+            _backbone(backbone, in_channels, channels),
+            num_classes=None,
             rpn_anchor_generator=anchors,
             box_roi_pool=MultiScaleRoIAlign(levels, 7, 2),
             box_head=TwoMLPHead(channels * 7 * 7, 4 * channels),
@@ -139,10 +149,13 @@ class MaskRCNNNet(nn.Module):
             mask_roi_pool=MultiScaleRoIAlign(levels, 14, 2),
             mask_head=MaskRCNNHeads(channels, [channels] * mask_layers, 1),
             mask_predictor=MaskRCNNPredictor(channels, channels, 2),
-            box_detections_per_img=max_detections, box_nms_thresh=box_nms_thresh,
-            box_score_thresh=0.05, box_batch_size_per_image=rois,
-            rpn_pre_nms_top_n_train=8 * rois, rpn_post_nms_top_n_train=4 * rois,
-        )  # fmt: skip
+            box_detections_per_img=max_detections,
+            box_nms_thresh=box_nms_thresh,
+            box_score_thresh=0.05,
+            box_batch_size_per_image=rois,
+            rpn_pre_nms_top_n_train=8 * rois,
+            rpn_post_nms_top_n_train=4 * rois,
+        )
         zeros, ones = [0.0] * in_channels, [1.0] * in_channels
         self.net.transform = _KeepSize(1, 1, zeros, ones)  # sizes unused: never resized
 
@@ -151,11 +164,14 @@ class MaskRCNNNet(nn.Module):
             check_model_input(images, self.in_channels, 1)
             return list(images)
         if not isinstance(images, list | tuple) or not images:
-            raise TypeError("images must be a (B, C, H, W) tensor or a non-empty list of "
-                            f"(C, H, W) tensors, got {type(images).__name__}")  # fmt: skip
+            raise TypeError(
+                "images must be a (B, C, H, W) tensor or a non-empty list of "
+                f"(C, H, W) tensors, got {type(images).__name__}"
+            )
         for x in images:
-            check_model_input(x[None] if torch.is_tensor(x) and x.ndim == 3 else x,
-                              self.in_channels, 1)  # fmt: skip
+            check_model_input(
+                x[None] if torch.is_tensor(x) and x.ndim == 3 else x, self.in_channels, 1
+            )
         return list(images)
 
     def forward(self, images: Any, targets: list[dict[str, torch.Tensor]] | None = None) -> Any:

@@ -28,8 +28,7 @@ NETWORKS: dict[str, type[nn.Module]] = {
 
 
 def network_config(model: nn.Module) -> tuple[str, dict[str, Any]] | None:
-    """``(class name, constructor arguments)`` of a course network; ``None`` for other modules.
-    """
+    """``(class name, constructor arguments)`` of a course network; ``None`` for other modules."""
     name = type(model).__name__
     config = getattr(model, "config", None)
     if NETWORKS.get(name) is not type(model) or not isinstance(config, Mapping):

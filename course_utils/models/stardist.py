@@ -71,9 +71,12 @@ class StarDistNet(nn.Module):
         depth = check_int(depth, "depth", minimum=0)
         #: The constructor arguments: a checkpoint stores them to rebuild this network.
         self.config = {
-            "in_channels": in_channels, "n_rays": n_rays, "base_channels": base_channels,
-            "depth": depth, "grid": int(grid),
-        }  # fmt: skip
+            "in_channels": in_channels,
+            "n_rays": n_rays,
+            "base_channels": base_channels,
+            "depth": depth,
+            "grid": int(grid),
+        }
         self.in_channels, self.grid, self.n_rays = in_channels, int(grid), n_rays
         stem: list[nn.Module] = []
         channels = in_channels

@@ -171,8 +171,13 @@ class UNetOriginal(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
         #: The constructor arguments: a checkpoint stores them to rebuild this network.
-        self.config = {"in_channels": in_channels, "n_classes": n_classes, "depth": depth,
-                       "base_channels": base_channels, "dropout": float(dropout)}  # fmt: skip
+        self.config = {
+            "in_channels": in_channels,
+            "n_classes": n_classes,
+            "depth": depth,
+            "base_channels": base_channels,
+            "dropout": float(dropout),
+        }
         self.in_channels, self.depth = in_channels, depth
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.encoder = nn.ModuleList()
@@ -325,10 +330,16 @@ class UNet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
         #: The constructor arguments: a checkpoint stores them to rebuild this network.
         self.config = {
-            "in_channels": in_channels, "out_channels": out_channels, "depth": depth,
-            "base_channels": base_channels, "norm": norm, "residual": bool(residual),
-            "upsample": upsample, "padding_mode": padding_mode, "dropout": float(dropout),
-        }  # fmt: skip
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "depth": depth,
+            "base_channels": base_channels,
+            "norm": norm,
+            "residual": bool(residual),
+            "upsample": upsample,
+            "padding_mode": padding_mode,
+            "dropout": float(dropout),
+        }
         self.in_channels, self.depth = in_channels, depth
         widths = [base_channels * 2**level for level in range(depth + 1)]
         block = lambda i, o: ConvBlock(i, o, norm, residual, padding_mode)  # noqa: E731

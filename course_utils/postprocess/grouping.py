@@ -189,8 +189,9 @@ def affinities_to_labels(
     mask = fg > foreground_threshold
     if method == "components":
         return affinity_components(mask, aff, offsets, threshold, min_size=min_size)
-    seeds = affinity_components(mask, aff, offsets, check_real(seed_threshold, "seed_threshold"),
-                                min_size=max(min_size, 1))  # fmt: skip
+    seeds = affinity_components(
+        mask, aff, offsets, check_real(seed_threshold, "seed_threshold"), min_size=max(min_size, 1)
+    )
     if not seeds.any():
         return seeds
     # Each seed floods the foreground it reaches (4-connected); pieces that no seed reaches

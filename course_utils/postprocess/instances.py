@@ -111,7 +111,10 @@ def stardist_to_labels(
             f"{(gy, gx)} gives maps of {expected}: check the grid and the image shape."
         )
     points, scores, dists = non_maximum_suppression(
-        np.asarray(dist, np.float32), np.asarray(prob, np.float32),
-        prob_thresh=prob_thresh, nms_thresh=nms_thresh, grid=(gy, gx),
-    )  # fmt: skip
+        np.asarray(dist, np.float32),
+        np.asarray(prob, np.float32),
+        prob_thresh=prob_thresh,
+        nms_thresh=nms_thresh,
+        grid=(gy, gx),
+    )
     return polygons_to_label(dists, points, (height, width), prob=scores)

@@ -187,15 +187,27 @@ def _overlaps(i, j, vx, vy, fbox, octa, area, centre, reach, thresh, bufs):  # p
     # the union, hence the intersection from below. Exact areas only when the bounds straddle.
     oi, oj = octa[i], octa[j]
     upper, _ = _octagon_area(
-        max(oi[0], oj[0]), min(oi[1], oj[1]), max(oi[2], oj[2]), min(oi[3], oj[3]),
-        max(oi[4], oj[4]), min(oi[5], oj[5]), max(oi[6], oj[6]), min(oi[7], oj[7]),
-    )  # fmt: skip
+        max(oi[0], oj[0]),
+        min(oi[1], oj[1]),
+        max(oi[2], oj[2]),
+        min(oi[3], oj[3]),
+        max(oi[4], oj[4]),
+        min(oi[5], oj[5]),
+        max(oi[6], oj[6]),
+        min(oi[7], oj[7]),
+    )
     if upper <= limit:
         return False
     hull, exact = _octagon_area(
-        min(oi[0], oj[0]), max(oi[1], oj[1]), min(oi[2], oj[2]), max(oi[3], oj[3]),
-        min(oi[4], oj[4]), max(oi[5], oj[5]), min(oi[6], oj[6]), max(oi[7], oj[7]),
-    )  # fmt: skip
+        min(oi[0], oj[0]),
+        max(oi[1], oj[1]),
+        min(oi[2], oj[2]),
+        max(oi[3], oj[3]),
+        min(oi[4], oj[4]),
+        max(oi[5], oj[5]),
+        min(oi[6], oj[6]),
+        max(oi[7], oj[7]),
+    )
     if exact and area[i] + area[j] - hull > limit:
         return True
     return intersection_area(vx[j], vy[j], oj[:4], vx[i], vy[i], oi[:4], *bufs) > limit

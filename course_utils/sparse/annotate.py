@@ -149,8 +149,9 @@ def _intensity(image: Any, lab: np.ndarray, ids: np.ndarray, select: str) -> np.
     return np.asarray(ndi.mean(plane, labels=lab, index=ids), dtype=np.float64).reshape(-1)
 
 
-def _choose(ids: np.ndarray, n_keep: int, select: str, means: np.ndarray | None,
-            seed: int) -> np.ndarray:  # fmt: skip
+def _choose(
+    ids: np.ndarray, n_keep: int, select: str, means: np.ndarray | None, seed: int
+) -> np.ndarray:
     """The ids to keep, sorted."""
     if n_keep == 0:
         return ids[:0]

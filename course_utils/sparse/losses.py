@@ -54,8 +54,14 @@ def cellpose_sparse_loss(
 
     Introduced in notebook 09.
     """
-    _same_size(out, "cellpose_sparse_loss", flows=flows, cellprob=cellprob,
-               flow_mask=flow_mask, prob_mask=prob_mask)  # fmt: skip
+    _same_size(
+        out,
+        "cellpose_sparse_loss",
+        flows=flows,
+        cellprob=cellprob,
+        flow_mask=flow_mask,
+        prob_mask=prob_mask,
+    )
     out = out.float()
     squared = (out[:, :2] - flows) ** 2 * flow_mask[:, None]
     flow_loss = squared.sum() / (2 * _count(flow_mask)) / 2  # mean over both components, halved

@@ -62,11 +62,15 @@ class SparseRecipe:
         return partial(self.targets, **{k: config[k] for k in record.target_args})
 
 
-SPARSE: Mapping[str, SparseRecipe] = MappingProxyType({
-    "unet_3class": SparseRecipe("unet_3class", unet_3class_sparse_targets, unet_3class_sparse_loss),
-    "cellpose": SparseRecipe("cellpose", cellpose_sparse_targets, cellpose_sparse_loss),
-    "stardist": SparseRecipe("stardist", stardist_sparse_targets, stardist_sparse_loss),
-})  # fmt: skip
+SPARSE: Mapping[str, SparseRecipe] = MappingProxyType(
+    {
+        "unet_3class": SparseRecipe(
+            "unet_3class", unet_3class_sparse_targets, unet_3class_sparse_loss
+        ),
+        "cellpose": SparseRecipe("cellpose", cellpose_sparse_targets, cellpose_sparse_loss),
+        "stardist": SparseRecipe("stardist", stardist_sparse_targets, stardist_sparse_loss),
+    }
+)
 
 #: Why a method has no sparse recipe.
 _WITHOUT = {
@@ -82,8 +86,10 @@ def recipe(method: str | Method | SparseRecipe) -> SparseRecipe:
         return method
     name = method.name if isinstance(method, Method) else get(method).name
     if name not in SPARSE:
-        raise ValueError(f"{name} has no sparse recipe: {_WITHOUT.get(name, 'not written yet')}; "
-                         f"sparse recipes: {tuple(SPARSE)}")  # fmt: skip
+        raise ValueError(
+            f"{name} has no sparse recipe: {_WITHOUT.get(name, 'not written yet')}; "
+            f"sparse recipes: {tuple(SPARSE)}"
+        )
     return SPARSE[name]
 
 
@@ -165,14 +171,29 @@ def train_sparse(
     if record.prepare is not None:
         record.prepare(model, _objects_only(sparse_labels))
     history = train_patches(
-        model, images, sparse_labels, target_fn=sparse.target_fn(model.config),
-        loss=sparse.loss, epochs=epochs, patch=patch_size or record.patch(), lr=lr,
-        length=patches_per_epoch or 8 * len(images), batch_size=batch_size, seed=seed,
-        schedule=schedule, augment=augment, val_images=val_images, val_labels=val_labels,
-        dataset_options={"unknown": True, "crop": crop}, checkpoint_dir=checkpoint_dir,
-        meta={"method": record.name, "data": data, "sparse": True}, num_workers=num_workers,
-        device=device, progress=progress, **fit_options,
-    )  # fmt: skip
+        model,
+        images,
+        sparse_labels,
+        target_fn=sparse.target_fn(model.config),
+        loss=sparse.loss,
+        epochs=epochs,
+        patch=patch_size or record.patch(),
+        lr=lr,
+        length=patches_per_epoch or 8 * len(images),
+        batch_size=batch_size,
+        seed=seed,
+        schedule=schedule,
+        augment=augment,
+        val_images=val_images,
+        val_labels=val_labels,
+        dataset_options={"unknown": True, "crop": crop},
+        checkpoint_dir=checkpoint_dir,
+        meta={"method": record.name, "data": data, "sparse": True},
+        num_workers=num_workers,
+        device=device,
+        progress=progress,
+        **fit_options,
+    )
     return model, history
 
 

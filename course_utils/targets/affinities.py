@@ -111,8 +111,10 @@ def label_affinities(
     return out
 
 
-def affinity_valid(shape: tuple[int, int], offsets: Sequence[tuple[int, int]] = AFFINITY_OFFSETS,
-                   ) -> np.ndarray:  # fmt: skip
+def affinity_valid(
+    shape: tuple[int, int],
+    offsets: Sequence[tuple[int, int]] = AFFINITY_OFFSETS,
+) -> np.ndarray:
     """Which pairs exist: ``(len(offsets), H, W)`` bool, False where ``p + offset`` lies
     outside an image of ``shape`` = (H, W)."""
     try:
@@ -149,5 +151,4 @@ def affinity_targets(
         pair = pair_slices(lab.shape, (dy, dx))
         if pair is not None:
             near[k][pair[0]] = fg[pair[0]] | fg[pair[1]]
-    return (fg[None].astype(np.float32), label_affinities(lab, offsets),
-            near.astype(np.float32))  # fmt: skip
+    return (fg[None].astype(np.float32), label_affinities(lab, offsets), near.astype(np.float32))

@@ -107,13 +107,19 @@ zoom = np.s_[max(cy - 64, 0) : cy + 64, max(cx - 64, 0) : cx + 64]
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
 axes[0].hist(maxima, bins=24, color="tab:blue")
 axes[0].axvline(CEILING, color="tab:red", ls="--", label="4095 = 2^12 - 1: the camera's ceiling")
-axes[0].set(title=f"Largest value of each of the {len(all_raw)} test images",
-            xlabel="largest value (camera counts)", ylabel="number of images")  # fmt: skip
+axes[0].set(
+    title=f"Largest value of each of the {len(all_raw)} test images",
+    xlabel="largest value (camera counts)",
+    ylabel="number of images",
+)
 axes[0].legend(loc="upper left")
 axes[1].imshow(all_raw[worst][zoom], cmap="gray")
 axes[1].imshow(np.ma.masked_where(~at_top[zoom], at_top[zoom]), cmap="autumn", alpha=0.9)
-axes[1].set(title=f"test image {worst}: saturated pixels in red", xlabel="x (pixels, crop)",
-            ylabel="y (pixels, crop)")  # fmt: skip
+axes[1].set(
+    title=f"test image {worst}: saturated pixels in red",
+    xlabel="x (pixels, crop)",
+    ylabel="y (pixels, crop)",
+)
 plt.tight_layout()
 plt.show()
 

@@ -513,7 +513,8 @@ for md in sorted({best_md["shape"], 5}):
 print("the course's baseline recipe:", cu.classical.BASELINE)
 md = cu.classical.BASELINE["min_distance"]
 baseline_val_f1 = cu.metrics.matching_dataset(
-    val_labels, [cu.classical.baseline(x) for x in val_images], thresh=0.5).f1
+    val_labels, [cu.classical.baseline(x) for x in val_images], thresh=0.5
+).f1
 best_val_f1 = max(s[2] for s in sweep["shape"])
 print(f"validation F1: baseline {baseline_val_f1:.3f}, best of the sweep {best_val_f1:.3f}")
 test_preds = [cu.classical.baseline(x) for x in test_images]

@@ -1311,8 +1311,9 @@ print(f"a batch: images {tuple(xb.shape)}, targets {tuple(yb.shape)}; {len(train
 def fixed_crops(img, lab, size, n, seed, shift=0):
     """n (size x size) crops at positions fixed by `seed`, moved by `shift` (<= 4) pixels."""
     r = np.random.default_rng(seed)
-    corners = [(r.integers(img.shape[0] - size - 4), r.integers(img.shape[1] - size - 4))
-               for _ in range(n)]  # fmt: skip
+    corners = [
+        (r.integers(img.shape[0] - size - 4), r.integers(img.shape[1] - size - 4)) for _ in range(n)
+    ]
     window = [np.s_[y + shift : y + shift + size, x + shift : x + shift + size] for y, x in corners]
     xs = torch.from_numpy(np.stack([img[w] for w in window]))[:, None]
     return xs, torch.from_numpy(np.stack([lab[w] > 0 for w in window]).astype(np.float32))[:, None]
@@ -1356,8 +1357,10 @@ plt.tight_layout()
 plt.show()
 for name, curve in curves.items():
     low = int(np.argmin(curve["loss"]))
-    print(f"{name:43s} loss: lowest {curve['loss'][low]:.4f} (step {steps_measured[low]:3d}), "
-          f"last {curve['loss'][-1]:.4f} | last Dice {curve['dice'][-1]:.3f}")  # fmt: skip
+    print(
+        f"{name:43s} loss: lowest {curve['loss'][low]:.4f} (step {steps_measured[low]:3d}), "
+        f"last {curve['loss'][-1]:.4f} | last Dice {curve['dice'][-1]:.3f}"
+    )
 
 # %% [markdown]
 # <details><summary>Answer</summary>

@@ -97,7 +97,7 @@ print(
 # The whole network with the paper's sizes (drawn from `cu.models.unet_output_size`):
 
 # %%
-cu.plot.unet_diagram(depth=4, input_size=572, base_channels=64, n_classes=2)
+cu.diagrams.unet_diagram(depth=4, input_size=572, base_channels=64, n_classes=2)
 plt.show()
 
 # %% [markdown]
@@ -243,7 +243,7 @@ margin = (TILE_VALID - out_tile) // 2
 pad_after = (max(t["input"][2] for t in tiles) - 520, max(t["input"][3] for t in tiles) - 696)
 padded = np.pad(image, ((margin, pad_after[0]), (margin, pad_after[1])), mode="reflect")
 print(f"tile {TILE_VALID} -> {out_tile}: margin {margin} px, {len(tiles)} tiles")
-cu.plot.overlap_tile_diagram(image, tiles)
+cu.diagrams.overlap_tile_diagram(image, tiles)
 plt.show()
 
 # %% [markdown]
@@ -426,11 +426,15 @@ ordinary = float(np.median(w_balance[gapped_full == 0]))  # w_c of a background 
 nucleus = float(np.median(w_balance[gapped_full > 0]))  # w_c of a nucleus pixel
 gap = (labels_full > 0) & (gapped_full == 0)  # the pixels that with_gaps made background
 gap_ratio = w_fast[gap] / ordinary
-print(f"w_c: background {ordinary:.2f}, nucleus {nucleus:.2f}; gap pixels: median w "
-      f"{np.median(w_fast[gap]):.2f}")  # fmt: skip
-print(f"a gap pixel weighs {np.median(gap_ratio):.1f} x an ordinary background pixel "
-      f"(10% to 90% of the gap pixels: {np.percentile(gap_ratio, 10):.1f} to "
-      f"{np.percentile(gap_ratio, 90):.1f})")  # fmt: skip
+print(
+    f"w_c: background {ordinary:.2f}, nucleus {nucleus:.2f}; gap pixels: median w "
+    f"{np.median(w_fast[gap]):.2f}"
+)
+print(
+    f"a gap pixel weighs {np.median(gap_ratio):.1f} x an ordinary background pixel "
+    f"(10% to 90% of the gap pixels: {np.percentile(gap_ratio, 10):.1f} to "
+    f"{np.percentile(gap_ratio, 90):.1f})"
+)
 
 # %% [markdown]
 # <details><summary>Answer</summary>
@@ -863,8 +867,11 @@ del net
 fig, ax = plt.subplots(figsize=(7, 3.8))
 for name, curve in optimiser_curves.items():
     ax.plot(np.arange(1, len(curve) + 1), curve, label=name)
-ax.set(title=f"{OPTIMISER_STEPS} steps on one batch, same start", xlabel="step",
-       ylabel="weighted cross-entropy")  # fmt: skip
+ax.set(
+    title=f"{OPTIMISER_STEPS} steps on one batch, same start",
+    xlabel="step",
+    ylabel="weighted cross-entropy",
+)
 ax.legend(loc="upper right")
 plt.show()
 
@@ -919,18 +926,23 @@ y_3 = torch.from_numpy(hand_3[None, :64, :64])
 recipe_checks["target_3class = record targets"] = np.array_equal(
     hand_3, UNET_3CLASS.targets(labels_full)
 )
-recipe_checks["plain_loss = record loss"] = abs(
-    plain_loss(out_3, y_3).item() - UNET_3CLASS.loss(out_3, y_3).item()
-) < 1e-6
+recipe_checks["plain_loss = record loss"] = (
+    abs(plain_loss(out_3, y_3).item() - UNET_3CLASS.loss(out_3, y_3).item()) < 1e-6
+)
 torch.manual_seed(0)
 models["modern 3-class"] = cu.models.UNet(out_channels=3, depth=DEPTH, base_channels=BASE)
 recipe_checks["3-class network = record network"] = (
     models["modern 3-class"].config == UNET_3CLASS.build(seed=0).config
 )
 histories["modern 3-class"] = train(
-    UNET_3CLASS.checkpoint, models["modern 3-class"], PATCH_SAME, UNET_3CLASS.target_fn(),
-    UNET_3CLASS.loss, amp="auto", method="unet_3class",
-)  # fmt: skip
+    UNET_3CLASS.checkpoint,
+    models["modern 3-class"],
+    PATCH_SAME,
+    UNET_3CLASS.target_fn(),
+    UNET_3CLASS.loss,
+    amp="auto",
+    method="unet_3class",
+)
 print(recipe_checks)
 
 # %%

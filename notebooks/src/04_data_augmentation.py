@@ -340,13 +340,15 @@ def displacement_field(shape, rng, alpha, sigma):
 
 
 # %% tags=["check"]
-fields = np.stack([displacement_field(crop.shape, np.random.default_rng(s), ALPHA, SIGMA)
-                   for s in range(8)])  # fmt: skip
+fields = np.stack(
+    [displacement_field(crop.shape, np.random.default_rng(s), ALPHA, SIGMA) for s in range(8)]
+)
 cu.checks.check_equal(fields.shape[1:], (2, *crop.shape), "the shape of one field")
 inner = fields[:, :, 30:-30, 30:-30]  # away from the border, where the smoothing has its rules
 predicted_std = ALPHA / (SIGMA * np.sqrt(12 * np.pi))
-cu.checks.check_close(inner.std(axis=(0, 2, 3)), [predicted_std] * 2,
-                      "the std (pixels) of dy and of dx", rtol=0.15)  # fmt: skip
+cu.checks.check_close(
+    inner.std(axis=(0, 2, 3)), [predicted_std] * 2, "the std (pixels) of dy and of dx", rtol=0.15
+)
 cu.checks.check_close(inner.mean(), 0.0, "the mean displacement (pixels)", atol=1.0)
 dy_dx = np.corrcoef(inner[:, 0].ravel(), inner[:, 1].ravel())[0, 1]
 cu.checks.check_close(dy_dx, 0.0, "the correlation of dy and dx (independent noise)", atol=0.35)
@@ -438,9 +440,10 @@ for sigma in [2.0, 5.0, 10.0, 25.0]:
     f = aug.elastic_displacement(crop.shape, np.random.default_rng(1), alpha=alpha, sigma=sigma)
     sweep[f"sigma {sigma:g}, alpha {alpha:g}: std {f.std():.1f} px"] = deform(f)
 fig = plot_methods.show_deformations(
-    *zip(*sweep.values()), list(sweep),
+    *zip(*sweep.values()),
+    list(sweep),
     suptitle="Elastic deformation: the same amplitude at four smoothness scales",
-)  # fmt: skip
+)
 plt.show()
 
 # %% [markdown]
@@ -470,9 +473,10 @@ for name, f in fields_compared.items():
     strain = np.abs(np.stack(np.gradient(f, axis=(1, 2)))).mean()  # how much neighbours differ
     print(f"{name}: displacement std {f.std():.1f} px, mean |gradient| {strain:.3f} px/px")
 fig = plot_methods.show_deformations(
-    *zip(*(deform(f) for f in fields_compared.values())), list(fields_compared),
+    *zip(*(deform(f) for f in fields_compared.values())),
+    list(fields_compared),
     suptitle="Two elastic deformations called by the same name",
-)  # fmt: skip
+)
 plt.show()
 _, grid_labels = elastic_grid(mode="constant")(crop, crop_labels, np.random.default_rng(0))
 print("elastic_grid keeps to the ids of the crop:", set(np.unique(grid_labels)) <= present)
@@ -589,8 +593,9 @@ def measured_std(warped):
 
 def ours_warp(seed):
     blank = np.zeros((big, big), np.int32)
-    return aug.elastic_deform(big_ramps, blank, np.random.default_rng(seed), alpha=ALPHA,
-                              sigma=SIGMA, mode="constant")[0]  # fmt: skip
+    return aug.elastic_deform(
+        big_ramps, blank, np.random.default_rng(seed), alpha=ALPHA, sigma=SIGMA, mode="constant"
+    )[0]
 
 
 def albumentations_warp(seed, **options):
@@ -648,8 +653,13 @@ for name, augment in intensity_augs.items():
         labels_untouched &= np.array_equal(out_labels, crop_labels)
         shown.append(out_image)
         titles.append(f"{name}, seed {seed}")
-fig = cu.plot.show_grid(shown, titles=titles, ncols=7, figsize=(19, 3.2),
-                        suptitle="Intensity augmentations (labels unchanged)")  # fmt: skip
+fig = cu.plot.show_grid(
+    shown,
+    titles=titles,
+    ncols=7,
+    figsize=(19, 3.2),
+    suptitle="Intensity augmentations (labels unchanged)",
+)
 plt.show()
 print("labels untouched by every intensity transform:", labels_untouched)
 
@@ -727,13 +737,16 @@ plt.show()
 
 # %%
 for name, transform in {
-    "one step (affine)": v2.RandomAffine(degrees=180, scale=(0.75, 1.33),
-                                         interpolation=v2.InterpolationMode.BILINEAR),
-    "two steps (affine, elastic)": v2.Compose(
-        [v2.RandomAffine(degrees=180, interpolation=v2.InterpolationMode.BILINEAR),
-         v2.ElasticTransform(alpha=300.0, sigma=8.0)]
+    "one step (affine)": v2.RandomAffine(
+        degrees=180, scale=(0.75, 1.33), interpolation=v2.InterpolationMode.BILINEAR
     ),
-}.items():  # fmt: skip
+    "two steps (affine, elastic)": v2.Compose(
+        [
+            v2.RandomAffine(degrees=180, interpolation=v2.InterpolationMode.BILINEAR),
+            v2.ElasticTransform(alpha=300.0, sigma=8.0),
+        ]
+    ),
+}.items():
     torch.manual_seed(1)
     coords_out, mask_out = transform(
         tv_tensors.Image(torch.from_numpy(ramps)), tv_tensors.Mask(torch.from_numpy(crop_labels))
@@ -769,11 +782,16 @@ print(
 )
 fig = plot_methods.show_maps(
     [w_wrong, w_right, weight_gap],
-    ["wrong: weight map computed, then transformed", "right: labels transformed, then weight map",
-     "|right - wrong|"],
-    cmap=["viridis", "viridis", "magma"], vmin=0, vmax=float(max(w_right.max(), w_wrong.max())),
+    [
+        "wrong: weight map computed, then transformed",
+        "right: labels transformed, then weight map",
+        "|right - wrong|",
+    ],
+    cmap=["viridis", "viridis", "magma"],
+    vmin=0,
+    vmax=float(max(w_right.max(), w_wrong.max())),
     suptitle=f"Weight maps after a zoom {SCALE:g} and shear {SHEAR:g}° with mirrored borders",
-)  # fmt: skip
+)
 plt.show()
 
 # %% [markdown]
@@ -861,9 +879,13 @@ val_images, val_labels = cu.data.load_split("bbbc039", "val", n=N_VAL)
 shifted_images = [other_microscope(x, 100 + i) for i, x in enumerate(val_images)]
 fig = plot_methods.show_maps(
     [val_images[0], shifted_images[0]],
-    ["validation image 0", "the same, from \"another microscope\""],
-    cmap="gray", vmin=0, vmax=1, colorbar=False, figsize=(12, 4.8),
-)  # fmt: skip
+    ["validation image 0", 'the same, from "another microscope"'],
+    cmap="gray",
+    vmin=0,
+    vmax=1,
+    colorbar=False,
+    figsize=(12, 4.8),
+)
 plt.show()
 
 # %% [markdown]
@@ -888,9 +910,13 @@ def iou_metric(logits, target):
 
 
 val_set = cu.data.PatchDataset(
-    val_images, val_labels, PATCH, length=max(16, PATCHES_PER_EPOCH // 4),
-    target_fn=foreground, seed=1,
-)  # fmt: skip
+    val_images,
+    val_labels,
+    PATCH,
+    length=max(16, PATCHES_PER_EPOCH // 4),
+    target_fn=foreground,
+    seed=1,
+)
 val_loader = torch.utils.data.DataLoader(val_set, batch_size=BATCH)
 
 # %% [markdown]
@@ -905,19 +931,36 @@ for name, augment in [("no augmentation", None), ("augmentation", pipeline)]:
     torch.manual_seed(0)  # the same initial weights for both runs
     model = cu.models.UNet(1, 1, depth=DEPTH, base_channels=BASE_CHANNELS)
     train_set = cu.data.PatchDataset(
-        train_images, train_labels, PATCH, length=PATCHES_PER_EPOCH, augment=augment,
-        target_fn=foreground, seed=0,
-    )  # fmt: skip
+        train_images,
+        train_labels,
+        PATCH,
+        length=PATCHES_PER_EPOCH,
+        augment=augment,
+        target_fn=foreground,
+        seed=0,
+    )
     train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=BATCH, shuffle=True, num_workers=NUM_WORKERS,
+        train_set,
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=NUM_WORKERS,
         pin_memory=device.type == "cuda",
-    )  # fmt: skip
+    )
     folder = cu.train.checkpoint_dir("04_unet_noaug" if augment is None else "04_unet_aug")
     history = cu.train.fit(
-        model, train_loader, val_loader, loss_fn=loss_fn, epochs=EPOCHS, lr=3e-3,
-        scheduler=SCHEDULER, metrics={"iou": iou_metric}, device=device, seed=0, progress=False,
+        model,
+        train_loader,
+        val_loader,
+        loss_fn=loss_fn,
+        epochs=EPOCHS,
+        lr=3e-3,
+        scheduler=SCHEDULER,
+        metrics={"iou": iou_metric},
+        device=device,
+        seed=0,
+        progress=False,
         checkpoint_dir=folder,
-    )  # fmt: skip
+    )
     runs[name] = {"model": model.eval(), "history": history}
     print(
         f"{name}: {time.perf_counter() - start:.1f} s, last val-patch IoU {history.last['iou']:.3f}"
@@ -971,13 +1014,16 @@ for name in runs:
     print(f"{name:>16}  {val_iou[name]:12.3f}  {shifted_iou[name]:16.3f}")
 
 # %%
-shifted_predictions = [predict_foreground(run["model"], shifted_images[0])
-                       for run in runs.values()]  # fmt: skip
+shifted_predictions = [predict_foreground(run["model"], shifted_images[0]) for run in runs.values()]
 fig = plot_methods.show_maps(
     [shifted_images[0], *shifted_predictions],
     ["other microscope, image 0", *(f"{name}: predicted foreground" for name in runs)],
-    cmap="gray", vmin=0, vmax=1, colorbar=False, figsize=(16, 4.6),
-)  # fmt: skip
+    cmap="gray",
+    vmin=0,
+    vmax=1,
+    colorbar=False,
+    figsize=(16, 4.6),
+)
 plt.show()
 
 # %% [markdown]

@@ -602,9 +602,14 @@ AUGMENT = cu.pick(
 )
 val_images, val_labels = cu.data.load_split("bbbc039", "val", n=N_VAL)
 train_set = cu.data.PatchDataset(
-    train_images, train_labels, PATCH, length=PATCHES_PER_EPOCH, augment=AUGMENT,
-    target_fn=CELLPOSE.target_fn(), seed=0,
-)  # fmt: skip
+    train_images,
+    train_labels,
+    PATCH,
+    length=PATCHES_PER_EPOCH,
+    augment=AUGMENT,
+    target_fn=CELLPOSE.target_fn(),
+    seed=0,
+)
 val_set = cu.data.PatchDataset(
     val_images, val_labels, PATCH, length=VAL_PATCHES, target_fn=CELLPOSE.target_fn(), seed=1
 )
@@ -672,12 +677,18 @@ pred_flows, pred_logit = output[:2], output[2]
 window = np.s_[100:260, 150:310]  # a 160 x 160 window to look at closely
 
 fig = plot_methods.show_maps(
-    [image[window], 1 / (1 + np.exp(-pred_logit[window])),
-     cu.plot.flow_to_rgb(pred_flows[:, window[0], window[1]], FLOW_SCALE),
-     cu.plot.flow_to_rgb(FLOW_SCALE * true_flows[:, window[0], window[1]], FLOW_SCALE)],
+    [
+        image[window],
+        1 / (1 + np.exp(-pred_logit[window])),
+        cu.plot.flow_to_rgb(pred_flows[:, window[0], window[1]], FLOW_SCALE),
+        cu.plot.flow_to_rgb(FLOW_SCALE * true_flows[:, window[0], window[1]], FLOW_SCALE),
+    ],
     ["test image (window)", "predicted cell probability", "predicted flows", "true flows"],
-    cmap=["gray", "magma", "gray", "gray"], vmin=0, vmax=1, figsize=(19, 4.6),
-)  # fmt: skip
+    cmap=["gray", "magma", "gray", "gray"],
+    vmin=0,
+    vmax=1,
+    figsize=(19, 4.6),
+)
 plt.show()
 
 # %% [markdown]
@@ -876,9 +887,13 @@ def segment_cellpose(model, image, cellprob_threshold=0.0, flow_threshold=0.4, m
     """
     out = cu.predict.predict_tiled(model, image, tile_size=TILE, overlap=OVERLAP)
     return cu.postprocess.flows_to_masks(
-        out[:2], out[2], cellprob_threshold=cellprob_threshold,
-        flow_threshold=flow_threshold, min_size=min_size, niter=200,
-    )  # fmt: skip
+        out[:2],
+        out[2],
+        cellprob_threshold=cellprob_threshold,
+        flow_threshold=flow_threshold,
+        min_size=min_size,
+        niter=200,
+    )
 
 
 # %% [markdown]
@@ -893,9 +908,11 @@ def segment_cellpose(model, image, cellprob_threshold=0.0, flow_threshold=0.4, m
 def show_thresholds(cellprob_threshold=0.0, flow_threshold=0.4):
     """Masks of test image 0 with these thresholds, in the window, with the F1 at IoU 0.5."""
     masks = cu.postprocess.flows_to_masks(
-        pred_flows, pred_logit, cellprob_threshold=cellprob_threshold,
+        pred_flows,
+        pred_logit,
+        cellprob_threshold=cellprob_threshold,
         flow_threshold=flow_threshold or None,
-    )  # fmt: skip
+    )
     score = cu.metrics.matching(truth, masks, thresh=0.5)
     fig, axes = plt.subplots(1, 2, figsize=(12, 6))
     cu.plot.overlay(image[window], truth[window], ax=axes[0], title="ground truth (window)")
@@ -978,11 +995,12 @@ pick_rng = np.random.default_rng(0)  # a random sample, not the worst or the bes
 shown = [("missed (FN)", missed[c]) for c in pick_rng.permutation(len(missed))[:4]]
 shown += [("wrong (FP)", wrong[c]) for c in pick_rng.permutation(len(wrong))[:4]]
 if shown:
-    crops = [plot_methods.failure_crop(test_images[i], test_labels[i], predictions[i], holder, k)
-             for _, (i, holder, k) in shown]  # fmt: skip
+    crops = [
+        plot_methods.failure_crop(test_images[i], test_labels[i], predictions[i], holder, k)
+        for _, (i, holder, k) in shown
+    ]
     titles = [f"{kind}\ntest image {i}, {np.sum(holder == k)} px" for kind, (i, holder, k) in shown]
-    fig = cu.plot.show_grid(crops, titles=titles, ncols=len(shown),
-                            figsize=(2.7 * len(shown), 3.4))  # fmt: skip
+    fig = cu.plot.show_grid(crops, titles=titles, ncols=len(shown), figsize=(2.7 * len(shown), 3.4))
     plt.show()
 print(f"{scores.fn} missed nuclei and {scores.fp} wrong masks in all")
 

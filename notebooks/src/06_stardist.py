@@ -112,16 +112,23 @@ verified = {}
 # The diagram below sets the two families side by side (StarDist, the subject of this
 # notebook, is a top-down method with a better shape than a box; section 2).
 
+
 # %% tags=["hide-input"]
 def draw_flow(ax, steps, y, colour, title=None):
     """Boxes with text at x = 0, 1, 2, ... joined by arrows, on row `y` of a diagram."""
     for x, text in enumerate(steps):
-        ax.add_patch(FancyBboxPatch((x - 0.42, y - 0.3), 0.84, 0.6, boxstyle="round,pad=0.02",
-                                    fc=colour, ec="0.3", lw=1))  # fmt: skip
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - 0.42, y - 0.3), 0.84, 0.6, boxstyle="round,pad=0.02", fc=colour, ec="0.3", lw=1
+            )
+        )
         ax.text(x, y, text, ha="center", va="center", fontsize=8.5, wrap=True)
         if x:
-            ax.add_patch(FancyArrowPatch((x - 0.58, y), (x - 0.42, y), arrowstyle="-|>",
-                                         mutation_scale=12, color="0.25"))  # fmt: skip
+            ax.add_patch(
+                FancyArrowPatch(
+                    (x - 0.58, y), (x - 0.42, y), arrowstyle="-|>", mutation_scale=12, color="0.25"
+                )
+            )
     if title:
         ax.text(-0.5, y + 0.45, title, ha="left", va="bottom", fontsize=10, weight="bold")
 
@@ -141,20 +148,50 @@ def diagram(rows, title, width=15):
 
 
 # %% tags=["hide-input"]
-diagram([
-    (["image", "CNN features\n(coarse map)", "anchors: 9 boxes\nper position",
-      "proposals: scored,\ncorrected boxes", "box NMS\n(box IoU > 0.7, 0.5)",
-      "mask head: a 28 x 28\nmask inside each box", "instances"], "#dbe9f6",
-     "top-down (Faster / Mask R-CNN): detect boxes, suppress duplicates, segment inside"),
-    (["image", "U-Net features\n(on a grid of 2)", "every pixel: a polygon\n+ its probability",
-      "candidates:\nprob > threshold", "polygon NMS\n(overlap of polygons)",
-      "paint the polygons", "instances"], "#fde2c8",
-     "top-down with star-convex polygons (StarDist, this notebook)"),
-    (["image", "CNN features\n(full resolution)", "every pixel: a class,\nflow or affinity",
-      "foreground mask\n+ borders or flows", "grouping: components,\nwatershed, flows",
-      "small objects\nremoved", "instances"], "#dcefd9",
-     "bottom-up (U-Net 03-04, Cellpose 05): classify pixels, then group them"),
-], "Two families of instance segmentation")  # fmt: skip
+diagram(
+    [
+        (
+            [
+                "image",
+                "CNN features\n(coarse map)",
+                "anchors: 9 boxes\nper position",
+                "proposals: scored,\ncorrected boxes",
+                "box NMS\n(box IoU > 0.7, 0.5)",
+                "mask head: a 28 x 28\nmask inside each box",
+                "instances",
+            ],
+            "#dbe9f6",
+            "top-down (Faster / Mask R-CNN): detect boxes, suppress duplicates, segment inside",
+        ),
+        (
+            [
+                "image",
+                "U-Net features\n(on a grid of 2)",
+                "every pixel: a polygon\n+ its probability",
+                "candidates:\nprob > threshold",
+                "polygon NMS\n(overlap of polygons)",
+                "paint the polygons",
+                "instances",
+            ],
+            "#fde2c8",
+            "top-down with star-convex polygons (StarDist, this notebook)",
+        ),
+        (
+            [
+                "image",
+                "CNN features\n(full resolution)",
+                "every pixel: a class,\nflow or affinity",
+                "foreground mask\n+ borders or flows",
+                "grouping: components,\nwatershed, flows",
+                "small objects\nremoved",
+                "instances",
+            ],
+            "#dcefd9",
+            "bottom-up (U-Net 03-04, Cellpose 05): classify pixels, then group them",
+        ),
+    ],
+    "Two families of instance segmentation",
+)
 
 # %% [markdown]
 # A top-down method must tell "two touching nuclei" from "the same nucleus found twice", and
@@ -219,9 +256,15 @@ def draw_boxes(ax, image, labels, title):
     for i, (top, left, bottom, right) in enumerate(bounding_boxes(labels), start=1):
         red = i in worst
         ax.add_patch(
-            Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False,
-                      color="red" if red else colours[i], lw=3 if red else 1.5)
-        )  # fmt: skip
+            Rectangle(
+                (left - 0.5, top - 0.5),
+                right - left,
+                bottom - top,
+                fill=False,
+                color="red" if red else colours[i],
+                lw=3 if red else 1.5,
+            )
+        )
     ax.set_title(f"{title}\nred: touching pair with box IoU {pair_iou.max():.2f}")
     ax.set_xlabel("x (pixels)")
     ax.set_ylabel("y (pixels)")
@@ -326,14 +369,34 @@ print(
 # polygons, and the survivors are painted into a label image (section 6).
 
 # %% tags=["hide-input"]
-diagram([
-    (["label image\n(nuclei 1..N)", "targets per pixel:\n32 ray distances\n+ object probability",
-      "targets on the grid\n(every 2nd pixel)", "U-Net, grid 2: prob\n+ distance heads",
-      "loss: BCE (prob) +\nweighted MAE (rays)"], "#fde2c8", "training (sections 2-5)"),
-    (["image", "U-Net, grid 2: prob\n+ 32 distances", "candidates: pixels\nwith prob > threshold",
-      "polygon NMS: best\nfirst, drop overlaps", "paint polygons\n-> label image"],
-     "#dbe9f6", "prediction (section 6)"),
-], "The StarDist pipeline", width=13)  # fmt: skip
+diagram(
+    [
+        (
+            [
+                "label image\n(nuclei 1..N)",
+                "targets per pixel:\n32 ray distances\n+ object probability",
+                "targets on the grid\n(every 2nd pixel)",
+                "U-Net, grid 2: prob\n+ distance heads",
+                "loss: BCE (prob) +\nweighted MAE (rays)",
+            ],
+            "#fde2c8",
+            "training (sections 2-5)",
+        ),
+        (
+            [
+                "image",
+                "U-Net, grid 2: prob\n+ 32 distances",
+                "candidates: pixels\nwith prob > threshold",
+                "polygon NMS: best\nfirst, drop overlaps",
+                "paint polygons\n-> label image",
+            ],
+            "#dbe9f6",
+            "prediction (section 6)",
+        ),
+    ],
+    "The StarDist pipeline",
+    width=13,
+)
 
 # %% [markdown]
 # **Exercise 1.** March along one ray from pixel `(row, col)`: take steps `t = 1, 2, ...` of one
@@ -415,9 +478,12 @@ cu.checks.check_true(
     "your march reaches the last pixel inside the nucleus on every ray (not a step short)",
 )
 cu.checks.check_close(
-    by_hand, crop_dist[pixel], f"your {N_RAYS} distances from pixel {pixel}, within "
-    f"{END_TOLERANCE} pixel of star_dist's", rtol=0, atol=END_TOLERANCE,
-)  # fmt: skip
+    by_hand,
+    crop_dist[pixel],
+    f"your {N_RAYS} distances from pixel {pixel}, within {END_TOLERANCE} pixel of star_dist's",
+    rtol=0,
+    atol=END_TOLERANCE,
+)
 
 # %% [markdown]
 # ### Which end correction?
@@ -434,8 +500,10 @@ corrections = {
 }
 for name, d in corrections.items():
     gap = np.abs(d - crop_dist[pixel])
-    print(f"{name:52s} off by {gap.min():.2f}-{gap.max():.2f} px  "
-          f"{'passes' if gap.max() <= END_TOLERANCE else 'fails'}")  # fmt: skip
+    print(
+        f"{name:52s} off by {gap.min():.2f}-{gap.max():.2f} px  "
+        f"{'passes' if gap.max() <= END_TOLERANCE else 'fails'}"
+    )
 
 # %% [markdown]
 # `star_dist` returns `t - 1 + 0.5 / max(|sin φ|, |cos φ|)`. A pixel is a unit square around
@@ -943,15 +1011,24 @@ def train_stardist(folder, dist_weight, epochs):
     model = STARDIST.build(seed=0)  # StarDistNet(1, 32, base_channels, depth 3, grid 2)
     cu.methods.init_stardist_distances(model, train_labels[:1])
     history = cu.train.fit(
-        model, train_loader, val_loader, epochs=epochs, lr=LR,
+        model,
+        train_loader,
+        val_loader,
+        epochs=epochs,
+        lr=LR,
         loss_fn=lambda out, p, d: STARDIST.loss(out, p, d, dist_weight=dist_weight),
         scheduler=lambda opt: torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=LR, total_steps=epochs * STEPS_PER_EPOCH, pct_start=0.15
         ),
-        device=device, checkpoint_dir=cu.train.checkpoint_dir(folder), seed=0,
-        meta={"method": "stardist", "data": f"bbbc039 train, {N_TRAIN} images",
-              "dist_weight": dist_weight},
-    )  # fmt: skip
+        device=device,
+        checkpoint_dir=cu.train.checkpoint_dir(folder),
+        seed=0,
+        meta={
+            "method": "stardist",
+            "data": f"bbbc039 train, {N_TRAIN} images",
+            "dist_weight": dist_weight,
+        },
+    )
     cu.train.load_checkpoint(model, cu.train.checkpoint_dir(folder))  # the best epoch
     return model.to(device).eval(), history
 
@@ -1149,8 +1226,11 @@ for w in DIST_WEIGHTS:
         maps_to_labels(p, d, img.shape, 0.5, 0.4, GRID) for (p, d), img in zip(maps_w, val_images)
     ]
     stats_w = cu.metrics.matching_dataset(val_labels, preds_w, [0.5, 0.7])
-    weight_rows[w] = {"AP@0.5": stats_w[0].accuracy, "AP@0.7": stats_w[1].accuracy,
-                      "matched IoU": stats_w[0].mean_matched_score}  # fmt: skip
+    weight_rows[w] = {
+        "AP@0.5": stats_w[0].accuracy,
+        "AP@0.7": stats_w[1].accuracy,
+        "matched IoU": stats_w[0].mean_matched_score,
+    }
 weight_table = pd.DataFrame(weight_rows).T.rename_axis("distance weight")
 print(f"{COMPARE_EPOCHS} epochs of {STEPS_PER_EPOCH} steps each, {N_VAL} validation images")
 weight_table.round(3)
@@ -1192,9 +1272,11 @@ IOU_THRESHOLDS = [0.5, 0.6, 0.7, 0.8, 0.9]
 ZOO_CARD = cu.zoo.card("stardist")  # how it was trained, its thresholds and scores
 zoo_model = cu.zoo.load("stardist").to(device)
 ZOO_OPTIONS = dict(ZOO_CARD["postprocess"])  # prob_thresh and nms_thresh
-print(f"zoo model: {ZOO_CARD['architecture']['network']} {zoo_model.config}, "
-      f"{ZOO_CARD['steps']} steps in {ZOO_CARD['wall_time_s'] / 60:.0f} min on "
-      f"{ZOO_CARD['device']}; thresholds {ZOO_OPTIONS}")  # fmt: skip
+print(
+    f"zoo model: {ZOO_CARD['architecture']['network']} {zoo_model.config}, "
+    f"{ZOO_CARD['steps']} steps in {ZOO_CARD['wall_time_s'] / 60:.0f} min on "
+    f"{ZOO_CARD['device']}; thresholds {ZOO_OPTIONS}"
+)
 test_maps = [predict_maps(model, img) for img in tqdm(test_images, desc="model trained here")]
 zoo_maps = [predict_maps(zoo_model, img) for img in tqdm(test_images, desc="zoo model")]
 
@@ -1208,17 +1290,26 @@ def round_trip(labels, grid=GRID, b=2):
 
 shapes = [img.shape for img in test_images]
 curves = {
-    "trained here": [maps_to_labels(p, d, sh, PROB_THRESH, NMS_THRESH, GRID)
-                     for (p, d), sh in zip(test_maps, shapes)],
-    "zoo model": [maps_to_labels(p, d, sh, ZOO_OPTIONS["prob_thresh"], ZOO_OPTIONS["nms_thresh"],
-                                 zoo_model.grid) for (p, d), sh in zip(zoo_maps, shapes)],
+    "trained here": [
+        maps_to_labels(p, d, sh, PROB_THRESH, NMS_THRESH, GRID)
+        for (p, d), sh in zip(test_maps, shapes)
+    ],
+    "zoo model": [
+        maps_to_labels(
+            p, d, sh, ZOO_OPTIONS["prob_thresh"], ZOO_OPTIONS["nms_thresh"], zoo_model.grid
+        )
+        for (p, d), sh in zip(zoo_maps, shapes)
+    ],
     "true polygons": [round_trip(lab) for lab in test_labels],
-}  # fmt: skip
+}
 test_preds = curves["trained here"]
-test_stats = {k: cu.metrics.matching_dataset(test_labels, v, IOU_THRESHOLDS)
-              for k, v in curves.items()}  # fmt: skip
-strict = pd.DataFrame({k: [s.accuracy for s in v] for k, v in test_stats.items()},
-                      index=pd.Index(IOU_THRESHOLDS, name="IoU threshold"))  # fmt: skip
+test_stats = {
+    k: cu.metrics.matching_dataset(test_labels, v, IOU_THRESHOLDS) for k, v in curves.items()
+}
+strict = pd.DataFrame(
+    {k: [s.accuracy for s in v] for k, v in test_stats.items()},
+    index=pd.Index(IOU_THRESHOLDS, name="IoU threshold"),
+)
 print(test_stats["trained here"][0])
 test_f1, test_ap = test_stats["trained here"][0].f1, test_stats["trained here"][0].accuracy
 zoo_f1 = test_stats["zoo model"][0].f1
@@ -1238,8 +1329,9 @@ def show_strict_iou(strict, preds, images):
     axes[0].legend()
     for ax, name in zip(axes[1:], ("trained here", "zoo model")):
         f1 = cu.metrics.matching(test_labels[0], preds[name][0]).f1
-        cu.plot.overlay(images[0], preds[name][0], ax=ax,
-                        title=f"test image 0, {name} (F1@0.5 {f1:.3f})")  # fmt: skip
+        cu.plot.overlay(
+            images[0], preds[name][0], ax=ax, title=f"test image 0, {name} (F1@0.5 {f1:.3f})"
+        )
     plt.tight_layout()
     plt.show()
 
@@ -1273,13 +1365,18 @@ def touches_border(labels):
     return np.setdiff1d(np.unique(edge), [0])
 
 
-missed_by_true = [np.setdiff1d(lab[lab > 0], lab[(lab > 0) & (pred > 0)]) for lab, pred in
-                  zip(test_labels, curves["true polygons"])]  # fmt: skip
+missed_by_true = [
+    np.setdiff1d(lab[lab > 0], lab[(lab > 0) & (pred > 0)])
+    for lab, pred in zip(test_labels, curves["true polygons"])
+]
 n_missed = sum(len(m) for m in missed_by_true)
-n_on_border = sum(len(np.intersect1d(m, touches_border(lab)))
-                  for m, lab in zip(missed_by_true, test_labels))  # fmt: skip
-print(f"true polygons on grid {GRID}: {n_missed} nuclei without any polygon, {n_on_border} of "
-      f"them touch the image border")  # fmt: skip
+n_on_border = sum(
+    len(np.intersect1d(m, touches_border(lab))) for m, lab in zip(missed_by_true, test_labels)
+)
+print(
+    f"true polygons on grid {GRID}: {n_missed} nuclei without any polygon, {n_on_border} of "
+    f"them touch the image border"
+)
 strict.round(3)
 
 # %% [markdown]
@@ -1304,13 +1401,17 @@ def centre_rays(maps, labels, true_dists, grid):
 
 
 true_dists = [cu.targets.star_dist(lab, N_RAYS) for lab in test_labels]
-ray_errors = {"trained here": centre_rays(test_maps, test_labels, true_dists, GRID),
-              "zoo model": centre_rays(zoo_maps, test_labels, true_dists, zoo_model.grid)}
+ray_errors = {
+    "trained here": centre_rays(test_maps, test_labels, true_dists, GRID),
+    "zoo model": centre_rays(zoo_maps, test_labels, true_dists, zoo_model.grid),
+}
 radius = float(np.median(ray_errors["trained here"][:, 1]))
 budget = radius * (1 - np.sqrt(0.9))  # every ray this much short: IoU (1 - d / r)^2 = 0.9
 for name, r in ray_errors.items():
-    print(f"{name:13s}: mean ray error {r[:, 0].mean():.2f} px over {len(r)} nuclei; "
-          f"{np.mean(r[:, 0] < budget):.0%} of nuclei within the 0.9-IoU budget of {budget:.2f} px")
+    print(
+        f"{name:13s}: mean ray error {r[:, 0].mean():.2f} px over {len(r)} nuclei; "
+        f"{np.mean(r[:, 0] < budget):.0%} of nuclei within the 0.9-IoU budget of {budget:.2f} px"
+    )
 
 
 # %% tags=["hide-input"]
@@ -1449,8 +1550,9 @@ def ellipsoid_exit(point, rays, centre, semi_axes):
 
 
 points_3d = {"centre": centre_3d, "off-centre": centre_3d + np.array([3, -5, 8])}
-exact_3d = {name: ellipsoid_exit(p, rays.astype(float), centre_3d, axes_3d)
-            for name, p in points_3d.items()}  # fmt: skip
+exact_3d = {
+    name: ellipsoid_exit(p, rays.astype(float), centre_3d, axes_3d) for name, p in points_3d.items()
+}
 errors_3d = {name: np.abs(dist_3d[tuple(p)] - exact_3d[name]) for name, p in points_3d.items()}
 for name, e in errors_3d.items():
     print(f"from the {name}: error mean {e.mean():.2f}, max {e.max():.2f} voxels")
@@ -1463,8 +1565,13 @@ def show_3d(points, exact, dist, rays):
     ax = fig.add_subplot(1, 3, 1)
     for name, p in points.items():
         err = np.abs(dist[tuple(p)] - exact[name])
-        ax.plot(exact[name], dist[tuple(p)], "o", ms=4,
-                label=f"{name}: error mean {err.mean():.2f}, max {err.max():.2f}")  # fmt: skip
+        ax.plot(
+            exact[name],
+            dist[tuple(p)],
+            "o",
+            ms=4,
+            label=f"{name}: error mean {err.mean():.2f}, max {err.max():.2f}",
+        )
     ax.plot([0, 27], [0, 27], "k:", lw=1)
     ax.set_xlabel("exact distance to the surface (voxels)")
     ax.set_ylabel("star_dist_3d (voxels)")
@@ -1551,8 +1658,10 @@ assert record_ap >= weight_table["AP@0.5"].max() - 0.02, weight_table
 # The explanation of section 7 holds: the border band costs the true polygons nuclei, and the
 # pretrained model's rays are more precise than those of the model trained here.
 band_ap = strict.loc[0.5, "true polygons, no border band"]
-print(f"true polygons AP@0.5: {strict.loc[0.5, 'true polygons']:.3f} with the border band, "
-      f"{band_ap:.3f} without")  # fmt: skip
+print(
+    f"true polygons AP@0.5: {strict.loc[0.5, 'true polygons']:.3f} with the border band, "
+    f"{band_ap:.3f} without"
+)
 assert band_ap > strict.loc[0.5, "true polygons"] + 0.02 and n_on_border >= n_missed - 2
 ray_error = {k: float(r[:, 0].mean()) for k, r in ray_errors.items()}
 print(f"mean ray error (px): {ray_error}; AP@0.9: {strict.loc[0.9].round(3).to_dict()}")
@@ -1560,8 +1669,9 @@ assert ray_error["zoo model"] < ray_error["trained here"]
 assert strict.loc[0.9, "zoo model"] > strict.loc[0.9, "trained here"]
 
 # The zoo model scores what its card says it does (a broken or mismatched file would not).
-print(f"zoo model: test F1@0.5 {zoo_f1:.3f} (min 0.8); card (all 48 test images) "
-      f"{ZOO_CARD['test']}")  # fmt: skip
+print(
+    f"zoo model: test F1@0.5 {zoo_f1:.3f} (min 0.8); card (all 48 test images) {ZOO_CARD['test']}"
+)
 assert zoo_f1 > 0.8, "the zoo's StarDist model does not find the nuclei: rebuild it (make zoo)"
 
 # Measured in fast mode on the CPU: F1 0.875, AP 0.778 on 4 test images; full mode scores higher.

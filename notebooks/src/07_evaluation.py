@@ -173,8 +173,11 @@ for name, (a, b) in {
 # accuracy on this image, roughly? Its Dice? And on a crop with few nuclei?
 
 # %%
-counts = [(np.count_nonzero(truth[y : y + 128, x : x + 128]), y, x)
-          for y in range(0, 392, 32) for x in range(0, 568, 32)]  # fmt: skip
+counts = [
+    (np.count_nonzero(truth[y : y + 128, x : x + 128]), y, x)
+    for y in range(0, 392, 32)
+    for x in range(0, 568, 32)
+]
 _, cy, cx = min(c for c in counts if c[0] > 0)  # the 128 x 128 window with the least nucleus
 sparse_crop = np.s_[cy : cy + 128, cx : cx + 128]
 rows = {}
@@ -208,8 +211,10 @@ imbalance.round(3)
 # or dilated.
 
 # %%
-variants = {f"classical md={md}": cu.classical.segment_classical(image, min_distance=md)
-            for md in (3, 7, 15)}  # fmt: skip
+variants = {
+    f"classical md={md}": cu.classical.segment_classical(image, min_distance=md)
+    for md in (3, 7, 15)
+}
 for k in (1, 3, 6):
     variants[f"truth eroded {k}"] = ndi.binary_erosion(truth > 0, iterations=k)
     variants[f"truth dilated {k}"] = ndi.binary_dilation(truth > 0, iterations=k)
@@ -497,6 +502,7 @@ plt.show()
 # By hand, on a toy image: four true nuclei (squares) and five scored predictions, two of
 # which match nothing.
 
+
 # %%
 def squares(boxes, shape=(30, 110)):
     """Labels (int32): id k + 1 on the square of side 10 whose top-left corner is boxes[k]."""
@@ -511,8 +517,9 @@ toy_scored = squares([(0, 0), (20, 15), (0, 31), (0, 62), (20, 45)])  # on A, -,
 toy_scores = np.array([0.95, 0.9, 0.8, 0.6, 0.3])  # the confidence of predictions 1..5
 is_tp = np.array([True, False, True, True, False])  # by construction, in the order of scores
 tp_k = np.cumsum(is_tp)
-by_hand = pd.DataFrame({"score": toy_scores, "TP?": is_tp,
-                        "precision": tp_k / np.arange(1, 6), "recall": tp_k / 4})  # fmt: skip
+by_hand = pd.DataFrame(
+    {"score": toy_scores, "TP?": is_tp, "precision": tp_k / np.arange(1, 6), "recall": tp_k / 4}
+)
 by_hand["envelope"] = np.maximum.accumulate(by_hand["precision"].to_numpy()[::-1])[::-1]
 recall_levels = np.linspace(0, 1, 101)
 first = np.searchsorted(by_hand["recall"].to_numpy(), recall_levels, side="left")
@@ -521,8 +528,10 @@ coco_by_hand = read.mean()
 coco_library = detection.detection_ap(toy_truth, toy_scored, toy_scores, thresh=0.5)
 dsb_toy = cu.metrics.matching(toy_truth, toy_scored, 0.5).accuracy
 print(by_hand.round(3).to_string())
-print(f"COCO AP@0.5 by hand {coco_by_hand:.4f}, detection.detection_ap {coco_library:.4f}; "
-      f"DSB-style AP@0.5 = TP / (TP + FP + FN) = {dsb_toy:.3f}")  # fmt: skip
+print(
+    f"COCO AP@0.5 by hand {coco_by_hand:.4f}, detection.detection_ap {coco_library:.4f}; "
+    f"DSB-style AP@0.5 = TP / (TP + FP + FN) = {dsb_toy:.3f}"
+)
 coco_matches = bool(np.isclose(coco_by_hand, coco_library))
 assert coco_matches
 
@@ -536,8 +545,10 @@ assert coco_matches
 
 # %%
 toy_pruned = np.where(toy_scored == 5, 0, toy_scored)
-print(f"COCO AP@0.5 {detection.detection_ap(toy_truth, toy_pruned, toy_scores):.3f}, "
-      f"DSB-style AP@0.5 {cu.metrics.matching(toy_truth, toy_pruned, 0.5).accuracy:.3f}")
+print(
+    f"COCO AP@0.5 {detection.detection_ap(toy_truth, toy_pruned, toy_scores):.3f}, "
+    f"DSB-style AP@0.5 {cu.metrics.matching(toy_truth, toy_pruned, 0.5).accuracy:.3f}"
+)
 
 # %% [markdown]
 # <details><summary>Answer</summary>
@@ -658,6 +669,7 @@ print(
 # generous, as after a low threshold on a blurred image) or shrink it. Which F1 holds up, the
 # one at IoU $\ge$ 0.5 or the one at IoT $\ge$ 0.5? And for the merged nuclei of the cell above?
 
+
 # %%
 def shrink(labels, k):
     """Each object shrunk by k pixels (its boundary pixels removed k times)."""
@@ -671,10 +683,12 @@ outline_variants = {f"{k} px too generous": expand_labels(truth, k) for k in (2,
 outline_variants |= {f"{k} px too tight": shrink(truth, k) for k in (2, 4)}
 outline_variants["touching nuclei merged"] = merged
 iot_rows = {
-    name: {f"F1, {c} >= 0.5": cu.metrics.matching(truth, pred, 0.5, criterion=c).f1
-           for c in ("iou", "iot", "iop")}
+    name: {
+        f"F1, {c} >= 0.5": cu.metrics.matching(truth, pred, 0.5, criterion=c).f1
+        for c in ("iou", "iot", "iop")
+    }
     for name, pred in outline_variants.items()
-}  # fmt: skip
+}
 iot_table = pd.DataFrame(iot_rows).T
 iot_table.round(3)
 
@@ -711,8 +725,10 @@ empty_image = cu.data.normalize_percentile(
 empty_pred = cu.classical.baseline(empty_image)
 perfect_on_empty = cu.metrics.matching(empty_truth, np.zeros_like(empty_truth), 0.5)
 print(f"{empty_truth.max()} true nuclei; the classical pipeline finds {empty_pred.max()} objects")
-print(f"a perfect (empty) prediction: F1 {perfect_on_empty.f1}, pixel Dice "
-      f"{cu.metrics.pixel_metrics(empty_truth, empty_truth)['dice']}")  # fmt: skip
+print(
+    f"a perfect (empty) prediction: F1 {perfect_on_empty.f1}, pixel Dice "
+    f"{cu.metrics.pixel_metrics(empty_truth, empty_truth)['dice']}"
+)
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
 axes[0].imshow(empty_image, cmap="gray")
 axes[0].set_title("a BBBC039 image with no annotated nucleus")
@@ -805,7 +821,7 @@ for name, pred in {"1 pixel thinner all around": eroded, "a bite off the top": b
         "boundary IoU (d=2)": boundary_iou(blob, pred),
         "Hausdorff (px)": hausdorff_distance(
             find_boundaries(blob, mode="inner"), find_boundaries(pred, mode="inner")
-        ),  # fmt: skip
+        ),
     }
     contour_t = np.argwhere(find_boundaries(blob, mode="inner"))
     contour_p = np.argwhere(find_boundaries(pred, mode="inner"))
@@ -898,8 +914,10 @@ METHODS = {
 }
 NETWORKS = list(cu.methods.NUCLEUS_METHODS)  # the four network methods
 ZOO = {f"zoo_{m}": m for m in NETWORKS}  # row -> method of the course's pretrained models
-ROWS = {**METHODS, **{row: f"{cu.methods.get(m).title}, pretrained (zoo)" for row, m in
-                      ZOO.items()}}  # fmt: skip
+ROWS = {
+    **METHODS,
+    **{row: f"{cu.methods.get(m).title}, pretrained (zoo)" for row, m in ZOO.items()},
+}
 print("the classical baseline of notebook 01:", cu.classical.BASELINE)
 
 # %% [markdown]
@@ -924,11 +942,20 @@ def get_model(method):
     earlier = (folder / "last.pt").exists()  # fit resumes from an earlier run of this notebook
     start = time.perf_counter()
     model, _ = cu.methods.train_method(
-        method, train_images, train_labels, epochs=epochs, patches_per_epoch=n_patches,
-        augment=cu.data.augment.flip_rot90, batch_size=BATCH, lr=lr, schedule=schedule, seed=0,
-        device=device, checkpoint_dir=folder,
+        method,
+        train_images,
+        train_labels,
+        epochs=epochs,
+        patches_per_epoch=n_patches,
+        augment=cu.data.augment.flip_rot90,
+        batch_size=BATCH,
+        lr=lr,
+        schedule=schedule,
+        seed=0,
+        device=device,
+        checkpoint_dir=folder,
         data=f"bbbc039 train, {N_TRAIN} images",
-    )  # fmt: skip
+    )
     elapsed = time.perf_counter() - start
     sources[method] = (
         f"trained here ({epochs} epochs{', resumed' if earlier else ''}, {elapsed:.0f} s)"
@@ -960,14 +987,21 @@ cards = {row: cu.zoo.card(m) for row, m in ZOO.items()}
 for row, m in ZOO.items():
     models[row] = cu.zoo.load(m).to(device)
     card = cards[row]
-    sources[row] = (f"zoo: {card['steps']} steps, {card['wall_time_s'] / 60:.0f} min on "
-                    f"{card['device']}")  # fmt: skip
-pd.DataFrame({
-    ROWS[row]: {"network": card["architecture"]["network"],
-                "arguments": models[row].config, "steps": card["steps"],
-                "post-processing": card["postprocess"], "card: test AP@0.5": card["test"]["ap50"]}
-    for row, card in cards.items()
-}).T  # fmt: skip
+    sources[row] = (
+        f"zoo: {card['steps']} steps, {card['wall_time_s'] / 60:.0f} min on {card['device']}"
+    )
+pd.DataFrame(
+    {
+        ROWS[row]: {
+            "network": card["architecture"]["network"],
+            "arguments": models[row].config,
+            "steps": card["steps"],
+            "post-processing": card["postprocess"],
+            "card: test AP@0.5": card["test"]["ap50"],
+        }
+        for row, card in cards.items()
+    }
+).T
 
 # %% [markdown]
 # **Predict, then run.** The models trained here saw 8 images for a few hundred steps; the
@@ -982,10 +1016,12 @@ pd.DataFrame({
 # %%
 CELLPOSE, STARDIST = cu.methods.get("cellpose"), cu.methods.get("stardist")
 tiles = {m: cu.methods.get(m).tiles() for m in ("cellpose", "stardist")}
-cellpose_out = [cu.predict.network_outputs(models["cellpose"], x, **tiles["cellpose"])
-                for x in val_images]  # fmt: skip
-stardist_out = [cu.predict.network_outputs(models["stardist"], x, **tiles["stardist"])
-                for x in val_images]  # fmt: skip
+cellpose_out = [
+    cu.predict.network_outputs(models["cellpose"], x, **tiles["cellpose"]) for x in val_images
+]
+stardist_out = [
+    cu.predict.network_outputs(models["stardist"], x, **tiles["stardist"]) for x in val_images
+]
 grid = models["stardist"].grid  # StarDist's outputs are on a coarser grid
 
 
@@ -994,15 +1030,23 @@ def val_f1(preds):
 
 
 cellpose_grid = {
-    t: val_f1([CELLPOSE.outputs_to_labels(o, x.shape, cellprob_threshold=t)
-               for o, x in zip(cellpose_out, val_images)])
+    t: val_f1(
+        [
+            CELLPOSE.outputs_to_labels(o, x.shape, cellprob_threshold=t)
+            for o, x in zip(cellpose_out, val_images)
+        ]
+    )
     for t in (-1.0, 0.0, 1.0)
-}  # fmt: skip
+}
 stardist_grid = {
-    t: val_f1([STARDIST.outputs_to_labels(o, x.shape, grid=grid, prob_thresh=t)
-               for o, x in zip(stardist_out, val_images)])
+    t: val_f1(
+        [
+            STARDIST.outputs_to_labels(o, x.shape, grid=grid, prob_thresh=t)
+            for o, x in zip(stardist_out, val_images)
+        ]
+    )
     for t in (0.4, 0.5, 0.6, 0.7)
-}  # fmt: skip
+}
 best_cellprob = max(cellpose_grid, key=cellpose_grid.get)
 best_prob = max(stardist_grid, key=stardist_grid.get)
 print("Cellpose, validation F1 per cellprob_threshold:", cellpose_grid)
@@ -1019,7 +1063,8 @@ for m in NETWORKS:  # each record's segment, with the thresholds chosen above
     segment[m] = lambda x, m=m: cu.methods.get(m).segment(models[m], x, **chosen.get(m, {}))
 for row, m in ZOO.items():  # the record's segment, with the card's thresholds
     segment[row] = lambda x, row=row, m=m: cu.methods.get(m).segment(
-        models[row], x, **cards[row]["postprocess"])  # fmt: skip
+        models[row], x, **cards[row]["postprocess"]
+    )
 predictions, seconds, on_empty = {}, {}, {}
 for method, fn in segment.items():
     start = time.perf_counter()
@@ -1073,7 +1118,8 @@ def image_table(truths, preds):
     counts["band_inter"] = np.array([np.count_nonzero(a & b) for a, b in bands], float)
     counts["band_union"] = np.array([np.count_nonzero(a | b) for a, b in bands], float)
     counts["small_found"], counts["small_total"] = np.array(
-        [small_counts(t, p) for t, p in zip(truths, preds)], float).T  # fmt: skip
+        [small_counts(t, p) for t, p in zip(truths, preds)], float
+    ).T
     ms = [cu.classical.merge_split_counts(t, p) for t, p in zip(truths, preds)]
     counts["merged"] = np.array([m["merged"] for m in ms], float)
     counts["split"] = np.array([m["split"] for m in ms], float)
@@ -1085,8 +1131,9 @@ def score_at(tau, name):
     """The named score of `uncertainty.SCORES` at one IoU threshold of CURVE_THRESHOLDS (on
     counts of shape (n_resamples, n_thresholds))."""
     k = int(np.argmin(np.abs(CURVE_THRESHOLDS - tau)))
-    return lambda s: uncertainty.SCORES[name]({key: v[..., k] if v.ndim == 2 else v
-                                               for key, v in s.items()})  # fmt: skip
+    return lambda s: uncertainty.SCORES[name](
+        {key: v[..., k] if v.ndim == 2 else v for key, v in s.items()}
+    )
 
 
 # %% [markdown]
@@ -1113,12 +1160,17 @@ SCORE_OF = {
 }
 counts = {row: image_table(test_labels, preds) for row, preds in predictions.items()}
 totals = {row: {k: v.sum(0, keepdims=True) for k, v in c.items()} for row, c in counts.items()}
-table = pd.DataFrame({
-    ROWS[row]: {"source": sources.get(row, "no training"),
-                **{col: float(fn(totals[row])[0]) for col, fn in SCORE_OF.items()},
-                "objects on empty": on_empty[row], "s / image": seconds[row]}
-    for row in counts
-}).T.infer_objects()  # fmt: skip
+table = pd.DataFrame(
+    {
+        ROWS[row]: {
+            "source": sources.get(row, "no training"),
+            **{col: float(fn(totals[row])[0]) for col, fn in SCORE_OF.items()},
+            "objects on empty": on_empty[row],
+            "s / image": seconds[row],
+        }
+        for row in counts
+    }
+).T.infer_objects()
 table.round(3)
 
 # %% [markdown]
@@ -1150,15 +1202,26 @@ def perfect_outputs(method, labels):
     return np.concatenate([np.log(prob + 1e-6) - np.log1p(1e-6 - prob), dist])
 
 
-ceilings = {m: [cu.methods.get(m).outputs_to_labels(perfect_outputs(m, t), t.shape,
-                                                    grid=getattr(models[m], "grid", 1))
-                for t in test_labels] for m in NETWORKS}  # fmt: skip
-ceiling_ap = {m: cu.metrics.average_precision(test_labels, p, CURVE_THRESHOLDS)
-              for m, p in ceilings.items()}  # fmt: skip
-ceiling_small = {m: ratio(*np.sum([small_counts(t, p) for t, p in zip(test_labels, preds)], 0))
-                 for m, preds in ceilings.items()}  # fmt: skip
-print("recall of the small nuclei with perfect outputs:",
-      {m: round(float(v), 2) for m, v in ceiling_small.items()})  # fmt: skip
+ceilings = {
+    m: [
+        cu.methods.get(m).outputs_to_labels(
+            perfect_outputs(m, t), t.shape, grid=getattr(models[m], "grid", 1)
+        )
+        for t in test_labels
+    ]
+    for m in NETWORKS
+}
+ceiling_ap = {
+    m: cu.metrics.average_precision(test_labels, p, CURVE_THRESHOLDS) for m, p in ceilings.items()
+}
+ceiling_small = {
+    m: ratio(*np.sum([small_counts(t, p) for t, p in zip(test_labels, preds)], 0))
+    for m, preds in ceilings.items()
+}
+print(
+    "recall of the small nuclei with perfect outputs:",
+    {m: round(float(v), 2) for m, v in ceiling_small.items()},
+)
 colours = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
 colours |= {row: colours[m] for row, m in ZOO.items()}
 
@@ -1169,11 +1232,18 @@ def show_ap_curves(counts, ceiling_ap):
     fig, axes = plt.subplots(1, 2, figsize=(14, 5), sharey=True)
     for row, c in counts.items():
         ap_curve = ratio(c["tp"].sum(0), (c["tp"] + c["fp"] + c["fn"]).sum(0))
-        axes[0].plot(CURVE_THRESHOLDS, ap_curve, "--" if row in ZOO else "o-", ms=4,
-                     color=colours[row], label=ROWS[row])  # fmt: skip
+        axes[0].plot(
+            CURVE_THRESHOLDS,
+            ap_curve,
+            "--" if row in ZOO else "o-",
+            ms=4,
+            color=colours[row],
+            label=ROWS[row],
+        )
     for method, ap_curve in ceiling_ap.items():
-        axes[1].plot(CURVE_THRESHOLDS, ap_curve, "s--", color=colours[method],
-                     label=METHODS[method])  # fmt: skip
+        axes[1].plot(
+            CURVE_THRESHOLDS, ap_curve, "s--", color=colours[method], label=METHODS[method]
+        )
     axes[0].set_title(f"AP on {N_TEST} BBBC039 test images ({cu.get_mode()} mode)")
     axes[1].set_title("Ceiling: perfect network outputs, same post-processing")
     for ax in axes:
@@ -1202,10 +1272,16 @@ show_ap_curves(counts, ceiling_ap)
 
 # %%
 N_BOOT = cu.pick(fast=1000, full=2000)
-intervals = {row: {col: uncertainty.bootstrap_interval(c, SCORE_OF[col], n_boot=N_BOOT, seed=0)
-                   for col in SCORE_OF} for row, c in counts.items()}  # fmt: skip
-interval_table = pd.DataFrame({ROWS[row]: {col: str(v) for col, v in iv.items()}
-                               for row, iv in intervals.items()}).T  # fmt: skip
+intervals = {
+    row: {
+        col: uncertainty.bootstrap_interval(c, SCORE_OF[col], n_boot=N_BOOT, seed=0)
+        for col in SCORE_OF
+    }
+    for row, c in counts.items()
+}
+interval_table = pd.DataFrame(
+    {ROWS[row]: {col: str(v) for col, v in iv.items()} for row, iv in intervals.items()}
+).T
 print(f"estimate [95% interval], {N_BOOT} resamples of the {N_TEST} test images")
 interval_table
 
@@ -1249,8 +1325,12 @@ show_intervals(intervals)
 # (`uncertainty.bootstrap_difference`):
 
 # %%
-gain = {m: uncertainty.bootstrap_difference(counts[f"zoo_{m}"], counts[m], SCORE_OF["F1@0.5"],
-                                            n_boot=N_BOOT, seed=0) for m in NETWORKS}  # fmt: skip
+gain = {
+    m: uncertainty.bootstrap_difference(
+        counts[f"zoo_{m}"], counts[m], SCORE_OF["F1@0.5"], n_boot=N_BOOT, seed=0
+    )
+    for m in NETWORKS
+}
 for m, iv in gain.items():
     print(f"{cu.methods.get(m).title:28s} F1@0.5, pretrained minus {sources[m]}: {iv}")
 
@@ -1280,19 +1360,24 @@ def stardist_scored(out, shape, grid, prob_thresh, nms_thresh):
     (scores[k] is the score of id k + 1)."""
     prob, dist = expit(out[0]), np.ascontiguousarray(np.moveaxis(out[1:], 0, -1))
     points, scores, dists = cu.postprocess.non_maximum_suppression(
-        dist, prob, prob_thresh=prob_thresh, nms_thresh=nms_thresh, grid=(grid, grid))
+        dist, prob, prob_thresh=prob_thresh, nms_thresh=nms_thresh, grid=(grid, grid)
+    )
     return cu.postprocess.polygons_to_label(dists, points, shape, prob=scores), scores
 
 
 # %%
-STARDIST_ROWS = {"stardist": {"prob_thresh": best_prob, "nms_thresh": 0.4},
-                 "zoo_stardist": dict(cards["zoo_stardist"]["postprocess"])}  # fmt: skip
+STARDIST_ROWS = {
+    "stardist": {"prob_thresh": best_prob, "nms_thresh": 0.4},
+    "zoo_stardist": dict(cards["zoo_stardist"]["postprocess"]),
+}
 coco_rows, pr_curves = {}, {}
 for row, options in STARDIST_ROWS.items():
     outs = [cu.predict.network_outputs(models[row], x, **tiles["stardist"]) for x in test_images]
     for label, pt in (("tuned", options["prob_thresh"]), ("low", 0.1)):
-        scored = [stardist_scored(o, x.shape, models[row].grid, pt, options["nms_thresh"])
-                  for o, x in zip(outs, test_images)]  # fmt: skip
+        scored = [
+            stardist_scored(o, x.shape, models[row].grid, pt, options["nms_thresh"])
+            for o, x in zip(outs, test_images)
+        ]
         preds, scores = [p for p, _ in scored], [s for _, s in scored]
         if label == "tuned":  # the same labels as the capstone's predictions
             assert all(np.array_equal(a, b) for a, b in zip(preds, predictions[row]))
@@ -1313,8 +1398,13 @@ def show_pr(pr_curves):
     """Precision against recall of the score-ranked polygons, at IoU 0.5."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for (row, label), c in pr_curves.items():
-        ax.plot(c.recall, c.precision, "-" if label == "tuned" else ":", color=colours[row],
-                label=f"{ROWS[row]}, {label} threshold (COCO AP {c.ap:.2f})")  # fmt: skip
+        ax.plot(
+            c.recall,
+            c.precision,
+            "-" if label == "tuned" else ":",
+            color=colours[row],
+            label=f"{ROWS[row]}, {label} threshold (COCO AP {c.ap:.2f})",
+        )
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
@@ -1351,10 +1441,21 @@ def show_counts_sizes(predictions):
     for method in METHODS:
         preds = predictions[method]
         pred_areas = np.concatenate([np.bincount(p.ravel())[1:] for p in preds])
-        axes[0].hist(pred_areas[pred_areas > 0], bins=bins, histtype="step", lw=1.5,
-                     color=colours[method], label=METHODS[method])  # fmt: skip
-        axes[1].plot(true_counts, [len(np.unique(p)) - 1 for p in preds], "o",
-                     color=colours[method], label=METHODS[method])  # fmt: skip
+        axes[0].hist(
+            pred_areas[pred_areas > 0],
+            bins=bins,
+            histtype="step",
+            lw=1.5,
+            color=colours[method],
+            label=METHODS[method],
+        )
+        axes[1].plot(
+            true_counts,
+            [len(np.unique(p)) - 1 for p in preds],
+            "o",
+            color=colours[method],
+            label=METHODS[method],
+        )
     lim = [0, max(true_counts) * 1.5]
     axes[1].plot(lim, lim, "k--", lw=1, label="perfect count")
     axes[0].set_xlabel("object area (pixels)")
@@ -1406,10 +1507,18 @@ for col, method in enumerate(METHODS):
     n, k, y, x = worst_window(test_labels, predictions[method])
     win = np.s_[y : y + 128, x : x + 128]
     missed, extra = errors(test_labels[k], predictions[method][k])
-    cu.plot.overlay(test_images[k][win], test_labels[k][win], ax=axes[0, col],
-                    title=f"truth (test image {k}, y={y}, x={x})")  # fmt: skip
-    cu.plot.overlay(test_images[k][win], predictions[method][k][win], ax=axes[1, col],
-                    title=f"{METHODS[method]}\n{n} errors in this window")  # fmt: skip
+    cu.plot.overlay(
+        test_images[k][win],
+        test_labels[k][win],
+        ax=axes[0, col],
+        title=f"truth (test image {k}, y={y}, x={x})",
+    )
+    cu.plot.overlay(
+        test_images[k][win],
+        predictions[method][k][win],
+        ax=axes[1, col],
+        title=f"{METHODS[method]}\n{n} errors in this window",
+    )
     axes[1, col].contour(missed[win], levels=[0.5], colors="red", linewidths=1.2)
     axes[1, col].contour(extra[win], levels=[0.5], colors="yellow", linewidths=1.2)
 fig.suptitle("The worst 128 x 128 window of each method (red: missed, yellow: unmatched)")
@@ -1495,8 +1604,10 @@ assert iot_table.loc["8 px too generous", "F1, iot >= 0.5"] > 0.95
 assert iot_table.loc["8 px too generous", "F1, iou >= 0.5"] < 0.5
 assert empty_truth.max() == 0 and perfect_on_empty.f1 == 0.0
 assert same_score and hausdorff_is_the_max
-assert border_rows["a bite off the top"]["Hausdorff (px)"] > 3 * border_rows[
-    "1 pixel thinner all around"]["Hausdorff (px)"]  # fmt: skip
+assert (
+    border_rows["a bite off the top"]["Hausdorff (px)"]
+    > 3 * border_rows["1 pixel thinner all around"]["Hausdorff (px)"]
+)
 i50 = int(np.argmin(np.abs(CURVE_THRESHOLDS - 0.5)))
 assert ceiling_ap["unet_3class"][i50] > 0.95 and ceiling_ap["stardist"][i50] > 0.9
 # the table's scores, computed from per-image counts, are the library's pooled scores

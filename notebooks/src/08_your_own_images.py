@@ -55,8 +55,10 @@ TUNE_PATCHES = cu.pick(fast=128, full=256)
 N_TUNED = cu.pick(fast=[1, 3], full=[1, 2, 3])  # annotated Kromp images to fine-tune on
 CORRECTIONS = cu.pick(fast=[0, 20], full=[0, 10, 25, 50, 100, 200])  # human-in-the-loop
 device = cu.env.get_device()
-print(f"mode {cu.get_mode()}: methods {SHOWN}, scale factors {FACTORS}, "
-      f"{TUNE_STEPS} fine-tuning steps per run, on {device}")  # fmt: skip
+print(
+    f"mode {cu.get_mode()}: methods {SHOWN}, scale factors {FACTORS}, "
+    f"{TUNE_STEPS} fine-tuning steps per run, on {device}"
+)
 
 # %% [markdown]
 # ## 1 · The course's model zoo
@@ -69,12 +71,20 @@ print(f"mode {cu.get_mode()}: methods {SHOWN}, scale factors {FACTORS}, "
 
 # %%
 cards = cu.zoo.available()
-pd.DataFrame({
-    m: {"network": c["architecture"]["network"], "trained at (px)": c["train_diameter_px"],
-        "steps": c["steps"], "minutes": round(c["wall_time_s"] / 60), "device": c["device"],
-        "BBBC039 test AP@0.5": c["test"]["ap50"], "AP@0.75": c["test"]["ap75"]}
-    for m, c in cards.items()
-}).T  # fmt: skip
+pd.DataFrame(
+    {
+        m: {
+            "network": c["architecture"]["network"],
+            "trained at (px)": c["train_diameter_px"],
+            "steps": c["steps"],
+            "minutes": round(c["wall_time_s"] / 60),
+            "device": c["device"],
+            "BBBC039 test AP@0.5": c["test"]["ap50"],
+            "AP@0.75": c["test"]["ap75"],
+        }
+        for m, c in cards.items()
+    }
+).T
 
 # %% [markdown]
 # `train_diameter_px` is the median nucleus diameter of the training images: about 28 pixels.
@@ -120,16 +130,26 @@ def central(x, side=KROMP_SIDE):
     return x[top : top + side, left : left + side]
 
 
-kromp_test, kromp_test_labels = [central(x) for x in kromp_test], [central(y) for y in
-                                                                   kromp_test_labels]  # fmt: skip
+kromp_test, kromp_test_labels = (
+    [central(x) for x in kromp_test],
+    [central(y) for y in kromp_test_labels],
+)
 bbbc_test, bbbc_test_labels = cu.data.load_split("bbbc039", "test", n=N_BBBC)
 kromp_d = cu.scale.median_diameter(kromp_test_labels)
 bbbc_d = cu.scale.median_diameter(bbbc_test_labels)
 fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-cu.plot.overlay(bbbc_test[0][:200, :200], bbbc_test_labels[0][:200, :200], ax=axes[0],
-                title=f"BBBC039 test: median nucleus diameter {bbbc_d:.0f} px")  # fmt: skip
-cu.plot.overlay(kromp_test[0][:200, :200], kromp_test_labels[0][:200, :200], ax=axes[1],
-                title=f"Kromp 2020 test: median nucleus diameter {kromp_d:.0f} px")  # fmt: skip
+cu.plot.overlay(
+    bbbc_test[0][:200, :200],
+    bbbc_test_labels[0][:200, :200],
+    ax=axes[0],
+    title=f"BBBC039 test: median nucleus diameter {bbbc_d:.0f} px",
+)
+cu.plot.overlay(
+    kromp_test[0][:200, :200],
+    kromp_test_labels[0][:200, :200],
+    ax=axes[1],
+    title=f"Kromp 2020 test: median nucleus diameter {kromp_d:.0f} px",
+)
 plt.show()
 
 # %%
@@ -167,9 +187,11 @@ def worst_window(truth, pred, size=160):
     missed = np.isin(truth, t_ids[iou.max(axis=1, initial=0) < 0.5]) & (truth > 0)
     extra = np.isin(pred, p_ids[iou.max(axis=0, initial=0) < 0.5]) & (pred > 0)
     errors = missed | extra
-    return max((errors[y : y + size, x : x + size].sum(), y, x)
-                for y in range(0, truth.shape[0] - size, 40)
-                for x in range(0, truth.shape[1] - size, 40))[1:]  # fmt: skip
+    return max(
+        (errors[y : y + size, x : x + size].sum(), y, x)
+        for y in range(0, truth.shape[0] - size, 40)
+        for x in range(0, truth.shape[1] - size, 40)
+    )[1:]
 
 
 fig, axes = plt.subplots(1, 1 + len(SHOWN), figsize=(5 * (1 + len(SHOWN)), 5))
@@ -196,8 +218,10 @@ plt.show()
 probe = torch.zeros(1, 1, 256, 256, requires_grad=True, device=device)
 zoo["cellpose"](probe)[0, 2, 128, 128].backward()
 rows = np.flatnonzero(probe.grad[0, 0].abs().sum(1).cpu().numpy() > 0)
-print(f"zoo Cellpose-style network: receptive field {rows[-1] - rows[0] + 1} px across, "
-      f"for nuclei of {TRAINED_AT} px")
+print(
+    f"zoo Cellpose-style network: receptive field {rows[-1] - rows[0] + 1} px across, "
+    f"for nuclei of {TRAINED_AT} px"
+)
 
 # %% [markdown]
 # A controlled experiment: the same BBBC039 test crops, resized by a factor from 0.25 to 4
@@ -206,8 +230,10 @@ print(f"zoo Cellpose-style network: receptive field {rows[-1] - rows[0] + 1} px 
 # **Predict, then run.** Will the curve of AP against the scale factor be symmetric around 1?
 
 # %%
-crops = [(x[:CROP, :CROP], y[:CROP, :CROP]) if CROP else (x, y)
-         for x, y in zip(bbbc_test, bbbc_test_labels)]  # fmt: skip
+crops = [
+    (x[:CROP, :CROP], y[:CROP, :CROP]) if CROP else (x, y)
+    for x, y in zip(bbbc_test, bbbc_test_labels)
+]
 
 
 def resized(factor):
@@ -223,8 +249,9 @@ for f in tqdm(FACTORS, desc="scale factors"):
     for m in SHOWN:
         scale_ap[m].append(ap50(truths, [predict(m, x) for x, _ in data]))
     md = max(2, round(cu.classical.BASELINE["min_distance"] * f))  # scaled with the nuclei
-    scale_ap["classical (01)"].append(ap50(truths, [cu.classical.baseline(x, min_distance=md)
-                                                    for x, _ in data]))  # fmt: skip
+    scale_ap["classical (01)"].append(
+        ap50(truths, [cu.classical.baseline(x, min_distance=md) for x, _ in data])
+    )
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -233,8 +260,12 @@ for m, values in scale_ap.items():
 ax.set_xscale("log", base=2)
 ax.set_xticks(FACTORS, [f"{f:g}x\n({TRAINED_AT * f:.0f} px)" for f in FACTORS])
 ax.axvspan(0.5, 2.0, color="grey", alpha=0.12, label="zoom range seen in training")
-ax.set(xlabel="scale factor (nucleus diameter)", ylabel="AP@0.5", ylim=(0, 1),
-       title="Zoo models on BBBC039 test crops resized, segmented as they are")  # fmt: skip
+ax.set(
+    xlabel="scale factor (nucleus diameter)",
+    ylabel="AP@0.5",
+    ylim=(0, 1),
+    title="Zoo models on BBBC039 test crops resized, segmented as they are",
+)
 ax.legend(fontsize=8)
 plt.show()
 
@@ -289,8 +320,13 @@ estimates = []
 for f in tqdm(ESTIMATE_FACTORS, desc="estimating diameters"):
     for x, y in resized(f):
         # measured like the estimate: nuclei cut by the crop's border do not count
-        estimates.append({"factor": f, "true (px)": cu.scale.median_diameter(clear_border(y)),
-                          "estimated (px)": cu.estimate_diameter(x, "cellpose")})  # fmt: skip
+        estimates.append(
+            {
+                "factor": f,
+                "true (px)": cu.scale.median_diameter(clear_border(y)),
+                "estimated (px)": cu.estimate_diameter(x, "cellpose"),
+            }
+        )
 estimates = pd.DataFrame(estimates)
 estimates["error %"] = 100 * (estimates["estimated (px)"] / estimates["true (px)"] - 1)
 estimates.round({"true (px)": 1, "estimated (px)": 1, "error %": 1})
@@ -307,12 +343,16 @@ rescaled_ap = {}
 for f in tqdm(ESTIMATE_FACTORS, desc="segment with the estimated diameter"):
     data = resized(f)
     found = estimates.loc[estimates["factor"] == f, "estimated (px)"]  # the same as diameter=None
-    rescaled_ap[f] = ap50([y for _, y in data], [cu.segment(x, "cellpose", diameter=d)
-                                                 for (x, _), d in zip(data, found)])  # fmt: skip
-compare = pd.DataFrame({
-    "as it is": {f: scale_ap["cellpose"][FACTORS.index(f)] for f in ESTIMATE_FACTORS},
-    "rescaled to the estimated diameter": rescaled_ap,
-}).rename_axis("scale factor")  # fmt: skip
+    rescaled_ap[f] = ap50(
+        [y for _, y in data],
+        [cu.segment(x, "cellpose", diameter=d) for (x, _), d in zip(data, found)],
+    )
+compare = pd.DataFrame(
+    {
+        "as it is": {f: scale_ap["cellpose"][FACTORS.index(f)] for f in ESTIMATE_FACTORS},
+        "rescaled to the estimated diameter": rescaled_ap,
+    }
+).rename_axis("scale factor")
 compare.round(3)
 
 # %% [markdown]
@@ -322,18 +362,24 @@ compare.round(3)
 # the background is not dark, and a few saturated pixels can squash everything else.
 
 # %%
-raw = central(tifffile.imread(cu.data.fetch("kromp2020", "images/Ganglioneuroblastoma_3.tif"))[
-    ..., 0])  # the raw 8-bit file of Kromp test image 0 (same crop)
-choices = {"1 / 99.8 (the course)": (1, 99.8), "1 / 99 (Cellpose)": (1, 99),
-           "0 / 100 (min-max)": (0, 100), "10 / 99.9": (10, 99.9)}  # fmt: skip
+raw = central(
+    tifffile.imread(cu.data.fetch("kromp2020", "images/Ganglioneuroblastoma_3.tif"))[..., 0]
+)  # the raw 8-bit file of Kromp test image 0 (same crop)
+choices = {
+    "1 / 99.8 (the course)": (1, 99.8),
+    "1 / 99 (Cellpose)": (1, 99),
+    "0 / 100 (min-max)": (0, 100),
+    "10 / 99.9": (10, 99.9),
+}
 norm_ap = {}
 fig, axes = plt.subplots(1, len(choices), figsize=(4.5 * len(choices), 3.4))
 for ax, (name, (lo, hi)) in zip(axes, choices.items()):
     x = cu.data.normalize_percentile(raw, lo, hi)
     norm_ap[name] = ap50(kromp_test_labels[:1], [predict("cellpose", x)])
     ax.hist(x.ravel(), bins=100, range=(-0.5, 1.5), color="tab:blue")
-    ax.set(title=f"{name}: AP@0.5 {norm_ap[name]:.2f}", xlabel="normalised intensity",
-           ylabel="pixels")  # fmt: skip
+    ax.set(
+        title=f"{name}: AP@0.5 {norm_ap[name]:.2f}", xlabel="normalised intensity", ylabel="pixels"
+    )
 fig.suptitle("Kromp test image 0 (raw 8-bit) under four normalisations, zoo Cellpose-style")
 plt.tight_layout()
 plt.show()
@@ -355,28 +401,47 @@ plt.show()
 # **Predict, then run.** Which wins with one annotated image, fine-tuning or training from
 # scratch? And with three?
 
+
 # %% tags=["remove-stderr"]
 def tune(n, start):
     """A Cellpose-style network trained on the first n Kromp images, from the zoo or scratch."""
-    model = None if start == "zoo" else cu.methods.get("cellpose").build(
-        seed=0, **{k: v for k, v in cards["cellpose"]["architecture"].items() if k != "network"})
+    model = (
+        None
+        if start == "zoo"
+        else cu.methods.get("cellpose").build(
+            seed=0, **{k: v for k, v in cards["cellpose"]["architecture"].items() if k != "network"}
+        )
+    )
     batch = TUNE_BATCH
     epochs = 2
-    tuned, _ = cu.fine_tune("cellpose", kromp_train[:n], kromp_train_labels[:n], model=model,
-                            epochs=epochs, patches_per_epoch=TUNE_STEPS * batch // epochs,
-                            batch_size=batch, patch_size=TUNE_PATCHES, lr=5e-4 if model is None
-                            else 3e-3, progress=False, device=device)  # fmt: skip
+    tuned, _ = cu.fine_tune(
+        "cellpose",
+        kromp_train[:n],
+        kromp_train_labels[:n],
+        model=model,
+        epochs=epochs,
+        patches_per_epoch=TUNE_STEPS * batch // epochs,
+        batch_size=batch,
+        patch_size=TUNE_PATCHES,
+        lr=5e-4 if model is None else 3e-3,
+        progress=False,
+        device=device,
+    )
     return tuned
 
 
 def kromp_ap(model):
     """AP@0.5 on the Kromp test images, rescaled to the training diameter as fine_tune did."""
-    return ap50(kromp_test_labels, [cu.segment(x, "cellpose", diameter=kromp_d, model=model)
-                                    for x in kromp_test])  # fmt: skip
+    return ap50(
+        kromp_test_labels,
+        [cu.segment(x, "cellpose", diameter=kromp_d, model=model) for x in kromp_test],
+    )
 
 
-tuning = {"zoo, as it is": {n: shift["cellpose"]["Kromp test, as it is"] for n in N_TUNED},
-          "zoo, rescaled (no training)": {n: kromp_ap(zoo["cellpose"]) for n in N_TUNED}}
+tuning = {
+    "zoo, as it is": {n: shift["cellpose"]["Kromp test, as it is"] for n in N_TUNED},
+    "zoo, rescaled (no training)": {n: kromp_ap(zoo["cellpose"]) for n in N_TUNED},
+}
 tuning["fine-tuned from the zoo"] = {n: kromp_ap(tune(n, "zoo")) for n in tqdm(N_TUNED)}
 tuning["from scratch"] = {N_TUNED[-1]: kromp_ap(tune(N_TUNED[-1], "scratch"))}
 tuning_table = pd.DataFrame(tuning).rename_axis("annotated Kromp images")
@@ -386,8 +451,13 @@ tuning_table.round(3)
 fig, ax = plt.subplots(figsize=(7, 4))
 for name, values in tuning.items():
     ax.plot(list(values), list(values.values()), "o-" if len(values) > 1 else "s", label=name)
-ax.set(xlabel="annotated Kromp images", ylabel="AP@0.5 on the Kromp test images",
-       ylim=(0, 1), xticks=N_TUNED, title=f"Fine-tuning: {TUNE_STEPS} steps per run")
+ax.set(
+    xlabel="annotated Kromp images",
+    ylabel="AP@0.5 on the Kromp test images",
+    ylim=(0, 1),
+    xticks=N_TUNED,
+    title=f"Fine-tuning: {TUNE_STEPS} steps per run",
+)
 ax.legend(fontsize=8)
 plt.show()
 
@@ -432,9 +502,17 @@ loop = {}
 loop_image, loop_truth = central(kromp_train[0]), central(kromp_train_labels[0])
 for k in tqdm(CORRECTIONS, desc="corrections"):
     labels_k = corrected(loop_image, loop_truth, k)
-    model, _ = cu.fine_tune("cellpose", [loop_image], [labels_k], epochs=2,
-                            patches_per_epoch=TUNE_STEPS * TUNE_BATCH // 2, batch_size=TUNE_BATCH,
-                            patch_size=TUNE_PATCHES, progress=False, device=device)  # fmt: skip
+    model, _ = cu.fine_tune(
+        "cellpose",
+        [loop_image],
+        [labels_k],
+        epochs=2,
+        patches_per_epoch=TUNE_STEPS * TUNE_BATCH // 2,
+        batch_size=TUNE_BATCH,
+        patch_size=TUNE_PATCHES,
+        progress=False,
+        device=device,
+    )
     loop[k] = kromp_ap(model)
 pd.Series(loop, name="Kromp test AP@0.5").rename_axis("nuclei corrected").round(3)
 
@@ -456,8 +534,9 @@ with tempfile.TemporaryDirectory() as tmp:
     for k in range(2):
         (folder / "images").mkdir(exist_ok=True)
         (folder / "masks").mkdir(exist_ok=True)
-        tifffile.imwrite(folder / "images" / f"section_{k}.tif", (kromp_test[k] * 200).astype(
-            np.uint8))  # fmt: skip
+        tifffile.imwrite(
+            folder / "images" / f"section_{k}.tif", (kromp_test[k] * 200).astype(np.uint8)
+        )
         tifffile.imwrite(folder / "masks" / f"section_{k}_masks.tif", kromp_test_labels[k])
     mine, my_labels, names = cu.data.load_folder(folder / "images", folder / "masks")
 print(names, [x.shape for x in mine], [int(y.max()) for y in my_labels])
@@ -479,12 +558,15 @@ print(names, [x.shape for x in mine], [int(y.max()) for y in my_labels])
 # %%
 goal = {}
 for m in SHOWN:
-    goal[m] = {"BBBC039 test": cards[m]["test"]["ap50"],
-               "Kromp test": ap50(kromp_test_labels, [cu.segment(x, m) for x in kromp_test])}
+    goal[m] = {
+        "BBBC039 test": cards[m]["test"]["ap50"],
+        "Kromp test": ap50(kromp_test_labels, [cu.segment(x, m) for x in kromp_test]),
+    }
     for f in (0.5, 2.0):
         data = resized(f)
-        goal[m][f"BBBC039 crops x{f}"] = ap50([y for _, y in data],
-                                            [cu.segment(x, m) for x, _ in data])  # fmt: skip
+        goal[m][f"BBBC039 crops x{f}"] = ap50(
+            [y for _, y in data], [cu.segment(x, m) for x, _ in data]
+        )
 goal_table = pd.DataFrame(goal).T
 goal_table.round(3)
 
@@ -509,20 +591,25 @@ goal_table.round(3)
 
 # %%
 assert median_equivalent_diameter(kromp_test_labels[0]) == cu.scale.median_diameter(
-    kromp_test_labels[0])  # fmt: skip
+    kromp_test_labels[0]
+)
 # The zoo models lose on other images (domain shift), and more than a few points.
 assert all(shift_table.loc[m, "drop"] > 0.02 for m in SHOWN), shift_table
 # Rescaling to the estimated diameter helps on resized images, where the scale is wrong.
 for f in ESTIMATE_FACTORS:
-    print(f"x{f}: AP {compare.loc[f, 'as it is']:.3f} as it is, "
-          f"{compare.loc[f, 'rescaled to the estimated diameter']:.3f} rescaled")
+    print(
+        f"x{f}: AP {compare.loc[f, 'as it is']:.3f} as it is, "
+        f"{compare.loc[f, 'rescaled to the estimated diameter']:.3f} rescaled"
+    )
 assert compare["rescaled to the estimated diameter"].mean() > compare["as it is"].mean() + 0.05
 assert (estimates["error %"].abs() < 25).all(), estimates
 # Fine-tuning on the most annotated images beats the zoo as it is and training from scratch.
 n = N_TUNED[-1]
 fine, scratch = tuning["fine-tuned from the zoo"][n], tuning["from scratch"][n]
-print(f"{n} images: fine-tuned {fine:.3f}, from scratch {scratch:.3f}, "
-      f"zoo {tuning['zoo, as it is'][n]:.3f}")
+print(
+    f"{n} images: fine-tuned {fine:.3f}, from scratch {scratch:.3f}, "
+    f"zoo {tuning['zoo, as it is'][n]:.3f}"
+)
 assert fine > tuning["zoo, as it is"][n] + 0.03 and fine > scratch + 0.1
 assert len(mine) == 2 and all(len(np.unique(y)) > 30 for y in my_labels)
 print("all checks passed")

@@ -82,18 +82,32 @@ TRAIN = {
 # Mask R-CNN: network size, then steps, patch side, batch, peak learning rate. Full mode: a
 # ResNet-50 feature pyramid as in He et al. 2017, about 40 minutes on one GPU.
 MASKRCNN = cu.pick(
-    fast={"backbone": "resnet18", "channels": 64, "mask_layers": 2,
-          "anchor_sizes": (8, 16, 32, 64), "rois_per_image": 128},
-    full={"backbone": "resnet50", "channels": 256, "mask_layers": 4,
-          "anchor_sizes": (16, 32, 64, 128), "rois_per_image": 512},
-)  # fmt: skip
+    fast={
+        "backbone": "resnet18",
+        "channels": 64,
+        "mask_layers": 2,
+        "anchor_sizes": (8, 16, 32, 64),
+        "rois_per_image": 128,
+    },
+    full={
+        "backbone": "resnet50",
+        "channels": 256,
+        "mask_layers": 4,
+        "anchor_sizes": (16, 32, 64, 128),
+        "rois_per_image": 512,
+    },
+)
 MASKRCNN_STEPS, MASKRCNN_PATCH, MASKRCNN_BATCH, MASKRCNN_LR = cu.pick(
     fast=(20, 160, 2, 2e-3), full=(8000, 512, 4, 5e-4)
 )
 # Augmentation on Usiigaci: flips and quarter turns; full mode also zooms (0.6x to 1.25x):
 # most training images have larger cells than the test images (about 65 against 40 pixels).
-AUGMENT = cu.pick(fast=augment.flip_rot90, full=augment.compose(
-    augment.flip_rot90, augment.random_affine(scale=(0.6, 1.25)), p=[1.0, 0.7]))
+AUGMENT = cu.pick(
+    fast=augment.flip_rot90,
+    full=augment.compose(
+        augment.flip_rot90, augment.random_affine(scale=(0.6, 1.25)), p=[1.0, 0.7]
+    ),
+)
 print(
     f"mode {mode}: Usiigaci at {SCALE}x, {N_SYNTHETIC[0]} synthetic training images, "
     f"Mask R-CNN {MASKRCNN['backbone']} for {MASKRCNN_STEPS} steps, on {device}"
@@ -124,8 +138,10 @@ train_images, train_labels = cu.data.load_split("usiigaci", "train")
 val_images, val_labels = cu.data.load_split("usiigaci", "val", n=N_VAL)
 test_images, test_labels = cu.data.load_split("usiigaci", "test")
 nuclei_images, nuclei_labels = cu.data.load_split("bbbc039", "train", n=4)
-print(f"Usiigaci: {len(train_images)} train / {len(val_images)} val / {len(test_images)} test "
-      f"images of {test_images[0].shape}; BBBC039: {len(nuclei_images)} images")  # fmt: skip
+print(
+    f"Usiigaci: {len(train_images)} train / {len(val_images)} val / {len(test_images)} test "
+    f"images of {test_images[0].shape}; BBBC039: {len(nuclei_images)} images"
+)
 
 # %% [markdown]
 # Three numbers describe what makes whole cells hard: the size, how convex an object is, and
@@ -148,20 +164,35 @@ def shape_stats(labels_list):
     rows = []
     for lab in labels_list:
         touching = {i for pair in touching_pairs(lab) for i in pair}
-        rows += [{"diameter": r.equivalent_diameter_area, "solidity": r.solidity,
-                  "elongation": r.axis_major_length / max(r.axis_minor_length, 1),
-                  "touching": r.label in touching} for r in regionprops(lab)]  # fmt: skip
+        rows += [
+            {
+                "diameter": r.equivalent_diameter_area,
+                "solidity": r.solidity,
+                "elongation": r.axis_major_length / max(r.axis_minor_length, 1),
+                "touching": r.label in touching,
+            }
+            for r in regionprops(lab)
+        ]
     return pd.DataFrame(rows)
 
 
-stats = {"BBBC039 nuclei": shape_stats(nuclei_labels),
-         "Usiigaci fibroblasts": shape_stats(train_labels[:N_SHAPES])}  # fmt: skip
-pd.DataFrame({name: {"objects": len(s), "median diameter (px)": s.diameter.median(),
-                     "median solidity": s.solidity.median(),
-                     "solidity < 0.8 (%)": 100 * (s.solidity < 0.8).mean(),
-                     "median elongation": s.elongation.median(),
-                     "touching another (%)": 100 * s.touching.mean()}
-              for name, s in stats.items()}).round(2)  # fmt: skip
+stats = {
+    "BBBC039 nuclei": shape_stats(nuclei_labels),
+    "Usiigaci fibroblasts": shape_stats(train_labels[:N_SHAPES]),
+}
+pd.DataFrame(
+    {
+        name: {
+            "objects": len(s),
+            "median diameter (px)": s.diameter.median(),
+            "median solidity": s.solidity.median(),
+            "solidity < 0.8 (%)": 100 * (s.solidity < 0.8).mean(),
+            "median elongation": s.elongation.median(),
+            "touching another (%)": 100 * s.touching.mean(),
+        }
+        for name, s in stats.items()
+    }
+).round(2)
 
 # %% [markdown]
 # **Solidity** is the area of an object over the area of its convex hull: 1 for a convex
@@ -175,10 +206,18 @@ pd.DataFrame({name: {"objects": len(s), "median diameter (px)": s.diameter.media
 CELL_CROP = np.s_[300:556, 150:406]  # a cluster of fibroblasts in test image 0
 NUCLEUS_CROP = np.s_[200:456, 200:456]
 fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
-cu.plot.overlay(nuclei_images[0][NUCLEUS_CROP], nuclei_labels[0][NUCLEUS_CROP], ax=axes[0],
-                title="BBBC039: nuclei (fluorescence)")  # fmt: skip
-cu.plot.overlay(test_images[0][CELL_CROP], test_labels[0][CELL_CROP], ax=axes[1],
-                title="Usiigaci: whole fibroblasts (phase contrast)")  # fmt: skip
+cu.plot.overlay(
+    nuclei_images[0][NUCLEUS_CROP],
+    nuclei_labels[0][NUCLEUS_CROP],
+    ax=axes[0],
+    title="BBBC039: nuclei (fluorescence)",
+)
+cu.plot.overlay(
+    test_images[0][CELL_CROP],
+    test_labels[0][CELL_CROP],
+    ax=axes[1],
+    title="Usiigaci: whole fibroblasts (phase contrast)",
+)
 bins = np.linspace(0.3, 1, 36)
 for name, s in stats.items():
     axes[2].hist(s.solidity, bins=bins, density=True, alpha=0.6, label=name)
@@ -220,8 +259,10 @@ def ceiling(method, labels_list):
     """Labels from perfect outputs, through the record's post-processing."""
     record = cu.methods.get(method)
     grid = record.config().get("grid", 1)
-    return [record.outputs_to_labels(perfect_outputs(method, lab), lab.shape, grid=grid)
-            for lab in tqdm(labels_list, desc=method, leave=False)]  # fmt: skip
+    return [
+        record.outputs_to_labels(perfect_outputs(method, lab), lab.shape, grid=grid)
+        for lab in tqdm(labels_list, desc=method, leave=False)
+    ]
 
 
 # %%
@@ -230,14 +271,22 @@ ceiling_preds = {
     (data, m): ceiling(m, labels)
     for data, labels in (("Usiigaci", test_labels[:N_CEILING]), ("BBBC039", nuclei_labels[:1]))
     for m in ("stardist", "cellpose")
-}  # fmt: skip
-ceiling_ap = {key: cu.metrics.average_precision(
-    test_labels[:N_CEILING] if key[0] == "Usiigaci" else nuclei_labels[:1], preds, IOU_THRESHOLDS)
-    for key, preds in ceiling_preds.items()}  # fmt: skip
+}
+ceiling_ap = {
+    key: cu.metrics.average_precision(
+        test_labels[:N_CEILING] if key[0] == "Usiigaci" else nuclei_labels[:1],
+        preds,
+        IOU_THRESHOLDS,
+    )
+    for key, preds in ceiling_preds.items()
+}
 at = {float(t): k for k, t in enumerate(IOU_THRESHOLDS)}
-pd.DataFrame({f"{m} on {d}": {"AP@0.5": ap[at[0.5]], "AP@0.75": ap[at[0.75]],
-                              "AP@0.9": ap[at[0.9]]}
-              for (d, m), ap in ceiling_ap.items()}).T.round(3)  # fmt: skip
+pd.DataFrame(
+    {
+        f"{m} on {d}": {"AP@0.5": ap[at[0.5]], "AP@0.75": ap[at[0.75]], "AP@0.9": ap[at[0.9]]}
+        for (d, m), ap in ceiling_ap.items()
+    }
+).T.round(3)
 
 # %% [markdown]
 # <details><summary>Answer</summary>
@@ -262,8 +311,12 @@ axes[0].set_ylim(0, 1.02)
 axes[0].set_title("Perfect outputs through each post-processing")
 axes[0].legend()
 polygons = ceiling_preds[("Usiigaci", "stardist")][0][CELL_CROP]
-cu.plot.overlay(test_images[0][CELL_CROP], polygons, ax=axes[1],
-                title="StarDist ceiling on the crop: the true 32-ray polygons")  # fmt: skip
+cu.plot.overlay(
+    test_images[0][CELL_CROP],
+    polygons,
+    ax=axes[1],
+    title="StarDist ceiling on the crop: the true 32-ray polygons",
+)
 axes[1].contour(test_labels[0][CELL_CROP] > 0, levels=[0.5], colors="white", linewidths=0.8)
 plt.tight_layout()
 plt.show()
@@ -369,8 +422,12 @@ def group_pixels(foreground, down, right, threshold=0.5):
         queue = deque([start])
         while queue:
             y, x = queue.popleft()
-            edges = [((y + 1, x), down[y, x]), ((y - 1, x), down[y - 1, x] if y else 0),
-                     ((y, x + 1), right[y, x]), ((y, x - 1), right[y, x - 1] if x else 0)]
+            edges = [
+                ((y + 1, x), down[y, x]),
+                ((y - 1, x), down[y - 1, x] if y else 0),
+                ((y, x + 1), right[y, x]),
+                ((y, x - 1), right[y, x - 1] if x else 0),
+            ]
             # BEGIN SOLUTION
             for (yy, xx), affinity in edges:
                 inside = 0 <= yy < h and 0 <= xx < w
@@ -389,10 +446,13 @@ def group_pixels(foreground, down, right, threshold=0.5):
 # %% tags=["check"]
 small = crop_labels[:96, :96]
 small_fg = small > 0
-noisy = np.clip(cu.targets.label_affinities(small, [(1, 0), (0, 1)])
-                + rng.normal(0, 0.3, (2, 96, 96)), 0, 1)  # fmt: skip
-for name, aff in (("perfect", cu.targets.label_affinities(small, [(1, 0), (0, 1)])),
-                  ("noisy", noisy)):  # fmt: skip
+noisy = np.clip(
+    cu.targets.label_affinities(small, [(1, 0), (0, 1)]) + rng.normal(0, 0.3, (2, 96, 96)), 0, 1
+)
+for name, aff in (
+    ("perfect", cu.targets.label_affinities(small, [(1, 0), (0, 1)])),
+    ("noisy", noisy),
+):
     cu.checks.check_equal(
         group_pixels(small_fg, aff[0], aff[1]),
         cu.postprocess.affinity_components(small_fg, aff, [(1, 0), (0, 1)], 0.5),
@@ -415,18 +475,25 @@ truth = test_labels[0]
 regrouped = cu.postprocess.affinities_to_labels(
     (truth > 0).astype(np.float32), cu.targets.label_affinities(truth, [(1, 0), (0, 1)])
 )
-pieces = sum(ndi.label(truth[s] == i)[1] > 1
-             for i, s in enumerate(ndi.find_objects(truth), 1) if s is not None)  # fmt: skip
+pieces = sum(
+    ndi.label(truth[s] == i)[1] > 1
+    for i, s in enumerate(ndi.find_objects(truth), 1)
+    if s is not None
+)
 same = len(set(zip(truth.ravel().tolist(), regrouped.ravel().tolist())))
-print(f"test image 0: {truth.max()} cells, {regrouped.max()} groups; {pieces} cells are "
-      f"drawn in several pieces (thin arms that touch diagonally), each piece a group")
+print(
+    f"test image 0: {truth.max()} cells, {regrouped.max()} groups; {pieces} cells are "
+    f"drawn in several pieces (thin arms that touch diagonally), each piece a group"
+)
 verified["perfect affinities give back every one-piece cell"] = same == regrouped.max() + 1
-affinity_ceiling = cu.metrics.average_precision(test_labels[:N_CEILING],
-                                                ceiling("affinities", test_labels[:N_CEILING]),
-                                                IOU_THRESHOLDS)  # fmt: skip
-print(f"affinity ceiling (record's post-processing, min_size 15): AP@0.5 "
-      f"{affinity_ceiling[at[0.5]]:.3f}, AP@0.75 {affinity_ceiling[at[0.75]]:.3f}, "
-      f"AP@0.9 {affinity_ceiling[at[0.9]]:.3f}")
+affinity_ceiling = cu.metrics.average_precision(
+    test_labels[:N_CEILING], ceiling("affinities", test_labels[:N_CEILING]), IOU_THRESHOLDS
+)
+print(
+    f"affinity ceiling (record's post-processing, min_size 15): AP@0.5 "
+    f"{affinity_ceiling[at[0.5]]:.3f}, AP@0.75 {affinity_ceiling[at[0.75]]:.3f}, "
+    f"AP@0.9 {affinity_ceiling[at[0.9]]:.3f}"
+)
 
 # %% [markdown]
 # A few Usiigaci cells are drawn in several pieces that touch only at a corner; a grouping over
@@ -474,12 +541,16 @@ plt.show()
 # (`cell_contrast=0`): no brighter body, no darker nucleus, no difference between neighbours.
 # Only the nuclear channel shows where one cell ends.
 
+
 # %%
 def synthetic(seeds):
     """Two-channel images (normalised per channel), cell labels and nucleus labels."""
-    out = [cu.data.synthetic_cells((256, 256), n_cells=40, seed=s, touching=0.95,
-                                   cell_contrast=0.0, return_nuclei=True)
-           for s in seeds]  # fmt: skip
+    out = [
+        cu.data.synthetic_cells(
+            (256, 256), n_cells=40, seed=s, touching=0.95, cell_contrast=0.0, return_nuclei=True
+        )
+        for s in seeds
+    ]
     images = [cu.data.normalize_percentile(x, axis=(-2, -1)) for x, _, _ in out]
     return images, [c for _, c, _ in out], [n for _, _, n in out]
 
@@ -504,25 +575,58 @@ plt.show()
 
 
 # %%
-def train(method, images, labels, name, channels=None, patch=None, setting=None,
-          augmentation=augment.flip_rot90):  # fmt: skip
+def train(
+    method,
+    images,
+    labels,
+    name,
+    channels=None,
+    patch=None,
+    setting=None,
+    augmentation=augment.flip_rot90,
+):
     """A record's network trained here (or resumed from `checkpoints/<mode>/<name>`)."""
     epochs, patches, batch, lr = setting or TRAIN[method]
     model, _ = cu.methods.train_method(
-        method, images, labels, epochs=epochs, patches_per_epoch=patches, batch_size=batch,
-        lr=lr, schedule="onecycle", channels=channels, patch_size=patch,
-        augment=augmentation, num_workers=WORKERS, device=device, seed=0,
-        checkpoint_dir=cu.train.checkpoint_dir(name), data=name,
-    )  # fmt: skip
+        method,
+        images,
+        labels,
+        epochs=epochs,
+        patches_per_epoch=patches,
+        batch_size=batch,
+        lr=lr,
+        schedule="onecycle",
+        channels=channels,
+        patch_size=patch,
+        augment=augmentation,
+        num_workers=WORKERS,
+        device=device,
+        seed=0,
+        checkpoint_dir=cu.train.checkpoint_dir(name),
+        data=name,
+    )
     return model
 
 
-cyto_only = train("cellpose", [x[0] for x in syn_train], syn_train_cells, "10_cyto_only",
-                  channels=1, patch=SYNTHETIC_PATCH, setting=TRAIN["synthetic"])  # fmt: skip
-cyto_nucleus = train("cellpose", syn_train, syn_train_cells, "10_cyto_nucleus",
-                     channels=2, patch=SYNTHETIC_PATCH, setting=TRAIN["synthetic"])  # fmt: skip
-print("input channels:", cyto_only.config["in_channels"], "and",
-      cyto_nucleus.config["in_channels"])  # fmt: skip
+cyto_only = train(
+    "cellpose",
+    [x[0] for x in syn_train],
+    syn_train_cells,
+    "10_cyto_only",
+    channels=1,
+    patch=SYNTHETIC_PATCH,
+    setting=TRAIN["synthetic"],
+)
+cyto_nucleus = train(
+    "cellpose",
+    syn_train,
+    syn_train_cells,
+    "10_cyto_nucleus",
+    channels=2,
+    patch=SYNTHETIC_PATCH,
+    setting=TRAIN["synthetic"],
+)
+print("input channels:", cyto_only.config["in_channels"], "and", cyto_nucleus.config["in_channels"])
 
 # %% [markdown]
 # A network is built for a number of channels. Give the one-channel network both channels, and
@@ -542,11 +646,20 @@ syn_preds = {
     "cytoplasm only": [CELLPOSE.segment(cyto_only, x[0], flow_threshold=None) for x in syn_test],
     "cytoplasm + nucleus": [CELLPOSE.segment(cyto_nucleus, x) for x in syn_test],
 }
-syn_scores = {name: cu.metrics.matching_dataset(syn_test_cells, p, [0.5, 0.75])
-              for name, p in syn_preds.items()}  # fmt: skip
-pd.DataFrame({name: {"AP@0.5": s[0].accuracy, "AP@0.75": s[1].accuracy,
-                     "cells found": sum(int(p.max()) for p in syn_preds[name])}
-              for name, s in syn_scores.items()}).T.round(3)  # fmt: skip
+syn_scores = {
+    name: cu.metrics.matching_dataset(syn_test_cells, p, [0.5, 0.75])
+    for name, p in syn_preds.items()
+}
+pd.DataFrame(
+    {
+        name: {
+            "AP@0.5": s[0].accuracy,
+            "AP@0.75": s[1].accuracy,
+            "cells found": sum(int(p.max()) for p in syn_preds[name]),
+        }
+        for name, s in syn_scores.items()
+    }
+).T.round(3)
 
 # %% [markdown]
 # <details><summary>Answer</summary>
@@ -573,8 +686,9 @@ for ax, image, title in zip(axes, panels, titles):
         cu.plot.overlay(syn_test[0][0][SYN_CROP], image, ax=ax, title=title)
     ax.set_xlabel("x (pixels)")
     ax.set_ylabel("y (pixels)")
-fig.suptitle("Where the nuclear channel separates touching cells (cytoplasm image underneath)",
-             y=1.02)  # fmt: skip
+fig.suptitle(
+    "Where the nuclear channel separates touching cells (cytoplasm image underneath)", y=1.02
+)
 plt.tight_layout()
 plt.show()
 
@@ -601,45 +715,66 @@ def joint_targets(packed):
     cells = np.where(packed >= NUCLEUS, packed - NUCLEUS, packed)
     cell_flows, cell_mask = CELLPOSE.targets(cells)
     return np.concatenate([cell_flows, cell_mask[None], (packed >= NUCLEUS)[None]]).astype(
-        np.float32)  # fmt: skip
+        np.float32
+    )
 
 
 def joint_loss(out, target):
     nucleus_bce = torch.nn.functional.binary_cross_entropy_with_logits(
-        out[:, 3], target[:, 3], pos_weight=torch.tensor(3.0, device=out.device))
+        out[:, 3], target[:, 3], pos_weight=torch.tensor(3.0, device=out.device)
+    )
     return CELLPOSE.loss(out[:, :3], target[:, :2], target[:, 2]) + nucleus_bce
 
 
 packed = [np.where(n > 0, c + NUCLEUS, c) for c, n in zip(syn_train_cells, syn_train_nuclei)]
 epochs, patches, batch, lr = TRAIN["joint"]
-dataset = cu.data.PatchDataset(syn_train, packed, SYNTHETIC_PATCH, length=patches,
-                               augment=augment.flip_rot90, target_fn=joint_targets,
-                               seed=0)  # fmt: skip
+dataset = cu.data.PatchDataset(
+    syn_train,
+    packed,
+    SYNTHETIC_PATCH,
+    length=patches,
+    augment=augment.flip_rot90,
+    target_fn=joint_targets,
+    seed=0,
+)
 torch.manual_seed(0)
-joint = cu.models.UNet(2, 4, depth=CELLPOSE.config()["depth"],
-                       base_channels=CELLPOSE.config()["base_channels"])  # fmt: skip
+joint = cu.models.UNet(
+    2, 4, depth=CELLPOSE.config()["depth"], base_channels=CELLPOSE.config()["base_channels"]
+)
 cu.train.fit(
-    joint, torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True,
-                                       num_workers=WORKERS), loss_fn=joint_loss, epochs=epochs,
-    lr=lr, scheduler=lambda opt: torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=epochs * -(-patches // batch), pct_start=0.15),
-    device=device, checkpoint_dir=cu.train.checkpoint_dir("10_joint"), seed=0,
+    joint,
+    torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=WORKERS),
+    loss_fn=joint_loss,
+    epochs=epochs,
+    lr=lr,
+    scheduler=lambda opt: torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=epochs * -(-patches // batch), pct_start=0.15
+    ),
+    device=device,
+    checkpoint_dir=cu.train.checkpoint_dir("10_joint"),
+    seed=0,
     meta={"data": "synthetic cells + nuclei"},
-)  # fmt: skip
+)
 joint_out = [cu.predict.network_outputs(joint, x, tile_size=256, overlap=64) for x in syn_test]
 
 # %%
 joint_cells = [CELLPOSE.outputs_to_labels(o[:3], o.shape[1:]) for o in joint_out]
 joint_nuclei = [ndi.label(o[3] > 0)[0] for o in joint_out]  # probability > 0.5, 4-connected
 syn_scores["joint network: cells"] = cu.metrics.matching_dataset(
-    syn_test_cells, joint_cells, [0.5, 0.75])
+    syn_test_cells, joint_cells, [0.5, 0.75]
+)
 syn_scores["joint network: nuclei"] = cu.metrics.matching_dataset(
-    syn_test_nuclei, joint_nuclei, [0.5, 0.75])
+    syn_test_nuclei, joint_nuclei, [0.5, 0.75]
+)
 # A nucleus lies in a cell when most of its pixels are in a predicted cell.
-paired = [np.mean(c[n == k] > 0) > 0.5 for c, n in zip(joint_cells, joint_nuclei)
-          for k in np.unique(n[n > 0])]  # fmt: skip
-syn_table = pd.DataFrame({name: {"AP@0.5": s[0].accuracy, "AP@0.75": s[1].accuracy}
-                          for name, s in syn_scores.items()}).T  # fmt: skip
+paired = [
+    np.mean(c[n == k] > 0) > 0.5
+    for c, n in zip(joint_cells, joint_nuclei)
+    for k in np.unique(n[n > 0])
+]
+syn_table = pd.DataFrame(
+    {name: {"AP@0.5": s[0].accuracy, "AP@0.75": s[1].accuracy} for name, s in syn_scores.items()}
+).T
 print(f"predicted nuclei that lie inside a predicted cell: {np.mean(paired or [0]):.1%}")
 syn_table.round(3)
 
@@ -661,7 +796,8 @@ def shrink(image):
     if SCALE == 1:
         return image
     return rescale(image, SCALE, order=1, anti_aliasing=True, preserve_range=True).astype(
-        np.float32)  # fmt: skip
+        np.float32
+    )
 
 
 def resize_labels(labels, shape):
@@ -706,12 +842,15 @@ def texture(image, size):
 
 def classical(image, min_distance):
     size = max(3, int(round(9 * SCALE)) | 1)
-    return cu.classical.segment_classical(texture(image, size), min_distance=min_distance,
-                                          smooth_sigma=2 * SCALE)  # fmt: skip
+    return cu.classical.segment_classical(
+        texture(image, size), min_distance=min_distance, smooth_sigma=2 * SCALE
+    )
 
 
-md_scores = {md: score([classical(x, md) for x in val_small], val_labels)["AP@0.5"]
-             for md in (int(10 * SCALE), int(20 * SCALE), int(40 * SCALE))}  # fmt: skip
+md_scores = {
+    md: score([classical(x, md) for x in val_small], val_labels)["AP@0.5"]
+    for md in (int(10 * SCALE), int(20 * SCALE), int(40 * SCALE))
+}
 best_md = max(md_scores, key=md_scores.get)
 usiigaci_preds["classical"] = [classical(x, best_md) for x in test_small]
 print("validation AP@0.5 per min_distance:", {k: round(v, 3) for k, v in md_scores.items()})
@@ -734,8 +873,10 @@ def tuned_predictions(method, model, option, values):
     record, grid = cu.methods.get(method), getattr(model, "grid", 1)
 
     def labels_of(outs, images, value):
-        return [record.outputs_to_labels(o, x.shape[-2:], grid=grid, **{option: value})
-                for o, x in zip(outs, images)]  # fmt: skip
+        return [
+            record.outputs_to_labels(o, x.shape[-2:], grid=grid, **{option: value})
+            for o, x in zip(outs, images)
+        ]
 
     val_out = outputs(method, model, val_small)
     ap = {v: score(labels_of(val_out, val_small, v), val_labels)["AP@0.5"] for v in values}
@@ -757,10 +898,13 @@ crop_targets = cu.targets.affinity_targets(crop_labels)  # foreground, affinitie
 fg_t, aff_t, counted_t = (torch.from_numpy(a)[None] for a in crop_targets)
 logits = torch.randn(1, 7, *crop_labels.shape, generator=torch.Generator().manual_seed(0))
 bce = torch.nn.functional.binary_cross_entropy_with_logits
-by_hand = bce(logits[:, :1], fg_t) + (
-    bce(logits[:, 1:], aff_t, reduction="none") * counted_t).sum() / counted_t.sum()  # fmt: skip
+by_hand = (
+    bce(logits[:, :1], fg_t)
+    + (bce(logits[:, 1:], aff_t, reduction="none") * counted_t).sum() / counted_t.sum()
+)
 verified["affinity loss by hand = the record's loss"] = bool(
-    torch.isclose(by_hand, AFFINITIES.loss(logits, fg_t, aff_t, counted_t)))  # fmt: skip
+    torch.isclose(by_hand, AFFINITIES.loss(logits, fg_t, aff_t, counted_t))
+)
 verified["the record's targets = foreground + label_affinities"] = (
     all(np.array_equal(a, b) for a, b in zip(AFFINITIES.target_fn()(crop_labels), crop_targets))
     and np.array_equal(crop_targets[1], crop_aff)
@@ -769,17 +913,28 @@ verified["the record's targets = foreground + label_affinities"] = (
 print(f"loss {by_hand:.4f}; {counted_t.mean():.0%} of the pairs of the crop count")
 
 # %%
-models = {m: train(m, train_small, train_small_labels, f"10_usiigaci_{m}", patch=USIIGACI_PATCH,
-                   augmentation=AUGMENT)
-          for m in ("cellpose", "stardist", "affinities")}  # fmt: skip
+models = {
+    m: train(
+        m,
+        train_small,
+        train_small_labels,
+        f"10_usiigaci_{m}",
+        patch=USIIGACI_PATCH,
+        augmentation=AUGMENT,
+    )
+    for m in ("cellpose", "stardist", "affinities")
+}
 
 # %% tags=["remove-stderr"]
-usiigaci_preds["cellpose"] = tuned_predictions("cellpose", models["cellpose"],
-                                               "cellprob_threshold", (-0.5, 0.0, 0.5))  # fmt: skip
-usiigaci_preds["stardist"] = tuned_predictions("stardist", models["stardist"], "prob_thresh",
-                                               (0.2, 0.35, 0.5))  # fmt: skip
-usiigaci_preds["affinities"] = tuned_predictions("affinities", models["affinities"],
-                                                 "seed_threshold", (0.8, 0.9, 0.95))  # fmt: skip
+usiigaci_preds["cellpose"] = tuned_predictions(
+    "cellpose", models["cellpose"], "cellprob_threshold", (-0.5, 0.0, 0.5)
+)
+usiigaci_preds["stardist"] = tuned_predictions(
+    "stardist", models["stardist"], "prob_thresh", (0.2, 0.35, 0.5)
+)
+usiigaci_preds["affinities"] = tuned_predictions(
+    "affinities", models["affinities"], "seed_threshold", (0.8, 0.9, 0.95)
+)
 usiigaci_table = pd.DataFrame({m: score(p) for m, p in usiigaci_preds.items()}).T
 usiigaci_table.round(3)
 
@@ -858,8 +1013,9 @@ def boxes_of(labels):
     """(N, 4) float32 boxes (x0, y0, x1, y1) of the ids 1..N of `labels` (consecutive ids)."""
     # BEGIN SOLUTION
     slices = ndi.find_objects(labels)
-    return np.array([(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in slices],
-                    np.float32).reshape(-1, 4)  # fmt: skip
+    return np.array(
+        [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in slices], np.float32
+    ).reshape(-1, 4)
     # END SOLUTION
 
 
@@ -869,8 +1025,11 @@ def boxes_of(labels):
 
 # %% tags=["check"]
 consecutive = relabel_sequential(crop_labels)[0]  # ids 1..N
-cu.checks.check_close(boxes_of(consecutive), topdown.detection_targets(consecutive)["boxes"],
-                      "your boxes of the crop's cells")  # fmt: skip
+cu.checks.check_close(
+    boxes_of(consecutive),
+    topdown.detection_targets(consecutive)["boxes"],
+    "your boxes of the crop's cells",
+)
 
 # %% [markdown]
 # ### Boxes of touching, elongated cells
@@ -908,9 +1067,12 @@ box_rows = {}
 for name, labels_list in {"BBBC039 nuclei": nuclei_labels, "Usiigaci cells": test_labels}.items():
     per_object, lost = zip(*(box_stats(y) for y in labels_list))
     objects = pd.concat(per_object)
-    box_rows[name] = {"objects": len(objects), "box filled by its object": objects.own.median(),
-                      "boxes > 20% other objects (%)": 100 * (objects.others > 0.2).mean(),
-                      **{f"deleted by NMS at {t}": sum(d[t] for d in lost) for t in (0.5, 0.3)}}
+    box_rows[name] = {
+        "objects": len(objects),
+        "box filled by its object": objects.own.median(),
+        "boxes > 20% other objects (%)": 100 * (objects.others > 0.2).mean(),
+        **{f"deleted by NMS at {t}": sum(d[t] for d in lost) for t in (0.5, 0.3)},
+    }
 box_table = pd.DataFrame(box_rows).T
 box_table.round(3)
 
@@ -927,12 +1089,24 @@ box_table.round(3)
 crop_boxes = topdown.detection_targets(consecutive)["boxes"].numpy()
 kept = set((perfect_box_nms(consecutive, 0.3) - 1).tolist())
 fig, ax = plt.subplots(figsize=(7, 7))
-cu.plot.overlay(test_images[0][CELL_CROP], consecutive, ax=ax,
-                title=f"perfect boxes: {len(crop_boxes) - len(kept)} of {len(crop_boxes)} "
-                "deleted by NMS at 0.3 (red)")  # fmt: skip
+cu.plot.overlay(
+    test_images[0][CELL_CROP],
+    consecutive,
+    ax=ax,
+    title=f"perfect boxes: {len(crop_boxes) - len(kept)} of {len(crop_boxes)} "
+    "deleted by NMS at 0.3 (red)",
+)
 for k, (x0, y0, x1, y1) in enumerate(crop_boxes):
-    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
-                           color="white" if k in kept else "red", lw=1 if k in kept else 2.5))
+    ax.add_patch(
+        Rectangle(
+            (x0 - 0.5, y0 - 0.5),
+            x1 - x0,
+            y1 - y0,
+            fill=False,
+            color="white" if k in kept else "red",
+            lw=1 if k in kept else 2.5,
+        )
+    )
 ax.set_axis_on()
 ax.set_xlabel("x (pixels)")
 ax.set_ylabel("y (pixels)")
@@ -950,13 +1124,21 @@ plt.show()
 # %%
 torch.manual_seed(0)
 maskrcnn = cu.models.MaskRCNNNet(1, **MASKRCNN)
-print(f"MaskRCNNNet ({MASKRCNN['backbone']}): {cu.models.count_parameters(maskrcnn):,} "
-      "parameters")
+print(f"MaskRCNNNet ({MASKRCNN['backbone']}): {cu.models.count_parameters(maskrcnn):,} parameters")
 maskrcnn_losses = topdown.train_maskrcnn(
-    maskrcnn, train_small, train_small_labels, steps=MASKRCNN_STEPS, patch_size=MASKRCNN_PATCH,
-    batch_size=MASKRCNN_BATCH, lr=MASKRCNN_LR, augment=AUGMENT, seed=0,
-    checkpoint_dir=cu.train.checkpoint_dir("10_maskrcnn"), data="usiigaci train", device=device,
-)  # fmt: skip
+    maskrcnn,
+    train_small,
+    train_small_labels,
+    steps=MASKRCNN_STEPS,
+    patch_size=MASKRCNN_PATCH,
+    batch_size=MASKRCNN_BATCH,
+    lr=MASKRCNN_LR,
+    augment=AUGMENT,
+    seed=0,
+    checkpoint_dir=cu.train.checkpoint_dir("10_maskrcnn"),
+    data="usiigaci train",
+    device=device,
+)
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(maskrcnn_losses)
 ax.set_xlabel("step")
@@ -973,13 +1155,22 @@ plt.show()
 crop_small = shrink(test_images[0][CELL_CROP])
 proposals = topdown.region_proposals(maskrcnn, crop_small, n=100)
 detections = topdown.predict_detections(maskrcnn, crop_small)
-threshold = min(0.5, float(np.quantile(detections["scores"], 0.8, method="higher"))
-                if len(detections["scores"]) else 0.5)  # fmt: skip
+threshold = min(
+    0.5,
+    float(np.quantile(detections["scores"], 0.8, method="higher"))
+    if len(detections["scores"])
+    else 0.5,
+)
 confident = detections["scores"] >= threshold
 fig, axes = plt.subplots(1, 3, figsize=(17, 5.6))
-for ax, boxes, title in ((axes[0], proposals, f"{len(proposals)} best proposals (RPN)"),
-                         (axes[1], detections["boxes"][confident],
-                          f"{confident.sum()} detections with score >= {threshold:.2f}")):
+for ax, boxes, title in (
+    (axes[0], proposals, f"{len(proposals)} best proposals (RPN)"),
+    (
+        axes[1],
+        detections["boxes"][confident],
+        f"{confident.sum()} detections with score >= {threshold:.2f}",
+    ),
+):
     ax.imshow(crop_small, cmap="gray")
     for x0, y0, x1, y1 in boxes:
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="cyan", lw=0.8))
@@ -995,9 +1186,13 @@ plt.show()
 
 # %%
 maskrcnn_val = [topdown.predict_detections(maskrcnn, x) for x in val_small]
-score_grid = {t: score([topdown.detections_to_labels(d, score_threshold=t, min_size=15)
-                        for d in maskrcnn_val], val_labels)["AP@0.5"]
-              for t in (0.1, 0.3, 0.5, 0.7)}  # fmt: skip
+score_grid = {
+    t: score(
+        [topdown.detections_to_labels(d, score_threshold=t, min_size=15) for d in maskrcnn_val],
+        val_labels,
+    )["AP@0.5"]
+    for t in (0.1, 0.3, 0.5, 0.7)
+}
 best_score = max(score_grid, key=score_grid.get)
 usiigaci_preds["maskrcnn"] = [
     topdown.segment_maskrcnn(maskrcnn, x, score_threshold=best_score, min_size=15)
@@ -1032,13 +1227,19 @@ usiigaci_table.plot.bar(ax=axes[0], rot=0)
 axes[0].set_ylabel("AP")
 axes[0].set_ylim(0, 1)
 axes[0].set_title(f"Usiigaci test images ({mode} mode)")
-ceilings = {"stardist": ceiling_ap[("Usiigaci", "stardist")],
-            "cellpose": ceiling_ap[("Usiigaci", "cellpose")], "affinities": affinity_ceiling,
-            "perfect boxes, NMS 0.5": None}  # fmt: skip
-boxes_kept = [np.where(np.isin(y, perfect_box_nms(y, 0.5)), y, 0)
-              for y in (relabel_sequential(t)[0] for t in test_labels[:N_CEILING])]  # fmt: skip
+ceilings = {
+    "stardist": ceiling_ap[("Usiigaci", "stardist")],
+    "cellpose": ceiling_ap[("Usiigaci", "cellpose")],
+    "affinities": affinity_ceiling,
+    "perfect boxes, NMS 0.5": None,
+}
+boxes_kept = [
+    np.where(np.isin(y, perfect_box_nms(y, 0.5)), y, 0)
+    for y in (relabel_sequential(t)[0] for t in test_labels[:N_CEILING])
+]
 ceilings["perfect boxes, NMS 0.5"] = cu.metrics.average_precision(
-    test_labels[:N_CEILING], boxes_kept, IOU_THRESHOLDS)
+    test_labels[:N_CEILING], boxes_kept, IOU_THRESHOLDS
+)
 for name, ap in ceilings.items():
     axes[1].plot(IOU_THRESHOLDS, ap, "o-", label=name)
 axes[1].set_xlabel("IoU threshold τ")
@@ -1078,11 +1279,15 @@ for name in verified:
     print("  ✓", name)
 assert len(verified) >= 6 and all(verified.values()), verified
 
-stardist_ceiling, cellpose_ceiling = ceiling_ap[("Usiigaci", "stardist")], ceiling_ap[
-    ("Usiigaci", "cellpose")]  # fmt: skip
-print(f"Usiigaci ceilings AP@0.5 / AP@0.75: StarDist {stardist_ceiling[at[0.5]]:.3f} / "
-      f"{stardist_ceiling[at[0.75]]:.3f}, Cellpose {cellpose_ceiling[at[0.5]]:.3f} / "
-      f"{cellpose_ceiling[at[0.75]]:.3f}")
+stardist_ceiling, cellpose_ceiling = (
+    ceiling_ap[("Usiigaci", "stardist")],
+    ceiling_ap[("Usiigaci", "cellpose")],
+)
+print(
+    f"Usiigaci ceilings AP@0.5 / AP@0.75: StarDist {stardist_ceiling[at[0.5]]:.3f} / "
+    f"{stardist_ceiling[at[0.75]]:.3f}, Cellpose {cellpose_ceiling[at[0.5]]:.3f} / "
+    f"{cellpose_ceiling[at[0.75]]:.3f}"
+)
 assert cellpose_ceiling[at[0.5]] > 0.97 and affinity_ceiling[at[0.5]] > 0.9
 assert stardist_ceiling[at[0.5]] < cellpose_ceiling[at[0.5]] - 0.05
 assert stardist_ceiling[at[0.75]] < cellpose_ceiling[at[0.75]] - 0.25
@@ -1094,9 +1299,11 @@ assert crowded["Usiigaci cells"] > crowded["BBBC039 nuclei"] + 3, box_table
 
 # %%
 gain = syn_table.loc["cytoplasm + nucleus", "AP@0.5"] - syn_table.loc["cytoplasm only", "AP@0.5"]
-print(f"synthetic touching cells, AP@0.5: cytoplasm only "
-      f"{syn_table.loc['cytoplasm only', 'AP@0.5']:.3f}, + nucleus "
-      f"{syn_table.loc['cytoplasm + nucleus', 'AP@0.5']:.3f} (gain {gain:.3f}, min 0.3)")
+print(
+    f"synthetic touching cells, AP@0.5: cytoplasm only "
+    f"{syn_table.loc['cytoplasm only', 'AP@0.5']:.3f}, + nucleus "
+    f"{syn_table.loc['cytoplasm + nucleus', 'AP@0.5']:.3f} (gain {gain:.3f}, min 0.3)"
+)
 assert gain > 0.3, "the nuclear channel no longer helps to separate touching cells"
 MIN_JOINT = cu.pick(fast=0.5, full=0.8)
 assert syn_table.loc["joint network: cells", "AP@0.5"] > MIN_JOINT, syn_table

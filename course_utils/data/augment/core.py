@@ -68,8 +68,10 @@ def parse_span(value: Any, name: str, kind: str) -> tuple[float, float]:
         raise TypeError(f"{name} must be a number or a pair (low, high), got {value!r}") from err
     positive = {"sym": -math.inf, "ratio": 1e-12, "fixed": 0.0}[kind]
     if not (math.isfinite(lo) and math.isfinite(hi) and positive <= lo <= hi):
-        raise ValueError(f"{name} must be a finite range low <= high (low >= 0 for widths and "
-                         f"> 0 for ratios), got {value!r}")  # fmt: skip
+        raise ValueError(
+            f"{name} must be a finite range low <= high (low >= 0 for widths and "
+            f"> 0 for ratios), got {value!r}"
+        )
     return lo, hi
 
 

@@ -82,9 +82,13 @@ def _nearest_labels(labels: np.ndarray, coords: np.ndarray, mode: str) -> np.nda
 
 
 def remap(
-    image: np.ndarray, labels: np.ndarray, coords: np.ndarray, *, mode: str = "reflect",
+    image: np.ndarray,
+    labels: np.ndarray,
+    coords: np.ndarray,
+    *,
+    mode: str = "reflect",
     cval: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray]:
     """Resample the image (bilinear) and the labels (nearest neighbour) at the same positions.
 
     ``out[i, j] = in[coords[0, i, j], coords[1, i, j]]``: every output pixel pulls from one
@@ -208,9 +212,15 @@ def elastic_displacement(
 
 
 def elastic_deform(
-    image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, *, alpha: float,
-    sigma: float, mode: str = "reflect", cval: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    image: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    alpha: float,
+    sigma: float,
+    mode: str = "reflect",
+    cval: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Elastic deformation: each pixel pulls from its position plus ``elastic_displacement``.
 
     ``alpha`` (0 gives the identity) and ``sigma`` as in :func:`elastic_displacement`; the

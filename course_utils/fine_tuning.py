@@ -11,19 +11,16 @@ Introduced in notebook 08.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from . import zoo
 from ._shared.validate import check_finite, check_labels, refuse_binary_masks
 from .history import History
-from .methods import Method, get
-from .methods.training import train_patches
+from .methods import Budget, Method, get, train_method
 from .scale import median_diameter, rescale_image, rescale_labels
 from .segmentation import model_facts
 
@@ -75,23 +72,6 @@ def check_training_pairs(
     return pixels, masks
 
 
-def _freeze(model: nn.Module, freeze: str) -> list[nn.Parameter]:
-    if freeze not in ("none", "encoder"):
-        raise ValueError(f"freeze must be 'none' or 'encoder', got {freeze!r}")
-    prefixes: tuple[str, ...] = ()
-    if freeze == "encoder":
-        prefixes = getattr(model, "ENCODER", None) or ()
-        if not prefixes:
-            raise ValueError(
-                f"freeze='encoder': a {type(model).__name__} does not say which parameters "
-                "form its encoder (an ENCODER attribute, as the course's networks have): use "
-                "freeze='none', or set requires_grad yourself"
-            )
-    for name, p in model.named_parameters():
-        p.requires_grad_(not name.startswith(prefixes))
-    return [p for p in model.parameters() if p.requires_grad]
-
-
 def _network(record: Method, model: Any) -> nn.Module:
     return zoo.load(record.name) if model is None else record.check_network(model)
 
@@ -102,32 +82,27 @@ def fine_tune(
     labels: Iterable[np.ndarray],
     *,
     model: nn.Module | None = None,
-    epochs: int = 10,
-    patches_per_epoch: int | None = None,
-    batch_size: int = 8,
-    lr: float = 5e-4,
     freeze: str = "none",
     rescale: bool = True,
-    patch_size: int | None = None,
-    augment: Callable | None = None,
-    seed: int = 0,
-    checkpoint_dir: str | os.PathLike | None = None,
-    device: Any = None,
-    progress: bool = True,
+    budget: str | Budget = "fine-tune",
+    **options: Any,
 ) -> tuple[nn.Module, History]:
     """Continue training a pretrained network on a few annotated images of your own.
 
     ``model`` (default: a fresh copy of the zoo's network for ``method``; otherwise a network
     of that method) trains with the record's targets and loss on random patches of ``images``
     (normalised float (H, W)) and ``labels`` (int (H, W) instance labels, checked by
-    :func:`check_training_pairs`), with Adam at a small ``lr`` (a fine-tuned network should
-    move little) and a cosine schedule over ``epochs`` of ``patches_per_epoch`` (default
-    ``32 * len(images)``) patches. ``freeze="encoder"`` keeps the contracting path fixed and
-    trains the rest (a ``ValueError`` for a network that does not declare its encoder). With
-    ``rescale`` the images are first resized so that their nuclei (the median diameter of
-    ``labels``) have the model's training diameter (``model.meta``), so that the network
-    learns the new images at the scale it already knows; a network that records none learns
-    them at their own scale.
+    :func:`check_training_pairs`) through ``course_utils.methods.train_method``. The
+    ``"fine-tune"`` budget (``methods.BUDGETS``): Adam at a small learning rate (a fine-tuned
+    network should move little), a cosine schedule over 10 epochs of 32 patches per image.
+    ``freeze="encoder"`` keeps the contracting path fixed and trains the rest (a
+    ``ValueError`` for a network that does not declare its encoder). With ``rescale`` the
+    images are first resized so that their nuclei (the median diameter of ``labels``) have the
+    model's training diameter (``model.meta``), so that the network learns the new images at
+    the scale it already knows; a network that records none learns them at their own scale.
+    ``options`` go to ``train_method`` (``epochs``, ``lr``, ``batch_size``,
+    ``patches_per_epoch``, ``patch_size``, ``augment``, ``seed``, ``checkpoint_dir``,
+    ``device``, ``progress``, ...).
 
     The returned model records its training diameter and thresholds in ``model.meta`` (and in
     the checkpoints when ``checkpoint_dir`` is given): segment with
@@ -147,34 +122,13 @@ def fine_tune(
         labels = [rescale_labels(y, shape=x.shape[-2:]) for x, y in zip(images, labels)]
     else:
         trained_at = diameter  # learnt at the images' own scale
-    trainable = _freeze(net, freeze)
     facts = {
-        "method": record.name,
         "data": f"fine-tuned on {len(images)} image(s)",
         "postprocess": thresholds,
         "train_diameter_px": round(float(trained_at), 2),
+        **dict(options.pop("meta", None) or {}),
     }
-    history = train_patches(
-        net,
-        images,
-        labels,
-        target_fn=record.target_fn(net.config),
-        loss=record.loss,
-        epochs=epochs,
-        patch=patch_size or record.patch(),
-        batch_size=batch_size,
-        lr=lr,
-        length=patches_per_epoch or 32 * len(images),
-        augment=augment,
-        seed=seed,
-        optimizer=torch.optim.Adam(trainable, lr=lr),
-        schedule="cosine",
-        meta=facts,
-        checkpoint_dir=checkpoint_dir,
-        device=device,
-        progress=progress,
+    model, history = train_method(
+        record, images, labels, start=net, freeze=freeze, budget=budget, meta=facts, **options
     )
-    for p in net.parameters():
-        p.requires_grad_(True)
-    net.meta = {**dict(getattr(net, "meta", None) or {}), **facts}
-    return net.eval(), history
+    return model.eval(), history

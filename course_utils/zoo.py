@@ -4,10 +4,12 @@
 training split, chooses the checkpoint and the post-processing thresholds on the validation
 split, scores the test split, and writes into ``models/``:
 
-- ``<method>.pt``: a self-describing checkpoint (float16 weights, the network's class and
-  arguments, the tuned thresholds, the nucleus diameter it was trained at);
-- ``<method>.json`` and ``<method>.md``: its model card (data, augmentation, steps, wall time,
-  device, command, commit, versions, validation and test scores);
+- ``<method>.pt``: a self-describing checkpoint, the model's one home: float16 weights, the
+  network's class and arguments, the tuned thresholds, the nucleus diameter it was trained
+  at, and everything its card says (data, augmentation, budget, steps, wall time, device,
+  command, commit, versions, validation and test scores);
+- ``<method>.json`` and ``<method>.md``: its model card, generated from the checkpoint
+  (:func:`card_from_checkpoint`), never edited by hand;
 - ``MANIFEST.tsv``: the sha256 and size of every file, checked by :func:`load`.
 
 ``load(method)`` returns the network in eval mode, ready for ``Method.segment`` or
@@ -25,9 +27,9 @@ from typing import Any
 
 from torch import nn
 
-from .methods import get, load_model
+from .methods import get, load_model, read_meta
 
-__all__ = ["ZooError", "available", "card", "load", "zoo_dir"]
+__all__ = ["ZooError", "available", "card", "card_from_checkpoint", "load", "zoo_dir"]
 
 REBUILD = "make zoo (python scripts/train_zoo.py --methods {method})"
 
@@ -124,12 +126,34 @@ def available() -> dict[str, dict[str, Any]]:
     return found
 
 
+#: Checkpoint keys that describe the file rather than the model: not on the card.
+_FILE_KEYS = ("format", "course_version", "mode", "network", "network_args", "weights_sha256")
+
+
+def card_from_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The model card of a zoo checkpoint, made from the checkpoint alone: its ``meta`` (the
+    card's facts, written there by the zoo's writer) without the file's bookkeeping, and the
+    ``architecture`` (network class and arguments) after the ``budget``."""
+    meta = read_meta(path)
+    if meta.get("network") is None:
+        raise ZooError(f"{path} does not say which network it holds: not a zoo checkpoint")
+    architecture = {"network": meta["network"], **dict(meta.get("network_args") or {})}
+    card: dict[str, Any] = {}
+    for key, value in meta.items():
+        if key not in _FILE_KEYS:
+            card[key] = value
+        if key == "budget":
+            card["architecture"] = architecture
+    card.setdefault("architecture", architecture)
+    return card
+
+
 def card(method: str) -> dict[str, Any]:
     """The model card of ``method`` (verified against the manifest): ``method``,
     ``architecture``, ``data``, ``augmentation``, ``steps``, ``wall_time_s``, ``device``,
     ``command``, ``commit``, ``versions``, ``postprocess`` (the tuned thresholds),
     ``train_diameter_px`` (median nucleus diameter the model was trained at), and the
-    ``validation`` and ``test`` scores (AP@0.5, AP@0.75, F1@0.5). Introduced in notebook 06.
+    ``validation`` and ``test`` scores (AP@0.5, AP@0.75, F1@0.5). Introduced in notebook 06b.
     """
     record = get(method)
     return _read_card(_verified(f"{record.name}.json", record.name))
@@ -143,7 +167,7 @@ def load(method: str) -> nn.Module:
     The file's size and sha256 are checked against ``models/MANIFEST.tsv``, and its weights
     against their own checksum. Raises :class:`ZooError` (a ``FileNotFoundError``) naming the
     file and the command that rebuilds it when it is missing or does not match.
-    Introduced in notebook 06.
+    Introduced in notebook 06b.
     """
     record = get(method)
     path = _verified(f"{record.name}.pt", record.name)

@@ -39,60 +39,9 @@ from course_utils.data import augment as aug
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Per budget and method: network overrides, patch, global batch, epochs, patches per epoch,
-#: peak learning rate and schedule. "cpu": each model trains in about 30 minutes on 2 cores.
-BUDGETS = {
-    "cpu": {
-        "unet_weighted": {
-            "config": {"depth": 3, "base_channels": 16},
-            "patch": 188,
-            "batch": 8,
-            "epochs": 30,
-            "patches": 1600,
-            "lr": 2e-3,
-            "schedule": "onecycle",
-        },
-        "unet_3class": {
-            "config": {"depth": 3, "base_channels": 16},
-            "patch": 128,
-            "batch": 8,
-            "epochs": 30,
-            "patches": 1920,
-            "lr": 3e-3,
-            "schedule": "onecycle",
-        },
-        "cellpose": {
-            "config": {"base_channels": 16, "depth": 3},
-            "patch": 128,
-            "batch": 8,
-            "epochs": 30,
-            "patches": 880,
-            "lr": 3e-3,
-            "schedule": "onecycle",
-        },
-        "stardist": {
-            "config": {"base_channels": 32, "depth": 3, "grid": 2},
-            "patch": 128,
-            "batch": 8,
-            "epochs": 30,
-            "patches": 1440,
-            "lr": 3e-3,
-            "schedule": "onecycle",
-        },
-    },
-    "gpu": {
-        method: {
-            "config": {},
-            "patch": None,
-            "batch": 16,
-            "epochs": 100,
-            "patches": 3200,
-            "lr": 1e-3,
-            "schedule": "onecycle",
-        }
-        for method in cu.methods.NUCLEUS_METHODS
-    },
-}
+#: The zoo's budgets (network overrides, patch, global batch, epochs, patches per epoch, peak
+#: learning rate and schedule) are ``course_utils.methods.BUDGETS["zoo-<budget>"]``.
+BUDGETS = ("cpu", "gpu")
 #: Generalist augmentation: every training patch sees a new scale, contrast and blur.
 AUGMENT = aug.compose(
     aug.flip_rot90,
@@ -112,7 +61,7 @@ def parse_args(argv):
         default=list(cu.methods.NUCLEUS_METHODS),
         choices=list(cu.methods.NUCLEUS_METHODS),
     )
-    p.add_argument("--budget", choices=list(BUDGETS), default="cpu")
+    p.add_argument("--budget", choices=BUDGETS, default="cpu")
     p.add_argument(
         "--minutes",
         type=float,
@@ -152,30 +101,26 @@ def load_data(args) -> dict[str, tuple[list, list]]:
     }
 
 
-def train(method: str, settings: dict, data: dict, args, device) -> tuple[Path, dict]:
+def train(method: str, data: dict, args, device) -> tuple[Path, dict]:
     """Train (or resume) one method; returns its checkpoint folder and what the card needs."""
     folder = args.checkpoints / args.budget / method
     record = cu.methods.get(method)
-    settings = {
-        **settings,
-        **{k: v for k, v in (("batch", args.batch), ("lr", args.lr)) if v is not None},
-    }
-    patch = settings["patch"] or record.patch("full")
-    epochs = args.epochs or settings["epochs"]
-    patches = args.patches or settings["patches"]
+    plan = cu.methods.budget(
+        f"zoo-{args.budget}",
+        method,
+        batch_size=args.batch,
+        lr=args.lr,
+        epochs=args.epochs,
+        patches_per_epoch=args.patches,
+    )
+    plan = plan.replace(patch_size=plan.patch_size or record.patch("full"))
     workers = args.workers if args.workers is not None else cu.env.dataloader_workers(full=8)
     started = time.perf_counter()
     model, history = cu.methods.train_method(
         method,
         *data["train"],
-        epochs=epochs,
-        patch_size=patch,
-        config=settings["config"],
-        patches_per_epoch=patches,
+        budget=plan,
         augment=AUGMENT,
-        batch_size=settings["batch"],
-        lr=settings["lr"],
-        schedule=settings["schedule"],
         val_images=data["val"][0],
         val_labels=data["val"][1],
         checkpoint_dir=folder,
@@ -186,16 +131,17 @@ def train(method: str, settings: dict, data: dict, args, device) -> tuple[Path, 
         seed=0,
         amp=_amp(args.amp, device),
     )
+    epochs, patches = plan.epochs, plan.patches(len(data["train"][0]))
     done = len(history) == epochs
     info = {
         "architecture": {"network": record.network, **model.config},
-        "patch": patch,
-        "global_batch": settings["batch"],
+        "patch": plan.patch_size,
+        "global_batch": plan.batch_size,
         "epochs": epochs,
         "patches_per_epoch": patches,
-        "steps": len(history) * -(-patches // settings["batch"]),
-        "lr": settings["lr"],
-        "schedule": settings["schedule"],
+        "steps": len(history) * -(-patches // plan.batch_size),
+        "lr": plan.lr,
+        "schedule": plan.schedule,
         "wall_time_s": sum(r["seconds"] for r in history.records),
         "this_session_s": time.perf_counter() - started,
         "finished": done,
@@ -300,7 +246,7 @@ def main(argv=None) -> int:
     diameter = round(cu.scale.median_diameter(data["train"][1]), 1)
     unfinished = []
     for method in args.methods:
-        folder, info = train(method, BUDGETS[args.budget][method], data, args, device)
+        folder, info = train(method, data, args, device)
         if not distributed.is_main_process():
             continue
         if not info["finished"]:

@@ -58,19 +58,22 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def write_model(out: Path, method: str, model, card: dict) -> None:
-    """``<method>.pt`` (float16 weights and the ``meta`` that rebuilds the network), and the
-    card as ``<method>.json`` and ``<method>.md``."""
-    meta = {
-        "method": method,
-        "data": card["data"],
-        "postprocess": card["postprocess"],
-        "train_diameter_px": card["train_diameter_px"],
-    }
-    cu.methods.save_model(
+    """``<method>.pt``: float16 weights and, in its ``meta``, the whole card (the checkpoint is
+    the model's one home); then the card as ``<method>.json`` and ``<method>.md``, generated
+    from that checkpoint."""
+    meta = {k: v for k, v in card.items() if k != "architecture"}  # the checkpoint knows it
+    path = cu.methods.save_model(
         model, out / f"{method}.pt", meta, mode=f"zoo-{card['budget']}", half=True
     )
-    _atomic_write(out / f"{method}.json", (json.dumps(card, indent=2) + "\n").encode())
-    _atomic_write(out / f"{method}.md", _card_markdown(card).encode())
+    write_card(path)
+
+
+def write_card(checkpoint: Path) -> dict:
+    """``<stem>.json`` and ``<stem>.md`` beside a zoo checkpoint, from the checkpoint alone."""
+    card = cu.zoo.card_from_checkpoint(checkpoint)
+    _atomic_write(checkpoint.with_suffix(".json"), (json.dumps(card, indent=2) + "\n").encode())
+    _atomic_write(checkpoint.with_suffix(".md"), _card_markdown(card).encode())
+    return card
 
 
 def _card_markdown(card: dict) -> str:
@@ -105,7 +108,7 @@ def _row(card: dict) -> list[str]:
 
 
 def write_index(out: Path, baseline: dict) -> None:
-    """``MANIFEST.tsv`` (size and sha256 of every model and card) and ``README.md``."""
+    """``README.md`` (the index table of the cards) and ``MANIFEST.tsv``."""
     cards = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     order = list(cu.methods.NUCLEUS_METHODS)
     cards.sort(key=lambda c: order.index(c["method"]) if c["method"] in order else 99)
@@ -127,6 +130,11 @@ def write_index(out: Path, baseline: dict) -> None:
         "",
     ]
     _atomic_write(out / "README.md", "\n".join(lines).encode())
+    write_manifest(out)
+
+
+def write_manifest(out: Path) -> None:
+    """``MANIFEST.tsv``: the size and sha256 of every model and card in ``out``."""
     entries = []
     for path in sorted(out.iterdir()):
         if path.suffix in (".pt", ".json") and not path.name.startswith("."):

@@ -21,7 +21,7 @@ import course_utils as cu
 from course_utils import blockwise, checkpoint, methods, segmentation, sparse, zoo
 from course_utils.checkpoint import CheckpointError
 from course_utils.data import synthetic_nuclei
-from course_utils.fine_tuning import _freeze
+from course_utils.methods import freeze_parameters
 from course_utils.train import fit
 
 FAST = {"epochs": 1, "patches_per_epoch": 2, "batch_size": 2, "patch_size": 32}
@@ -270,7 +270,7 @@ def test_fine_tune_inputs_a_user_may_give(pair):
 
 def test_freeze_encoder_raises_on_a_network_that_does_not_declare_it():
     with pytest.raises(ValueError, match="does not say which parameters form its encoder"):
-        _freeze(nn.Sequential(nn.Conv2d(1, 1, 3)), "encoder")
+        freeze_parameters(nn.Sequential(nn.Conv2d(1, 1, 3)), "encoder")
 
 
 @pytest.mark.parametrize("model", ["cellpose", {"w": torch.zeros(1)}])

@@ -32,6 +32,27 @@ def test_every_method_has_a_committed_model_with_a_card():
     assert total < 40 * 2**20, f"the zoo holds {total / 2**20:.1f} MiB, over 40"
 
 
+@pytest.mark.skipif(not (COMMITTED / "MANIFEST.tsv").exists(), reason="no zoo committed")
+@pytest.mark.parametrize("method", methods.NUCLEUS_METHODS)
+def test_the_card_is_generated_from_the_checkpoint_alone(method, tmp_path):
+    # The checkpoint is the model's one home: copied alone, it still gives the whole card, and
+    # the committed card and its Markdown are exactly what the writer makes from it.
+    alone = tmp_path / f"{method}.pt"
+    alone.write_bytes((COMMITTED / f"{method}.pt").read_bytes())
+    card = zoo.card_from_checkpoint(alone)
+    assert card == json.loads((COMMITTED / f"{method}.json").read_text())
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import zoo_cards
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    zoo_cards.write_card(alone)
+    assert alone.with_suffix(".md").read_text() == (COMMITTED / f"{method}.md").read_text()
+    model = methods.load_model(alone, method=method)  # no card, no manifest, no record default
+    assert model.meta["postprocess"] == card["postprocess"]
+    assert model.meta["train_diameter_px"] == card["train_diameter_px"] > 0
+
+
 @pytest.fixture(scope="module")
 def two_test_images():
     try:

@@ -21,11 +21,17 @@ method              network           targets -> loss                     output
 - ``records``: :class:`Method`, :data:`METHODS`, :func:`get`;
 - ``loading``: :func:`load_model` rebuilds a network from a checkpoint alone (``train.fit``
   writes the network's class and arguments into it), :func:`read_meta`;
-- ``training``: :func:`train_method` trains a fresh network through its record.
+- ``training``: :func:`train_method`, the one training entry point (a fresh network, a
+  pretrained one to fine-tune, or sparse labels), through the record;
+- ``budgets``: :data:`BUDGETS`, every training budget of the course by name, and :func:`budget`;
+- ``outputs``: each method's step from raw outputs to labels.
 
 Introduced in notebook 03.
 """
 
+from .budgets import BUDGETS as BUDGETS
+from .budgets import Budget as Budget
+from .budgets import budget as budget
 from .evaluation import outputs_of as outputs_of
 from .evaluation import score as score
 from .evaluation import tune_postprocess as tune_postprocess
@@ -39,4 +45,5 @@ from .records import NUCLEUS_METHODS as NUCLEUS_METHODS
 from .records import Method as Method
 from .records import get as get
 from .training import checkpoint_folder as checkpoint_folder
+from .training import freeze_parameters as freeze_parameters
 from .training import train_method as train_method

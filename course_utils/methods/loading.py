@@ -115,7 +115,7 @@ def load_notebook_model(method: str, *, root: str | os.PathLike | None = None) -
 
     Reads ``checkpoint_dir(get(method).checkpoint, root)``: ``best.pt`` (else ``last.pt``), and
     rebuilds the network it describes (:func:`load_model`, with its checks). Introduced in
-    notebook 07.
+    notebook 06b.
     """
     folder = checkpoint_dir(get(method).checkpoint, root)
     if not ((folder / "best.pt").exists() or (folder / "last.pt").exists()):

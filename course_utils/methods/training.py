@@ -27,9 +27,17 @@ from ..history import History
 from ..scale import median_diameter
 from ..train import checkpoint_dir as checkpoint_path
 from ..train import fit
+from .budgets import Budget
+from .budgets import budget as resolve_budget
 from .records import Method, get
 
-__all__ = ["checkpoint_folder", "resolve_channels", "train_method", "train_patches"]
+__all__ = [
+    "checkpoint_folder",
+    "freeze_parameters",
+    "resolve_channels",
+    "train_method",
+    "train_patches",
+]
 
 
 def train_method(
@@ -37,88 +45,154 @@ def train_method(
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
     *,
-    epochs: int,
-    patch_size: int | None = None,
+    budget: str | Budget | None = None,
+    start: nn.Module | None = None,
+    freeze: str = "none",
+    recipe: Any = None,
     seed: int = 0,
     config: Mapping[str, Any] | None = None,
     channels: int | None = None,
-    patches_per_epoch: int | None = None,
     augment: Callable | None = None,
-    batch_size: int = 4,
-    lr: float = 2e-3,
-    schedule: str = "cosine",
     val_images: Sequence[np.ndarray] | None = None,
     val_labels: Sequence[np.ndarray] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     data: str | None = None,
-    num_workers: int = 0,
-    device: Any = None,
-    progress: bool = True,
-    **fit_options: Any,
+    meta: Mapping[str, Any] | None = None,
+    epochs: int | None = None,
+    patches_per_epoch: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    schedule: str | None = None,
+    patch_size: int | None = None,
+    **train_options: Any,
 ) -> tuple[nn.Module, History]:
-    """Train a fresh network of ``method`` with the record's targets and loss.
+    """Train a network of ``method`` with its record's targets and loss: the one entry point.
 
-    Random ``patch_size`` patches (default: the record's for this mode) of ``images`` (float32
-    (H, W) or (C, H, W), normalised) and ``labels`` (int (H, W)) are augmented by ``augment``,
-    turned into the record's targets, and fed to ``train.fit`` with Adam at ``lr``, a
-    ``schedule`` (``"cosine"`` over the epochs, ``"onecycle"`` warm-up then annealing per
-    batch, or ``"constant"``), ``batch_size`` patches per step (the global batch under
-    torchrun) and ``patches_per_epoch`` patches per epoch (default ``8 * len(images)``).
+    Every training run of the course comes through here: a fresh network (notebook 07, the
+    zoo), a pretrained one (``start``: ``course_utils.fine_tune``), or sparse labels
+    (``recipe``: ``sparse.train_sparse``). Random patches of ``images`` (float32 (H, W) or
+    (C, H, W), normalised) and ``labels`` (int (H, W); -1 unknown with a sparse ``recipe``) are
+    augmented by ``augment``, turned into targets and fed to ``train.fit`` (Adam) by
+    :func:`train_patches`.
 
-    ``channels`` is the number of input channels of the network: ``None`` (the default) takes
-    the images' (1 for (H, W) images, C for (C, H, W)); given, it must be theirs. ``config``
-    overrides the other network arguments (an ``in_channels`` there must agree); ``seed``
-    seeds the weights, patches and data order; ``val_images``/``val_labels`` add validation
-    patches (an eighth as many) after each epoch; ``checkpoint_dir`` goes to ``fit`` (which
-    resumes there), with ``data`` (a name of the training data) and the method in the
-    checkpoint's ``meta``; ``fit_options`` go to ``fit`` too (``amp``, ``grad_clip``, ...).
+    Parameters
+    ----------
+    budget : str, Budget or None
+        A name of :data:`~course_utils.methods.budgets.BUDGETS` (``"fine-tune"``,
+        ``"zoo-cpu"``, ...) or a :class:`Budget`; ``None``: the mode's (``"fast"``/``"full"``).
+        ``epochs``, ``patches_per_epoch``, ``batch_size``, ``lr``, ``schedule`` and
+        ``patch_size``, when given, replace the budget's.
+    start : torch.nn.Module, optional
+        A network of this method to continue training (checked by ``Method.check_network``);
+        default a fresh one (``seed``, ``config`` over the record's and the budget's).
+    freeze : {"none", "encoder"}
+        ``"encoder"`` trains only the parameters outside the network's ``ENCODER`` (a
+        ``ValueError`` for a network that does not declare it).
+    recipe : optional
+        Other targets and loss (``.target_fn(config)``, ``.loss``), e.g. a
+        ``course_utils.sparse`` recipe.
+    channels : int, optional
+        Input channels: ``None`` takes the images' (1 for (H, W), C for (C, H, W)); given, it
+        must be theirs (and ``config["in_channels"]``'s, and ``start``'s).
+    val_images, val_labels : optional
+        Validation patches (an eighth as many) after each epoch.
+    checkpoint_dir : path, optional
+        Where ``fit`` saves and resumes.
+    data, meta : optional
+        A name of the training data, and more facts for ``model.meta``.
+    train_options
+        To :func:`train_patches` and ``fit`` (``dataset_options``, ``num_workers``,
+        ``device``, ``progress``, ``amp``, ``time_limit``, ...).
 
-    Raises ``ValueError`` when the images do not all have the same number of channels, or
-    when ``channels`` or ``config["in_channels"]`` is not theirs.
-
-    Returns ``(model, history)``: the model in eval mode with the last epoch's weights, and in
-    ``model.meta`` (and the checkpoints' ``meta``) the method, ``data`` and the median nucleus
-    diameter of ``labels`` (``train_diameter_px``), which ``course_utils.segment`` rescales to.
+    Returns
+    -------
+    model : torch.nn.Module
+        In eval mode with the last epoch's weights. ``model.meta`` (and the checkpoints'
+        ``meta``) holds the method, ``data``, the budget, the median object diameter of
+        ``labels`` (``train_diameter_px``, what ``course_utils.segment`` rescales to) and
+        ``meta``.
+    history : course_utils.train.History
 
     Introduced in notebook 07.
     """
     record = get(method)
-    config = dict(config or {})
+    changes = {"epochs": epochs, "patches_per_epoch": patches_per_epoch, "lr": lr}
+    changes.update(batch_size=batch_size, schedule=schedule, patch_size=patch_size)
+    plan = resolve_budget(budget, record.name, **changes)
+    model = _network(
+        record, start, images, val_images, channels, {**plan.config, **(config or {})}, seed
+    )
+    objects = [np.maximum(np.asarray(lab), 0) for lab in labels]  # unknown (-1) as background
+    if start is None and record.prepare is not None:
+        record.prepare(model, objects)
+    facts = {"method": record.name, "data": data, "budget": plan.as_dict()}
+    diameter = median_diameter(objects)  # what segment() rescales new images to
+    if math.isfinite(diameter):
+        facts["train_diameter_px"] = round(diameter, 2)
+    facts.update(meta or {})
+    trainable = freeze_parameters(model, freeze)
+    try:
+        history = train_patches(
+            model,
+            images,
+            labels,
+            target_fn=(recipe or record).target_fn(model.config),
+            loss=(recipe or record).loss,
+            epochs=plan.epochs,
+            patch=plan.patch_size or record.patch(),
+            batch_size=plan.batch_size,
+            lr=plan.lr,
+            length=plan.patches(len(images)),
+            schedule=plan.schedule,
+            augment=augment,
+            seed=seed,
+            val_images=val_images,
+            val_labels=val_labels,
+            optimizer=torch.optim.Adam(trainable, lr=plan.lr),
+            meta=facts,
+            checkpoint_dir=checkpoint_dir,
+            **train_options,
+        )
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    model.meta = {**dict(getattr(start, "meta", None) or {}), **facts}
+    return model, history
+
+
+def _network(record, start, images, val_images, channels, config, seed) -> nn.Module:
+    """``start`` checked against the images' channels, or a fresh network for them."""
+    if start is not None:
+        record.check_network(start, "start")
+        in_channels = int(getattr(start, "config", {}).get("in_channels", 1))
+        resolve_channels(images, channels, in_channels)
+        if val_images is not None:
+            resolve_channels(val_images, in_channels, name="val_images")
+        return start
     config["in_channels"] = resolve_channels(images, channels, config.get("in_channels"))
     if val_images is not None:
         resolve_channels(val_images, config["in_channels"], name="val_images")
-    model = record.build(seed=seed, **config)
-    if record.prepare is not None:
-        record.prepare(model, labels)
-    facts = {"method": record.name, "data": data}
-    diameter = median_diameter(labels)  # what segment() rescales new images to
-    if math.isfinite(diameter):
-        facts["train_diameter_px"] = round(diameter, 2)
-    history = train_patches(
-        model,
-        images,
-        labels,
-        target_fn=record.target_fn(model.config),
-        loss=record.loss,
-        epochs=epochs,
-        patch=patch_size or record.patch(),
-        batch_size=batch_size,
-        lr=lr,
-        length=patches_per_epoch or 8 * len(images),
-        schedule=schedule,
-        augment=augment,
-        seed=seed,
-        val_images=val_images,
-        val_labels=val_labels,
-        meta=facts,
-        checkpoint_dir=checkpoint_dir,
-        num_workers=num_workers,
-        device=device,
-        progress=progress,
-        **fit_options,
-    )
-    model.meta = facts
-    return model, history
+    return record.build(seed=seed, **config)
+
+
+def freeze_parameters(model: nn.Module, freeze: str) -> list[nn.Parameter]:
+    """The parameters to train: all (``"none"``), or those outside the network's ``ENCODER``
+    prefixes (``"encoder"``), the others get ``requires_grad=False``. A ``ValueError`` for
+    another value, or for a network that does not declare its encoder."""
+    if freeze not in ("none", "encoder"):
+        raise ValueError(f"freeze must be 'none' or 'encoder', got {freeze!r}")
+    prefixes: tuple[str, ...] = ()
+    if freeze == "encoder":
+        prefixes = tuple(getattr(model, "ENCODER", None) or ())
+        if not prefixes:
+            raise ValueError(
+                f"freeze='encoder': a {type(model).__name__} does not say which parameters "
+                "form its encoder (an ENCODER attribute, as the course's networks have): use "
+                "freeze='none', or set requires_grad yourself"
+            )
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.startswith(prefixes))
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def train_patches(

@@ -10,7 +10,6 @@ Introduced in notebook 09.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -22,8 +21,7 @@ import torch
 from torch import nn
 
 from ..history import History
-from ..methods import Method, get
-from ..methods.training import resolve_channels, train_patches
+from ..methods import Budget, Method, get, train_method
 from .losses import cellpose_sparse_loss, stardist_sparse_loss, unet_3class_sparse_loss
 from .targets import cellpose_sparse_targets, stardist_sparse_targets, unet_3class_sparse_targets
 
@@ -93,44 +91,21 @@ def recipe(method: str | Method | SparseRecipe) -> SparseRecipe:
     return SPARSE[name]
 
 
-def _objects_only(labels: Sequence[Any]) -> list[np.ndarray]:
-    """The annotated objects of sparse labels, unknown pixels as background."""
-    return [np.where(np.asarray(lab) > 0, np.asarray(lab), 0) for lab in labels]
-
-
 def train_sparse(
     method: str | Method | SparseRecipe,
     images: Sequence[np.ndarray],
     sparse_labels: Sequence[np.ndarray],
     *,
-    epochs: int,
-    patch_size: int | None = None,
-    seed: int = 0,
-    config: Mapping[str, Any] | None = None,
-    patches_per_epoch: int | None = None,
-    augment: Callable | None = None,
-    batch_size: int = 4,
-    lr: float = 2e-3,
-    schedule: str = "cosine",
     crop: str = "objects",
-    val_images: Sequence[np.ndarray] | None = None,
-    val_labels: Sequence[np.ndarray] | None = None,
-    checkpoint_dir: str | os.PathLike | None = None,
-    data: str | None = None,
-    num_workers: int = 0,
-    device: Any = None,
-    progress: bool = True,
-    **fit_options: Any,
+    budget: str | Budget | None = "sparse",
+    **options: Any,
 ) -> tuple[nn.Module, History]:
     """Train a fresh network of ``method`` on sparse labels, with its masked loss.
 
-    The same steps as ``course_utils.methods.train_method``: the record's network
-    (``record.build(seed=seed)``), ``record.prepare`` on the annotated objects (StarDist starts
-    its distance head at their mean ray length), random ``patch_size`` crops
-    (``PatchDataset(..., unknown=True)``, so -1 stays unknown through ``augment``), and
-    ``course_utils.train.fit`` with Adam, the same ``schedule`` choices and
-    ``epochs * ceil(patches_per_epoch / batch_size)`` steps; only the targets and the loss are
-    the sparse recipe's.
+    ``course_utils.methods.train_method`` with the sparse recipe's targets and loss: the
+    record's network, ``record.prepare`` on the annotated objects (StarDist starts its distance
+    head at their mean ray length), random crops (``PatchDataset(..., unknown=True)``, so -1
+    stays unknown through ``augment``) and ``fit``; only the targets and the loss differ.
 
     Parameters
     ----------
@@ -145,12 +120,12 @@ def train_sparse(
         ``"objects"`` (default): every crop holds an annotated object (as StarDist samples
         patches), so that a few annotations are not lost among empty crops; ``"uniform"``
         crops as ``train_method`` does.
-    val_images, val_labels : optional
-        Validation images and their (sparse or dense) labels, scored with the masked loss.
-    epochs, patch_size, seed, config, patches_per_epoch, augment, batch_size, lr, schedule,
-    checkpoint_dir, data, num_workers, device, progress, fit_options
-        As in ``course_utils.methods.train_method``; the checkpoint's ``meta`` says
-        ``"sparse": True`` besides the method and ``data``.
+    budget : str or Budget
+        Default ``"sparse"``: the mode's budget of notebook 09 (``methods.BUDGETS``).
+    options
+        As in ``course_utils.methods.train_method`` (``epochs``, ``seed``, ``val_images``,
+        ``val_labels`` (sparse or dense, scored with the masked loss), ``checkpoint_dir``,
+        ``data``, ...); the checkpoint's ``meta`` says ``"sparse": True``.
 
     Returns
     -------
@@ -161,40 +136,22 @@ def train_sparse(
     Introduced in notebook 09.
     """
     sparse = recipe(method)
-    record = sparse.record
     if len(images) != len(sparse_labels):
         raise ValueError(f"got {len(images)} images but {len(sparse_labels)} label images")
     _check_annotated(sparse_labels)
-    config = dict(config or {})
-    config["in_channels"] = resolve_channels(images, None, config.get("in_channels"))
-    model = record.build(seed=seed, **config)
-    if record.prepare is not None:
-        record.prepare(model, _objects_only(sparse_labels))
-    history = train_patches(
-        model,
+    for taken in ("start", "freeze", "recipe"):
+        if taken in options:
+            raise TypeError(f"train_sparse trains a fresh network: it takes no {taken}=")
+    return train_method(
+        sparse.record,
         images,
         sparse_labels,
-        target_fn=sparse.target_fn(model.config),
-        loss=sparse.loss,
-        epochs=epochs,
-        patch=patch_size or record.patch(),
-        lr=lr,
-        length=patches_per_epoch or 8 * len(images),
-        batch_size=batch_size,
-        seed=seed,
-        schedule=schedule,
-        augment=augment,
-        val_images=val_images,
-        val_labels=val_labels,
+        recipe=sparse,
+        budget=budget,
         dataset_options={"unknown": True, "crop": crop},
-        checkpoint_dir=checkpoint_dir,
-        meta={"method": record.name, "data": data, "sparse": True},
-        num_workers=num_workers,
-        device=device,
-        progress=progress,
-        **fit_options,
+        meta={"sparse": True, **dict(options.pop("meta", None) or {})},
+        **options,
     )
-    return model, history
 
 
 def _check_annotated(sparse_labels: Sequence[np.ndarray]) -> None:

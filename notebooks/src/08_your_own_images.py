@@ -49,9 +49,10 @@ FACTORS = cu.pick(fast=[0.25, 0.5, 1.0, 2.0, 4.0], full=[0.25, 0.35, 0.5, 0.7, 1
 # factors outside the zoo's training zoom (0.5x to 2x): where the diameter is estimated
 ESTIMATE_FACTORS = cu.pick(fast=[0.25, 4.0], full=[0.25, 0.35, 2.8, 4])
 KROMP_SIDE = cu.pick(fast=512, full=None)  # Kromp test images: their central crop (None: all)
-TUNE_STEPS = cu.pick(fast=20, full=600)  # optimiser steps of each fine-tuning run
-TUNE_BATCH = cu.pick(fast=4, full=8)  # patches per step
-TUNE_PATCHES = cu.pick(fast=128, full=256)
+# Every fine-tuning run of this notebook: the same optimiser steps (20 fast, 600 full), patches
+# per step and patch side, from the course's table of training budgets.
+TUNE = cu.methods.budget("kromp")  # "kromp-fast" or "kromp-full": one home for budgets
+TUNE_STEPS = TUNE.steps(n_images=1)  # patches per epoch are fixed: any image count gives it
 N_TUNED = cu.pick(fast=[1, 3], full=[1, 2, 3])  # annotated Kromp images to fine-tune on
 CORRECTIONS = cu.pick(fast=[0, 20], full=[0, 10, 25, 50, 100, 200])  # human-in-the-loop
 device = cu.env.get_device()
@@ -412,18 +413,13 @@ def tune(n, start):
             seed=0, **{k: v for k, v in cards["cellpose"]["architecture"].items() if k != "network"}
         )
     )
-    batch = TUNE_BATCH
-    epochs = 2
     tuned, _ = cu.fine_tune(
         "cellpose",
         kromp_train[:n],
         kromp_train_labels[:n],
         model=model,
-        epochs=epochs,
-        patches_per_epoch=TUNE_STEPS * batch // epochs,
-        batch_size=batch,
-        patch_size=TUNE_PATCHES,
-        lr=5e-4 if model is None else 3e-3,
+        budget=TUNE,
+        lr=TUNE.lr if model is None else 3e-3,
         progress=False,
         device=device,
     )
@@ -506,10 +502,7 @@ for k in tqdm(CORRECTIONS, desc="corrections"):
         "cellpose",
         [loop_image],
         [labels_k],
-        epochs=2,
-        patches_per_epoch=TUNE_STEPS * TUNE_BATCH // 2,
-        batch_size=TUNE_BATCH,
-        patch_size=TUNE_PATCHES,
+        budget=TUNE,
         progress=False,
         device=device,
     )

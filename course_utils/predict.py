@@ -23,7 +23,7 @@ from torch import nn
 
 from ._shared.device import amp_dtype, model_device
 from ._shared.validate import check_finite, check_image, check_int
-from .models import UNetOriginal, unet_output_size, valid_input_sizes
+from .models import UNetOriginal, unet_output_size
 
 __all__ = ["network_outputs", "predict_tiled", "tile_grid"]
 
@@ -285,15 +285,15 @@ def network_outputs(
         raise TypeError("image is boolean: give the microscopy image, not a mask")
     if isinstance(model, UNetOriginal):
         if tile_size is None:
-            sizes = valid_input_sizes(model.depth, 64, 2048)
+            sizes = model.valid_sizes(64, 2048)
             tile_size = next(s for s in sizes if unet_output_size(s, model.depth) >= 256)
         return predict_tiled(model, img, tile_size=tile_size, overlap=0, device=device, amp=amp)
     if tile_size is not None:
         return predict_tiled(
             model, img, tile_size=tile_size, overlap=overlap, device=device, amp=amp
         )
-    grid = getattr(model, "grid", 1)
-    multiple = grid * 2 ** int(getattr(model, "depth", 0))
+    grid = getattr(model, "grid", 1)  # StarDist's outputs are on a coarser grid
+    multiple = int(getattr(model, "input_multiple", 1))  # the network says what it takes
     h, w = img.shape[1:]
     mode = "reflect" if min(h, w) > 1 else "edge"
     padded = np.pad(img, ((0, 0), (0, -h % multiple), (0, -w % multiple)), mode=mode)

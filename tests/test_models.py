@@ -286,3 +286,31 @@ def test_count_parameters_counts_trainable_only():
     assert count_parameters(model) == 4 * 2 + 2
     with pytest.raises(TypeError):
         count_parameters("model")
+
+
+@pytest.mark.parametrize(
+    ("make", "multiple"),
+    [
+        (lambda: UNet(depth=3, base_channels=4), 8),
+        (lambda: CellposeNet(depth=2, base_channels=4), 4),
+        (lambda: StarDistNet(depth=2, base_channels=4, grid=2), 8),
+    ],
+)
+def test_networks_say_which_input_sizes_they_take(make, multiple):
+    net = make()
+    assert net.input_multiple == multiple
+    net(torch.zeros(1, 1, 2 * multiple, multiple))  # a multiple goes through
+    with pytest.raises(ValueError, match=f"divisible by {multiple}"):
+        net(torch.zeros(1, 1, 2 * multiple + 1, multiple))
+    assert net.ENCODER and all(
+        any(name.startswith(p) for name, _ in net.named_parameters()) for p in net.ENCODER
+    ), "every encoder prefix names parameters"
+
+
+def test_the_original_unet_lists_its_valid_sizes():
+    net = UNetOriginal(depth=2, base_channels=4)
+    sizes = net.valid_sizes(40, 120)
+    assert sizes == valid_input_sizes(2, 40, 120) and sizes
+    net(torch.zeros(1, 1, sizes[0], sizes[0]))
+    with pytest.raises(ValueError):
+        net(torch.zeros(1, 1, sizes[0] + 1, sizes[0] + 1))

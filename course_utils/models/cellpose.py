@@ -131,10 +131,15 @@ class CellposeNet(nn.Module):
         )
         self.output = _preact_conv(widths[0], 3, kernel_size=1)
 
+    @property
+    def input_multiple(self) -> int:
+        """Input height and width must be multiples of this (``2**depth``)."""
+        return 2**self.depth
+
     def forward(
         self, x: torch.Tensor, return_style: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        check_model_input(x, self.in_channels, 2**self.depth)
+        check_model_input(x, self.in_channels, self.input_multiple)
         skips = []
         for level, block in enumerate(self.down):
             x = block(x if level == 0 else F.max_pool2d(x, 2))

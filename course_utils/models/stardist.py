@@ -100,7 +100,12 @@ class StarDistNet(nn.Module):
         self.prob_head = nn.Conv2d(features, 1, 1)
         self.dist_head = nn.Conv2d(features, n_rays, 1)
 
+    @property
+    def input_multiple(self) -> int:
+        """Input height and width must be multiples of this (``grid * 2**depth``)."""
+        return self.grid * 2**self.depth
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        check_model_input(x, self.in_channels, self.grid * 2**self.depth)
+        check_model_input(x, self.in_channels, self.input_multiple)
         features = self.neck(self.backbone.forward_features(self.stem(x)))
         return self.prob_head(features), F.softplus(self.dist_head(features))

@@ -200,6 +200,11 @@ class UNetOriginal(nn.Module):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 nn.init.zeros_(module.bias)
 
+    def valid_sizes(self, min_size: int = 1, max_size: int = 1024) -> list[int]:
+        """The input sides this network takes (valid convolutions: not every size does), from
+        ``min_size`` to ``max_size``: :func:`valid_input_sizes` at its depth."""
+        return valid_input_sizes(self.depth, min_size, max_size)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_model_input(x, self.in_channels, 1)
         for side in x.shape[-2:]:
@@ -367,9 +372,14 @@ class UNet(nn.Module):
         self.out_features = widths[0]
         self.head = nn.Identity() if out_channels is None else nn.Conv2d(widths[0], out_channels, 1)
 
+    @property
+    def input_multiple(self) -> int:
+        """Input height and width must be multiples of this (``2**depth``)."""
+        return 2**self.depth
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Last decoder features, (B, base_channels, H, W)."""
-        check_model_input(x, self.in_channels, 2**self.depth)
+        check_model_input(x, self.in_channels, self.input_multiple)
         skips = []
         for block in self.encoder:
             x = block(x)

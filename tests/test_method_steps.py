@@ -1,5 +1,5 @@
 """Each method's steps through its record: network outputs -> instances, targets, training,
-checkpoints (what notebook 07 calls by name)."""
+checkpoints (what notebook 07b calls by name)."""
 
 from __future__ import annotations
 

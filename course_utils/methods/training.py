@@ -4,7 +4,7 @@ The number of input channels is an argument of its own (``channels``): one for a
 stain or phase contrast, two for [cytoplasm, nucleus] as Cellpose's cytoplasm model and
 Mesmer take them. It is checked against the images and against the network's arguments.
 
-Introduced in notebook 07.
+Introduced in notebook 07b.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def train_method(
 ) -> tuple[nn.Module, History]:
     """Train a network of ``method`` with its record's targets and loss: the one entry point.
 
-    Every training run of the course comes through here: a fresh network (notebook 07, the
+    Every training run of the course comes through here: a fresh network (notebook 07b, the
     zoo), a pretrained one (``start``: ``course_utils.fine_tune``), or sparse labels
     (``recipe``: ``sparse.train_sparse``). Random patches of ``images`` (float32 (H, W) or
     (C, H, W), normalised) and ``labels`` (int (H, W); -1 unknown with a sparse ``recipe``) are
@@ -113,7 +113,7 @@ def train_method(
         ``meta``.
     history : course_utils.train.History
 
-    Introduced in notebook 07.
+    Introduced in notebook 07b.
     """
     record = get(method)
     changes = {"epochs": epochs, "patches_per_epoch": patches_per_epoch, "lr": lr}
@@ -138,12 +138,7 @@ def train_method(
             labels,
             target_fn=(recipe or record).target_fn(model.config),
             loss=(recipe or record).loss,
-            epochs=plan.epochs,
-            patch=plan.patch_size or record.patch(),
-            batch_size=plan.batch_size,
-            lr=plan.lr,
-            length=plan.patches(len(images)),
-            schedule=plan.schedule,
+            budget=plan.replace(patch_size=plan.patch_size or record.patch()),
             augment=augment,
             seed=seed,
             val_images=val_images,
@@ -202,12 +197,7 @@ def train_patches(
     *,
     target_fn: Callable,
     loss: Callable,
-    epochs: int,
-    patch: int,
-    length: int,
-    batch_size: int,
-    lr: float,
-    schedule: str = "cosine",
+    budget: Budget,
     augment: Callable | None = None,
     seed: int = 0,
     val_images: Sequence[np.ndarray] | None = None,
@@ -221,17 +211,21 @@ def train_patches(
     progress: bool = True,
     **fit_options: Any,
 ) -> History:
-    """The one training front end: ``model`` on random patches, through ``train.fit``.
+    """``model`` on random patches, through ``train.fit``: the layer beneath :func:`train_method`.
 
-    :func:`train_method`, ``sparse.train_sparse`` and ``course_utils.fine_tune`` differ only in
-    the network they start from, the targets and the loss; all three train here. ``length``
-    random ``patch`` x ``patch`` patches of ``images``/``labels`` an epoch
-    (``PatchDataset(..., **dataset_options)``, augmented by ``augment``, turned into
-    ``target_fn(labels)``), ``batch_size`` a step, ``loss(output, *targets)``, Adam at ``lr``
-    (or ``optimizer``) with ``schedule`` (``_shared.schedules.lr_schedule``); validation
+    :func:`train_method` (and through it ``sparse.train_sparse`` and ``course_utils.fine_tune``)
+    trains here; call it directly only for a network no record describes (notebook 10's joint
+    network). ``budget.patches(len(images))`` random ``budget.patch_size`` patches of
+    ``images``/``labels`` an epoch (``PatchDataset(..., **dataset_options)``, augmented by
+    ``augment``, turned into ``target_fn(labels)``), ``budget.batch_size`` a step,
+    ``loss(output, *targets)``, Adam at ``budget.lr`` (or ``optimizer``) with
+    ``budget.schedule`` (``_shared.schedules.lr_schedule``) for ``budget.epochs``; validation
     patches (an eighth as many, not augmented) of ``val_images``/``val_labels`` after each
-    epoch; ``meta`` into the checkpoints. Returns the history.
+    epoch; ``meta`` into the checkpoints. Returns the history. Introduced in notebook 10.
     """
+    if budget.patch_size is None:
+        raise ValueError("budget.patch_size is None: give the patch side, budget.replace(...)")
+    patch, batch_size, length = budget.patch_size, budget.batch_size, budget.patches(len(images))
     if (val_images is None) != (val_labels is None):
         raise ValueError("give both val_images and val_labels, or neither.")
     loader = partial(
@@ -248,7 +242,7 @@ def train_patches(
             val_images, val_labels, patch, length=max(batch_size, length // 8), seed=seed + 1
         )
         val = loader(val_set)
-    steps = epochs * -(-length // batch_size)
+    epochs, lr = budget.epochs, budget.lr
     return fit(
         model,
         loader(train_set, shuffle=True),
@@ -257,7 +251,7 @@ def train_patches(
         epochs=epochs,
         lr=lr,
         optimizer=optimizer,
-        scheduler=lr_schedule(schedule, epochs, steps, lr),
+        scheduler=lr_schedule(budget.schedule, epochs, budget.steps(len(images)), lr),
         device=device,
         seed=seed,
         checkpoint_dir=checkpoint_dir,

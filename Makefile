@@ -48,7 +48,7 @@ test: setup  ## every check: lint, generated notebooks up to date, unit tests, n
 	COURSE_TEST_CHECKPOINTS=$(CURDIR)/_build/test-checkpoints COURSE_SAVE_EXECUTED=$(CURDIR)/_build/executed \
 	    OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n $(JOBS) \
 	    --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=600 \
-	    --ignore=tests/website tests notebooks/[0-9][0-9]_*.ipynb
+	    --ignore=tests/website tests notebooks/[0-9][0-9]*_*.ipynb
 	@# the website, from the notebooks just executed (nothing runs twice), then the browser check
 	$(PY) scripts/cache_executed.py _build/executed
 	@$(MAKE) --no-print-directory site

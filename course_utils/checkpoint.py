@@ -349,7 +349,7 @@ def checkpoint_dir(name: str, root: str | os.PathLike | None = None) -> Path:
 
     The mode is part of the path, so that a fast-mode model is never mistaken for a full-mode
     one. ``root`` defaults to ``COURSE_CHECKPOINTS`` or ``checkpoints/`` in the current folder
-    (git-ignored). A later notebook (07) finds the earlier notebooks' models here.
+    (git-ignored). A later notebook (07b) finds the earlier notebooks' models here.
 
     Introduced in notebook 03.
     """

@@ -213,7 +213,7 @@ def detection_curve(
     same IoU go to the lower id here, to the higher one in COCOeval.
     Detections are pooled over images by a stable sort of their scores, as ``accumulate`` does.
 
-    Introduced in notebook 07.
+    Introduced in notebook 07b.
     """
     thresh = check_real(thresh, "thresh", minimum=0.0, maximum=1.0)
     if thresh == 0.0:

@@ -41,7 +41,7 @@ def get_device(prefer: str | None = None):
     RuntimeError
         If the preferred device is not available, with the reason.
 
-    Introduced in notebook 02.
+    Introduced in notebook 02b.
     """
     return resolve_device(prefer or None)
 

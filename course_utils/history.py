@@ -1,6 +1,6 @@
 """``History``: the per-epoch records of a training run, as returned by ``train.fit``.
 
-Introduced in notebook 02.
+Introduced in notebook 02b.
 """
 
 from __future__ import annotations

@@ -374,7 +374,7 @@ def pixel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
         A 0/0 ratio is 1.0 when both masks are empty (nothing to find, nothing found) and
         0.0 otherwise (e.g. precision of an empty prediction when the truth is not empty).
 
-    Introduced in notebook 02.
+    Introduced in notebook 02b.
     """
     t, p = check_label_pair(y_true, y_pred, allow_bool=True)
     t, p = t != 0, p != 0

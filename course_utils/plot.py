@@ -47,7 +47,7 @@ def label_cmap(n_labels: int = 256, seed: int = 0) -> ListedColormap:
         ``n_labels`` RGBA colours; colour 0 is opaque black, the others have HSV
         saturation and value in [0.6, 1] (bright) and random hues.
 
-    Introduced in notebook 04.
+    Introduced in notebook 05.
     """
     if int(n_labels) != n_labels or n_labels < 2:
         raise ValueError(f"n_labels must be an integer >= 2, got {n_labels!r}.")

@@ -5,7 +5,7 @@ with colour bars, warped grids, flow fields, trajectories, failure crops) live h
 student scrolls past a one-line call instead of thirty lines of matplotlib. Every helper returns
 the figure it drew (or the RGB array it made), and checks its input before drawing.
 
-Introduced in notebook 04.
+Introduced in notebook 05.
 """
 
 from __future__ import annotations
@@ -62,8 +62,6 @@ def show_maps(
     Returns
     -------
     Figure
-
-    Introduced in notebook 04.
     """
     arrays = [np.asarray(m) for m in maps]
     if not arrays:
@@ -114,8 +112,6 @@ def show_deformations(
     Returns
     -------
     Figure
-
-    Introduced in notebook 04.
     """
     n = len(grids)
     if n == 0:
@@ -266,8 +262,6 @@ def failure_crop(
     Returns
     -------
     np.ndarray, float, (size, size, 3)
-
-    Introduced in notebook 05.
     """
     image, holder = np.asarray(image), np.asarray(holder)
     if not (image.shape == np.shape(truth) == np.shape(pred) == holder.shape):

@@ -277,7 +277,7 @@ def network_outputs(
     valid input with an output of >= 256 pixels), overlap-tile prediction with
     :func:`predict_tiled`. ``device``: default the model's; ``amp`` as in ``predict_tiled``.
 
-    Introduced in notebook 07.
+    Introduced in notebook 07b.
     """
     img = _as_chw(image)
     dtype = image.dtype if torch.is_tensor(image) else np.asarray(image).dtype

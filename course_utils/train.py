@@ -1,8 +1,8 @@
 """The training loop: ``fit`` (mixed precision, checkpoints, exact resume) and ``History``.
 
-Notebook 02 builds the loop by hand, then switches to ``fit``. The same ``fit`` runs on one
+Notebook 02b builds the loop by hand, then switches to ``fit``. The same ``fit`` runs on one
 process or, unchanged, on several under ``torchrun`` (``course_utils.distributed``).
-Introduced in notebook 02.
+Introduced in notebook 02b.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def fit(
     ...               epochs=20, checkpoint_dir="runs/unet")  # doctest: +SKIP
     >>> history.plot()  # doctest: +SKIP
 
-    Introduced in notebook 02.
+    Introduced in notebook 02b.
     """
     epochs = check_int(epochs, "epochs", minimum=1)
     seed = check_int(seed, "seed", minimum=0)

@@ -3,7 +3,7 @@ optimiser, mixed precision), one training epoch, validation, the scheduler step 
 checkpoint holds.
 
 ``course_utils.train.fit`` is the entry point; these are its pieces, one concern each.
-Introduced in notebook 02.
+Introduced in notebook 02b.
 """
 
 from __future__ import annotations

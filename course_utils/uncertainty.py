@@ -32,7 +32,7 @@ The interval says how much the score depends on *which* test images were drawn, 
 other training runs or other data; with a handful of images it is itself rough (4 images have
 only 35 distinct resamples).
 
-Introduced in notebook 07.
+Introduced in notebook 07b.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def image_counts(
         one threshold, (n_images, n_thresholds) for several; ``n_true``, ``n_pred``, ``images``
         (ones): shape (n_images,).
 
-    Introduced in notebook 07.
+    Introduced in notebook 07b.
     """
     truths, preds = list(truths), list(preds)
     if len(truths) != len(preds) or not truths:
@@ -229,7 +229,7 @@ def bootstrap_interval(
     Interval
         ``estimate`` is the score of the counts as given (every image once).
 
-    Introduced in notebook 07.
+    Introduced in notebook 07b.
     """
     arrays, n_images = _check_counts(counts)
     n_boot, level, seed = _check_options(n_boot, level, seed)
@@ -252,7 +252,7 @@ def bootstrap_difference(
     """Score of ``a`` minus score of ``b`` on the same images, with a *paired* interval: each
     resample draws the same images for both (``counts_a`` and ``counts_b`` describe the same
     images in the same order). An interval above 0 says that ``a`` is better on images like
-    these. Arguments as in :func:`bootstrap_interval`. Introduced in notebook 07."""
+    these. Arguments as in :func:`bootstrap_interval`. Introduced in notebook 07b."""
     arrays_a, n_a = _check_counts(counts_a)
     arrays_b, n_b = _check_counts(counts_b)
     if n_a != n_b:

@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only report stale notebooks")
     args = parser.parse_args(argv)
     stale: list[str] = []
-    sources = sorted(SRC.glob("[0-9][0-9]_*.py"))
+    sources = sorted(SRC.glob("[0-9][0-9]*_*.py"))
     if not sources:
         print(f"no notebook sources in {SRC}", file=sys.stderr)
         return 1

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "course_utils"
 MAX_LINES = 400
-NOTE = re.compile(r"Introduced\s+in\s+notebook\s+(\d\d)")
+NOTE = re.compile(r"Introduced\s+in\s+notebook\s+(\d\d[a-z]?)\b")
 
 
 def _modules() -> list[Path]:
@@ -106,7 +106,7 @@ def test_the_function_rule_counts_code_not_docstrings():
 def _notebook_trees() -> dict[str, list[ast.AST]]:
     """The parsed code cells of every notebook source (jupytext percent format), by number."""
     trees = {}
-    for path in sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]_*.py")):
+    for path in sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]*_*.py")):
         text = path.read_text()
         heads = ["# %%", *re.findall(r"^# %%.*$", text, flags=re.M)]
         cells = re.split(r"^# %%.*$", text, flags=re.M)
@@ -118,7 +118,7 @@ def _notebook_trees() -> dict[str, list[ast.AST]]:
                 parsed.append(ast.parse(cell))
             except SyntaxError:  # a cell with shell or magic lines
                 continue
-        trees[path.name[:2]] = parsed
+        trees[path.name.split("_")[0]] = parsed  # "02", "02b", ...
     return trees
 
 
@@ -227,3 +227,31 @@ def test_module_notes_name_the_first_notebook_that_uses_the_module():
         if first is not None and match.group(1) != first:
             wrong.append(f"{path.relative_to(ROOT)}: says {match.group(1)}, first used in {first}")
     assert not wrong, "\n".join(wrong)
+
+
+MAX_NOTEBOOK_LINES = 1000
+
+
+def test_no_notebook_source_over_1000_lines():
+    long = {
+        p.name: n
+        for p in sorted((ROOT / "notebooks" / "src").glob("[0-9][0-9]*_*.py"))
+        if (n := len(p.read_text().splitlines())) > MAX_NOTEBOOK_LINES
+    }
+    assert not long, (
+        f"a chapter a reader can hold: move long figure code to course_utils.figures "
+        f"(over {MAX_NOTEBOOK_LINES} lines: {long})"
+    )
+
+
+def test_no_fmt_skip_markers():
+    # ruff format is the one layout; a marker is kept only where a layout carries meaning
+    # (an aligned table), and none does today.
+    marked = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for folder in ("course_utils", "benchmarks", "scripts", "tests", "notebooks/src")
+        for p in sorted((ROOT / folder).rglob("*.py"))
+        for i, line in enumerate(p.read_text().splitlines(), start=1)
+        if line.rstrip().endswith(("# fmt: skip", "# fmt: off"))
+    ]
+    assert not marked, f"ruff format decides the layout: {marked}"

@@ -2,7 +2,7 @@
 
 The course teaches four deep methods of instance segmentation. Each is a :class:`Method`
 record in :data:`METHODS`; notebooks 03, 05 and 06 build every piece by hand and then assert
-that theirs equals the record's, and notebook 07, the model zoo, the tests and the benchmarks
+that theirs equals the record's, and notebook 07b, the model zoo, the tests and the benchmarks
 use the records, so that no recipe is written twice:
 
 ==================  ================  ==================================  =====================

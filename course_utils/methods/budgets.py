@@ -1,7 +1,7 @@
 """Training budgets by name: how long and how hard each training run of the course trains.
 
 One table, :data:`BUDGETS`, holds every budget the course trains with: the mode's budgets
-(``"fast"``, ``"full"``: notebook 07 trains missing models with them, and
+(``"fast"``, ``"full"``: notebook 07b trains missing models with them, and
 :func:`~course_utils.methods.train_method` uses them when given no budget), the lessons'
 (``"sparse-fast"``/``"sparse-full"``: notebook 09; ``"cells-fast"``/``"cells-full"``: notebook
 10; ``"kromp-fast"``/``"kromp-full"``: notebook 08's fine-tuning on Kromp), a user's fine-tuning
@@ -10,7 +10,7 @@ One table, :data:`BUDGETS`, holds every budget the course trains with: the mode'
 Each name maps a run (a method's name, or a notebook's name for a run) to a :class:`Budget`;
 ``"*"`` is the budget of any other run.
 
-Introduced in notebook 07.
+Introduced in notebook 07b.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def budget(
     ``changes`` replace fields (``epochs=3``; ``None`` values are ignored).
     Raises ``KeyError`` naming the budgets there are.
 
-    Introduced in notebook 07.
+    Introduced in notebook 07b.
     """
     if isinstance(name, Budget):
         return name.replace(**changes)

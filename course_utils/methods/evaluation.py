@@ -29,7 +29,10 @@ def outputs_of(
     device: Any = None,
     progress: bool = False,
 ) -> list[np.ndarray]:
-    """Raw network outputs of every image, tiled as the record says for this mode."""
+    """Raw network outputs of every image, tiled as the record says for this mode.
+
+    Introduced in notebook 09.
+    """
     record = get(method)
     tiles = record.tiles()
     return [
@@ -89,6 +92,8 @@ def tune_postprocess(
     Tries every combination of ``grid`` (default: the record's ``tuning``). Returns
     ``(best options, table)``: the table has one row per combination with its scores; ties go
     to the first combination (the grids list the record's defaults early).
+
+    Introduced in notebook 07b.
     """
     record = get(method)
     grid = dict(record.tuning if grid is None else grid)

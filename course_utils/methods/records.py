@@ -374,7 +374,7 @@ METHODS: Mapping[str, Method] = _frozen(
 
 
 #: The four nucleus methods of notebooks 03, 05 and 06, in the course's order: the model zoo has
-#: one model of each, notebook 07 compares them (:data:`METHODS` holds more records).
+#: one model of each, notebook 07b compares them (:data:`METHODS` holds more records).
 NUCLEUS_METHODS = ("unet_weighted", "unet_3class", "cellpose", "stardist")
 
 

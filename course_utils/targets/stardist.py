@@ -312,7 +312,7 @@ def fibonacci_rays(n: int) -> np.ndarray:
         Unit vectors (z, y, x); z runs from near -1 to near +1 in equal steps and the azimuth
         turns by the golden angle from one ray to the next.
 
-    Introduced in notebook 06.
+    Introduced in notebook 06b.
     """
     n = check_int(n, "n", minimum=4)
     i = np.arange(n, dtype=np.float64)
@@ -365,7 +365,7 @@ def star_dist_3d(labels: np.ndarray, rays: np.ndarray) -> np.ndarray:
         Unit steps along the ray until the rounded position leaves the object, then the same
         half-voxel correction as the 2-D :func:`star_dist`. Isotropic voxels assumed.
 
-    Introduced in notebook 06.
+    Introduced in notebook 06b.
     """
     labels = np.ascontiguousarray(_check_labels_np(labels, 3), dtype=np.int32)
     rays = np.asarray(rays, dtype=np.float64)

@@ -311,7 +311,7 @@ print(
 # ## Patches for training
 # Networks train on random crops (*patches*) of the images. `cu.data.PatchDataset` cuts them,
 # applies an optional augmentation to image and labels together, and turns the labels into the
-# training target. We will use it from notebook 02 on.
+# training target. We will use it from notebook 02b on.
 
 # %%
 train_images, train_labels = cu.data.load_split("bbbc039", "train", n=N_IMAGES)

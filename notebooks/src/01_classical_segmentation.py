@@ -484,7 +484,7 @@ for md in sorted({best_md["shape"], 5}):
 
 # %% [markdown]
 # ## The baseline score on the BBBC039 test images
-# The whole pipeline is one function of the course library, so that notebook 07 can compare it
+# The whole pipeline is one function of the course library, so that notebook 07b can compare it
 # with the networks:
 #
 # ```python
@@ -505,7 +505,7 @@ for md in sorted({best_md["shape"], 5}):
 #
 # A choice made by looking at the test images fits their peculiarities, so their score would be
 # optimistic: it would no longer tell how the method does on images it has never seen. The
-# test images are looked at once, at the end, with every choice already made. Notebook 02
+# test images are looked at once, at the end, with every choice already made. Notebook 02b
 # returns to this: training, validation and test sets, and *leakage* between them.
 # </details>
 
@@ -545,7 +545,7 @@ plt.show()
 # - `min_distance` trades merges against splits and depends on the nucleus size: chosen on
 #   validation images, it does not transfer to smaller nuclei.
 # - `cu.classical.segment_classical` is the baseline; its F1 at IoU 0.5 on the test images is
-#   printed above. The networks of the next notebooks have to beat it; notebook 07 compares
+#   printed above. The networks of the next notebooks have to beat it; notebook 07b compares
 #   them all with the same matching function.
 #
 # The checks below fail if the pipeline breaks.

@@ -3,8 +3,7 @@
 #
 # **What you will learn**
 # - a training primer: tensors, gradients by autograd, `nn.Module`, an optimiser step and the
-#   learning rate; later, `DataLoader`, training / validation / test sets and leakage, and what
-#   overfitting looks like in the training and validation curves;
+#   learning rate;
 # - what a 2D convolution computes, written with loops and as one matrix product (unfold), and
 #   why deep learning's "convolution" is really a cross-correlation;
 # - how padding, stride, dilation and channels change the output, and the output-size formula;
@@ -12,20 +11,18 @@
 #   gradient of one output pixel;
 # - batch normalisation (training vs evaluation statistics), layer and group normalisation;
 # - activations and their gradients, and which output activation a segmentation network needs;
-# - pooling, upsampling, transposed convolution (and its checkerboard), residual blocks, dropout;
-# - the segmentation losses (MSE, binary and multi-class cross-entropy, soft Dice) and the class
-#   imbalance trap;
-# - how these pieces make a tiny fully convolutional network that segments nuclei, and how to
-#   read its training curves.
+# - pooling, upsampling, transposed convolution (and its checkerboard), residual blocks, dropout.
 #
 # Every piece is first written by hand and then **asserted** equal to PyTorch's version: when an
-# assert passes, you know exactly what the library does.
+# assert passes, you know exactly what the library does. Notebook 02b continues with the losses
+# and puts these pieces together into a tiny network that learns to segment nuclei.
 #
 # **Papers:** {cite}`dumoulin2016convarithmetic`, {cite}`luo2016erf`, {cite}`ioffe2015batchnorm`,
-# {cite}`he2016resnet`, {cite}`srivastava2014dropout`, {cite}`odena2016checkerboard`,
-# {cite}`milletari2016vnet`
+# {cite}`he2016resnet`, {cite}`srivastava2014dropout`, {cite}`odena2016checkerboard`
 
 # %%
+import itertools
+
 import matplotlib.pyplot as plt
 import numpy as np
 import scipy.ndimage as ndi
@@ -33,7 +30,6 @@ import scipy.signal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 import course_utils as cu
 
@@ -41,24 +37,9 @@ report = cu.env.check_env()
 rng = cu.env.seed_everything(0)
 
 # %% [markdown]
-# Sizes come from `cu.pick(fast=..., full=...)`. The building blocks run on the CPU in both
-# modes (they are small); only the tiny network at the end trains on the best device available.
-
-# %%
-N_TRAIN = cu.pick(fast=8, full=100)  # BBBC039 training images for the tiny network
-N_VAL = cu.pick(fast=4, full=50)  # validation images
-PATCH = cu.pick(fast=64, full=128)  # training patch size (pixels)
-PATCHES_PER_EPOCH = cu.pick(fast=192, full=4000)
-EPOCHS = cu.pick(fast=5, full=30)
-BATCH = 16
-OVERFIT_STEPS = 200  # the deliberate overfitting run of section 8: two crops, a few seconds
-device = cu.env.get_device()
-print(
-    f"mode {cu.get_mode()}: {N_TRAIN} train / {N_VAL} val images, {PATCH}px patches, "
-    f"{EPOCHS} epochs of {PATCHES_PER_EPOCH} patches, training on {device}"
-)
-
-# %% [markdown]
+# The building blocks are small: they run on the CPU, with the same sizes in fast and full mode,
+# so this notebook has no `cu.pick` settings (notebook 02b, which trains a network, has them).
+#
 # Every hand-built block below is compared with PyTorch through this helper, which also records
 # the comparison for the final recap.
 
@@ -84,20 +65,10 @@ def assert_matches(name, actual, expected, rtol=1e-5, atol=1e-5):
 # roughly [0, 1], see notebook 00), and a 128 x 128 crop of it.
 
 # %%
-train_images, train_labels = cu.data.load_split("bbbc039", "train", n=N_TRAIN)
-image, label = train_images[0], train_labels[0]
+train_images, _ = cu.data.load_split("bbbc039", "train", n=1)  # the first training image
+image = train_images[0]
 crop = image[200:328, 250:378]
-crop_label = label[200:328, 250:378]
-fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-axes[0].imshow(image, cmap="gray", vmin=0, vmax=1)
-axes[0].add_patch(plt.Rectangle((250, 200), 128, 128, fill=False, color="tab:orange", lw=2))
-axes[0].set_title(f"BBBC039 training image {image.shape}")
-axes[1].imshow(crop, cmap="gray", vmin=0, vmax=1)
-axes[1].set_title("the 128 x 128 crop used below")
-for ax in axes:
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-plt.tight_layout()
+cu.figures.blocks.show_crop(image, top=200, left=250, size=128, name="BBBC039 training image")
 plt.show()
 
 # %% [markdown]
@@ -184,16 +155,13 @@ print("its parameters:", [tuple(p.shape) for p in nn.Conv2d(1, 1, 3, bias=False)
 # `lr = 0.3` and once with `lr = 1.0`. Which one finds the kernel faster?
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 3.6))
-for lr in (0.3, 1.0):
-    layer, losses = train_one_kernel(lr)
-    print(f"lr {lr}: loss {losses[0]:.3f} at the start, {losses[-1]:.3g} after 100 steps")
-    ax.plot(np.arange(1, 101), losses, label=f"lr = {lr}")
-    if lr == 0.3:
-        learned = layer.weight.detach()[0, 0]
-ax.set(yscale="log", xlabel="step", ylabel="MSE loss (log scale)", title="Learning one kernel")
-ax.legend()
+runs = {lr: train_one_kernel(lr) for lr in (0.3, 1.0)}  # lr -> (layer, losses)
+lr_curves = {f"lr = {lr}": losses for lr, (_, losses) in runs.items()}
+for name, losses in lr_curves.items():
+    print(f"{name}: loss {losses[0]:.3f} at the start, {losses[-1]:.3g} after 100 steps")
+cu.figures.blocks.show_learning_curves(lr_curves, "Learning one kernel", "MSE loss (log scale)")
 plt.show()
+learned = runs[0.3][0].weight.detach()[0, 0]
 print("learned kernel (lr 0.3):\n", learned.numpy().round(3))
 assert_matches("a conv layer learns the edge kernel from examples", learned, edge_kernel, atol=0.02)
 
@@ -215,7 +183,7 @@ assert_matches("a conv layer learns the edge kernel from examples", learned, edg
 # </details>
 #
 # Part 2 of this primer (data loaders, training and validation curves, overfitting) comes in
-# section 7, where we train a real network.
+# notebook 02b, where we train a real network.
 #
 # ## 1 · Convolution
 # A convolutional layer slides a small kernel `w` (say 3 x 3) over the image and, at every
@@ -281,14 +249,10 @@ assert_matches("conv2d with loops", conv2d_loops(small, w_random), reference)
 # %%
 sobel_x = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float32)
 true_conv = scipy.signal.convolve2d(small, sobel_x, mode="valid")
-torch_flipped = F.conv2d(
-    torch.from_numpy(small)[None, None], torch.from_numpy(sobel_x[::-1, ::-1].copy())[None, None]
-)
-assert_matches("true convolution = F.conv2d with flipped kernel", true_conv, torch_flipped[0, 0])
-print(
-    "Sobel: convolution = -1 x cross-correlation:",
-    np.allclose(true_conv, -conv2d_loops(small, sobel_x), atol=1e-5),
-)
+torch_flipped = torch_conv2d(small, sobel_x[::-1, ::-1].copy())  # F.conv2d, kernel flipped
+assert_matches("true convolution = F.conv2d with flipped kernel", true_conv, torch_flipped)
+opposite = np.allclose(true_conv, -conv2d_loops(small, sobel_x), atol=1e-5)
+print("Sobel: convolution = -1 x cross-correlation:", opposite)
 
 # %% [markdown]
 # ### Padding, stride, dilation: the output-size formula
@@ -301,22 +265,7 @@ print(
 #   5 x 5 pixels with 9 weights.
 
 # %%
-grid = np.zeros((3, 9, 9))
-grid[0, 3:6, 3:6] = 1  # 3x3 kernel
-grid[1, 2:7:2, 2:7:2] = 1  # 3x3 kernel, dilation 2
-grid[2, 3:6, 1:4] += 1  # stride 2: two neighbouring output pixels, 2 pixels apart
-grid[2, 3:6, 3:6] += 2
-titles = ["3x3 kernel", "3x3, dilation 2 (covers 5x5)", "stride 2: two outputs (overlap yellow)"]
-fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-for ax, g, title in zip(axes, grid, titles):
-    ax.imshow(g, cmap="viridis", vmin=0, vmax=3)
-    ax.set_xticks(np.arange(-0.5, 9), minor=True)
-    ax.set_yticks(np.arange(-0.5, 9), minor=True)
-    ax.grid(which="minor", color="w", lw=0.5)
-    ax.set_title(title)
-    ax.set_xlabel("input x")
-    ax.set_ylabel("input y")
-plt.tight_layout()
+cu.figures.blocks.show_kernel_footprints()
 plt.show()
 
 # %% [markdown]
@@ -354,15 +303,8 @@ def torch_output_size(n, kernel, stride=1, padding=0, dilation=1):
     return F.conv1d(x, w, stride=stride, padding=padding, dilation=dilation).shape[-1]
 
 
-cases = [
-    (n, k, s, p, d)
-    for n in (7, 8, 32)
-    for k in (1, 2, 3, 5)
-    for s in (1, 2, 3)
-    for p in (0, 1, 2)
-    for d in (1, 2)
-    if n + 2 * p >= d * (k - 1) + 1
-]
+grid = itertools.product((7, 8, 32), (1, 2, 3, 5), (1, 2, 3), (0, 1, 2), (1, 2))  # n k s p d
+cases = [(n, k, s, p, d) for n, k, s, p, d in grid if n + 2 * p >= d * (k - 1) + 1]
 ours = [conv_output_size(n, k, s, p, d) for n, k, s, p, d in cases]
 theirs = [torch_output_size(n, k, s, p, d) for n, k, s, p, d in cases]
 cu.checks.check_equal(np.array(ours), np.array(theirs), f"conv_output_size on {len(cases)} cases")
@@ -417,42 +359,24 @@ print(f"parameters: 8 x 3 x 3 x 3 weights + 8 biases = {8 * 3 * 3 * 3 + 8} = {n_
 # the border of the crop: "same" padding adds zeros there, and the image is not zero.
 
 # %%
-gauss_1d = np.exp(-0.5 * (np.arange(-3, 4) / 1.5) ** 2)
+gauss_1d = np.exp(-0.5 * (np.arange(-3, 4) / 1.5) ** 2).astype(np.float32)
 kernels = {
     "Sobel x (vertical edges)": sobel_x,
     "Sobel y (horizontal edges)": sobel_x.T.copy(),
     "Laplacian (blobs, outlines)": np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32),
     "box blur 5x5": np.full((5, 5), 1 / 25, np.float32),
-    "Gaussian blur (sigma 1.5)": (np.outer(gauss_1d, gauss_1d) / gauss_1d.sum() ** 2).astype(
-        np.float32
-    ),
+    "Gaussian blur (sigma 1.5)": np.outer(gauss_1d, gauss_1d) / gauss_1d.sum() ** 2,
 }
 stack = torch.from_numpy(np.stack(list(kernels.values())[:3]))[:, None]  # 3 kernels, 1 layer
 crop_t = torch.from_numpy(crop)[None, None]
 edges = F.conv2d(crop_t, stack, padding="same")[0]  # one conv layer with 3 output channels
+blur_kernels = list(kernels.values())[3:]
 blurred = [
-    F.conv2d(crop_t, torch.from_numpy(k)[None, None], padding="same")[0, 0]
-    for k in list(kernels.values())[3:]
+    F.conv2d(crop_t, torch.from_numpy(k)[None, None], padding="same")[0, 0] for k in blur_kernels
 ]
-assert_matches(
-    "Sobel via F.conv2d = scipy.ndimage.correlate",
-    edges[0],
-    ndi.correlate(crop, sobel_x, mode="constant"),
-)
-
-# %%
-fig, axes = plt.subplots(2, 3, figsize=(12, 8))
-panels = [("input crop", crop), *zip(kernels, [*edges, *blurred])]
-for ax, (title, img) in zip(axes.ravel(), panels):
-    if "blur" in title or title == "input crop":
-        ax.imshow(img, cmap="gray")
-    else:  # signed responses: white = 0, red = positive, blue = negative
-        limit = float(img.abs().max())
-        ax.imshow(img, cmap="RdBu_r", vmin=-limit, vmax=limit)
-    ax.set_title(title)
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-plt.tight_layout()
+sobel_scipy = ndi.correlate(crop, sobel_x, mode="constant")
+assert_matches("Sobel via F.conv2d = scipy.ndimage.correlate", edges[0], sobel_scipy)
+cu.figures.blocks.show_filter_responses(crop, dict(zip(kernels, [*edges, *blurred])))
 plt.show()
 
 # %% [markdown]
@@ -517,9 +441,8 @@ def library_receptive_field(layers):
 
 conv3, same3, pool2 = (3, 1, 0, 1), (3, 1, 1, 1), (2, 2, 0, 1)
 cu.checks.check_equal(my_receptive_field([conv3, conv3])[0], 5, "size of two 3x3 convs")
-cu.checks.check_equal(
-    my_receptive_field([conv3, pool2, conv3])[0], 8, "size of conv 3x3, pool 2x2, conv 3x3"
-)
+conv_pool_conv = my_receptive_field([conv3, pool2, conv3])[0]
+cu.checks.check_equal(conv_pool_conv, 8, "size of conv 3x3, pool 2x2, conv 3x3")
 stacks = {
     "two 3x3 convs": [conv3, conv3],
     "conv pool conv": [conv3, pool2, conv3],
@@ -527,18 +450,14 @@ stacks = {
     "original U-Net encoder": [conv3, conv3, pool2] * 4 + [conv3, conv3],
 }
 for name, layers in stacks.items():
-    cu.checks.check_equal(
-        my_receptive_field(layers), library_receptive_field(layers), f"(size, jump, start): {name}"
-    )
+    ours, library = my_receptive_field(layers), library_receptive_field(layers)
+    cu.checks.check_equal(ours, library, f"(size, jump, start): {name}")
 
 # %%
 for name, layers in stacks.items():
     library = cu.models.receptive_field([("conv", *layer) for layer in layers])
-    assert_matches(
-        f"receptive field of {name}",
-        my_receptive_field(layers),
-        (library.size, library.jump, library.start),
-    )
+    ours = my_receptive_field(layers)
+    assert_matches(f"receptive field of {name}", ours, (library.size, library.jump, library.start))
     print(f"   {name}: {library}")
 
 # %% [markdown]
@@ -601,21 +520,7 @@ for seed in range(20):
         modules += [nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()]
     erf += gradient_of_one_output(nn.Sequential(*modules), 64, 32, 32)
 theory = gradient_of_one_output(as_module(deep, channels=8), 64, 32, 32) > 0
-fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-axes[0].imshow(theory, cmap="gray")
-axes[0].set_title(f"theoretical field: {size_deep} x {size_deep}")
-axes[1].imshow(erf, cmap="magma")
-axes[1].set_title("effective field: mean |gradient|, random weights")
-for ax in axes[:2]:
-    ax.set_xlabel("input x")
-    ax.set_ylabel("input y")
-axes[2].plot(erf[32] / erf[32].max(), label="effective (random weights)")
-axes[2].plot(theory[32], label="theoretical")
-axes[2].set_title("profile through the centre")
-axes[2].set_xlabel("input x")
-axes[2].set_ylabel("relative gradient")
-axes[2].legend()
-plt.tight_layout()
+cu.figures.blocks.show_effective_field(theory, erf)
 plt.show()
 half = erf[32] / erf[32].max() > 0.5
 print(f"theoretical size {size_deep} px, effective (gradient > half of its peak) {half.sum()} px")
@@ -717,11 +622,8 @@ with torch.no_grad():
 
 # %%
 assert_matches("batch norm, training mode", ours, theirs, atol=1e-4)
-assert_matches(
-    "batch norm, running statistics",
-    torch.cat([my_mean, my_var]),
-    torch.cat([bn.running_mean, bn.running_var]),
-)
+running = torch.cat([bn.running_mean, bn.running_var])
+assert_matches("batch norm, running statistics", torch.cat([my_mean, my_var]), running)
 assert_matches("batch norm, evaluation mode", ours_eval, theirs_eval, atol=1e-4)
 with torch.no_grad():
     train_out = bn.train()(x_eval)  # normalised with its own statistics (and updates running)
@@ -771,17 +673,12 @@ activations = {
     ),
     "sigmoid": (torch.sigmoid, lambda v: torch.sigmoid(v) * (1 - torch.sigmoid(v))),
 }
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-for ax, (name, (f, derivative)) in zip(axes, activations.items()):
+activation_curves = {}  # name: (f(z), f'(z) by autograd), for the figure
+for name, (f, derivative) in activations.items():
     (autograd,) = torch.autograd.grad(f(z).sum(), z)
     assert_matches(f"derivative of {name}", derivative(z.detach()), autograd)
-    ax.plot(z.detach(), f(z).detach(), label="f(x)")
-    ax.plot(z.detach(), autograd, "--", label="f'(x) (autograd)")
-    ax.set_title(name)
-    ax.set_xlabel("x")
-    ax.set_ylabel("value")
-    ax.legend()
-plt.tight_layout()
+    activation_curves[name] = (f(z), autograd)
+cu.figures.blocks.show_activations(z, activation_curves)
 plt.show()
 
 # %% [markdown]
@@ -811,17 +708,11 @@ logits = 20 * torch.randn(2, 3, 8, 8)  # (N, C, H, W) with large logits: naive e
 assert_matches("softmax over channels", softmax(logits), torch.softmax(logits, dim=1))
 v = torch.randn(4)
 s = softmax(v, dim=0)
-assert_matches(
-    "softmax Jacobian diag(s) - s s^T",
-    torch.diag(s) - torch.outer(s, s),
-    torch.autograd.functional.jacobian(lambda t: torch.softmax(t, 0), v),
-)
+jacobian = torch.autograd.functional.jacobian(lambda t: torch.softmax(t, 0), v)
+assert_matches("softmax Jacobian diag(s) - s s^T", torch.diag(s) - torch.outer(s, s), jacobian)
 two = torch.randn(2, 2, 8, 8)
-assert_matches(
-    "2-class softmax = sigmoid of the logit difference",
-    softmax(two)[:, 1],
-    torch.sigmoid(two[:, 1] - two[:, 0]),
-)
+as_sigmoid = torch.sigmoid(two[:, 1] - two[:, 0])
+assert_matches("2-class softmax = sigmoid of the logit difference", softmax(two)[:, 1], as_sigmoid)
 
 # %% [markdown]
 # ## 5 · Pooling, upsampling, transposed convolution, residual blocks, dropout
@@ -862,15 +753,10 @@ def bilinear_matrix(n_in, scale):
 
 x = torch.randn(1, 1, 6, 7)
 nearest = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
-assert_matches(
-    "nearest upsampling by repetition", nearest, F.interpolate(x, scale_factor=2, mode="nearest")
-)
+assert_matches("nearest upsampling by repetition", nearest, F.interpolate(x, scale_factor=2))
 bilinear = bilinear_matrix(6, 2) @ x @ bilinear_matrix(7, 2).T
-assert_matches(
-    "bilinear upsampling as two matrices",
-    bilinear,
-    F.interpolate(x, scale_factor=2, mode="bilinear"),
-)
+torch_bilinear = F.interpolate(x, scale_factor=2, mode="bilinear")
+assert_matches("bilinear upsampling as two matrices", bilinear, torch_bilinear)
 
 # %% [markdown]
 # ### Transposed convolution and its checkerboard
@@ -892,11 +778,8 @@ def conv_transpose2d_stamps(x, w, stride):
 
 
 x, w = torch.randn(5, 6), torch.randn(3, 3)
-assert_matches(
-    "transposed convolution by stamping",
-    conv_transpose2d_stamps(x, w, 2),
-    F.conv_transpose2d(x[None, None], w[None, None], stride=2)[0, 0],
-)
+theirs = F.conv_transpose2d(x[None, None], w[None, None], stride=2)[0, 0]
+assert_matches("transposed convolution by stamping", conv_transpose2d_stamps(x, w, 2), theirs)
 
 # %% [markdown]
 # When the kernel size is not a multiple of the stride, the stamps overlap unevenly: with a
@@ -909,23 +792,13 @@ assert_matches(
 
 # %%
 flat = torch.ones(8, 8)
+upsampled = F.interpolate(flat[None, None], scale_factor=2)  # nearest, 16 x 16
 variants = {
     "transposed conv, kernel 3, stride 2": conv_transpose2d_stamps(flat, torch.ones(3, 3), 2),
     "transposed conv, kernel 4, stride 2": conv_transpose2d_stamps(flat, torch.ones(4, 4), 2),
-    "nearest upsampling + 3x3 conv": F.conv2d(
-        F.interpolate(flat[None, None], scale_factor=2), torch.ones(1, 1, 3, 3)
-    )[0, 0],
+    "nearest upsampling + 3x3 conv": F.conv2d(upsampled, torch.ones(1, 1, 3, 3))[0, 0],
 }
-fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-for ax, (title, out) in zip(axes, variants.items()):
-    inner = out[3:-3, 3:-3]  # away from the borders
-    im = ax.imshow(inner, cmap="viridis")
-    ax.set_title(f"{title}\ninterior values {sorted(set(inner.unique().tolist()))}")
-    ax.set_xlabel("output x")
-    ax.set_ylabel("output y")
-    plt.colorbar(im, ax=ax, fraction=0.046)
-plt.suptitle("Upsampling a constant image: uneven overlap makes a checkerboard")
-plt.tight_layout()
+cu.figures.blocks.show_checkerboards(variants, margin=3)  # the interiors, away from the borders
 plt.show()
 for k in (3, 4):
     rf = cu.models.receptive_field([nn.ConvTranspose2d(1, 1, k, stride=2, padding=1)])
@@ -1007,518 +880,9 @@ print(
 )
 
 # %% [markdown]
-# ## 6 · Losses
-# A loss compares the network's output with the target, pixel by pixel, and averages.
-# - **MSE**, the mean squared error: for regression targets (distances, flows: notebooks 05-06).
-# - **Binary cross-entropy** for a foreground probability $p = \sigma(z)$:
-#   $-[y \log p + (1 - y) \log(1 - p)]$. Computed from the logit $z$ it simplifies to
-#   $\max(z, 0) - z y + \log(1 + e^{-|z|})$, which never takes the log of 0; that is why
-#   PyTorch's `BCEWithLogitsLoss` takes logits, and why networks output logits.
-# - **Cross-entropy** for C classes: $-\log \mathrm{softmax}(z)_{y} = \log\sum_k e^{z_k} - z_y$.
-
-# %%
-pred, target = torch.randn(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
-assert_matches("MSE", ((pred - target) ** 2).mean(), F.mse_loss(pred, target))
-
-z = 2 * torch.randn(2, 1, 16, 16)
-y = (torch.rand(2, 1, 16, 16) > 0.7).float()
-prob = torch.sigmoid(z)
-naive_bce = -(y * torch.log(prob) + (1 - y) * torch.log(1 - prob)).mean()
-stable_bce = (z.clamp(min=0) - z * y + torch.log1p(torch.exp(-z.abs()))).mean()
-assert_matches(
-    "binary cross-entropy from logits", stable_bce, F.binary_cross_entropy_with_logits(z, y)
-)
-assert_matches(
-    "binary cross-entropy from probabilities",
-    naive_bce,
-    F.binary_cross_entropy(prob, y),
-    atol=1e-4,
-    rtol=1e-4,
-)
-far = torch.tensor([-120.0])
-print(
-    "a confident mistake (logit -120, target 1): naive log(sigmoid) gives",
-    (-torch.log(torch.sigmoid(far))).item(),
-    "; the stable form gives",
-    F.binary_cross_entropy_with_logits(far, torch.ones(1)).item(),
-)
-
-logits = torch.randn(2, 3, 16, 16)
-classes = torch.randint(0, 3, (2, 16, 16))
-ce = (torch.logsumexp(logits, dim=1) - logits.gather(1, classes[:, None])[:, 0]).mean()
-assert_matches("multi-class cross-entropy", ce, F.cross_entropy(logits, classes))
-
-# %% [markdown]
-# ### Soft Dice
-# The **Dice coefficient** of a predicted mask $P$ and a true mask $G$ is
-# $2|P \cap G| / (|P| + |G|)$: 1 for a perfect overlap, 0 for none. It ignores the true
-# negatives, so it is not fooled by a large background. Milletari et al. 2016 (V-Net) made it a
-# loss by replacing the masks with probabilities $p$: the **soft Dice loss**
-#
-# $$1 - \frac{2 \sum p\,g + \epsilon}{\sum p + \sum g + \epsilon}$$
-#
-# (Milletari used squares in the denominator; the plain sums are the common choice today).
-# The small $\epsilon$ keeps it defined when both masks are empty.
-#
-# **Exercise 5.** Write the soft Dice loss from logits `(N, 1, H, W)` and a 0/1 target of the
-# same shape: sigmoid, the sums over each image, the loss per image, then the mean over the batch.
-# The tiny network of section 7 trains with it.
-#
-# <details><summary>Hint 1</summary>
-#
-# `p = torch.sigmoid(logits)`. The sums run over every axis but the batch axis:
-# `dims = (1, 2, 3)`, and `(p * target).sum(dims)` has shape `(N,)`.
-# </details>
-#
-# <details><summary>Hint 2</summary>
-#
-# `dice = (2 * intersection + eps) / (p.sum(dims) + target.sum(dims) + eps)`, one value per
-# image; the loss is `(1 - dice).mean()`.
-# </details>
-#
-# <details><summary>Hint 3 (the answer, if you are stuck: paste it into the TODO)</summary>
-#
-# ```python
-# p = torch.sigmoid(logits)
-# dims = tuple(range(1, p.ndim))
-# dice = (2 * (p * target).sum(dims) + eps) / (p.sum(dims) + target.sum(dims) + eps)
-# return (1 - dice).mean()
-# ```
-# </details>
-
-
-# %% tags=["solution"]
-def soft_dice_loss(logits, target, eps=1.0):
-    """Soft Dice loss (a scalar tensor) of logits (N, 1, H, W) against a 0/1 target, same shape."""
-    # BEGIN SOLUTION
-    p = torch.sigmoid(logits)
-    dims = tuple(range(1, p.ndim))
-    intersection = (p * target).sum(dims)
-    dice = (2 * intersection + eps) / (p.sum(dims) + target.sum(dims) + eps)
-    return (1 - dice).mean()
-    # END SOLUTION
-
-
-# Stuck? Open Hint 3 above and paste it into the TODO: section 7 trains with this loss.
-
-
-# %% tags=["check"]
-g = torch.from_numpy(crop_label > 0).float()[None, None]
-hard_pred = torch.roll(g, shifts=3, dims=-1)  # the truth, shifted 3 pixels
-big = 50.0  # logits so large that the sigmoid is 0 or 1: the soft Dice becomes the hard one
-expected = 1 - cu.metrics.pixel_metrics(g[0, 0].numpy() > 0, hard_pred[0, 0].numpy() > 0)["dice"]
-cu.checks.check_close(
-    soft_dice_loss(big * (2 * hard_pred - 1), g, eps=0.0),
-    expected,
-    "soft Dice loss of a hard prediction (eps = 0) = 1 - Dice",
-    atol=1e-5,
-)
-cu.checks.check_close(
-    soft_dice_loss(big * (2 * g - 1), g), 0.0, "loss of a perfect prediction", atol=1e-5
-)
-batch = torch.cat([big * (2 * g - 1), -big * torch.ones_like(g)])  # perfect, then empty
-cu.checks.check_close(
-    soft_dice_loss(batch, torch.cat([g, g])),
-    (0 + 1 - 1 / (g.sum() + 1)) / 2,
-    "mean over the images of a batch",
-    atol=1e-5,
-)
-
-# %%
-assert_matches(
-    "soft Dice on hard masks = 1 - Dice (cu.metrics.pixel_metrics)",
-    soft_dice_loss(big * (2 * hard_pred - 1), g, eps=0.0),
-    expected,
-)
-
-# %% [markdown]
-# ### The class imbalance trap
-# Nuclei cover a small part of a BBBC039 image. A network that predicts "background" everywhere
-# is right on most pixels: its **pixel accuracy is high, and its Dice is 0**. The table below
-# scores three predictions of one image: empty (every pixel confidently background), a
-# constant probability equal to the foreground fraction, and the truth itself.
-#
-# **Predict, then run.** Which of the three has the highest pixel accuracy after the perfect
-# one? Which has the lower binary cross-entropy (BCE): the empty or the constant prediction?
-
-# %%
-truth = label > 0
-empty = np.zeros_like(truth)
-constant_logit = float(np.log(truth.mean() / (1 - truth.mean())))  # predicts p = fg fraction
-y_full = torch.from_numpy(truth).float()[None, None]
-predictions = {
-    "empty prediction": (empty, torch.full_like(y_full, -10.0)),
-    "constant p = foreground fraction": (empty, torch.full_like(y_full, constant_logit)),
-    "perfect prediction": (truth, 20 * (2 * y_full - 1)),
-}
-print(f"foreground fraction of this image: {truth.mean():.1%}\n")
-print(f"{'prediction':35s} {'accuracy':>9s} {'Dice':>6s} {'BCE':>7s} {'soft Dice loss':>15s}")
-for name, (mask, z_full) in predictions.items():
-    scores = cu.metrics.pixel_metrics(truth, mask)
-    bce = F.binary_cross_entropy_with_logits(z_full, y_full).item()
-    print(
-        f"{name:35s} {scores['accuracy']:9.3f} {scores['dice']:6.3f} {bce:7.3f} "
-        f"{soft_dice_loss(z_full, y_full).item():15.3f}"
-    )
-empty_scores = cu.metrics.pixel_metrics(truth, empty)
-assert empty_scores["accuracy"] > 0.75 and empty_scores["dice"] < 0.01
-
-# %% [markdown]
-# <details><summary>Answer</summary>
-#
-# Both wrong predictions have an accuracy of about 0.8 (the background fraction) and a Dice of 0.
-# The BCE tells them apart: the confident empty prediction pays a lot for every nucleus pixel
-# (about 1.95), the hedging constant far less (about 0.49).
-# </details>
-#
-# So the empty prediction is **not** a minimum of the cross-entropy that training could get
-# stuck in: the constant prediction is already better, and gradient descent moves away from
-# both. The real trap is a *phase*. Early in training, the cheapest improvement is to move every
-# pixel towards the frequent class, so a fresh network first predicts background everywhere:
-# the probabilities of nuclei rise, but stay below 0.5 for a while, and Dice and IoU stay at 0.
-# You will see it in notebook 03: the U-Net trained with plain cross-entropy ends its first
-# fast-mode epoch with a validation IoU of 0. Weighting the rare class (03's weight map) or
-# adding a Dice term, which looks only at the foreground, shortens that phase. And it is why we
-# report Dice or IoU, never accuracy alone.
-#
-# > **Checkpoint.** Exercise 5 passes. Ask: which output channel, activation and loss would you
-# > use to segment nuclei into background, interior and boundary?
-
-# %% [markdown]
-# ## 7 · A tiny fully convolutional network for nuclei
-# Now we put the blocks together: two conv-BN-ReLU layers, a 2 x 2 max pool, two more at half
-# resolution, nearest upsampling, a conv, and a 1 x 1 conv to **one** output channel (a logit:
-# nucleus or not). It has no dense layer, so it takes images of any size (divisible by 2): a
-# *fully convolutional* network. It is a U-Net (Ronneberger 2015) without the skip connections
-# and with one level instead of four; notebook 03 builds the real one.
-
-
-# %%
-def conv_bn_relu(c_in, c_out, batch_norm=True):
-    if not batch_norm:
-        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU())
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()
-    )
-
-
-def tiny_fcn(width=16, batch_norm=True):
-    return nn.Sequential(
-        conv_bn_relu(1, width, batch_norm),
-        conv_bn_relu(width, width, batch_norm),
-        nn.MaxPool2d(2),
-        conv_bn_relu(width, 2 * width, batch_norm),
-        conv_bn_relu(2 * width, 2 * width, batch_norm),
-        nn.Upsample(scale_factor=2, mode="nearest"),
-        conv_bn_relu(2 * width, width, batch_norm),
-        nn.Conv2d(width, 1, 1),
-    )
-
-
-torch.manual_seed(0)
-model = tiny_fcn()
-rf = cu.models.receptive_field(model)
-print(
-    f"{sum(p.numel() for p in model.parameters()):,} parameters; receptive field "
-    f"{rf.size} x {rf.size} px"
-)
-
-# %% [markdown]
-# BBBC039 nuclei are about 16 to 35 pixels across (median 29). A field of 16 pixels sees part of
-# one nucleus: enough to tell a bright nucleus from the dark background by local brightness and
-# texture, not enough to see where one nucleus ends and the next begins. The U-Net of notebook
-# 03 pools more often. Its contracting path (section 2's "original U-Net encoder") sees:
-
-# %%
-for depth, where in ((3, "fast mode"), (4, "full mode, as in the paper")):
-    encoder = [conv3, conv3, pool2] * depth + [conv3, conv3]
-    field = cu.models.receptive_field([("conv", *layer) for layer in encoder])
-    print(f"depth {depth} ({where}): the bottleneck sees {field.size} x {field.size} px")
-
-# %% [markdown]
-# So "the U-Net's bottleneck sees 140 pixels" holds for the paper's depth 4 (notebook 03's full
-# mode); the depth-3 U-Net of fast mode sees 68, a little more than two nuclei. (An output
-# pixel of the whole network sees more, as the decoder's convolutions add to the field.)
-#
-# ## 8 · Training a network (primer, part 2)
-# ### Training, validation and test sets, and leakage
-# **Why three sets?** A network can learn its training images by heart, so its score on them
-# says little. We keep three groups of images apart:
-#
-# - the **training** set: the network's weights are fitted on it;
-# - the **validation** set: used for every *choice*: when to stop, which learning rate, which
-#   `min_distance` (notebook 01), which network;
-# - the **test** set: looked at once, at the end, to report the score on new images.
-#
-# Every choice made by looking at a set makes that set's score optimistic, so the test set must
-# stay out of all of them. BBBC039 comes with a published split, which `load_split` follows
-# (100 / 50 / 48 images). **Leakage** is information from the validation or test images reaching
-# the training or the choices: the same image, or overlapping crops of one image, in two sets;
-# fields of view of one well or one slide on both sides when the question is how the method does
-# on a new experiment; normalisation statistics computed over all images; a model picked by its
-# test score. Each makes the score look better than it will be on new data.
-#
-# ### Dataset and DataLoader
-# A `Dataset` returns one example by index: here `cu.data.PatchDataset`, a random
-# `PATCH x PATCH` crop of a training image, with the target `labels > 0` (nucleus or
-# background) as a `(1, H, W)` float mask. A `DataLoader` groups examples into batches,
-# reshuffles them every epoch (one pass over the dataset) and can prepare them in parallel.
-
-
-# %%
-def foreground(labels):
-    return (labels > 0).astype(np.float32)[None]
-
-
-def dice_metric(logits, target):
-    """Hard Dice of the thresholded prediction over the whole batch (a float)."""
-    pred = (logits > 0).float()
-    return ((2 * (pred * target).sum() + 1e-6) / (pred.sum() + target.sum() + 1e-6)).item()
-
-
-val_images, val_labels = cu.data.load_split("bbbc039", "val", n=N_VAL)
-train_set = cu.data.PatchDataset(
-    train_images, train_labels, PATCH, length=PATCHES_PER_EPOCH, target_fn=foreground, seed=0
-)
-val_set = cu.data.PatchDataset(
-    val_images, val_labels, PATCH, length=PATCHES_PER_EPOCH // 4, target_fn=foreground, seed=1
-)
-train_loader = torch.utils.data.DataLoader(train_set, batch_size=BATCH, shuffle=True)
-val_loader = torch.utils.data.DataLoader(val_set, batch_size=BATCH)
-x, y = train_set[0]
-xb, yb = next(iter(train_loader))
-print(f"one example: image {tuple(x.shape)}, target {tuple(y.shape)} {y.dtype}")
-print(f"a batch: images {tuple(xb.shape)}, targets {tuple(yb.shape)}; {len(train_loader)} an epoch")
-
-# %% [markdown]
-# ### A deliberate overfitting run
-# What does *overfitting* look like? We make it happen on purpose: a fresh tiny FCN (without
-# batch norm, which regularises a little and would slow the effect down) trains for 200 steps
-# on only **two 32 x 32 crops** of one training image, a handful of nuclei. Every 10 steps we
-# measure three losses:
-#
-# - **training**: the two crops it learns from;
-# - **validation**: 16 crops of a validation image it never sees;
-# - **leaky validation**: the two training crops shifted by 4 pixels. They look like new crops,
-#   but they hold mostly pixels the network trained on: the mistake of cutting validation
-#   patches from the training images.
-#
-# **Predict, then run.** Sketch the three loss curves over the 200 steps before you run the
-# next two cells. Which ones keep falling?
-
-
-# %%
-def fixed_crops(img, lab, size, n, seed, shift=0):
-    """n (size x size) crops at positions fixed by `seed`, moved by `shift` (<= 4) pixels."""
-    r = np.random.default_rng(seed)
-    corners = [
-        (r.integers(img.shape[0] - size - 4), r.integers(img.shape[1] - size - 4)) for _ in range(n)
-    ]
-    window = [np.s_[y + shift : y + shift + size, x + shift : x + shift + size] for y, x in corners]
-    xs = torch.from_numpy(np.stack([img[w] for w in window]))[:, None]
-    return xs, torch.from_numpy(np.stack([lab[w] > 0 for w in window]).astype(np.float32))[:, None]
-
-
-overfit_sets = {
-    "training (2 crops)": fixed_crops(image, label, 32, 2, seed=0),
-    "validation (16 crops, another image)": fixed_crops(val_images[0], val_labels[0], 64, 16, 1),
-    "leaky validation (training crops, shifted)": fixed_crops(image, label, 32, 2, 0, shift=4),
-}
-tiny_loader = torch.utils.data.DataLoader(
-    torch.utils.data.TensorDataset(*overfit_sets["training (2 crops)"]), batch_size=2, shuffle=True
-)
-torch.manual_seed(0)
-overfit_model = tiny_fcn(batch_norm=False)
-overfit_optimizer = torch.optim.Adam(overfit_model.parameters(), lr=1e-2)
-curves = {name: {"loss": [], "dice": []} for name in overfit_sets}
-for step in range(OVERFIT_STEPS + 1):
-    if step % 10 == 0:  # measure, without learning from it
-        with torch.no_grad():
-            for name, (xs, ys) in overfit_sets.items():
-                logits = overfit_model(xs)
-                curves[name]["loss"].append(F.binary_cross_entropy_with_logits(logits, ys).item())
-                curves[name]["dice"].append(dice_metric(logits, ys))
-    for xs, ys in tiny_loader:  # one batch: both crops
-        loss = F.binary_cross_entropy_with_logits(overfit_model(xs), ys)
-        overfit_optimizer.zero_grad()
-        loss.backward()
-        overfit_optimizer.step()
-
-# %% tags=["hide-input"]
-steps_measured = np.arange(0, OVERFIT_STEPS + 1, 10)
-fig, axes = plt.subplots(1, 2, figsize=(13, 4))
-for name, curve in curves.items():
-    axes[0].plot(steps_measured, curve["loss"], marker=".", label=name)
-    axes[1].plot(steps_measured, curve["dice"], marker=".", label=name)
-axes[0].set(title="Loss (BCE)", xlabel="training step", ylabel="loss", yscale="log")
-axes[1].set(title="Dice of the thresholded prediction", xlabel="training step", ylabel="Dice")
-axes[1].legend(loc="lower right")
-plt.tight_layout()
-plt.show()
-for name, curve in curves.items():
-    low = int(np.argmin(curve["loss"]))
-    print(
-        f"{name:43s} loss: lowest {curve['loss'][low]:.4f} (step {steps_measured[low]:3d}), "
-        f"last {curve['loss'][-1]:.4f} | last Dice {curve['dice'][-1]:.3f}"
-    )
-
-# %% [markdown]
-# <details><summary>Answer</summary>
-#
-# The training loss falls towards 0: the network learns its two crops by heart. The validation
-# loss falls for a few dozen steps, while the network learns what nuclei look like in general,
-# then **rises**: from then on it learns details of its two crops that do not hold elsewhere,
-# and it becomes over-confident, which the cross-entropy punishes at every pixel it gets wrong.
-# The gap between the two curves is overfitting; the best moment to stop is near the lowest
-# validation loss. Meanwhile the validation Dice barely moves: a loss and a metric can tell
-# different stories, so look at both. The leaky validation scores far better than the honest
-# one (a lower loss, a higher Dice) and rises much less: it hides most of the overfitting, and
-# it would make this network look better than it is on new images.
-# </details>
-#
-# > **Checkpoint.** Everyone can read the plot: where is the overfitting, where would you stop,
-# > and why is the leaky validation misleading?
-#
-# ### Training for real
-# The network we keep trains on many random patches of the training images, with the loss binary
-# cross-entropy plus our soft Dice loss (against the imbalance trap). First, the training loop
-# written out, for one pass over the patches: forward, loss, backward, step.
-
-
-# %%
-def loss_fn(logits, target):
-    return F.binary_cross_entropy_with_logits(logits, target) + soft_dice_loss(logits, target)
-
-
-model = model.to(device)
-optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-model.train()
-losses = []
-for x, y in tqdm(train_loader, desc="hand-written loop, one epoch"):
-    x, y = x.to(device), y.to(device)
-    loss = loss_fn(model(x), y)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    losses.append(loss.item())
-print(f"loss: first batch {losses[0]:.3f}, last batch {losses[-1]:.3f}")
-
-# %% [markdown]
-# The same loop, with validation after every epoch, a history, checkpoints and mixed precision on
-# a GPU, is `cu.train.fit`. We continue training the same model with it.
-
-# %%
-history = cu.train.fit(
-    model,
-    train_loader,
-    val_loader,
-    loss_fn=loss_fn,
-    epochs=EPOCHS,
-    optimizer=optimizer,
-    metrics={"dice": dice_metric},
-    device=device,
-    seed=0,
-)
-history.plot()
-plt.show()
-
-# %% [markdown]
-# **Why?** Here the validation loss is *below* the training loss in every epoch. The network
-# never learns from the validation patches: how can it do better on them? Think about when and
-# how each of the two numbers is computed, then run the next cell.
-
-# %%
-model.eval()
-with torch.no_grad():
-    again = np.mean([loss_fn(model(x.to(device)), y.to(device)).item() for x, y in train_loader])
-print(
-    f"last epoch: training loss {history['train_loss'][-1]:.3f} (the mean over the epoch), "
-    f"validation loss {history['val_loss'][-1]:.3f}\n"
-    f"training patches again, with the final weights in evaluation mode: {again:.3f}"
-)
-
-# %% [markdown]
-# <details><summary>Answer</summary>
-#
-# Two reasons. **When and how:** the training loss of an epoch is the mean over its batches,
-# measured *while* the network learns (its early batches were scored by a worse network) and in
-# training mode; the validation loss is measured after the epoch, with the final weights, in
-# evaluation mode (batch norm with its running statistics). Scoring the training patches again
-# the same way removes that part of the gap: the last number printed. **What:** the rest of
-# the gap says that these validation patches are easier than the training ones. With a few
-# images per set the two sets differ, for example in how many nucleus pixels a patch holds
-# (the soft Dice term of a patch is large when it holds few). A validation loss below the
-# training loss is no sign of leakage by itself.
-# </details>
-#
-# The network is fully convolutional, so we apply it to whole validation images and score the
-# thresholded probability with the pixel Dice.
-
-# %%
-model.eval()
-val_dice = []
-with torch.no_grad():
-    for img, lab in zip(val_images, val_labels):
-        h, w = (s - s % 2 for s in img.shape)  # the pooling needs even sizes
-        logit = model(torch.from_numpy(img[:h, :w])[None, None].to(device))[0, 0].cpu()
-        val_dice.append(cu.metrics.pixel_metrics(lab[:h, :w] > 0, logit.numpy() > 0)["dice"])
-print(
-    f"validation Dice on {len(val_dice)} full images: {np.mean(val_dice):.3f} "
-    f"(per image: {', '.join(f'{d:.3f}' for d in val_dice)})"
-)
-prob = torch.sigmoid(logit).numpy()
-fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-panels = [
-    ("validation image", img[:h, :w], "gray"),
-    ("true foreground", lab[:h, :w] > 0, "gray"),
-    (f"predicted probability (Dice {val_dice[-1]:.3f})", prob, "magma"),
-]
-for ax, (title, shown, cmap) in zip(axes, panels):
-    ax.imshow(shown, cmap=cmap, vmin=0, vmax=1)
-    ax.set_title(title)
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-plt.tight_layout()
-plt.show()
-
-# %% [markdown]
-# ### What the network computes: feature maps
-# A *forward hook* records the output of a layer as the data passes through. The first block's
-# channels resemble the fixed filters of section 1: smoothed brightness (nuclei bright, or
-# inverted: background bright) and edges on one side of a nucleus. At half resolution, after
-# three more convolutions, the channels respond to whole nuclei, their rims or the background.
-
-# %%
-features = {}
-hooks = [
-    model[i].register_forward_hook(lambda mod, inp, out, i=i: features.__setitem__(i, out))
-    for i in (0, 4)
-]
-with torch.no_grad():
-    model(torch.from_numpy(img[:128, :128].copy())[None, None].to(device))
-for hook in hooks:
-    hook.remove()
-fig, axes = plt.subplots(2, 8, figsize=(16, 4.6))
-for row, (i, name) in enumerate(
-    [(0, "conv block 1\n(full resolution)"), (4, "conv block 4\n(half)")]
-):
-    for c, ax in enumerate(axes[row]):
-        ax.imshow(features[i][0, c].cpu(), cmap="viridis")
-        ax.set_title(f"channel {c}", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[row, 0].set_ylabel(name)
-fig.suptitle("Feature maps (after ReLU) of the trained tiny FCN on a 128 x 128 validation crop")
-plt.tight_layout()
-plt.show()
-
-# %% [markdown]
 # ## Recap
 # - Training is a loop: forward, loss, `zero_grad`, `backward` (autograd), `step`. Too large a
 #   learning rate makes the loss explode.
-# - Training, validation and test sets answer different questions; choices are made on the
-#   validation set only, and overlapping sets (leakage) hide overfitting. Overfitting shows as a
-#   validation loss that rises while the training loss keeps falling.
 # - A convolution is a weighted sum over a sliding window (a cross-correlation); padding, stride
 #   and dilation set the output size `(n + 2p - d(k - 1) - 1) // s + 1`; GPUs compute it as one
 #   matrix product.
@@ -1530,22 +894,12 @@ plt.show()
 # - Transposed convolutions with a kernel that is not a multiple of the stride make
 #   checkerboards (Odena 2016); residual connections (He 2016) carry the gradient; dropout
 #   (Srivastava 2014) acts only in training.
-# - Accuracy is a trap on imbalanced masks; Dice measures the overlap, and the soft Dice loss
-#   (Milletari 2016) trains for it directly. The empty prediction is no minimum of the
-#   cross-entropy, but class imbalance gives an early all-background phase (notebook 03).
 #
-# The asserts below fail if a hand-built block stops matching PyTorch or the tiny network stops
-# learning.
+# The asserts below fail if a hand-built block stops matching PyTorch. Next, notebook 02b: the
+# losses, and a tiny network trained from these blocks.
 
 # %%
 print(f"{len(matched)} hand-built blocks matched PyTorch:")
 for name in matched:
     print("  ✓", name)
-assert len(matched) >= 30 and all(matched.values())
-train_curve, honest, leaky = (curves[name]["loss"] for name in curves)
-assert train_curve[-1] < 0.01, "the overfitting run should learn its two crops by heart"
-assert honest[-1] > 2 * min(honest), "the validation loss should rise again while overfitting"
-assert leaky[-1] < honest[-1], "the leaky validation should look better than the honest one"
-MIN_DICE = 0.90  # measured 0.974 in fast mode (CPU); full mode trains longer on more images
-print(f"tiny FCN validation Dice {np.mean(val_dice):.3f} (minimum {MIN_DICE})")
-assert np.mean(val_dice) > MIN_DICE, "the tiny FCN did not learn to segment nuclei"
+assert len(matched) >= 26 and all(matched.values())

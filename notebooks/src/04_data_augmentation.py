@@ -35,7 +35,6 @@ import torch
 import torch.nn.functional as F
 
 import course_utils as cu
-from course_utils import plot_methods
 from course_utils.data import augment as aug
 from course_utils.data.augment.geometric import elastic_grid, grid_displacement
 
@@ -79,13 +78,7 @@ present = set(np.unique(crop_labels).tolist())
 print(
     f"crop {crop.shape}, {len(present) - 1} nuclei, ids from {min(present - {0})} to {max(present)}"
 )
-fig, axes = plt.subplots(1, 2, figsize=(10, 4.8))
-axes[0].imshow(crop, cmap="gray", vmin=0, vmax=1)
-axes[0].set_title("BBBC039 crop (normalised)")
-axes[0].set_xlabel("x (pixels)")
-axes[0].set_ylabel("y (pixels)")
-cu.plot.overlay(crop, crop_labels, ax=axes[1], title=f"its {len(present) - 1} instance labels")
-plt.tight_layout()
+cu.figures.augmentation.show_crop(crop, crop_labels)
 plt.show()
 
 # %% [markdown]
@@ -104,13 +97,10 @@ plt.show()
 # %%
 views = [aug.flip_rot90(crop, crop_labels, np.random.default_rng(s)) for s in range(32)]
 unique_views = {v[1].tobytes(): v for v in views}  # 32 draws meet all 8 symmetries
-fig = cu.plot.show_grid(
-    [v[1] for v in unique_views.values()],
-    titles=[f"symmetry {i + 1}" for i in range(len(unique_views))],
-    ncols=8,
-    figsize=(16, 2.6),
-    suptitle="flip_rot90: the 8 symmetries of the square, labels moved exactly",
-)
+label_views = [v[1] for v in unique_views.values()]
+titles = [f"symmetry {i + 1}" for i in range(len(unique_views))]
+title = "flip_rot90: the 8 symmetries of the square, labels moved exactly"
+fig = cu.plot.show_grid(label_views, titles, ncols=8, figsize=(16, 2.6), suptitle=title)
 plt.show()
 for _, y_view in unique_views.values():
     assert set(np.unique(y_view).tolist()) == present  # exact: the same ids, nothing lost
@@ -178,20 +168,8 @@ print(f"nearest neighbour (ours): {len(ours_invented)} invented ids")
 # get nonsense at every boundary. Even where the rounded value is an existing id, it is usually
 # the id of *another* nucleus.
 
-# %% tags=["hide-input"]
-ghost = np.isin(as_int, invented_ids)
-fig, axes = plt.subplots(1, 3, figsize=(15, 5), layout="constrained")
-label_style = {"cmap": cu.plot.label_cmap(), "vmin": 0, "vmax": 255, "interpolation": "nearest"}
-axes[0].imshow(as_int, **label_style)
-axes[0].set_title(f"bilinear, cast to int ({len(invented_ids)} invented ids)")
-axes[1].imshow(ghost, cmap="magma", interpolation="nearest")
-axes[1].set_title(f"pixels with an invented id ({invented_pixels})")
-axes[2].imshow(rot_labels, **label_style)
-axes[2].set_title("nearest neighbour: only ids of the crop")
-for ax in axes:
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-fig.suptitle(f"The crop's labels rotated by {ANGLE:g} degrees")
+# %%
+cu.figures.augmentation.show_invented_ids(as_int, rot_labels, invented_ids, angle=ANGLE)
 plt.show()
 
 # %% [markdown]
@@ -256,14 +234,10 @@ print(
     f"{(originals == naive_labels).mean():.2%} of the pixels; "
     f"ids map back into the crop: {set(np.unique(originals).tolist()) <= present}"
 )
-
-
-# %%
-fig, axes = plt.subplots(1, 3, figsize=(15, 5.2), layout="constrained")
-cu.plot.overlay(crop, crop_labels, ax=axes[0], title="input")
-cu.plot.overlay(aff_image, naive_labels, ax=axes[1], title="naive mirror: copies share ids")
-cu.plot.overlay(aff_image, aff_labels, ax=axes[2], title="ours: every copy its own id")
-fig.suptitle(f"Zoom {SCALE:g} and shear {SHEAR:g}° with mirrored borders")
+pairs = [(crop, crop_labels), (aff_image, naive_labels), (aff_image, aff_labels)]
+titles = ["input", "naive mirror: copies share ids", "ours: every copy its own id"]
+title = f"Zoom {SCALE:g} and shear {SHEAR:g}° with mirrored borders"
+cu.figures.augmentation.show_overlays(pairs, titles, suptitle=title)
 plt.show()
 
 # %% [markdown]
@@ -282,8 +256,7 @@ plt.show()
 #
 # > **Checkpoint.** Everyone should now be able to state the two rules (one sampling grid for
 # > image and labels; nearest neighbour for the labels) and say what goes wrong at a border.
-
-# %% [markdown]
+#
 # ## 4 · Elastic deformation, from scratch
 # Cells are soft: the same nucleus can be rounder or more bent in another image. Elastic
 # deformations imitate that. Simard et al. (2003) deformed handwritten digits with a *smooth
@@ -422,28 +395,14 @@ print(
 # bend as soft objects do. We scale $\alpha$ with $\sigma$ to keep the same amplitude.
 
 # %%
-grid = np.zeros(crop.shape, np.float32)
-grid[::16, :] = grid[:, ::16] = 1.0
-
-
-def deform(f):
-    """The grid, and the crop with its labels, warped by the displacement field f."""
-    coords = np.indices(crop.shape) + f
-    return aug.remap(grid, crop_labels, coords, mode="constant")[0], *aug.remap(
-        crop, crop_labels, coords, mode="reflect"
-    )
-
-
 sweep = {}
 for sigma in [2.0, 5.0, 10.0, 25.0]:
     alpha = ALPHA * sigma / SIGMA
     f = aug.elastic_displacement(crop.shape, np.random.default_rng(1), alpha=alpha, sigma=sigma)
-    sweep[f"sigma {sigma:g}, alpha {alpha:g}: std {f.std():.1f} px"] = deform(f)
-fig = plot_methods.show_deformations(
-    *zip(*sweep.values()),
-    list(sweep),
-    suptitle="Elastic deformation: the same amplitude at four smoothness scales",
-)
+    sweep[f"sigma {sigma:g}, alpha {alpha:g}: std {f.std():.1f} px"] = f
+# Each field warps a grid (lines 16 pixels apart) and the crop, with remap as above.
+title = "Elastic deformation: the same amplitude at four smoothness scales"
+cu.figures.augmentation.show_warps(sweep, crop, crop_labels, suptitle=title)
 plt.show()
 
 # %% [markdown]
@@ -472,11 +431,8 @@ fields_compared = {
 for name, f in fields_compared.items():
     strain = np.abs(np.stack(np.gradient(f, axis=(1, 2)))).mean()  # how much neighbours differ
     print(f"{name}: displacement std {f.std():.1f} px, mean |gradient| {strain:.3f} px/px")
-fig = plot_methods.show_deformations(
-    *zip(*(deform(f) for f in fields_compared.values())),
-    list(fields_compared),
-    suptitle="Two elastic deformations called by the same name",
-)
+title = "Two elastic deformations called by the same name"
+cu.figures.augmentation.show_warps(fields_compared, crop, crop_labels, suptitle=title)
 plt.show()
 _, grid_labels = elastic_grid(mode="constant")(crop, crop_labels, np.random.default_rng(0))
 print("elastic_grid keeps to the ids of the crop:", set(np.unique(grid_labels)) <= present)
@@ -497,8 +453,7 @@ print("elastic_grid keeps to the ids of the crop:", set(np.unique(grid_labels)) 
 # > **Checkpoint.** Ask the room which one a paper means when it says "elastic deformation
 # > (Ronneberger 2015)": papers and libraries use the name for both, and libraries usually
 # > implement Simard's.
-
-# %% [markdown]
+#
 # ### Compared with albumentations
 # albumentations (Buslaev et al. 2020) has `A.ElasticTransform(alpha, sigma)`. What can we
 # compare honestly?
@@ -519,13 +474,7 @@ maps = alb.get_params_dependent_on_data({"shape": (h, w)}, {})
 alb_field = np.stack([maps["map_y"] - np.arange(h)[:, None], maps["map_x"] - np.arange(w)])
 ours_field = aug.elastic_displacement((h, w), np.random.default_rng(0), alpha=ALPHA, sigma=SIGMA)
 row_diff = np.abs(alb_field - ours_field).max(axis=2)  # (2, H): worst difference per row
-fig, ax = plt.subplots(figsize=(9, 3.6))
-ax.plot(row_diff[1], label="x displacement")
-ax.plot(row_diff[0], label="y displacement")
-ax.set_xlabel("row (y)")
-ax.set_ylabel("max |albumentations - ours| (pixels)")
-ax.set_title("Same seed, same noise: the fields agree except near one seam")
-ax.legend()
+cu.figures.augmentation.plot_seam(row_diff)
 plt.show()
 margin = int(5 * SIGMA)
 interior = slice(margin, h - margin)
@@ -563,8 +512,7 @@ print(f"                         labels equal on {label_agreement:.2%} of the pi
 # %% [markdown]
 # Float rounding apart, the two warps are the same there: our from-scratch version is Simard's
 # recipe as albumentations implements it, seam excepted.
-
-# %% [markdown]
+#
 # 3. **The default settings.** The same `alpha` does *not* mean the same deformation across
 # libraries. albumentations' default noise is Gaussian, divided by its largest absolute value
 # (so mostly far below 1), and `torchvision.transforms.v2.ElasticTransform` works in
@@ -578,6 +526,7 @@ print(f"                         labels equal on {label_agreement:.2%} of the pi
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+BILINEAR = v2.InterpolationMode.BILINEAR  # how torchvision's geometric transforms resample images
 ramps = np.concatenate([np.indices((h, w)), np.ones((1, h, w))]).astype(np.float32)
 big = 256
 big_ramps = np.concatenate([np.indices((big, big)), np.ones((1, big, big))]).astype(np.float32)
@@ -610,7 +559,6 @@ def torchvision_warp(seed):
     return transform(tv_tensors.Image(torch.from_numpy(big_ramps))).numpy()
 
 
-# %%
 warps = {
     "ours (Simard: uniform noise)": ours_warp,
     "albumentations, uniform noise": lambda seed: albumentations_warp(
@@ -653,13 +601,8 @@ for name, augment in intensity_augs.items():
         labels_untouched &= np.array_equal(out_labels, crop_labels)
         shown.append(out_image)
         titles.append(f"{name}, seed {seed}")
-fig = cu.plot.show_grid(
-    shown,
-    titles=titles,
-    ncols=7,
-    figsize=(19, 3.2),
-    suptitle="Intensity augmentations (labels unchanged)",
-)
+title = "Intensity augmentations (labels unchanged)"
+fig = cu.plot.show_grid(shown, titles, ncols=7, figsize=(19, 3.2), suptitle=title)
 plt.show()
 print("labels untouched by every intensity transform:", labels_untouched)
 
@@ -685,14 +628,9 @@ pipeline = aug.compose(
 print(pipeline)
 samples = [pipeline(crop, crop_labels, np.random.default_rng(s)) for s in range(4)]
 again = pipeline(crop, crop_labels, np.random.default_rng(3))
-compose_deterministic = np.array_equal(again[0], samples[3][0]) and np.array_equal(
-    again[1], samples[3][1]
-)
+compose_deterministic = all(np.array_equal(a, b) for a, b in zip(again, samples[3]))
 print("same seed, same result:", compose_deterministic)
-fig, axes = plt.subplots(1, 4, figsize=(16, 4.4))
-for seed, (ax, (img, lab)) in enumerate(zip(axes, samples)):
-    cu.plot.overlay(img, lab, ax=ax, title=f"pipeline, seed {seed}")
-plt.tight_layout()
+cu.figures.augmentation.show_overlays(samples, [f"pipeline, seed {seed}" for seed in range(4)])
 plt.show()
 
 # %% [markdown]
@@ -709,9 +647,7 @@ tv_pipeline = v2.Compose(
     [
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
-        v2.RandomAffine(
-            degrees=180, scale=(0.75, 1.33), shear=10, interpolation=v2.InterpolationMode.BILINEAR
-        ),
+        v2.RandomAffine(degrees=180, scale=(0.75, 1.33), shear=10, interpolation=BILINEAR),
         v2.ElasticTransform(alpha=2 * 150.0, sigma=8.0),
         v2.GaussianBlur(kernel_size=5, sigma=(0.1, 1.0)),
         v2.GaussianNoise(sigma=0.03, clip=False),
@@ -725,10 +661,8 @@ tv_ids_ok = set(np.unique(tv_mask.numpy()).tolist()) <= present
 print(
     f"torchvision: mask {tuple(tv_mask.shape)} {tv_mask.dtype}, only ids of the crop: {tv_ids_ok}"
 )
-fig, axes = plt.subplots(1, 2, figsize=(10, 5))
-cu.plot.overlay(crop, crop_labels, ax=axes[0], title="input")
-cu.plot.overlay(tv_image[0].numpy(), tv_mask.numpy(), ax=axes[1], title="torchvision v2 pipeline")
-plt.tight_layout()
+pairs = [(crop, crop_labels), (tv_image[0].numpy(), tv_mask.numpy())]
+cu.figures.augmentation.show_overlays(pairs, ["input", "torchvision v2 pipeline"])
 plt.show()
 
 # %% [markdown]
@@ -737,12 +671,10 @@ plt.show()
 
 # %%
 for name, transform in {
-    "one step (affine)": v2.RandomAffine(
-        degrees=180, scale=(0.75, 1.33), interpolation=v2.InterpolationMode.BILINEAR
-    ),
+    "one step (affine)": v2.RandomAffine(degrees=180, scale=(0.75, 1.33), interpolation=BILINEAR),
     "two steps (affine, elastic)": v2.Compose(
         [
-            v2.RandomAffine(degrees=180, interpolation=v2.InterpolationMode.BILINEAR),
+            v2.RandomAffine(degrees=180, interpolation=BILINEAR),
             v2.ElasticTransform(alpha=300.0, sigma=8.0),
         ]
     ),
@@ -780,18 +712,8 @@ print(
     f"{(weight_gap > 1).mean():.1%} of the pixels differ by more than 1 "
     f"(weights range {w_right.min():.1f} to {w_right.max():.1f})"
 )
-fig = plot_methods.show_maps(
-    [w_wrong, w_right, weight_gap],
-    [
-        "wrong: weight map computed, then transformed",
-        "right: labels transformed, then weight map",
-        "|right - wrong|",
-    ],
-    cmap=["viridis", "viridis", "magma"],
-    vmin=0,
-    vmax=float(max(w_right.max(), w_wrong.max())),
-    suptitle=f"Weight maps after a zoom {SCALE:g} and shear {SHEAR:g}° with mirrored borders",
-)
+title = f"Weight maps after a zoom {SCALE:g} and shear {SHEAR:g}° with mirrored borders"
+cu.figures.augmentation.show_weight_maps(w_wrong, w_right, suptitle=title)
 plt.show()
 
 # %% [markdown]
@@ -831,7 +753,7 @@ plt.show()
 # ## 8 · Experiment: what does augmentation buy with two training images?
 # We train the same U-Net (`cu.models.UNet`, same padding) twice on the same two images: once
 # on plain random patches, once with `pipeline`. The target is the foreground `labels > 0`; the
-# loss is binary cross-entropy plus a soft Dice loss (notebook 02). Both runs are seeded the
+# loss is binary cross-entropy plus a soft Dice loss (notebook 02b). Both runs are seeded the
 # same way and scored by the pixel IoU of the thresholded prediction on whole validation
 # images. `fit` keeps checkpoints: running this again resumes from them instead of training
 # again (delete `checkpoints/<mode>/04_unet_*` to retrain).
@@ -877,15 +799,8 @@ def other_microscope(image, seed):
 train_images, train_labels = cu.data.load_split("bbbc039", "train", n=N_TRAIN)
 val_images, val_labels = cu.data.load_split("bbbc039", "val", n=N_VAL)
 shifted_images = [other_microscope(x, 100 + i) for i, x in enumerate(val_images)]
-fig = plot_methods.show_maps(
-    [val_images[0], shifted_images[0]],
-    ["validation image 0", 'the same, from "another microscope"'],
-    cmap="gray",
-    vmin=0,
-    vmax=1,
-    colorbar=False,
-    figsize=(12, 4.8),
-)
+titles = ["validation image 0", 'the same, from "another microscope"']
+cu.figures.augmentation.show_grey([val_images[0], shifted_images[0]], titles)
 plt.show()
 
 # %% [markdown]
@@ -909,15 +824,13 @@ def iou_metric(logits, target):
     return float((inter + 1e-6) / (union + 1e-6))
 
 
+val_length = max(16, PATCHES_PER_EPOCH // 4)  # validation patches, never augmented
 val_set = cu.data.PatchDataset(
-    val_images,
-    val_labels,
-    PATCH,
-    length=max(16, PATCHES_PER_EPOCH // 4),
-    target_fn=foreground,
-    seed=1,
+    val_images, val_labels, PATCH, length=val_length, target_fn=foreground, seed=1
 )
 val_loader = torch.utils.data.DataLoader(val_set, batch_size=BATCH)
+loader_options = {"num_workers": NUM_WORKERS, "pin_memory": device.type == "cuda"}
+
 
 # %% [markdown]
 # **Predict.** Write down two guesses before you run the training: the gap in IoU between the
@@ -939,13 +852,7 @@ for name, augment in [("no augmentation", None), ("augmentation", pipeline)]:
         target_fn=foreground,
         seed=0,
     )
-    train_loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_size=BATCH,
-        shuffle=True,
-        num_workers=NUM_WORKERS,
-        pin_memory=device.type == "cuda",
-    )
+    train_loader = torch.utils.data.DataLoader(train_set, BATCH, shuffle=True, **loader_options)
     folder = cu.train.checkpoint_dir("04_unet_noaug" if augment is None else "04_unet_aug")
     history = cu.train.fit(
         model,
@@ -970,14 +877,8 @@ for name, augment in [("no augmentation", None), ("augmentation", pipeline)]:
 # The validation-patch IoU per epoch, for both runs (patches of the validation images as they
 # are):
 
-# %% tags=["hide-input"]
-fig, ax = plt.subplots(figsize=(8, 4))
-for name, run in runs.items():
-    ax.plot(run["history"]["epoch"], run["history"]["iou"], marker="o", label=name)
-ax.set_xlabel("epoch")
-ax.set_ylabel("IoU on validation patches")
-ax.set_title("Validation IoU during training")
-ax.legend()
+# %%
+cu.figures.augmentation.plot_validation({name: run["history"] for name, run in runs.items()}, "iou")
 plt.show()
 
 # %% [markdown]
@@ -1012,18 +913,9 @@ shifted_iou = {
 print(f"{'':>16}  {'as they are':>12}  {'other microscope':>16}  ({len(val_images)} images)")
 for name in runs:
     print(f"{name:>16}  {val_iou[name]:12.3f}  {shifted_iou[name]:16.3f}")
-
-# %%
 shifted_predictions = [predict_foreground(run["model"], shifted_images[0]) for run in runs.values()]
-fig = plot_methods.show_maps(
-    [shifted_images[0], *shifted_predictions],
-    ["other microscope, image 0", *(f"{name}: predicted foreground" for name in runs)],
-    cmap="gray",
-    vmin=0,
-    vmax=1,
-    colorbar=False,
-    figsize=(16, 4.6),
-)
+titles = ["other microscope, image 0", *(f"{name}: predicted foreground" for name in runs)]
+cu.figures.augmentation.show_grey([shifted_images[0], *shifted_predictions], titles)
 plt.show()
 
 # %% [markdown]

@@ -46,7 +46,7 @@ rng = cu.env.seed_everything(0)
 # a CPU; full mode trains the real thing on all training images (a GPU helps). The network's
 # sizes, the training patch and the prediction tiles come from the method's record,
 # `cu.methods.get("cellpose")`: the one place that defines the Cellpose-style method, which
-# notebook 07 and the course's pretrained models read too. We build each piece by hand and
+# notebook 07b and the course's pretrained models read too. We build each piece by hand and
 # check that ours equals the record's.
 
 # %%
@@ -84,19 +84,8 @@ Y0, X0, SIZE = 272, 352, 128
 crop = train_images[1][Y0 : Y0 + SIZE, X0 : X0 + SIZE].copy()
 crop_labels = train_labels[1][Y0 : Y0 + SIZE, X0 : X0 + SIZE].copy()
 foreground = crop_labels > 0
-components, n_components = ndi.label(foreground)
-n_nuclei = len(np.unique(crop_labels)) - 1
-
-fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
-axes[0].imshow(crop, cmap="gray", vmin=0, vmax=1)
-axes[0].set_title("BBBC039 crop")
-cu.plot.overlay(crop, components, ax=axes[1], title=f"foreground: {n_components} components")
-cu.plot.overlay(crop, crop_labels, ax=axes[2], title=f"instance labels: {n_nuclei} nuclei")
-for ax in axes:
-    ax.set_axis_on()
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-plt.tight_layout()
+components, _ = ndi.label(foreground)  # the connected components of the foreground
+cu.figures.flows.show_touching(crop, components, crop_labels)
 plt.show()
 
 # %% [markdown]
@@ -246,29 +235,16 @@ heat = np.zeros(crop_labels.shape)
 for k in np.unique(crop_labels)[1:]:
     heat += diffuse_one_cell(crop_labels == k, cell_centre(crop_labels == k), NITER)
 
+# log10 of the temperature, blank outside the cells
 zoom = np.s_[15:85, 0:75]  # around cell 89
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-log_heat = np.log10(np.where(cell_mask, heat_cell, np.nan))  # NaN (blank) outside the cell
-limits = {"vmin": np.nanmin(log_heat), "vmax": np.nanmax(log_heat), "cmap": "inferno"}
-im = axes[0].imshow(log_heat[zoom], **limits)
-axes[0].contour(cell_mask[zoom], [0.5], colors="cyan", linewidths=1)
-axes[0].plot(centre[1] - zoom[1].start, centre[0] - zoom[0].start, "c+", ms=12, mew=2)
-axes[0].set_title(f"cell {CELL} (outline) after {NITER} steps, centre +")
-fig.colorbar(im, ax=axes[0], label="log10(temperature)")
-im = axes[1].imshow(np.log10(np.where(foreground, heat, np.nan)), **limits)
-axes[1].set_title("all cells of the crop (summed)")
-fig.colorbar(im, ax=axes[1], label="log10(temperature)")
-for ax in axes:
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-plt.tight_layout()
+title = f"cell {CELL} (outline) after {NITER} steps, centre +"
+cu.figures.flows.show_heat(heat_cell, heat, cell_mask, foreground, centre, zoom=zoom, title=title)
 plt.show()
 
 # %% [markdown]
 # The temperature is highest at the centre and falls towards the border of the cell, in every
 # direction, also around the corners of a bent cell: its gradient points to the centre.
-
-# %% [markdown]
+#
 # **Exercise 2.** Turn the temperature into unit flows: central differences in y (rows) and x
 # (columns), on the temperature padded with zeros, then divided by the vector length. Add a
 # tiny `1e-60` to the length so that a zero gradient stays zero instead of becoming 0 / 0.
@@ -545,15 +521,8 @@ errors = {
     "pixels only": mean_angle_error(pixels_only, recomputed, rot_mask),
     "pixels and arrows": mean_angle_error(pixels_and_arrows, recomputed, rot_mask),
 }
-panels = [recomputed, pixels_only, pixels_and_arrows]
-titles = [
-    "flows of the rotated labels",
-    f"pixels rotated only: wrong\n(mean error {errors['pixels only']:.0f} degrees)",
-    f"pixels and arrows rotated\n(mean error {errors['pixels and arrows']:.1f} degrees)",
-]
-fig = cu.plot.show_grid(
-    [cu.plot.flow_to_rgb(p) for p in panels], titles=titles, ncols=3, figsize=(12, 4.6)
-)
+colours = [cu.plot.flow_to_rgb(f) for f in (recomputed, pixels_only, pixels_and_arrows)]
+cu.figures.flows.show_rotated_flows(colours, errors)
 plt.show()
 
 # %% [markdown]
@@ -618,17 +587,12 @@ train_loader = DataLoader(train_set, shuffle=True, **loader_options)
 val_loader = DataLoader(val_set, **loader_options)
 
 x_item, flows_item, prob_item = train_set[3]
-fig = cu.plot.show_grid(
-    [x_item[0], cu.plot.flow_to_rgb(flows_item), prob_item],
-    titles=["augmented patch", "its flow target (x5)", "its cell-probability target"],
-    ncols=3,
-    figsize=(11, 3.9),
-)
+cu.figures.flows.show_training_item(x_item, flows_item, prob_item)
 plt.show()
 
 # %% [markdown]
 # We train with Adam; `fit` saves checkpoints in `checkpoints/<mode>/05_cellpose`, where
-# notebook 07 finds the model. Run again, it loads the finished run instead of training anew
+# notebook 07b finds the model. Run again, it loads the finished run instead of training anew
 # (delete that folder to retrain). The validation metric is the flow MSE on validation patches.
 
 
@@ -675,19 +639,8 @@ image = test_images[0]
 output = cu.predict.predict_tiled(model, image, tile_size=TILE, overlap=OVERLAP, device=device)
 pred_flows, pred_logit = output[:2], output[2]
 window = np.s_[100:260, 150:310]  # a 160 x 160 window to look at closely
-
-fig = plot_methods.show_maps(
-    [
-        image[window],
-        1 / (1 + np.exp(-pred_logit[window])),
-        cu.plot.flow_to_rgb(pred_flows[:, window[0], window[1]], FLOW_SCALE),
-        cu.plot.flow_to_rgb(FLOW_SCALE * true_flows[:, window[0], window[1]], FLOW_SCALE),
-    ],
-    ["test image (window)", "predicted cell probability", "predicted flows", "true flows"],
-    cmap=["gray", "magma", "gray", "gray"],
-    vmin=0,
-    vmax=1,
-    figsize=(19, 4.6),
+cu.figures.flows.show_prediction(
+    image, pred_flows, pred_logit, true_flows, window=window, scale=FLOW_SCALE
 )
 plt.show()
 
@@ -826,15 +779,7 @@ print(
     f"{unchecked.max()} masks without the check; {np.sum(flow_error > 0.4)} have a flow error "
     f"above 0.4; flows_to_masks keeps {checked.max()}"
 )
-
-fig, ax = plt.subplots(figsize=(7, 3.5))
-ax.hist(flow_error, bins=40, color="tab:blue")
-ax.axvline(0.4, color="tab:red", ls="--", label="flow_threshold = 0.4")
-ax.set_title("flow error per predicted mask (test image 0)")
-ax.set_xlabel("mean squared difference to the predicted unit flows")
-ax.set_ylabel("number of masks")
-ax.legend()
-plt.tight_layout()
+cu.figures.flows.plot_flow_errors(flow_error, threshold=0.4)
 plt.show()
 
 # %% [markdown]
@@ -870,10 +815,9 @@ for threshold in [0.1, 0.2, 0.4, 0.8, None]:
 #
 # > **Checkpoint.** Ask the room what a flow error of 0 would mean for a mask, and why a merged
 # > pair of nuclei has a large one (hint: where do its recomputed flows point?).
-
-# %% [markdown]
+#
 # ### The prediction recipe in one function
-# Everything from a normalised image to instance labels. Notebook 07 uses the same recipe
+# Everything from a normalised image to instance labels. Notebook 07b uses the same recipe
 # (`cu.methods.get("cellpose").segment`) for the model saved above.
 
 
@@ -914,12 +858,12 @@ def show_thresholds(cellprob_threshold=0.0, flow_threshold=0.4):
         flow_threshold=flow_threshold or None,
     )
     score = cu.metrics.matching(truth, masks, thresh=0.5)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
-    cu.plot.overlay(image[window], truth[window], ax=axes[0], title="ground truth (window)")
     title = (
         f"cellprob_threshold {cellprob_threshold:.1f}, flow_threshold {flow_threshold:.2f}\n"
         f"whole image: {score.n_pred} masks, F1 at IoU 0.5 = {score.f1:.3f}"
     )
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
+    cu.plot.overlay(image[window], truth[window], ax=axes[0], title="ground truth (window)")
     cu.plot.overlay(image[window], masks[window], ax=axes[1], title=title)
     plt.tight_layout()
     plt.show()
@@ -958,16 +902,8 @@ ap_classical = cu.metrics.average_precision(test_labels, classical, thresholds)
 f1_classical = cu.metrics.matching_dataset(test_labels, classical, thresh=0.5).f1
 print(f"Cellpose-style network on {len(test_images)} test images:\n{scores}")
 print(f"classical watershed: F1 at IoU 0.5 = {f1_classical:.3f}, AP = {ap_classical[0]:.3f}")
-
-fig, ax = plt.subplots(figsize=(7, 4))
-ax.plot(thresholds, ap, "o-", label="Cellpose-style network")
-ax.plot(thresholds, ap_classical, "s--", label="classical watershed (notebook 01)")
-ax.set_title(f"Average precision on {len(test_images)} BBBC039 test images")
-ax.set_xlabel("IoU threshold")
-ax.set_ylabel("AP = TP / (TP + FP + FN)")
-ax.set_ylim(0, 1)
-ax.legend()
-plt.tight_layout()
+curves = {"Cellpose-style network": ap, "classical watershed (notebook 01)": ap_classical}
+cu.figures.flows.plot_ap(thresholds, curves, n_images=len(test_images))
 plt.show()
 
 # %% [markdown]
@@ -976,32 +912,9 @@ plt.show()
 # are wrong (false positives)? Below, four of each, drawn at random: the object in question is
 # tinted blue, true outlines are green and predicted outlines orange.
 
-
 # %%
-def failures(truth, pred, thresh=0.5):
-    """Ids of unmatched true objects (FN) and unmatched predicted objects (FP) at IoU thresh."""
-    iou, true_ids, pred_ids = cu.metrics.iou_matrix(truth, pred, return_ids=True)
-    best_true = iou.max(axis=1) if iou.shape[1] else np.zeros(len(true_ids))
-    best_pred = iou.max(axis=0) if iou.shape[0] else np.zeros(len(pred_ids))
-    return true_ids[best_true < thresh], pred_ids[best_pred < thresh]
-
-
-missed, wrong = [], []  # (image index, label image holding the object, id)
-for i, (t, p) in enumerate(zip(test_labels, predictions)):
-    fn_ids, fp_ids = failures(t, p)
-    missed += [(i, t, k) for k in fn_ids]
-    wrong += [(i, p, k) for k in fp_ids]
-pick_rng = np.random.default_rng(0)  # a random sample, not the worst or the best cases
-shown = [("missed (FN)", missed[c]) for c in pick_rng.permutation(len(missed))[:4]]
-shown += [("wrong (FP)", wrong[c]) for c in pick_rng.permutation(len(wrong))[:4]]
-if shown:
-    crops = [
-        plot_methods.failure_crop(test_images[i], test_labels[i], predictions[i], holder, k)
-        for _, (i, holder, k) in shown
-    ]
-    titles = [f"{kind}\ntest image {i}, {np.sum(holder == k)} px" for kind, (i, holder, k) in shown]
-    fig = cu.plot.show_grid(crops, titles=titles, ncols=len(shown), figsize=(2.7 * len(shown), 3.4))
-    plt.show()
+cu.figures.flows.show_failures(test_images, test_labels, predictions, n=4, seed=0)
+plt.show()
 print(f"{scores.fn} missed nuclei and {scores.fp} wrong masks in all")
 
 # %% [markdown]
@@ -1052,7 +965,7 @@ print(f"{scores.fn} missed nuclei and {scores.fp} wrong masks in all")
 #   that are too small. How strict that check should be depends on the network: measure it.
 # - At IoU 0.5 a split costs one or two FP and at most one FN, a merge one or two FN and at most
 #   one FP.
-# - The recipe, as the record `cu.methods.get("cellpose")` holds it for notebook 07:
+# - The recipe, as the record `cu.methods.get("cellpose")` holds it for notebook 07b:
 #   `segment_cellpose` above (normalised image, tiles of 256 px with
 #   overlap 64, flows at 5x, `cellprob_threshold` 0, `flow_threshold` 0.4, `min_size` 15).
 #

@@ -11,11 +11,12 @@
 # - the **object probability** (the normalised distance to the background) and why it is the
 #   score of each polygon;
 # - the model (a U-Net with a probability head and a distance head, optionally on a coarser
-#   output grid) and its loss, which you write;
-# - prediction: thresholding, **non-maximum suppression** of overlapping polygons, rendering them
-#   into a label image, and tuning both thresholds on the validation images;
-# - the scores on the BBBC039 test images, next to the course's pretrained StarDist-style model,
-#   and what really limits them at strict IoU thresholds; the 3-D version (Weigert 2020).
+#   output grid) and its loss, which you write; its training, and a measured choice of how much
+#   the distances weigh in the loss.
+#
+# Notebook 06b follows this one: it turns the network's outputs into nuclei (thresholds,
+# non-maximum suppression of polygons), scores them on the test images, asks what limits the
+# scores at strict IoU thresholds, and shows the 3-D version (Weigert 2020).
 #
 # The exercises have hints, hidden until you open them, and a one-line fallback to the
 # library's version, so that you can always go on. The questions marked **Predict, then run**
@@ -30,9 +31,8 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Polygon, Rectangle
 from scipy import ndimage as ndi
-from skimage.segmentation import relabel_sequential
+from skimage.segmentation import clear_border, relabel_sequential
 from tqdm.auto import tqdm
 
 import course_utils as cu
@@ -46,7 +46,7 @@ rng = cu.env.seed_everything(0)
 # hundred steps on the CPU; full mode trains a larger one on all training images (a GPU helps).
 # The network's sizes and the training patch come from the method's record,
 # `cu.methods.get("stardist")`, the one place that defines the StarDist-style method (notebook
-# 07 and the course's pretrained models read it too). We build each piece by hand and check
+# 07b and the course's pretrained models read it too). We build each piece by hand and check
 # that ours equals the record's.
 
 # %%
@@ -55,8 +55,7 @@ CONFIG = STARDIST.config()  # the network's arguments in this mode
 N_RAYS = CONFIG["n_rays"]  # rays per pixel: 32, the StarDist default (see section 3)
 GRID = CONFIG["grid"]  # 2: the network predicts every 2nd pixel in each direction
 N_TRAIN = cu.pick(fast=8, full=100)  # BBBC039 training images
-N_VAL = cu.pick(fast=3, full=50)  # validation images for the threshold search
-N_TEST = cu.pick(fast=4, full=48)  # test images for the final scores
+N_VAL = cu.pick(fast=3, full=50)  # validation images: validation loss, distance weight
 N_SWEEP = cu.pick(fast=2, full=20)  # images for the "how many rays?" experiment
 RAY_COUNTS = cu.pick(fast=[4, 8, 16, 32, 64], full=[4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128])
 BASE_CHANNELS = CONFIG["base_channels"]  # fast 16, full 32
@@ -68,15 +67,11 @@ STEPS_PER_EPOCH = cu.pick(fast=125, full=250)
 VAL_PATCHES = cu.pick(fast=16, full=256)
 LR = cu.pick(fast=6e-3, full=3e-3)  # peak of the one-cycle schedule
 WORKERS = cu.pick(fast=0, full=4)  # data-loader processes (the targets are computed on the fly)
-PROB_GRID = cu.pick(
-    fast=[0.4, 0.5, 0.6, 0.7], full=[round(p, 2) for p in np.arange(0.3, 0.8, 0.05)]
-)
-NMS_GRID = cu.pick(fast=[0.3, 0.4, 0.5], full=[0.3, 0.4, 0.5])
 DIST_WEIGHTS = [0.2, 1.0]  # the distance weight: StarDist's default and the course's
 COMPARE_EPOCHS = cu.pick(fast=EPOCHS, full=10)  # training of each run of that comparison
 device = cu.env.get_device()
 print(
-    f"mode {cu.get_mode()}: {N_TRAIN} train / {N_VAL} val / {N_TEST} test images, "
+    f"mode {cu.get_mode()}: {N_TRAIN} train / {N_VAL} val images, "
     f"{PATCH}px patches, {EPOCHS} x {STEPS_PER_EPOCH} steps of {BATCH}, training on {device}"
 )
 
@@ -114,84 +109,8 @@ verified = {}
 
 
 # %% tags=["hide-input"]
-def draw_flow(ax, steps, y, colour, title=None):
-    """Boxes with text at x = 0, 1, 2, ... joined by arrows, on row `y` of a diagram."""
-    for x, text in enumerate(steps):
-        ax.add_patch(
-            FancyBboxPatch(
-                (x - 0.42, y - 0.3), 0.84, 0.6, boxstyle="round,pad=0.02", fc=colour, ec="0.3", lw=1
-            )
-        )
-        ax.text(x, y, text, ha="center", va="center", fontsize=8.5, wrap=True)
-        if x:
-            ax.add_patch(
-                FancyArrowPatch(
-                    (x - 0.58, y), (x - 0.42, y), arrowstyle="-|>", mutation_scale=12, color="0.25"
-                )
-            )
-    if title:
-        ax.text(-0.5, y + 0.45, title, ha="left", va="bottom", fontsize=10, weight="bold")
-
-
-# %% tags=["hide-input"]
-def diagram(rows, title, width=15):
-    """A figure of several flows (rows = [(steps, colour, title), ...]), top to bottom."""
-    fig, ax = plt.subplots(figsize=(width, 1.35 * len(rows) + 0.4))
-    for k, (steps, colour, name) in enumerate(rows):
-        draw_flow(ax, steps, -1.25 * k, colour, name)
-    n = max(len(r[0]) for r in rows)
-    ax.set_xlim(-0.55, n - 0.45)
-    ax.set_ylim(-1.25 * (len(rows) - 1) - 0.45, 0.85)
-    ax.set_title(title)
-    ax.axis("off")
-    plt.show()
-
-
-# %% tags=["hide-input"]
-diagram(
-    [
-        (
-            [
-                "image",
-                "CNN features\n(coarse map)",
-                "anchors: 9 boxes\nper position",
-                "proposals: scored,\ncorrected boxes",
-                "box NMS\n(box IoU > 0.7, 0.5)",
-                "mask head: a 28 x 28\nmask inside each box",
-                "instances",
-            ],
-            "#dbe9f6",
-            "top-down (Faster / Mask R-CNN): detect boxes, suppress duplicates, segment inside",
-        ),
-        (
-            [
-                "image",
-                "U-Net features\n(on a grid of 2)",
-                "every pixel: a polygon\n+ its probability",
-                "candidates:\nprob > threshold",
-                "polygon NMS\n(overlap of polygons)",
-                "paint the polygons",
-                "instances",
-            ],
-            "#fde2c8",
-            "top-down with star-convex polygons (StarDist, this notebook)",
-        ),
-        (
-            [
-                "image",
-                "CNN features\n(full resolution)",
-                "every pixel: a class,\nflow or affinity",
-                "foreground mask\n+ borders or flows",
-                "grouping: components,\nwatershed, flows",
-                "small objects\nremoved",
-                "instances",
-            ],
-            "#dcefd9",
-            "bottom-up (U-Net 03-04, Cellpose 05): classify pixels, then group them",
-        ),
-    ],
-    "Two families of instance segmentation",
-)
+cu.figures.stardist.families_diagram()
+plt.show()
 
 # %% [markdown]
 # A top-down method must tell "two touching nuclei" from "the same nucleus found twice", and
@@ -202,7 +121,6 @@ diagram(
 # %%
 train_images, train_labels = cu.data.load_split("bbbc039", "train", n=N_TRAIN)
 val_images, val_labels = cu.data.load_split("bbbc039", "val", n=N_VAL)
-test_images, test_labels = cu.data.load_split("bbbc039", "test", n=N_TEST)
 CROP = (slice(272, 432), slice(35, 195))  # 160 x 160 pixels of training image 5
 crop_image = train_images[5][CROP]
 crop_label = relabel_sequential(train_labels[5][CROP])[0]  # ids 1..N inside the crop
@@ -246,30 +164,6 @@ def touching_box_iou(labels):
     return np.array([iou[i - 1, j - 1] for i, j in pairs]), pairs
 
 
-# %% tags=["hide-input"]
-def draw_boxes(ax, image, labels, title):
-    """The image with every object's box; the touching pair whose boxes overlap most in red."""
-    ax.imshow(image, cmap="gray")
-    colours = cu.plot.label_cmap(labels.max() + 1).colors
-    pair_iou, pairs = touching_box_iou(labels)
-    worst = pairs[int(np.argmax(pair_iou))]
-    for i, (top, left, bottom, right) in enumerate(bounding_boxes(labels), start=1):
-        red = i in worst
-        ax.add_patch(
-            Rectangle(
-                (left - 0.5, top - 0.5),
-                right - left,
-                bottom - top,
-                fill=False,
-                color="red" if red else colours[i],
-                lw=3 if red else 1.5,
-            )
-        )
-    ax.set_title(f"{title}\nred: touching pair with box IoU {pair_iou.max():.2f}")
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-
-
 # %%
 bbbc_pair_iou = np.concatenate([touching_box_iou(lab)[0] for lab in train_labels])
 print(
@@ -277,10 +171,13 @@ print(
     f"{np.median(bbbc_pair_iou):.2f}, 99th percentile {np.percentile(bbbc_pair_iou, 99):.2f}, "
     f"max {bbbc_pair_iou.max():.2f}"
 )
-fig, axes = plt.subplots(1, 2, figsize=(11, 5.5))
-cu.plot.overlay(crop_image, crop_label, ax=axes[0], title="instance labels (nuclei never overlap)")
-draw_boxes(axes[1], crop_image, crop_label, "their bounding boxes")
-plt.tight_layout()
+cu.figures.stardist.show_boxes(
+    crop_image,
+    crop_label,
+    bounding_boxes(crop_label),
+    *touching_box_iou(crop_label),
+    titles=("instance labels (nuclei never overlap)", "their bounding boxes"),
+)
 plt.show()
 
 # %% [markdown]
@@ -291,25 +188,6 @@ plt.show()
 # **Predict, then run.** We give box NMS the four *perfect* bounding boxes (no network, no
 # error) and the usual threshold: a box is deleted when its IoU with a better box exceeds 0.5.
 # How many of the four nuclei survive? Sketch the boxes on paper before you run the cell.
-
-
-# %% tags=["hide-input"]
-def elongated_nuclei(n=4, shape=(100, 130), half_axes=(30, 5), spacing=10, angle=np.pi / 4):
-    """Labels (int32, `shape`) of n touching ellipses side by side, tilted by `angle`.
-
-    Each pixel belongs to the ellipse in whose own (normalised) coordinates it is closest to
-    the centre, so neighbours touch along a straight line and never overlap.
-    """
-    yy, xx = np.indices(shape, dtype=float)
-    radii = []
-    for k in range(n):
-        offset = (k - (n - 1) / 2) * spacing  # across the long axis
-        cy, cx = shape[0] / 2 + offset * np.cos(angle), shape[1] / 2 - offset * np.sin(angle)
-        u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
-        v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
-        radii.append((u / half_axes[0]) ** 2 + (v / half_axes[1]) ** 2)
-    radii = np.stack(radii)
-    return np.where(radii.min(0) <= 1, radii.argmin(0) + 1, 0).astype(np.int32)
 
 
 # %%
@@ -323,12 +201,15 @@ def box_nms(boxes, iou_thresh=0.5):
     return np.flatnonzero(~suppressed)
 
 
-cluster = elongated_nuclei()
+cluster = cu.figures.stardist.elongated_nuclei()  # 4 ellipses, 6 times longer than wide
 cluster_kept = box_nms(bounding_boxes(cluster), 0.5)
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-cu.plot.overlay(cluster.astype(np.float32), cluster, ax=axes[0], title="4 elongated nuclei")
-draw_boxes(axes[1], cluster > 0, cluster, "their bounding boxes")
-plt.tight_layout()
+cu.figures.stardist.show_boxes(
+    cluster > 0,
+    cluster,
+    bounding_boxes(cluster),
+    *touching_box_iou(cluster),
+    titles=("4 elongated nuclei", "their bounding boxes"),
+)
 plt.show()
 print(
     f"box IoU of neighbours: {np.round(touching_box_iou(cluster)[0], 2)}; NMS at IoU 0.5 on "
@@ -366,37 +247,11 @@ print(
 # pixel: the distances along the rays and an object probability (section 4). A U-Net predicts
 # both, here on a grid of 2 (every second pixel in each direction). For prediction, every pixel
 # whose probability is high enough proposes its polygon, NMS keeps the best of overlapping
-# polygons, and the survivors are painted into a label image (section 6).
+# polygons, and the survivors are painted into a label image (notebook 06b).
 
 # %% tags=["hide-input"]
-diagram(
-    [
-        (
-            [
-                "label image\n(nuclei 1..N)",
-                "targets per pixel:\n32 ray distances\n+ object probability",
-                "targets on the grid\n(every 2nd pixel)",
-                "U-Net, grid 2: prob\n+ distance heads",
-                "loss: BCE (prob) +\nweighted MAE (rays)",
-            ],
-            "#fde2c8",
-            "training (sections 2-5)",
-        ),
-        (
-            [
-                "image",
-                "U-Net, grid 2: prob\n+ 32 distances",
-                "candidates: pixels\nwith prob > threshold",
-                "polygon NMS: best\nfirst, drop overlaps",
-                "paint polygons\n-> label image",
-            ],
-            "#dbe9f6",
-            "prediction (section 6)",
-        ),
-    ],
-    "The StarDist pipeline",
-    width=13,
-)
+cu.figures.stardist.pipeline_diagram(N_RAYS, GRID)
+plt.show()
 
 # %% [markdown]
 # **Exercise 1.** March along one ray from pixel `(row, col)`: take steps `t = 1, 2, ...` of one
@@ -439,13 +294,8 @@ diagram(
 
 # %%
 # The pixel we march from: the centre of the largest nucleus that lies wholly inside the crop.
-areas = np.bincount(crop_label.ravel())
-inner = [
-    i
-    for i, s in enumerate(ndi.find_objects(crop_label), start=1)
-    if all(sl.start > 0 and sl.stop < n for sl, n in zip(s, crop_label.shape))
-]
-nucleus = max(inner, key=lambda i: areas[i])
+areas = np.bincount(clear_border(crop_label).ravel())  # those that touch its border removed
+nucleus = int(np.argmax(areas[1:])) + 1
 inside_distance = ndi.distance_transform_edt(crop_label == nucleus)
 pixel = tuple(int(v) for v in np.unravel_index(np.argmax(inside_distance), crop_label.shape))
 print(f"nucleus {nucleus} ({areas[nucleus]} pixels), marching from pixel {pixel}")
@@ -514,7 +364,7 @@ for name, d in corrections.items():
 # on the diagonals; no correction is half a pixel short on *every* ray.
 #
 # **Why?** Half a pixel sounds negligible for a nucleus of radius 15 pixels. What would a
-# polygon whose every ray is half a pixel short cost at the strict IoU thresholds of section 7?
+# polygon whose every ray is half a pixel short cost at the strict IoU thresholds of notebook 06b?
 #
 # <details><summary>Answer</summary>
 #
@@ -583,24 +433,7 @@ cu.checks.check_close(vertices, library_vertices, "your polygon vertices", atol=
 
 # %%
 verified["polygon vertices = cu.postprocess.dist_to_coord"] = True
-fig, axes = plt.subplots(1, 3, figsize=(15, 5))
-axes[0].imshow(crop_image, cmap="gray")
-for r, c in vertices.T:
-    axes[0].plot([pixel[1], c], [pixel[0], r], color="tab:orange", lw=0.8)
-axes[0].add_patch(Polygon(vertices[::-1].T, fill=False, color="cyan", lw=1.5))
-axes[0].plot(pixel[1], pixel[0], "r.", ms=8)
-axes[0].set_title(f"{N_RAYS} rays from one pixel and their polygon")
-for ax, k in zip(axes[1:], (0, N_RAYS // 4)):
-    shown = ax.imshow(crop_dist[..., k], cmap="magma")
-    plt.colorbar(shown, ax=ax, fraction=0.046, label="distance (pixels)")
-    ax.set_title(
-        f"distance along ray {k} ({np.degrees(angles[k]):.0f}°, "
-        f"{'right' if k == 0 else 'down'}) for every pixel"
-    )
-for ax in axes:
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-plt.tight_layout()
+cu.figures.stardist.show_ray_polygon(crop_image, pixel, vertices, crop_dist)
 plt.show()
 
 # %% [markdown]
@@ -621,17 +454,8 @@ crop_centres = object_centres(crop_label)
 crop_polygons = cu.postprocess.dist_to_coord(
     crop_dist[crop_centres[:, 0], crop_centres[:, 1]], crop_centres
 )  # (N, 2, n_rays)
-colours = cu.plot.label_cmap(len(crop_polygons) + 1).colors  # the colours of cu.plot.overlay
-fig, ax = plt.subplots(figsize=(6, 6))
-ax.imshow(crop_image, cmap="gray")
-for i, poly in enumerate(crop_polygons, start=1):
-    ax.add_patch(Polygon(poly[::-1].T, fill=False, color=colours[i], lw=1.5))
-ax.plot(crop_centres[:, 1], crop_centres[:, 0], "w.", ms=3)
-ax.set_xlim(-0.5, crop_label.shape[1] - 0.5)
-ax.set_ylim(crop_label.shape[0] - 0.5, -0.5)
-ax.set_title(f"one {N_RAYS}-ray polygon per nucleus, from its central pixel")
-ax.set_xlabel("x (pixels)")
-ax.set_ylabel("y (pixels)")
+title = f"one {N_RAYS}-ray polygon per nucleus, from its central pixel"
+cu.figures.stardist.show_polygons(crop_image, crop_polygons, title, centres=crop_centres)
 plt.show()
 
 # %% [markdown]
@@ -692,13 +516,12 @@ for t in THRESHOLDS:
 
 cluster_centres = object_centres(cluster)
 cluster_dist = cu.targets.star_dist(cluster, N_RAYS)[cluster_centres[:, 0], cluster_centres[:, 1]]
-fig, ax = plt.subplots(figsize=(6, 4.6))
-ax.imshow(cluster > 0, cmap="gray")
-for poly in cu.postprocess.dist_to_coord(cluster_dist, cluster_centres):
-    ax.add_patch(Polygon(poly[::-1].T, fill=False, color="cyan", lw=1.5))
-ax.set_title("the cluster's true polygons barely overlap")
-ax.set_xlabel("x (pixels)")
-ax.set_ylabel("y (pixels)")
+cu.figures.stardist.show_polygons(
+    cluster > 0,
+    cu.postprocess.dist_to_coord(cluster_dist, cluster_centres),
+    "the cluster's true polygons barely overlap",
+    colour="cyan",
+)
 plt.show()
 
 # %% [markdown]
@@ -739,17 +562,7 @@ for lab in tqdm(train_labels[:N_SWEEP], desc="images"):
 mean_iou = {n: float(np.mean(v)) for n, v in sweep.items()}
 for n, v in sweep.items():
     print(f"{n:4d} rays: mean IoU {mean_iou[n]:.3f}, {np.mean(np.array(v) > 0.8):.1%} above 0.8")
-
-fig, ax = plt.subplots(figsize=(6.5, 4))
-ax.plot(RAY_COUNTS, list(mean_iou.values()), "o-", label="mean IoU")
-ax.plot(RAY_COUNTS, [np.percentile(v, 10) for v in sweep.values()], "s--", label="10th percentile")
-ax.axvline(N_RAYS, color="gray", ls=":", label=f"{N_RAYS} rays (used below)")
-ax.set_xscale("log", base=2)
-ax.set_xticks(RAY_COUNTS, [str(n) for n in RAY_COUNTS])
-ax.set_xlabel("number of rays")
-ax.set_ylabel("IoU of polygon and true mask")
-ax.set_title(f"Star-convex polygons vs BBBC039 nuclei ({len(sweep[N_RAYS])} nuclei)")
-ax.legend()
+cu.figures.stardist_results.show_ray_sweep(sweep, N_RAYS)
 plt.show()
 
 # %% [markdown]
@@ -768,36 +581,8 @@ plt.show()
 
 # %%
 lab = train_labels[0]
-centres, boxes = object_centres(lab), ndi.find_objects(lab)
-ious_32 = np.array(sweep[N_RAYS][: len(centres)])  # the first image's nuclei come first
-examples = {
-    "worst fit": int(np.argmin(ious_32)),
-    "typical": int(np.argsort(ious_32)[len(ious_32) // 2]),
-}
-fig, axes = plt.subplots(1, 2, figsize=(10, 5))
-for ax, (name, k) in zip(axes, examples.items()):
-    rows, cols = boxes[k]
-    view = (
-        slice(max(rows.start - 4, 0), rows.stop + 4),
-        slice(max(cols.start - 4, 0), cols.stop + 4),
-    )
-    ax.imshow(
-        lab[view] == k + 1,
-        cmap="gray",
-        extent=(view[1].start - 0.5, view[1].stop - 0.5, view[0].stop - 0.5, view[0].start - 0.5),
-    )
-    for n, colour in ((8, "tab:orange"), (N_RAYS, "cyan")):
-        d = cu.targets.star_dist(lab[view], n)[
-            centres[k, 0] - view[0].start, centres[k, 1] - view[1].start
-        ]
-        poly = cu.postprocess.dist_to_coord(d[None], centres[k][None])[0]
-        ax.add_patch(Polygon(poly[::-1].T, fill=False, color=colour, lw=2, label=f"{n} rays"))
-    ax.plot(centres[k, 1], centres[k, 0], "r.", ms=8)
-    ax.set_title(f"{name}: IoU {ious_32[k]:.2f} with {N_RAYS} rays")
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-    ax.legend(loc="lower right")
-plt.tight_layout()
+ious_32 = np.array(sweep[N_RAYS][: lab.max()])  # the first image's nuclei come first
+cu.figures.stardist.show_polygon_fits(lab, object_centres(lab), ious_32, rays=(8, N_RAYS))
 plt.show()
 
 # %% [markdown]
@@ -819,25 +604,10 @@ probe_iou = np.array(
     [polygon_iou(crop_label, crop_boxes_sl, p, crop_dist[p[0], p[1]]) for p in probe]
 )
 probe_prob = crop_prob[probe[:, 0], probe[:, 1]]
-bins = np.linspace(0, 1, 6)
-which = np.clip(np.digitize(probe_prob, bins) - 1, 0, len(bins) - 2)
-per_bin = [probe_iou[which == b].mean() for b in range(len(bins) - 1)]
-
-fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-cu.plot.overlay(crop_image, crop_label, ax=axes[0], title="labels")
-shown = axes[1].imshow(crop_prob, cmap="viridis")
-plt.colorbar(shown, ax=axes[1], fraction=0.046, label="object probability")
-axes[1].set_title("edt_prob: normalised distance to the background")
-axes[1].set_xlabel("x (pixels)")
-axes[1].set_ylabel("y (pixels)")
-axes[2].bar((bins[:-1] + bins[1:]) / 2, per_bin, width=0.15)
-axes[2].set_ylim(min(per_bin) - 0.05, 1)
-axes[2].set_xlabel("object probability of the pixel")
-axes[2].set_ylabel("mean IoU of the pixel's polygon")
-axes[2].set_title(f"Central pixels draw better polygons ({len(probe)} pixels)")
-plt.tight_layout()
+cu.figures.stardist_results.show_object_probability(
+    crop_image, crop_label, crop_prob, probe_prob, probe_iou
+)
 plt.show()
-print("mean IoU per probability bin:", ", ".join(f"{v:.2f}" for v in per_bin))
 
 # %% [markdown]
 # This is why the distance loss below is **weighted by the object probability**: the distances
@@ -992,11 +762,12 @@ cu.checks.check_close(
 #   We set its bias so that it starts at the mean distance inside a nucleus (about 13 pixels).
 # - **How much the distance term weighs.** StarDist's default weight is 0.2; the course's
 #   record uses 1 (`cu.losses.STARDIST_DIST_WEIGHT`), because in a short run on the CPU the
-#   larger weight learned the distances faster. Section 6 measures both, in this notebook.
+#   larger weight learned the distances faster. The end of this section measures both.
 #
 # Training uses `cu.train.fit` with Adam and a one-cycle learning-rate schedule (warm up, then
-# anneal). The checkpoints go to `cu.train.checkpoint_dir("06_stardist")`, where notebook 07
-# finds the trained model; running this cell again resumes from them instead of retraining.
+# anneal). The checkpoints go to `cu.train.checkpoint_dir("06_stardist")`, where notebooks 06b
+# and 07b find the trained model; running this cell again resumes from them instead of
+# retraining.
 
 # %%
 loader_options = {"num_workers": WORKERS, "pin_memory": device.type == "cuda"}
@@ -1052,163 +823,14 @@ history.plot()
 plt.show()
 
 # %% [markdown]
-# ## 6 · From predictions to nuclei
-# Prediction runs the network once on the whole image (reflect-padded to a multiple of
-# `grid x 2**depth`, the padding cut off again) and then:
-#
-# 1. keeps the pixels whose probability exceeds `prob_thresh`: each proposes its polygon
-#    (except those closer than `b = 2` output pixels to the image border; section 7 shows
-#    what that costs);
-# 2. sorts the candidates by probability and runs **greedy NMS**: the best polygon is kept, every
-#    candidate that overlaps it by more than `nms_thresh` (intersection over the smaller area) is
-#    deleted, and so on down the list;
-# 3. paints the surviving polygons into a label image, the least probable first, so that the
-#    most confident polygon owns the pixels where two overlap (`cu.postprocess.polygons_to_label`).
-#
-# `predict_stardist` below is the exact recipe; the record `cu.methods.get("stardist")`, which
-# notebook 07 uses, holds the same one (checked in section 7).
-
-
-# %%
-def predict_maps(model, image):
-    """Probability (H/g, W/g) and distances (H/g, W/g, n_rays), float32 numpy, of a normalised
-    image (H, W) float32 (as `cu.data.load_split` returns it)."""
-    multiple = model.grid * 2**model.depth
-    h, w = image.shape
-    padded = np.pad(image, ((0, -h % multiple), (0, -w % multiple)), mode="reflect")
-    device = next(model.parameters()).device
-    model.eval()
-    with torch.inference_mode():
-        logits, dist = model(torch.from_numpy(padded)[None, None].to(device))
-    hg, wg = -(-h // model.grid), -(-w // model.grid)  # ceil: the output pixels of the image
-    prob = torch.sigmoid(logits[0, 0, :hg, :wg].float()).cpu().numpy()
-    dist = dist[0, :, :hg, :wg].float().permute(1, 2, 0).cpu().numpy()
-    return prob, np.ascontiguousarray(dist)
-
-
-def maps_to_labels(prob, dist, shape, prob_thresh, nms_thresh, grid, b=2):
-    """Instance labels (int32, `shape`) from the predicted maps: threshold, NMS, render.
-    Candidates closer than `b` output pixels to the image border are ignored (StarDist's
-    default, 2)."""
-    points, scores, dists = cu.postprocess.non_maximum_suppression(
-        dist, prob, prob_thresh=prob_thresh, nms_thresh=nms_thresh, b=b, grid=(grid, grid)
-    )
-    return cu.postprocess.polygons_to_label(dists, points, shape, prob=scores)
-
-
-def predict_stardist(model, image, prob_thresh, nms_thresh):
-    """Instance labels (H, W) int32 of a normalised image (H, W) float32."""
-    prob, dist = predict_maps(model, image)
-    return maps_to_labels(prob, dist, image.shape, prob_thresh, nms_thresh, model.grid)
-
-
-# %% [markdown]
-# The three steps on a validation image, with the thresholds 0.5 and 0.4 for now:
-
-# %%
-val_maps = [predict_maps(model, img) for img in tqdm(val_images, desc="validation images")]
-prob, dist = val_maps[0]
-view = (slice(0, 256), slice(0, 256))
-view_grid = (slice(0, 256 // GRID), slice(0, 256 // GRID))
-candidates = np.argwhere(prob[view_grid] > 0.5) * GRID
-points, scores, dists = cu.postprocess.non_maximum_suppression(
-    dist, prob, prob_thresh=0.5, nms_thresh=0.4, grid=(GRID, GRID)
-)
-labels_pred = cu.postprocess.polygons_to_label(dists, points, val_images[0].shape, prob=scores)
-in_view = (points[:, 0] < 256) & (points[:, 1] < 256)
-fig, axes = plt.subplots(1, 4, figsize=(20, 5.2))
-axes[0].imshow(prob[view_grid], cmap="viridis", vmin=0, vmax=1, extent=(-0.5, 255.5, 255.5, -0.5))
-axes[0].set_title("predicted probability")
-axes[1].imshow(val_images[0][view], cmap="gray")
-axes[1].plot(candidates[:, 1], candidates[:, 0], ".", color="tab:orange", ms=1)
-axes[1].set_title(f"{len(candidates)} candidates (prob > 0.5)")
-axes[2].imshow(val_images[0][view], cmap="gray")
-for poly in cu.postprocess.dist_to_coord(dists[in_view], points[in_view]):
-    axes[2].add_patch(Polygon(poly[::-1].T, fill=False, color="cyan", lw=1))
-axes[2].set_title(f"{in_view.sum()} polygons kept by NMS")
-for ax in axes[:3]:
-    ax.set_xlim(-0.5, 255.5)
-    ax.set_ylim(255.5, -0.5)
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-cu.plot.overlay(val_images[0][view], labels_pred[view], ax=axes[3], title="rendered labels")
-plt.tight_layout()
-plt.show()
-
-# %% [markdown]
-# ### Tuning the two thresholds
-# Too low a `prob_thresh` lets border pixels propose poor polygons; too high a one loses faint
-# nuclei. Too low an `nms_thresh` deletes touching nuclei; too high a one keeps duplicates. We
-# pick both on the **validation** images by a small grid search, maximising the average
-# precision at IoU 0.5 (the test images stay untouched until the end). The network ran once per
-# image; only the cheap post-processing is repeated.
-
-# %%
-search = np.zeros((len(PROB_GRID), len(NMS_GRID)))
-for a, pt in enumerate(tqdm(PROB_GRID, desc="prob_thresh")):
-    for b, nt in enumerate(NMS_GRID):
-        preds = [
-            maps_to_labels(p, d, img.shape, pt, nt, GRID)
-            for (p, d), img in zip(val_maps, val_images)
-        ]
-        search[a, b] = cu.metrics.matching_dataset(val_labels, preds, 0.5).accuracy
-a, b = np.unravel_index(np.argmax(search), search.shape)
-PROB_THRESH, NMS_THRESH = float(PROB_GRID[a]), float(NMS_GRID[b])
-print(
-    f"best on {N_VAL} validation images: prob_thresh {PROB_THRESH}, nms_thresh {NMS_THRESH}, "
-    f"AP@0.5 {search[a, b]:.3f}"
-)
-
-fig, ax = plt.subplots(figsize=(5, 4.5))
-shown = ax.imshow(search, cmap="viridis", origin="lower")
-for (i, j), v in np.ndenumerate(search):
-    ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < search.max() else "k")
-ax.set_xticks(range(len(NMS_GRID)), [str(v) for v in NMS_GRID])
-ax.set_yticks(range(len(PROB_GRID)), [str(v) for v in PROB_GRID])
-ax.set_xlabel("nms_thresh")
-ax.set_ylabel("prob_thresh")
-ax.set_title("validation AP at IoU 0.5")
-plt.colorbar(shown, ax=ax, fraction=0.046)
-plt.show()
-
-# %% [markdown]
-# Move the sliders to see both thresholds at work on the first validation image (in the static
-# website and in CI, the figure shows the tuned values).
-
-
-# %%
-def show_thresholds(prob_thresh=PROB_THRESH, nms_thresh=NMS_THRESH):
-    prob, dist = val_maps[0]
-    pred = maps_to_labels(prob, dist, val_images[0].shape, prob_thresh, nms_thresh, GRID)
-    score = cu.metrics.matching(val_labels[0], pred, 0.5)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
-    cu.plot.overlay(val_images[0][view], val_labels[0][view], ax=axes[0], title="ground truth")
-    cu.plot.overlay(
-        val_images[0][view],
-        pred[view],
-        ax=axes[1],
-        title=f"prob > {prob_thresh:.2f}, NMS {nms_thresh:.2f}: whole image "
-        f"{score.tp} TP, {score.fp} FP, {score.fn} FN",
-    )
-    plt.tight_layout()
-    plt.show()
-
-
-from ipywidgets import FloatSlider
-
-cu.plot.interactive(
-    show_thresholds,
-    prob_thresh=FloatSlider(PROB_THRESH, min=0.05, max=0.95, step=0.05, description="prob"),
-    nms_thresh=FloatSlider(NMS_THRESH, min=0.05, max=0.95, step=0.05, description="nms"),
-)
-
-# %% [markdown]
 # ### The distance weight, measured
 # Is the distance weight of 1 (the course's) better than StarDist's default of 0.2? Here is
 # what the record's choice rests on: two training runs that differ only in that weight (same
 # seed, data, schedule and number of steps), scored on the validation images with the default
-# thresholds (0.5 and 0.4). In fast mode both runs are the short training of section 5 and the
-# score counts the nuclei of 3 validation images.
+# thresholds (0.5 and 0.4). In fast mode both runs are the short training above and the
+# score counts the nuclei of 3 validation images. The nuclei come from the record's prediction,
+# `STARDIST.segment` (keep the pixels above the probability threshold, keep the best of
+# overlapping polygons, paint them into a label image): notebook 06b builds it by hand.
 #
 # **Predict.** Before you read the table: how much would you trust a difference between two
 # single runs? What would you do to be more sure?
@@ -1221,9 +843,8 @@ for w in DIST_WEIGHTS:
         model_w = model
     else:
         model_w, _ = train_stardist(f"06_stardist_dist{w}", w, COMPARE_EPOCHS)
-    maps_w = [predict_maps(model_w, img) for img in val_images]
     preds_w = [
-        maps_to_labels(p, d, img.shape, 0.5, 0.4, GRID) for (p, d), img in zip(maps_w, val_images)
+        STARDIST.segment(model_w, img, prob_thresh=0.5, nms_thresh=0.4) for img in val_images
     ]
     stats_w = cu.metrics.matching_dataset(val_labels, preds_w, [0.5, 0.7])
     weight_rows[w] = {
@@ -1248,354 +869,23 @@ weight_table.round(3)
 #
 # Not much: two runs with different seeds can differ by several points on a few images. To be
 # more sure: train several seeds of each setting, score them on more validation images, and
-# look at the spread (or a bootstrap interval over images, notebook 07). A difference that is
+# look at the spread (or a bootstrap interval over images, notebook 07b). A difference that is
 # smaller than the spread between seeds is not a difference. And decide on validation images,
 # never on the test images.
 #
 # </details>
 
 # %% [markdown]
-# ## 7 · Results on the test images
-# Finally the held-out test images, with the tuned thresholds. Next to the model trained here
-# (a few hundred steps on a CPU) we score two references:
-#
-# - **the course's pretrained StarDist-style model**, from the course's model zoo
-#   (`cu.zoo.load("stardist")`): the same record with more channels, trained for thousands of
-#   steps (about an hour on a CPU) on all 100 training images with generalist augmentation; its
-#   thresholds were tuned on the validation split and are in its model card
-#   (`cu.zoo.card("stardist")["postprocess"]`);
-# - **the true labels** sent through the same pipeline (`star_dist` and `edt_prob` on the grid,
-#   NMS, rendering): what a perfect network could reach with `n_rays` rays on this grid.
-
-# %%
-IOU_THRESHOLDS = [0.5, 0.6, 0.7, 0.8, 0.9]
-ZOO_CARD = cu.zoo.card("stardist")  # how it was trained, its thresholds and scores
-zoo_model = cu.zoo.load("stardist").to(device)
-ZOO_OPTIONS = dict(ZOO_CARD["postprocess"])  # prob_thresh and nms_thresh
-print(
-    f"zoo model: {ZOO_CARD['architecture']['network']} {zoo_model.config}, "
-    f"{ZOO_CARD['steps']} steps in {ZOO_CARD['wall_time_s'] / 60:.0f} min on "
-    f"{ZOO_CARD['device']}; thresholds {ZOO_OPTIONS}"
-)
-test_maps = [predict_maps(model, img) for img in tqdm(test_images, desc="model trained here")]
-zoo_maps = [predict_maps(zoo_model, img) for img in tqdm(test_images, desc="zoo model")]
-
-
-def round_trip(labels, grid=GRID, b=2):
-    """labels -> (edt_prob, star_dist) on the grid -> NMS -> labels: the pipeline's upper bound."""
-    prob = cu.targets.edt_prob(labels)[::grid, ::grid]
-    dist = cu.targets.star_dist(labels, N_RAYS, grid=(grid, grid))
-    return maps_to_labels(prob, dist, labels.shape, 0.5, 0.4, grid, b=b)
-
-
-shapes = [img.shape for img in test_images]
-curves = {
-    "trained here": [
-        maps_to_labels(p, d, sh, PROB_THRESH, NMS_THRESH, GRID)
-        for (p, d), sh in zip(test_maps, shapes)
-    ],
-    "zoo model": [
-        maps_to_labels(
-            p, d, sh, ZOO_OPTIONS["prob_thresh"], ZOO_OPTIONS["nms_thresh"], zoo_model.grid
-        )
-        for (p, d), sh in zip(zoo_maps, shapes)
-    ],
-    "true polygons": [round_trip(lab) for lab in test_labels],
-}
-test_preds = curves["trained here"]
-test_stats = {
-    k: cu.metrics.matching_dataset(test_labels, v, IOU_THRESHOLDS) for k, v in curves.items()
-}
-strict = pd.DataFrame(
-    {k: [s.accuracy for s in v] for k, v in test_stats.items()},
-    index=pd.Index(IOU_THRESHOLDS, name="IoU threshold"),
-)
-print(test_stats["trained here"][0])
-test_f1, test_ap = test_stats["trained here"][0].f1, test_stats["trained here"][0].accuracy
-zoo_f1 = test_stats["zoo model"][0].f1
-strict.round(3)
-
-
-# %% tags=["hide-input"]
-def show_strict_iou(strict, preds, images):
-    """AP against the IoU threshold per curve, and the predictions on the first test image."""
-    fig, axes = plt.subplots(1, 3, figsize=(18, 5.5))
-    for (name, ap), style in zip(strict.items(), ("o-", "^-", "s--", "d:")):
-        axes[0].plot(strict.index, ap, style, label=name)
-    axes[0].set_xlabel("IoU threshold")
-    axes[0].set_ylabel("AP = TP / (TP + FP + FN)")
-    axes[0].set_ylim(0, 1.02)
-    axes[0].set_title(f"{len(images)} BBBC039 test images")
-    axes[0].legend()
-    for ax, name in zip(axes[1:], ("trained here", "zoo model")):
-        f1 = cu.metrics.matching(test_labels[0], preds[name][0]).f1
-        cu.plot.overlay(
-            images[0], preds[name][0], ax=ax, title=f"test image 0, {name} (F1@0.5 {f1:.3f})"
-        )
-    plt.tight_layout()
-    plt.show()
-
-
-show_strict_iou(strict, curves, test_images)
-
-# %% [markdown]
-# ### Why does the model fall at strict IoU thresholds?
-# The true polygons lose little between IoU 0.5 and 0.9: 32-ray polygons describe BBBC039's
-# nuclei well (section 3). The model trained here falls steeply, the pretrained one much
-# less. So the polygon representation is not what limits the model. Two questions:
-#
-# **Predict.** (1) Even the true polygons miss about 5% of the nuclei at IoU 0.5, where a
-# round trip on the full grid (`grid=1`) misses almost none. Which nuclei do they miss? Look
-# at where a grid of 2 and StarDist's NMS could lose a nucleus. (2) How precise must the rays
-# be for an IoU of 0.9?
-#
-# Run the next two cells, then open the answer.
-
-# %%
-curves["true polygons, no border band"] = [round_trip(lab, b=0) for lab in test_labels]
-border_band = cu.metrics.matching_dataset(
-    test_labels, curves["true polygons, no border band"], IOU_THRESHOLDS
-)
-strict["true polygons, no border band"] = [s.accuracy for s in border_band]
-
-
-def touches_border(labels):
-    """Ids (1-D int array) of the objects that touch the image border."""
-    edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-    return np.setdiff1d(np.unique(edge), [0])
-
-
-missed_by_true = [
-    np.setdiff1d(lab[lab > 0], lab[(lab > 0) & (pred > 0)])
-    for lab, pred in zip(test_labels, curves["true polygons"])
-]
-n_missed = sum(len(m) for m in missed_by_true)
-n_on_border = sum(
-    len(np.intersect1d(m, touches_border(lab))) for m, lab in zip(missed_by_true, test_labels)
-)
-print(
-    f"true polygons on grid {GRID}: {n_missed} nuclei without any polygon, {n_on_border} of "
-    f"them touch the image border"
-)
-strict.round(3)
-
-# %% [markdown]
-# The second question needs the rays. For every nucleus that does not touch the border, the
-# network's distances at the output pixel nearest its centre against the true distances from
-# that pixel: their mean absolute error, and the mean true ray length (the nucleus's radius).
-
-
-# %%
-def centre_rays(maps, labels, true_dists, grid):
-    """Per nucleus away from the border: (mean |predicted - true| ray, true mean ray, predicted
-    mean ray), in pixels, at the output pixel nearest its most central pixel."""
-    rows = []
-    for (_, dist), lab, true in zip(maps, labels, true_dists):
-        cut = set(touches_border(lab).tolist())
-        at = (object_centres(lab) // grid) * grid  # the output pixel's position in the image
-        for i, (r, c) in enumerate(at, start=1):
-            if lab[r, c] == i and i not in cut:
-                pred = dist[r // grid, c // grid]
-                rows.append((np.abs(pred - true[r, c]).mean(), true[r, c].mean(), pred.mean()))
-    return np.array(rows)
-
-
-true_dists = [cu.targets.star_dist(lab, N_RAYS) for lab in test_labels]
-ray_errors = {
-    "trained here": centre_rays(test_maps, test_labels, true_dists, GRID),
-    "zoo model": centre_rays(zoo_maps, test_labels, true_dists, zoo_model.grid),
-}
-radius = float(np.median(ray_errors["trained here"][:, 1]))
-budget = radius * (1 - np.sqrt(0.9))  # every ray this much short: IoU (1 - d / r)^2 = 0.9
-for name, r in ray_errors.items():
-    print(
-        f"{name:13s}: mean ray error {r[:, 0].mean():.2f} px over {len(r)} nuclei; "
-        f"{np.mean(r[:, 0] < budget):.0%} of nuclei within the 0.9-IoU budget of {budget:.2f} px"
-    )
-
-
-# %% tags=["hide-input"]
-def show_rays(rays, budget):
-    """Histogram of the ray errors, and predicted against true mean ray length."""
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    bins = np.linspace(0, max(r[:, 0].max() for r in rays.values()), 30)
-    for name, r in rays.items():
-        axes[0].hist(r[:, 0], bins=bins, histtype="step", lw=2, label=name)
-        axes[1].plot(r[:, 1], r[:, 2], ".", ms=5, label=name)
-    axes[0].axvline(budget, color="k", ls=":", label=f"IoU 0.9 budget ({budget:.2f} px)")
-    axes[0].set_xlabel("mean |predicted - true| ray length at the centre (px)")
-    axes[0].set_ylabel("nuclei")
-    axes[0].set_title("How far off are the rays?")
-    top = max(r[:, 1:].max() for r in rays.values())
-    axes[1].plot([0, top], [0, top], "k:", lw=1, label="perfect")
-    axes[1].set_xlabel("true mean ray length (px): the nucleus's size")
-    axes[1].set_ylabel("predicted mean ray length (px)")
-    axes[1].set_title("Small nuclei get rays that are too long")
-    for ax in axes:
-        ax.legend()
-    plt.tight_layout()
-    plt.show()
-
-
-show_rays(ray_errors, budget)
-
-# %% [markdown]
-# <details><summary>Answer</summary>
-#
-# (1) Nuclei cut by the image border. The object probability (`edt_prob`) does not count the
-# image border as background, so a cut nucleus is most "central" right at the border; and
-# StarDist's NMS ignores candidates closer than `b = 2` *output* pixels to the border, which on
-# a grid of 2 is a band of 4 image pixels (2 on the full grid). A nucleus cut so that its
-# probability peaks inside that band proposes no polygon at all. Without the band (`b=0`) the
-# true polygons find nearly every nucleus. The band is StarDist's default, meant to keep out
-# candidates at the very edge, where the network sees padding instead of image; its cost is a
-# few per cent of the nuclei, mostly slivers of nuclei that lie mostly outside the image.
-#
-# (2) A polygon whose every ray is $\delta$ too short has IoU $(1 - \delta / r)^2$ with the
-# nucleus; for 0.9 at a radius of about 15 pixels, $\delta$ must stay below about 0.8 pixels,
-# on every ray (errors of both signs on different rays cost even more). The model trained here
-# misses by more than that on most nuclei: a few hundred steps teach it *where* nuclei are, not
-# their outline to a pixel. Its distance head started at the mean ray length (13 pixels), and
-# after so few steps small nuclei still get rays that are too long (right panel). The grid
-# adds to it: the network sees and predicts at half resolution, so a ray must be read from
-# features of 2 x 2 pixels. The pretrained model (the same record with twice the channels,
-# trained for thousands of steps instead of hundreds, on the same grid) is much closer: most of
-# the fall is training, not the method.
-#
-# </details>
-#
-# **Small nuclei.** Notebook 07 finds that the StarDist-style model trained there recalls only
-# a small fraction of the smallest tenth of the nuclei (well under a fifth in fast mode). The
-# same two causes, measured here on the test images:
-
-# %%
-areas = np.concatenate([np.bincount(lab.ravel())[1:] for lab in test_labels])
-SMALL = float(np.quantile(areas[areas > 0], 0.1))  # the smallest tenth, as in notebook 07
-
-
-def small_recall(truths, preds, limit=SMALL):
-    """(recall at IoU 0.5 of the true nuclei below `limit` pixels, their number, how many touch
-    the border)."""
-    found = total = on_border = 0
-    for t, p in zip(truths, preds):
-        iou, ids, _ = cu.metrics.iou_matrix(t, p, return_ids=True)
-        small = np.bincount(t.ravel())[ids] < limit
-        total += int(small.sum())
-        on_border += int(np.isin(ids[small], touches_border(t)).sum())
-        found += int((iou[small].max(axis=1, initial=0) >= 0.5).sum())
-    return found / max(total, 1), total, on_border
-
-
-small = {name: small_recall(test_labels, preds)[0] for name, preds in curves.items()}
-_, n_small, n_small_border = small_recall(test_labels, test_preds)
-print(f"{n_small} nuclei below {SMALL:.0f} pixels, {n_small_border} of them cut by the border")
-print("recall of the small nuclei:", {k: round(v, 2) for k, v in small.items()})
-
-# %% [markdown]
-# About half of the "small" nuclei are slivers cut by the image border: the border band loses
-# them even with perfect outputs. Most of the others are genuinely tiny (a radius of 3-6
-# pixels), covered by a handful of output pixels on the grid of 2, whose probability a briefly
-# trained network keeps below the threshold, and whose rays it overestimates. Small-object
-# recall is where a longer training and a finer grid (`grid=1`) pay off most.
-#
-# > **Instructor checkpoint.** Ask: "the model reaches 0.8 at IoU 0.5 and almost 0 at 0.9; is
-# > StarDist bad at outlines?" The expected answer separates the method (true polygons: about
-# > 0.92 at 0.9), the post-processing convention (the border band) and the training (trained
-# > here against the pretrained model). This habit of asking *which part* limits a score is
-# > the point of section 7.
-#
 # The checkpoint describes itself: `fit` wrote the network's class and arguments, the method,
-# the data and the mode beside the weights, so notebook 07 rebuilds this network from the file
-# alone (`cu.methods.load_model`). And our prediction recipe is the record's.
+# the data and the mode beside the weights, so notebooks 06b and 07b rebuild this network from
+# the file alone (`cu.methods.load_model`).
 
 # %%
 meta = cu.methods.read_meta(CHECKPOINTS)
 print({k: meta[k] for k in ("network", "network_args", "method", "data", "mode")})
-first_pred = predict_stardist(model, test_images[0], PROB_THRESH, NMS_THRESH)
-verified["predict_stardist = the record's segment"] = np.array_equal(
-    first_pred,
-    STARDIST.segment(model, test_images[0], prob_thresh=PROB_THRESH, nms_thresh=NMS_THRESH),
-) and np.array_equal(first_pred, test_preds[0])
 verified["the checkpoint rebuilds the network"] = (
     cu.methods.load_model(CHECKPOINTS, method="stardist").config == model.config
 )
-
-# %% [markdown]
-# ## 8 · StarDist in 3-D
-# Weigert 2020 extended StarDist to volumes: each voxel predicts distances along rays spread
-# evenly over the sphere (here a Fibonacci spiral, `cu.targets.fibonacci_rays`), and the shape is
-# a **star-convex polyhedron** whose vertices are the ray ends, joined into triangles. The rest
-# carries over: a probability per voxel, NMS on polyhedron overlap (far costlier than in 2-D),
-# rendering into a label volume. Microscopy volumes are usually anisotropic (the z step is larger
-# than the pixel size); StarDist 3D accounts for it in the rays and the grid.
-#
-# We check the 3-D distances on a synthetic ellipsoid, where the exact answer is known: from a
-# point $p$ inside the ellipsoid with centre $c$ and semi-axes $a$, the ray $p + t u$ leaves it
-# where $\sum_i ((p_i - c_i + t u_i) / a_i)^2 = 1$, a quadratic equation in $t$.
-
-# %%
-shape_3d, centre_3d, axes_3d = (40, 48, 56), np.array([20, 24, 28]), np.array([8.0, 12.0, 18.0])
-grid_zyx = np.indices(shape_3d)
-inside = (((grid_zyx - centre_3d[:, None, None, None]) / axes_3d[:, None, None, None]) ** 2).sum(0)
-volume = (inside <= 1).astype(np.int32)
-rays = cu.targets.fibonacci_rays(96)
-dist_3d = cu.targets.star_dist_3d(volume, rays)  # (Z, Y, X, 96)
-
-
-def ellipsoid_exit(point, rays, centre, semi_axes):
-    """Exact distance from `point` along each unit ray (n, 3) to the ellipsoid's surface."""
-    q, u = (point - centre) / semi_axes, rays / semi_axes
-    a, b, c = (u * u).sum(1), 2 * (q * u).sum(1), (q * q).sum() - 1
-    return (-b + np.sqrt(b * b - 4 * a * c)) / (2 * a)
-
-
-points_3d = {"centre": centre_3d, "off-centre": centre_3d + np.array([3, -5, 8])}
-exact_3d = {
-    name: ellipsoid_exit(p, rays.astype(float), centre_3d, axes_3d) for name, p in points_3d.items()
-}
-errors_3d = {name: np.abs(dist_3d[tuple(p)] - exact_3d[name]) for name, p in points_3d.items()}
-for name, e in errors_3d.items():
-    print(f"from the {name}: error mean {e.mean():.2f}, max {e.max():.2f} voxels")
-
-
-# %% tags=["hide-input"]
-def show_3d(points, exact, dist, rays):
-    """Measured against exact distances, and the polyhedron vertices from each point."""
-    fig = plt.figure(figsize=(16, 5))
-    ax = fig.add_subplot(1, 3, 1)
-    for name, p in points.items():
-        err = np.abs(dist[tuple(p)] - exact[name])
-        ax.plot(
-            exact[name],
-            dist[tuple(p)],
-            "o",
-            ms=4,
-            label=f"{name}: error mean {err.mean():.2f}, max {err.max():.2f}",
-        )
-    ax.plot([0, 27], [0, 27], "k:", lw=1)
-    ax.set_xlabel("exact distance to the surface (voxels)")
-    ax.set_ylabel("star_dist_3d (voxels)")
-    ax.set_title(f"{len(rays)} rays on a synthetic ellipsoid")
-    ax.legend()
-    for k, (name, p) in enumerate(points.items()):
-        ax3 = fig.add_subplot(1, 3, k + 2, projection="3d")
-        ends = p + dist[tuple(p)][:, None] * rays
-        ax3.scatter(ends[:, 2], ends[:, 1], ends[:, 0], c=dist[tuple(p)], cmap="viridis", s=12)
-        ax3.scatter([p[2]], [p[1]], [p[0]], color="red", s=30)
-        ax3.set_xlabel("x")
-        ax3.set_ylabel("y")
-        ax3.set_zlabel("z")
-        ax3.set_title(f"polyhedron vertices from the {name}")
-    plt.tight_layout()
-    plt.show()
-
-
-show_3d(points_3d, exact_3d, dist_3d, rays)
-
-# %% [markdown]
-# The measured distances come in steps of one voxel (plus the half-voxel correction at the exit),
-# hence the staircase around the diagonal; on average they are within half a voxel of the exact
-# surface, from the centre as from an off-centre voxel.
 
 # %% [markdown]
 # ## Recap
@@ -1609,45 +899,27 @@ show_3d(points_3d, exact_3d, dist_3d, rays)
 # - The object probability (`edt_prob`) is the normalised distance to the background: it ranks
 #   the candidate polygons and weights the distance loss towards central pixels.
 # - The network is a U-Net with a probability head (BCE) and a distance head (weighted MAE),
-#   optionally on a coarser grid. Prediction: threshold, sort, greedy polygon NMS (intersection
-#   over the *smaller* area: more aggressive than IoU), render. Both thresholds are tuned on
-#   validation images, never on the test images. The distance weight 1 rests on one measured
-#   pair of short runs.
-# - At strict IoU thresholds, what limits a briefly trained model is the precision of its rays
-#   (an IoU of 0.9 needs errors below a pixel), not the polygons; the pretrained model shows how
-#   far training goes. Even perfect outputs lose the nuclei cut by the image border to the
-#   border band of the NMS, on a grid of 2 a band of 4 pixels.
-# - In 3-D the polygons become polyhedra with rays spread over the sphere (Weigert 2020).
+#   optionally on a coarser grid. The distance weight 1 rests on one measured pair of short
+#   runs. The checkpoint carries the network's description, so other notebooks rebuild it from
+#   the file alone.
 #
 # > **Instructor checkpoint (end of notebook).** Students should be able to explain, without
 # > notes: why boxes fail for touching elongated nuclei; what one ray distance is; why the
-# > polygon of a central pixel wins the NMS; and which of "method, convention, training" limits
-# > a score at IoU 0.9. Notebook 07 compares StarDist with the other methods of the course.
+# > polygon of a central pixel wins the NMS; and what each of the two terms of the loss
+# > teaches the network. Notebook 06b turns its outputs into nuclei and scores them.
 #
-# The asserts below fail if a hand-built step stops matching `course_utils`, the pipeline stops
-# reproducing true labels, the network stops learning, or the pretrained model is not the one
-# its card describes.
+# The asserts below fail if a hand-built step stops matching `course_utils`, the polygons stop
+# fitting the nuclei, or the network stops learning.
 
 # %%
 print(f"{len(verified)} hand-built steps matched course_utils:")
 for name in verified:
     print("  ✓", name)
-assert len(verified) >= 6 and all(verified.values()), verified
-
-round_trip_f1 = cu.metrics.matching(test_labels[0], round_trip(test_labels[0], grid=1)).f1
-print(f"round trip labels -> star_dist -> NMS -> labels: F1@0.5 {round_trip_f1:.3f} (min 0.95)")
-assert round_trip_f1 >= 0.95, "the StarDist pipeline no longer reproduces true labels"
+assert len(verified) >= 5 and all(verified.values()), verified
 
 MIN_MEAN_IOU = 0.93  # measured 0.971 in fast mode (2 images)
 print(f"mean IoU of {N_RAYS}-ray polygons: {mean_iou[N_RAYS]:.3f} (min {MIN_MEAN_IOU})")
 assert mean_iou[N_RAYS] > MIN_MEAN_IOU
-
-error_3d = np.concatenate(list(errors_3d.values()))
-print(
-    f"3-D distances vs the exact ellipsoid: mean error {error_3d.mean():.2f} voxels (max 0.75), "
-    f"largest {error_3d.max():.2f} (max 2)"
-)
-assert error_3d.mean() < 0.75 and error_3d.max() < 2
 
 # %%
 # The record's distance weight is not worse than StarDist's default on the validation images.
@@ -1655,26 +927,7 @@ print(f"validation AP@0.5 by distance weight: {weight_table['AP@0.5'].round(3).t
 record_ap = weight_table.loc[cu.losses.STARDIST_DIST_WEIGHT, "AP@0.5"]
 assert record_ap >= weight_table["AP@0.5"].max() - 0.02, weight_table
 
-# The explanation of section 7 holds: the border band costs the true polygons nuclei, and the
-# pretrained model's rays are more precise than those of the model trained here.
-band_ap = strict.loc[0.5, "true polygons, no border band"]
-print(
-    f"true polygons AP@0.5: {strict.loc[0.5, 'true polygons']:.3f} with the border band, "
-    f"{band_ap:.3f} without"
-)
-assert band_ap > strict.loc[0.5, "true polygons"] + 0.02 and n_on_border >= n_missed - 2
-ray_error = {k: float(r[:, 0].mean()) for k, r in ray_errors.items()}
-print(f"mean ray error (px): {ray_error}; AP@0.9: {strict.loc[0.9].round(3).to_dict()}")
-assert ray_error["zoo model"] < ray_error["trained here"]
-assert strict.loc[0.9, "zoo model"] > strict.loc[0.9, "trained here"]
-
-# The zoo model scores what its card says it does (a broken or mismatched file would not).
-print(
-    f"zoo model: test F1@0.5 {zoo_f1:.3f} (min 0.8); card (all 48 test images) {ZOO_CARD['test']}"
-)
-assert zoo_f1 > 0.8, "the zoo's StarDist model does not find the nuclei: rebuild it (make zoo)"
-
-# Measured in fast mode on the CPU: F1 0.875, AP 0.778 on 4 test images; full mode scores higher.
-MIN_TEST_F1, MIN_TEST_AP = 0.75, 0.6
-print(f"test F1@0.5 {test_f1:.3f} (min {MIN_TEST_F1}), AP@0.5 {test_ap:.3f} (min {MIN_TEST_AP})")
-assert test_f1 > MIN_TEST_F1 and test_ap > MIN_TEST_AP, "the network did not learn to find nuclei"
+# Measured in fast mode on the CPU: validation AP@0.5 0.811 with the record's weight (3 images).
+MIN_VAL_AP = 0.6
+print(f"validation AP@0.5 with the record's weight: {record_ap:.3f} (min {MIN_VAL_AP})")
+assert record_ap > MIN_VAL_AP, "the network did not learn to find nuclei"

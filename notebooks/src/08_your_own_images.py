@@ -65,7 +65,7 @@ print(
 # ## 1 · The course's model zoo
 # Users of Cellpose and StarDist rarely train from zero: they start from a pretrained model. The
 # course has its own, trained by `make zoo` (the script `scripts/train_zoo.py`) through the same
-# method records as notebooks 03-07, on the 100 BBBC039 training images, with *generalist*
+# method records as notebooks 03-07b, on the 100 BBBC039 training images, with *generalist*
 # augmentation: random zoom between 0.5x and 2x, gamma, contrast, noise and blur, so that the
 # models see nuclei of many sizes and looks. Each model has a **card**: how it was trained and
 # how well it does. Read them before trusting a model.

@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from matplotlib.patches import Patch
 from scipy import ndimage as ndi
 from scipy.special import expit
 from torch.utils.data import DataLoader
@@ -67,53 +66,18 @@ SELECTIONS = cu.pick(
 )
 SELECTION_FRACTIONS = cu.pick(fast=[0.05], full=[0.01, 0.05, 0.25])  # where selections compete
 STARDIST_FRACTIONS = cu.pick(fast=[0.05], full=FRACTIONS)  # fast: one pair, with and without
+FRACTIONS_OF = {"cellpose": FRACTIONS, "stardist": STARDIST_FRACTIONS}
 STARDIST_DENSE = cu.pick(fast=False, full=True)  # the dense StarDist run (no time in fast mode)
 # 100 % of the nuclei with a band of background: fast mode uses the dense run in its place.
 BAND_AT_100 = cu.pick(fast=False, full=True)
 BAND = 10.0  # background annotated within this many pixels of an annotated nucleus
-# The training of every condition (steps = epochs * patches_per_epoch / batch_size), per method.
+# The training of every condition (steps = epochs * patches_per_epoch / batch_size), per method:
+# the budget "sparse" of `cu.methods.BUDGETS`, which `cu.sparse.train_sparse` uses by default.
 # Fast: 64 steps (Cellpose) and 384 steps (StarDist, which needs more) of 8 patches of 64 px.
 # Full: 2000 steps of 16 patches of 256 px per run; 24 Cellpose-style runs (7 fractions x 2,
 # the dense run, 3 more selections x 3 fractions) and 15 StarDist-style runs (7 x 2 and the
 # dense run): about 1.5 to 3 hours on one GPU (an estimate; not yet measured).
-TRAINING = {
-    "cellpose": cu.pick(
-        fast={
-            "epochs": 2,
-            "patches_per_epoch": 256,
-            "batch_size": 8,
-            "patch_size": 64,
-            "lr": 1e-2,
-            "schedule": "cosine",
-        },
-        full={
-            "epochs": 20,
-            "patches_per_epoch": 1600,
-            "batch_size": 16,
-            "patch_size": 256,
-            "lr": 1e-3,
-            "schedule": "cosine",
-        },
-    ),
-    "stardist": cu.pick(
-        fast={
-            "epochs": 2,
-            "patches_per_epoch": 1536,
-            "batch_size": 8,
-            "patch_size": 64,
-            "lr": 6e-3,
-            "schedule": "onecycle",
-        },
-        full={
-            "epochs": 20,
-            "patches_per_epoch": 1600,
-            "batch_size": 16,
-            "patch_size": 256,
-            "lr": 3e-3,
-            "schedule": "onecycle",
-        },
-    ),
-}
+TRAINING = {m: cu.methods.budget("sparse", m) for m in ("cellpose", "stardist")}
 AUGMENT = cu.pick(
     fast=aug.flip_rot90,
     full=aug.compose(
@@ -160,12 +124,7 @@ print(
     f"{SECONDS_PER_NUCLEUS} s per nucleus"
 )
 
-fig, ax = plt.subplots(figsize=(7, 3.5))
-ax.bar(range(N_TRAIN), per_image, color="tab:orange")
-ax.set_title("Nuclei to outline in each training image")
-ax.set_xlabel("training image")
-ax.set_ylabel("number of nuclei")
-plt.tight_layout()
+cu.figures.sparse.show_nuclei_counts(per_image)
 plt.show()
 
 # %% [markdown]
@@ -198,42 +157,14 @@ plt.show()
 # (The lecture's code marks the background at the outline of each nucleus shifted by 10 px;
 # our band is the symmetric version of the same idea.)
 
-
 # %%
-def show_sparse(ax, image, sparse, title):
-    """The image with annotated nuclei orange, annotated background blue, unknown left grey."""
-    grey = np.clip(image, 0, 1)
-    rgb = np.repeat(grey[..., None], 3, axis=2) * 0.8
-    rgb[sparse == 0] = 0.5 * rgb[sparse == 0] + [0.0, 0.2, 0.5]
-    rgb[sparse > 0] = 0.4 * rgb[sparse > 0] + [0.6, 0.3, 0.0]
-    ax.imshow(rgb)
-    ax.set_title(title)
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-
-
-LEGEND = [
-    Patch(color=(1.0, 0.6, 0.2), label="annotated nucleus (id > 0)"),
-    Patch(color=(0.3, 0.5, 0.9), label="annotated background (0)"),
-    Patch(color=(0.5, 0.5, 0.5), label="unknown (-1)"),
-]
 image, labels = train_images[1], train_labels[1]
 examples = {
     bg: cu.sparse.sparsify(labels, 0.05, background=bg, band=BAND, seed=SEED)
     for bg in ("band", "none", "all")
 }
-fig, axes = plt.subplots(1, 3, figsize=(18, 5))
-for ax, (bg, sparse) in zip(axes, examples.items()):
-    kept = len(np.unique(sparse[sparse > 0]))
-    show_sparse(
-        ax,
-        image,
-        sparse,
-        f"5 % of the nuclei ({kept} of {labels.max()}), "
-        f'background="{bg}"\n{np.mean(sparse >= 0):.1%} of the pixels annotated',
-    )
-axes[0].legend(handles=LEGEND, loc="lower left", fontsize=8)
-plt.tight_layout()
+# Annotated nuclei orange, annotated background blue, unknown left grey.
+cu.figures.sparse.show_backgrounds(image, labels, examples, 0.05)
 plt.show()
 
 # %% [markdown]
@@ -283,14 +214,11 @@ cu.checks.check_equal(sparse_by_hand(labels, kept_ids, BAND), library, "your spa
 
 # %%
 verified = {"sparse_by_hand = cu.sparse.sparsify": True}
-fig, axes = plt.subplots(1, len(cu.sparse.SELECTIONS), figsize=(20, 4.6))
-for ax, select in zip(axes, cu.sparse.SELECTIONS):
-    sparse = cu.sparse.sparsify(labels, 0.05, select=select, image=image, band=BAND, seed=SEED)
-    ids = np.unique(sparse[sparse > 0])
-    mean = ndi.mean(image, labels, ids).mean()
-    show_sparse(ax, image, sparse, f'select="{select}": mean intensity {mean:.2f}')
-axes[0].legend(handles=LEGEND, loc="lower left", fontsize=7)
-plt.tight_layout()
+selected = {
+    select: cu.sparse.sparsify(labels, 0.05, select=select, image=image, band=BAND, seed=SEED)
+    for select in cu.sparse.SELECTIONS
+}
+cu.figures.sparse.show_selections(image, labels, selected)  # titles: mean intensity of the kept
 plt.show()
 all_means = ndi.mean(image, labels, np.arange(1, labels.max() + 1))
 print(f"mean intensity of all nuclei of this image: {np.mean(all_means):.2f}")
@@ -391,22 +319,8 @@ print(
 assert gap[trusted].max() < 1e-5
 verified["trusted Cellpose flows = dense flows"] = True
 
-touching = contact & (dense_labels > 0) & (gap > 0.1)  # a contact with an unlabelled nucleus
-cy, cx = np.argwhere(touching)[0] if touching.any() else np.argwhere(contact)[0]
-view = np.s_[max(cy - 24, 0) : cy + 24, max(cx - 24, 0) : cx + 24]
-fig, axes = plt.subplots(1, 4, figsize=(18, 4.6))
-show_sparse(axes[0], image[view], sparse[view], "sparse labels (window)")
-axes[1].imshow(cu.plot.flow_to_rgb(dense_flows[:, view[0], view[1]]))
-axes[1].set_title("flows of the dense labels")
-axes[2].imshow(cu.plot.flow_to_rgb(sparse_flows[:, view[0], view[1]] * trusted[view]))
-axes[2].set_title("sparse flows on trusted pixels")
-axes[3].imshow(gap[view], cmap="magma", vmin=0, vmax=1)
-axes[3].contour(trusted[view] | (sparse[view] < 0), levels=[0.5], colors="cyan", linewidths=0.8)
-axes[3].set_title("|sparse - dense| (cyan: edge of the trusted region)")
-for ax in axes:
-    ax.set_xlabel("x (pixels, window)")
-    ax.set_ylabel("y (pixels, window)")
-plt.tight_layout()
+# A window around a contact pixel whose flow the unlabelled neighbour changes.
+cu.figures.sparse.show_trusted_flows(image, sparse, dense_flows, sparse_flows, trusted)
 plt.show()
 
 # %% [markdown]
@@ -475,8 +389,7 @@ print(
 # So for whole nuclei, StarDist loses nothing next to unknown pixels, while Cellpose has to
 # give up the flows of the contact pixels. Both give up everything at unknown pixels, and both
 # keep the probability target exactly where there is an annotation.
-
-# %% [markdown]
+#
 # ## 4 · Masked losses
 # The second change: the loss must ignore what is not trusted. The dense Cellpose loss is the
 # mean over pixels of two terms (notebook 05), half the squared error of the flows and the
@@ -603,10 +516,8 @@ rotate = aug.random_rotation((30, 30), mode="constant")
 # A 96 px patch around the first annotated nucleus.
 cy, cx = np.argwhere(sparse == kept_ids[0]).mean(axis=0).astype(int)
 top, left = np.clip([cy - 48, cx - 48], 0, np.array(sparse.shape) - 96)
-patch_image, patch_sparse = (
-    image[top : top + 96, left : left + 96],
-    sparse[top : top + 96, left : left + 96],
-)
+patch = np.s_[top : top + 96, left : left + 96]
+patch_image, patch_sparse = image[patch], sparse[patch]
 turned_image, turned = aug.with_unknown(rotate)(patch_image, patch_sparse, np.random.default_rng(0))
 dense_turn = rotate(patch_image, np.maximum(patch_sparse, 0), np.random.default_rng(0))[1]
 print(
@@ -617,11 +528,11 @@ print(
 assert turned[0, 0] == -1 and set(np.unique(turned[turned > 0])) <= set(
     np.unique(patch_sparse[patch_sparse > 0])
 )
-fig, axes = plt.subplots(1, 2, figsize=(10, 4.8))
-show_sparse(axes[0], patch_image, patch_sparse, "a sparse patch")
-show_sparse(axes[1], turned_image, turned, "turned by 30°: the corners are unknown")
-axes[1].legend(handles=LEGEND, loc="lower left", fontsize=7)
-plt.tight_layout()
+panels = {
+    "a sparse patch": (patch_image, patch_sparse),
+    "turned by 30°: the corners are unknown": (turned_image, turned),
+}
+cu.figures.sparse.show_sparse_row(panels, legend_on=1)
 plt.show()
 
 # %% [markdown]
@@ -671,24 +582,24 @@ print(
 # rounding; on a GPU, whose kernels are not bitwise reproducible, to a looser tolerance).
 
 # %%
-quick = {**TRAINING["cellpose"], "epochs": 1}
-quick["patches_per_epoch"] = 8 * quick["batch_size"]  # eight steps
+quick = TRAINING["cellpose"].replace(epochs=1)
+quick = quick.replace(patches_per_epoch=8 * quick.batch_size)  # eight steps
 dense_model = CELLPOSE.build(seed=SEED)
 dense_patches = cu.data.PatchDataset(
     train_images,
     train_labels,
-    quick["patch_size"],
-    length=quick["patches_per_epoch"],
+    quick.patch_size,
+    length=quick.patches_per_epoch,
     augment=AUGMENT,
     target_fn=CELLPOSE.target_fn(),
     seed=SEED,
 )
 dense_history = cu.train.fit(
     dense_model,
-    DataLoader(dense_patches, batch_size=quick["batch_size"], shuffle=True),
+    DataLoader(dense_patches, batch_size=quick.batch_size, shuffle=True),
     loss_fn=CELLPOSE.loss,
     epochs=1,
-    lr=quick["lr"],
+    lr=quick.lr,
     device=device,
     seed=SEED,
     progress=False,
@@ -698,7 +609,7 @@ sparse_model, sparse_history = cu.sparse.train_sparse(
     "cellpose",
     train_images,
     train_labels,
-    **quick,
+    budget=quick,
     augment=AUGMENT,
     seed=SEED,
     crop="uniform",
@@ -723,6 +634,7 @@ assert verified["a fully annotated sparse run = the dense run"], (loss_gap, weig
 # %%
 results, first_predictions = [], {}
 PROB_CHANNEL = {"cellpose": 2, "stardist": 0}  # the probability logit among the outputs (05, 06)
+PROB = "P(nucleus) on background"
 
 
 def train_and_score(method, fraction, background, select="random"):
@@ -738,7 +650,7 @@ def train_and_score(method, fraction, background, select="random"):
         method,
         train_images,
         sparse,
-        **TRAINING[method],
+        budget=TRAINING[method],
         augment=AUGMENT,
         seed=SEED,
         device=device,
@@ -748,9 +660,7 @@ def train_and_score(method, fraction, background, select="random"):
     )
     record = cu.methods.get(method)
     grid = int(getattr(model, "grid", 1))
-    outputs = [
-        cu.predict.network_outputs(model, x, device=device, **record.tiles()) for x in test_images
-    ]
+    outputs = cu.methods.outputs_of(method, model, test_images, device=device)
     with warnings.catch_warnings():
         # A network that never saw background calls everything a nucleus; flows_to_masks then
         # warns that its flow check drops most masks. Expected here.
@@ -776,7 +686,7 @@ def train_and_score(method, fraction, background, select="random"):
             "F1@0.5": stats.f1,
             "FP": stats.fp,
             "FN": stats.fn,
-            "P(nucleus) on background": float(np.concatenate(on_background).mean()),
+            PROB: float(np.concatenate(on_background).mean()),
         }
     )
     return stats.accuracy
@@ -829,19 +739,17 @@ table[table["method"] == "stardist"]
 
 
 # %%
-def curve(method, background, column="AP@0.5", select="random"):
-    """(fractions, values of `column`) of one method and background, from the results; the
-    dense run stands in for 100 % with background where that was not run."""
+def ap(method, background, fraction, select="random", column="AP@0.5"):
+    """`column` of one condition; at 100 % "with background" is the dense run if need be."""
     rows = table[
         (table["method"] == method)
         & (table["background"] == background)
+        & (table["fraction"] == fraction)
         & (table["select"] == select)
     ]
-    if background == "band" and 1.0 not in set(rows["fraction"]):
-        dense = table[(table["method"] == method) & (table["background"] == "all")]
-        rows = pd.concat([rows, dense])
-    rows = rows.sort_values("fraction")
-    return rows["fraction"].to_numpy(), rows[column].to_numpy()
+    if not len(rows) and background == "band" and fraction == 1.0:
+        rows = table[(table["method"] == method) & (table["background"] == "all")]
+    return float(rows[column].iloc[0])
 
 
 def dense_ap(method):
@@ -850,28 +758,16 @@ def dense_ap(method):
     return float(rows["AP@0.5"].iloc[0]) if len(rows) else float("nan")
 
 
-fig, axes = plt.subplots(2, 2, figsize=(14, 9), sharex=True)
-for col, method in enumerate(("cellpose", "stardist")):
-    for background, style in (("band", "o-"), ("none", "s--")):
-        label = f"{'with' if background == 'band' else 'without'} background annotation"
-        for row, column in enumerate(("AP@0.5", "P(nucleus) on background")):
-            x, y = curve(method, background, column)
-            axes[row, col].plot(100 * x, y, style, label=label, ms=7)
-    if np.isfinite(dense_ap(method)):
-        axes[0, col].axhline(dense_ap(method), color="k", ls=":", label="dense annotation")
-    axes[0, col].set_title(f"{cu.methods.get(method).title}: {N_TEST} BBBC039 test images")
-    axes[0, col].set_ylabel("test AP@0.5")
-    axes[1, col].set_title("what it predicts where there is no nucleus")
-    axes[1, col].set_ylabel("mean predicted probability\non the test background")
-    for ax in axes[:, col]:
-        ax.axvline(5, color="grey", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_xticks([1, 5, 25, 100], ["1", "5", "25", "100"])
-        ax.set_xlim(0.7, 140)
-        ax.set_ylim(0, 1)
-        ax.legend(loc="center right", fontsize=9)
-    axes[1, col].set_xlabel("annotated nuclei (% of each image's nuclei, log scale)")
-plt.tight_layout()
+# Per method and background: (fractions, AP@0.5, P(nucleus) on background).
+curves = {
+    cu.methods.get(m).title: {
+        bg: (fr, [ap(m, bg, f) for f in fr], [ap(m, bg, f, column=PROB) for f in fr])
+        for bg in ("band", "none")
+    }
+    for m, fr in FRACTIONS_OF.items()
+}
+dense = {cu.methods.get(m).title: dense_ap(m) for m in FRACTIONS_OF}
+cu.figures.sparse.show_background_curves(curves, dense, N_TEST)
 plt.show()
 
 # %% [markdown]
@@ -881,26 +777,13 @@ plt.show()
 
 # %%
 shown = {
-    "dense": ("cellpose", 1.0, "all", "random"),
-    "5 %, with background": ("cellpose", 0.05, "band", "random"),
-    "5 %, no background": ("cellpose", 0.05, "none", "random"),
+    "dense": first_predictions[("cellpose", 1.0, "all", "random")],
+    "5 %, with background": first_predictions[("cellpose", 0.05, "band", "random")],
+    "5 %, no background": first_predictions[("cellpose", 0.05, "none", "random")],
 }
-fig, axes = plt.subplots(1, 3, figsize=(18, 5))
-for ax, (title, key) in zip(axes, shown.items()):
-    pred = first_predictions[key]
-    score = cu.metrics.matching(test_labels[0], pred, thresh=0.5)
-    cu.plot.overlay(
-        test_images[0],
-        pred,
-        ax=ax,
-        title=f"{title}: {pred.max()} masks "
-        f"({test_labels[0].max()} nuclei), AP@0.5 {score.accuracy:.2f}",
-    )
-    ax.set_axis_on()
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-fig.suptitle("Test image 0, Cellpose-style networks")
-plt.tight_layout()
+cu.figures.sparse.show_predictions(
+    test_images[0], test_labels[0], shown, "Test image 0, Cellpose-style networks"
+)
 plt.show()
 
 # %% [markdown]
@@ -927,13 +810,9 @@ for select in SELECTIONS:
             for k, a, m in zip(ids, ndi.sum(np.ones_like(lab), lab, ids), ndi.mean(img, lab, ids))
         ]
 picked = pd.DataFrame(picked).groupby("select", sort=False)
-pd.concat(
-    [
-        picked.median()[["area (pixels)", "mean intensity"]],
-        picked["cut by the border"].mean().rename("share cut by the border"),
-    ],
-    axis=1,
-).round(2)
+summary = picked[["area (pixels)", "mean intensity"]].median()
+summary["share cut by the border"] = picked["cut by the border"].mean()
+summary.round(2)
 
 # %% [markdown]
 # <details><summary>Predict, then run: trained on the 5 % dimmest nuclei, or on the 5 %
@@ -960,24 +839,7 @@ chosen = table[
 ]
 by_selection = chosen.pivot_table(index="select", columns="fraction", values="AP@0.5")
 by_selection = by_selection.reindex(SELECTIONS)
-
-fig, ax = plt.subplots(figsize=(8, 4.5))
-width = 0.8 / len(SELECTION_FRACTIONS)
-for k, fraction in enumerate(SELECTION_FRACTIONS):
-    ax.bar(
-        np.arange(len(SELECTIONS)) + k * width,
-        by_selection[fraction],
-        width,
-        label=f"{fraction:.0%} annotated, with background",
-    )
-ax.axhline(dense_ap("cellpose"), color="k", ls=":", label="dense annotation")
-ax.set_xticks(np.arange(len(SELECTIONS)) + width * (len(SELECTION_FRACTIONS) - 1) / 2, SELECTIONS)
-ax.set_xlabel("which nuclei were annotated")
-ax.set_ylabel("test AP@0.5")
-ax.set_ylim(0, 1)
-ax.set_title("Cellpose-style: the same number of annotated nuclei, chosen differently")
-ax.legend(loc="lower right")
-plt.tight_layout()
+cu.figures.sparse.show_selection_bars(by_selection.to_dict(), dense_ap("cellpose"), CELLPOSE.title)
 plt.show()
 by_selection.round(3)
 
@@ -987,19 +849,6 @@ by_selection.round(3)
 
 
 # %%
-def ap(method, background, fraction, select="random", column="AP@0.5"):
-    """`column` of one condition; at 100 % "with background" is the dense run if need be."""
-    rows = table[
-        (table["method"] == method)
-        & (table["background"] == background)
-        & (table["fraction"] == fraction)
-        & (table["select"] == select)
-    ]
-    if not len(rows) and background == "band" and fraction == 1.0:
-        rows = table[(table["method"] == method) & (table["background"] == "all")]
-    return float(rows[column].iloc[0])
-
-
 def background_gaps(method, fractions, column="AP@0.5"):
     """`column` with background minus without, per fraction."""
     return {
@@ -1008,20 +857,13 @@ def background_gaps(method, fractions, column="AP@0.5"):
     }
 
 
-gaps = {
-    "cellpose": background_gaps("cellpose", FRACTIONS),
-    "stardist": background_gaps("stardist", STARDIST_FRACTIONS),
-}
+gaps = {m: background_gaps(m, fractions) for m, fractions in FRACTIONS_OF.items()}
 # How much more the network calls the background "nucleus" without background annotation.
-PROB = "P(nucleus) on background"
-prob_gaps = {
-    "cellpose": background_gaps("cellpose", FRACTIONS, PROB),
-    "stardist": background_gaps("stardist", STARDIST_FRACTIONS, PROB),
-}
+prob_gaps = {m: background_gaps(m, fractions, PROB) for m, fractions in FRACTIONS_OF.items()}
 share_at_5 = ap("cellpose", "band", 0.05) / max(dense_ap("cellpose"), 1e-9)
 by_rule = by_selection[SELECTION_FRACTIONS[0]]  # AP of each selection rule
 selection_spread = float(by_rule.max() - by_rule.min())
-for method, fractions in (("cellpose", FRACTIONS), ("stardist", STARDIST_FRACTIONS)):
+for method, fractions in FRACTIONS_OF.items():
     print(f"{cu.methods.get(method).title}, dense annotation: AP@0.5 {dense_ap(method):.3f}")
     for f in fractions:
         print(

@@ -31,12 +31,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-import torchvision
-from matplotlib.patches import Rectangle
 from scipy import ndimage as ndi
-from skimage.measure import regionprops
 from skimage.segmentation import relabel_sequential
-from skimage.transform import rescale
 from tqdm.auto import tqdm
 
 import course_utils as cu
@@ -54,7 +50,8 @@ rng = cu.env.seed_everything(0)
 # 40 for Mask R-CNN: some two hours in all).
 # Each method's network, targets, loss and post-processing come from its record in
 # `cu.methods` (`"affinities"` is this notebook's); we build the new pieces by hand first and
-# check that they equal the record's.
+# check that they equal the record's. Every hand-built piece is compared with `course_utils`
+# and recorded in `verified` for the final recap.
 
 # %%
 CELLPOSE, STARDIST, AFFINITIES = (cu.methods.get(m) for m in ("cellpose", "stardist", "affinities"))
@@ -68,35 +65,18 @@ SYNTHETIC_PATCH = cu.pick(fast=96, full=128)
 USIIGACI_PATCH = cu.pick(fast=96, full=None)  # None: the record's patch (256 in full mode)
 WORKERS = cu.env.dataloader_workers(full=8)
 device = cu.env.get_device()
-
-# %%
-# Training per network: epochs, patches per epoch, batch, peak learning rate (one-cycle).
-# Full mode: 5000-10000 steps, about 20 minutes per network on one GPU.
-TRAIN = {
-    "synthetic": cu.pick(fast=(4, 64, 8, 1e-2), full=(40, 1600, 16, 2e-3)),
-    "joint": cu.pick(fast=(8, 64, 8, 1e-2), full=(40, 1600, 16, 2e-3)),
-    "cellpose": cu.pick(fast=(12, 32, 4, 1e-2), full=(100, 1600, 16, 2e-3)),
-    "stardist": cu.pick(fast=(2, 160, 4, 6e-3), full=(100, 1600, 16, 3e-3)),
-    "affinities": cu.pick(fast=(12, 32, 4, 1e-2), full=(100, 1600, 16, 2e-3)),
-}
+# Training per network (epochs, patches per epoch, batch, peak learning rate, one-cycle): the
+# budget "cells" of `cu.methods.BUDGETS`, one entry per method and for the "synthetic" and
+# "joint" runs. Full mode: 5000-10000 steps, about 20 minutes per network on one GPU.
+RUNS = ("synthetic", "joint", "cellpose", "stardist", "affinities")
+TRAIN = {run: cu.methods.budget("cells", run) for run in RUNS}
 # Mask R-CNN: network size, then steps, patch side, batch, peak learning rate. Full mode: a
 # ResNet-50 feature pyramid as in He et al. 2017, about 40 minutes on one GPU.
 MASKRCNN = cu.pick(
-    fast={
-        "backbone": "resnet18",
-        "channels": 64,
-        "mask_layers": 2,
-        "anchor_sizes": (8, 16, 32, 64),
-        "rois_per_image": 128,
-    },
-    full={
-        "backbone": "resnet50",
-        "channels": 256,
-        "mask_layers": 4,
-        "anchor_sizes": (16, 32, 64, 128),
-        "rois_per_image": 512,
-    },
+    fast=dict(backbone="resnet18", channels=64, mask_layers=2, rois_per_image=128),
+    full=dict(backbone="resnet50", channels=256, mask_layers=4, rois_per_image=512),
 )
+MASKRCNN["anchor_sizes"] = cu.pick(fast=(8, 16, 32, 64), full=(16, 32, 64, 128))
 MASKRCNN_STEPS, MASKRCNN_PATCH, MASKRCNN_BATCH, MASKRCNN_LR = cu.pick(
     fast=(20, 160, 2, 2e-3), full=(8000, 512, 4, 5e-4)
 )
@@ -112,12 +92,7 @@ print(
     f"mode {mode}: Usiigaci at {SCALE}x, {N_SYNTHETIC[0]} synthetic training images, "
     f"Mask R-CNN {MASKRCNN['backbone']} for {MASKRCNN_STEPS} steps, on {device}"
 )
-
-# %% [markdown]
-# Every hand-built piece is compared with `course_utils` and recorded here for the final recap.
-
-# %%
-verified = {}
+verified = {}  # hand-built piece -> it equals course_utils
 
 # %% [markdown]
 # ## 1 · Nuclei and whole cells
@@ -147,52 +122,13 @@ print(
 # Three numbers describe what makes whole cells hard: the size, how convex an object is, and
 # how often it touches another one.
 
-
 # %%
-def touching_pairs(labels):
-    """Pairs (i, j), i < j, of objects that share an edge (4-neighbourhood)."""
-    pairs = set()
-    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:])):
-        edge = (a != b) & (a > 0) & (b > 0)
-        pairs |= {(int(min(i, j)), int(max(i, j))) for i, j in zip(a[edge], b[edge])}
-    return pairs
-
-
-def shape_stats(labels_list):
-    """Per object: equivalent diameter, solidity (area / convex hull area), elongation, and
-    whether it touches another object."""
-    rows = []
-    for lab in labels_list:
-        touching = {i for pair in touching_pairs(lab) for i in pair}
-        rows += [
-            {
-                "diameter": r.equivalent_diameter_area,
-                "solidity": r.solidity,
-                "elongation": r.axis_major_length / max(r.axis_minor_length, 1),
-                "touching": r.label in touching,
-            }
-            for r in regionprops(lab)
-        ]
-    return pd.DataFrame(rows)
-
-
+# Per object: diameter, solidity, elongation, touching another object or not.
 stats = {
-    "BBBC039 nuclei": shape_stats(nuclei_labels),
-    "Usiigaci fibroblasts": shape_stats(train_labels[:N_SHAPES]),
+    "BBBC039 nuclei": cu.figures.cells.shape_measures(nuclei_labels),
+    "Usiigaci fibroblasts": cu.figures.cells.shape_measures(train_labels[:N_SHAPES]),
 }
-pd.DataFrame(
-    {
-        name: {
-            "objects": len(s),
-            "median diameter (px)": s.diameter.median(),
-            "median solidity": s.solidity.median(),
-            "solidity < 0.8 (%)": 100 * (s.solidity < 0.8).mean(),
-            "median elongation": s.elongation.median(),
-            "touching another (%)": 100 * s.touching.mean(),
-        }
-        for name, s in stats.items()
-    }
-).round(2)
+pd.DataFrame({name: cu.figures.cells.shape_summary(s) for name, s in stats.items()}).round(2)
 
 # %% [markdown]
 # **Solidity** is the area of an object over the area of its convex hull: 1 for a convex
@@ -205,32 +141,16 @@ pd.DataFrame(
 # %%
 CELL_CROP = np.s_[300:556, 150:406]  # a cluster of fibroblasts in test image 0
 NUCLEUS_CROP = np.s_[200:456, 200:456]
-fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
-cu.plot.overlay(
-    nuclei_images[0][NUCLEUS_CROP],
-    nuclei_labels[0][NUCLEUS_CROP],
-    ax=axes[0],
-    title="BBBC039: nuclei (fluorescence)",
-)
-cu.plot.overlay(
-    test_images[0][CELL_CROP],
-    test_labels[0][CELL_CROP],
-    ax=axes[1],
-    title="Usiigaci: whole fibroblasts (phase contrast)",
-)
-bins = np.linspace(0.3, 1, 36)
-for name, s in stats.items():
-    axes[2].hist(s.solidity, bins=bins, density=True, alpha=0.6, label=name)
-axes[2].set_xlabel("solidity (area / convex hull area)")
-axes[2].set_ylabel("density")
-axes[2].set_title("How convex are the objects?")
-axes[2].legend()
-plt.tight_layout()
+crops = {
+    "BBBC039: nuclei (fluorescence)": (nuclei_images[0], nuclei_labels[0], NUCLEUS_CROP),
+    "Usiigaci: whole fibroblasts (phase contrast)": (test_images[0], test_labels[0], CELL_CROP),
+}
+cu.figures.cells.show_shapes(crops, {name: s["solidity"] for name, s in stats.items()})
 plt.show()
 
 # %% [markdown]
 # ### The representation ceiling on whole cells
-# Notebook 07 sent *perfect* network outputs (the training targets computed from the true
+# Notebook 07b sent *perfect* network outputs (the training targets computed from the true
 # labels) through each method's post-processing: the score a perfect network would reach.
 # Here we do it on true whole-cell labels, for StarDist's 32-ray polygons and Cellpose's flows,
 # on Usiigaci and, for reference, on BBBC039 nuclei.
@@ -241,44 +161,18 @@ plt.show()
 
 
 # %%
-def perfect_outputs(method, labels):
-    """The raw outputs of a perfect network of `method`: its record's training targets, with
-    certain probabilities written as logits of +-10 (as notebook 07 did)."""
-    targets = cu.methods.get(method).target_fn()(labels)
-    if method == "cellpose":
-        flows, cell = targets
-        return np.concatenate([flows, np.where(cell > 0, 10.0, -10.0)[None]])
-    if method == "stardist":
-        prob, dist = targets  # the probability (1, H/2, W/2) becomes a logit
-        return np.concatenate([np.log(prob + 1e-6) - np.log1p(1e-6 - prob), dist])
-    foreground, affinities, _ = targets
-    return np.where(np.concatenate([foreground, affinities]) > 0, 10.0, -10.0)
-
-
-def ceiling(method, labels_list):
-    """Labels from perfect outputs, through the record's post-processing."""
-    record = cu.methods.get(method)
-    grid = record.config().get("grid", 1)
-    return [
-        record.outputs_to_labels(perfect_outputs(method, lab), lab.shape, grid=grid)
-        for lab in tqdm(labels_list, desc=method, leave=False)
-    ]
-
-
-# %%
+# Perfect outputs (the record's targets, certain probabilities as logits of +-10, as notebook
+# 07b wrote them) through the record's post-processing: cu.figures.cells.ceiling_labels.
 IOU_THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
+CEILING_DATA = {"Usiigaci": test_labels[:N_CEILING], "BBBC039": nuclei_labels[:1]}
 ceiling_preds = {
-    (data, m): ceiling(m, labels)
-    for data, labels in (("Usiigaci", test_labels[:N_CEILING]), ("BBBC039", nuclei_labels[:1]))
+    (d, m): cu.figures.cells.ceiling_labels(m, labels)
+    for d, labels in CEILING_DATA.items()
     for m in ("stardist", "cellpose")
 }
 ceiling_ap = {
-    key: cu.metrics.average_precision(
-        test_labels[:N_CEILING] if key[0] == "Usiigaci" else nuclei_labels[:1],
-        preds,
-        IOU_THRESHOLDS,
-    )
-    for key, preds in ceiling_preds.items()
+    (d, m): cu.metrics.average_precision(CEILING_DATA[d], preds, IOU_THRESHOLDS)
+    for (d, m), preds in ceiling_preds.items()
 }
 at = {float(t): k for k, t in enumerate(IOU_THRESHOLDS)}
 pd.DataFrame(
@@ -301,24 +195,11 @@ pd.DataFrame(
 # </details>
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(14, 5))
-for (data, method), ap in ceiling_ap.items():
-    style = "o-" if method == "cellpose" else "s--"
-    axes[0].plot(IOU_THRESHOLDS, ap, style, label=f"{method} ceiling, {data}")
-axes[0].set_xlabel("IoU threshold τ")
-axes[0].set_ylabel("AP = TP / (TP + FP + FN)")
-axes[0].set_ylim(0, 1.02)
-axes[0].set_title("Perfect outputs through each post-processing")
-axes[0].legend()
-polygons = ceiling_preds[("Usiigaci", "stardist")][0][CELL_CROP]
-cu.plot.overlay(
-    test_images[0][CELL_CROP],
-    polygons,
-    ax=axes[1],
-    title="StarDist ceiling on the crop: the true 32-ray polygons",
+curves = {f"{m} ceiling, {d}": ap for (d, m), ap in ceiling_ap.items()}  # StarDist's dashed
+polygons = ceiling_preds[("Usiigaci", "stardist")][0]
+cu.figures.cells.show_ceilings(
+    IOU_THRESHOLDS, curves, test_images[0], polygons, test_labels[0], CELL_CROP
 )
-axes[1].contour(test_labels[0][CELL_CROP] > 0, levels=[0.5], colors="white", linewidths=0.8)
-plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -385,13 +266,7 @@ verified["affinity map = cu.targets.label_affinities"] = all(
     np.array_equal(affinity_map(crop_labels, o), crop_aff[k])
     for k, o in enumerate(cu.targets.AFFINITY_OFFSETS)
 )
-cu.plot.show_grid(
-    [crop_labels > 0, crop_aff[0], crop_aff[1], crop_aff[5]],
-    ["foreground", "affinity 1 px down", "affinity 1 px right", "affinity 9 px right"],
-    cmap="gray",
-    suptitle="True affinities of the crop (white = same cell): the borders between cells "
-    "appear as black lines, thicker for longer offsets",
-)
+cu.figures.cells.show_affinities(crop_labels, crop_aff, cu.targets.AFFINITY_OFFSETS)
 plt.show()
 
 # %% [markdown]
@@ -486,8 +361,9 @@ print(
     f"drawn in several pieces (thin arms that touch diagonally), each piece a group"
 )
 verified["perfect affinities give back every one-piece cell"] = same == regrouped.max() + 1
+usiigaci = CEILING_DATA["Usiigaci"]
 affinity_ceiling = cu.metrics.average_precision(
-    test_labels[:N_CEILING], ceiling("affinities", test_labels[:N_CEILING]), IOU_THRESHOLDS
+    usiigaci, cu.figures.cells.ceiling_labels("affinities", usiigaci), IOU_THRESHOLDS
 )
 print(
     f"affinity ceiling (record's post-processing, min_size 15): AP@0.5 "
@@ -516,15 +392,7 @@ leaky[1, 6:8, 14] = 0.7  # two pairs across the border that it wrongly calls "sa
 fg = (pair > 0).astype(np.float32)
 by_components = cu.postprocess.affinities_to_labels(fg, leaky, method="components")
 by_watershed = cu.postprocess.affinities_to_labels(fg, leaky, method="watershed")
-fig, axes = plt.subplots(1, 3, figsize=(15, 3.4))
-axes[0].imshow(leaky[1], cmap="gray", vmin=0, vmax=1)
-axes[0].set_title("affinity to the right (the leak in grey)")
-cu.plot.overlay(fg, by_components, ax=axes[1], title=f"components: {by_components.max()} cell")
-cu.plot.overlay(fg, by_watershed, ax=axes[2], title=f"seeds + watershed: {by_watershed.max()}")
-for ax in axes:
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-plt.tight_layout()
+cu.figures.cells.show_leak(leaky[1], fg, by_components, by_watershed)
 plt.show()
 
 # %% [markdown]
@@ -545,24 +413,15 @@ plt.show()
 # %%
 def synthetic(seeds):
     """Two-channel images (normalised per channel), cell labels and nucleus labels."""
-    out = [
-        cu.data.synthetic_cells(
-            (256, 256), n_cells=40, seed=s, touching=0.95, cell_contrast=0.0, return_nuclei=True
-        )
-        for s in seeds
-    ]
+    options = dict(n_cells=40, touching=0.95, cell_contrast=0.0, return_nuclei=True)
+    out = [cu.data.synthetic_cells((256, 256), seed=s, **options) for s in seeds]
     images = [cu.data.normalize_percentile(x, axis=(-2, -1)) for x, _, _ in out]
     return images, [c for _, c, _ in out], [n for _, _, n in out]
 
 
 syn_train, syn_train_cells, syn_train_nuclei = synthetic(range(1000, 1000 + N_SYNTHETIC[0]))
 syn_test, syn_test_cells, syn_test_nuclei = synthetic(range(2000, 2000 + N_SYNTHETIC[1]))
-clusters = ndi.label(syn_test_cells[0] > 0)[1]
-cu.plot.show_grid(
-    [syn_test[0][0], syn_test[0][1], syn_test_cells[0]],
-    ["channel 0: cytoplasm", "channel 1: nucleus", f"{syn_test_cells[0].max()} cells"],
-    suptitle=f"A synthetic test image: {syn_test_cells[0].max()} cells in {clusters} clusters",
-)
+cu.figures.cells.show_synthetic(syn_test[0], syn_test_cells[0])  # counts its clusters
 plt.show()
 
 # %% [markdown]
@@ -575,35 +434,20 @@ plt.show()
 
 
 # %%
-def train(
-    method,
-    images,
-    labels,
-    name,
-    channels=None,
-    patch=None,
-    setting=None,
-    augmentation=augment.flip_rot90,
-):
-    """A record's network trained here (or resumed from `checkpoints/<mode>/<name>`)."""
-    epochs, patches, batch, lr = setting or TRAIN[method]
+def train(method, images, labels, name, run=None, augmentation=augment.flip_rot90, **options):
+    """A record's network trained here (or resumed from `checkpoints/<mode>/<name>`) with the
+    budget of `run` (default: the method's); `options` go to `cu.methods.train_method`."""
     model, _ = cu.methods.train_method(
         method,
         images,
         labels,
-        epochs=epochs,
-        patches_per_epoch=patches,
-        batch_size=batch,
-        lr=lr,
-        schedule="onecycle",
-        channels=channels,
-        patch_size=patch,
+        budget=TRAIN[run or method],
         augment=augmentation,
         num_workers=WORKERS,
         device=device,
-        seed=0,
         checkpoint_dir=cu.train.checkpoint_dir(name),
         data=name,
+        **options,
     )
     return model
 
@@ -613,18 +457,18 @@ cyto_only = train(
     [x[0] for x in syn_train],
     syn_train_cells,
     "10_cyto_only",
+    "synthetic",
     channels=1,
-    patch=SYNTHETIC_PATCH,
-    setting=TRAIN["synthetic"],
+    patch_size=SYNTHETIC_PATCH,
 )
 cyto_nucleus = train(
     "cellpose",
     syn_train,
     syn_train_cells,
     "10_cyto_nucleus",
+    "synthetic",
     channels=2,
-    patch=SYNTHETIC_PATCH,
-    setting=TRAIN["synthetic"],
+    patch_size=SYNTHETIC_PATCH,
 )
 print("input channels:", cyto_only.config["in_channels"], "and", cyto_nucleus.config["in_channels"])
 
@@ -641,7 +485,6 @@ except ValueError as err:
     refused = "takes 1 input channel(s), got 2" in str(err)
     verified["a 1-channel network refuses 2 channels"] = refused
 
-# %%
 syn_preds = {
     "cytoplasm only": [CELLPOSE.segment(cyto_only, x[0], flow_threshold=None) for x in syn_test],
     "cytoplasm + nucleus": [CELLPOSE.segment(cyto_nucleus, x) for x in syn_test],
@@ -674,22 +517,8 @@ pd.DataFrame(
 
 # %%
 SYN_CROP = np.s_[40:200, 40:200]
-panels = [syn_test[0][1][SYN_CROP], syn_test_cells[0][SYN_CROP]]
-panels += [p[0][SYN_CROP] for p in syn_preds.values()]
-titles = ["nuclear channel", "true cells"] + [f"{name}" for name in syn_preds]
-fig, axes = plt.subplots(1, 4, figsize=(20, 5))
-for ax, image, title in zip(axes, panels, titles):
-    if image.dtype.kind == "f":
-        ax.imshow(image, cmap="gray")
-        ax.set_title(title)
-    else:
-        cu.plot.overlay(syn_test[0][0][SYN_CROP], image, ax=ax, title=title)
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-fig.suptitle(
-    "Where the nuclear channel separates touching cells (cytoplasm image underneath)", y=1.02
-)
-plt.tight_layout()
+shown = {"true cells": syn_test_cells[0]} | {name: p[0] for name, p in syn_preds.items()}
+cu.figures.cells.show_channels(syn_test[0], shown, SYN_CROP)
 plt.show()
 
 # %% [markdown]
@@ -714,9 +543,8 @@ def joint_targets(packed):
     """(4, h, w) float32: the Cellpose targets of the cells (2 flows, mask), the nucleus mask."""
     cells = np.where(packed >= NUCLEUS, packed - NUCLEUS, packed)
     cell_flows, cell_mask = CELLPOSE.targets(cells)
-    return np.concatenate([cell_flows, cell_mask[None], (packed >= NUCLEUS)[None]]).astype(
-        np.float32
-    )
+    nucleus_mask = packed >= NUCLEUS
+    return np.concatenate([cell_flows, cell_mask[None], nucleus_mask[None]]).astype(np.float32)
 
 
 def joint_loss(out, target):
@@ -727,45 +555,30 @@ def joint_loss(out, target):
 
 
 packed = [np.where(n > 0, c + NUCLEUS, c) for c, n in zip(syn_train_cells, syn_train_nuclei)]
-epochs, patches, batch, lr = TRAIN["joint"]
-dataset = cu.data.PatchDataset(
+torch.manual_seed(0)
+config = CELLPOSE.config()  # the Cellpose-style network's depth and width
+joint = cu.models.UNet(2, 4, depth=config["depth"], base_channels=config["base_channels"])
+# Patches of the packed labels -> joint_targets -> fit with joint_loss (the course's one front
+# end for training, as train_method uses it), with the budget of the "joint" run.
+cu.methods.training.train_patches(
+    joint,
     syn_train,
     packed,
-    SYNTHETIC_PATCH,
-    length=patches,
-    augment=augment.flip_rot90,
     target_fn=joint_targets,
-    seed=0,
-)
-torch.manual_seed(0)
-joint = cu.models.UNet(
-    2, 4, depth=CELLPOSE.config()["depth"], base_channels=CELLPOSE.config()["base_channels"]
-)
-cu.train.fit(
-    joint,
-    torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=WORKERS),
-    loss_fn=joint_loss,
-    epochs=epochs,
-    lr=lr,
-    scheduler=lambda opt: torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=epochs * -(-patches // batch), pct_start=0.15
-    ),
+    loss=joint_loss,
+    budget=TRAIN["joint"].replace(patch_size=SYNTHETIC_PATCH),
+    augment=augment.flip_rot90,
+    num_workers=WORKERS,
     device=device,
     checkpoint_dir=cu.train.checkpoint_dir("10_joint"),
-    seed=0,
     meta={"data": "synthetic cells + nuclei"},
 )
 joint_out = [cu.predict.network_outputs(joint, x, tile_size=256, overlap=64) for x in syn_test]
-
-# %%
 joint_cells = [CELLPOSE.outputs_to_labels(o[:3], o.shape[1:]) for o in joint_out]
 joint_nuclei = [ndi.label(o[3] > 0)[0] for o in joint_out]  # probability > 0.5, 4-connected
-syn_scores["joint network: cells"] = cu.metrics.matching_dataset(
-    syn_test_cells, joint_cells, [0.5, 0.75]
-)
-syn_scores["joint network: nuclei"] = cu.metrics.matching_dataset(
-    syn_test_nuclei, joint_nuclei, [0.5, 0.75]
-)
+parts = {"cells": (syn_test_cells, joint_cells), "nuclei": (syn_test_nuclei, joint_nuclei)}
+for part, (truth, pred) in parts.items():
+    syn_scores[f"joint network: {part}"] = cu.metrics.matching_dataset(truth, pred, [0.5, 0.75])
 # A nucleus lies in a cell when most of its pixels are in a predicted cell.
 paired = [
     np.mean(c[n == k] > 0) > 0.5
@@ -791,36 +604,19 @@ syn_table.round(3)
 
 
 # %%
-def shrink(image):
-    """An image resized by SCALE (bilinear, smoothed first so that fine texture does not alias)."""
-    if SCALE == 1:
-        return image
-    return rescale(image, SCALE, order=1, anti_aliasing=True, preserve_range=True).astype(
-        np.float32
-    )
-
-
-def resize_labels(labels, shape):
-    """Labels resized to `shape` by nearest neighbour: each new pixel takes the id under its
-    centre."""
-    rows = ((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(int)
-    cols = ((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(int)
-    return labels[np.ix_(rows, cols)]
-
-
-def small_shape(image):
-    return tuple(int(round(s * SCALE)) for s in image.shape[-2:])
-
-
-train_small = [shrink(x) for x in tqdm(train_images, desc="resize")]
-train_small_labels = [resize_labels(y, small_shape(y)) for y in train_labels]
-val_small, test_small = [shrink(x) for x in val_images], [shrink(x) for x in test_images]
+# Bilinear for the images (smoothed first when they shrink, so that fine texture does not
+# alias), nearest neighbour for the labels: each new pixel takes the id under its centre.
+train_small = [cu.scale.rescale_image(x, SCALE) for x in tqdm(train_images, desc="resize")]
+train_small_labels = [cu.scale.rescale_labels(y, SCALE) for y in train_labels]
+val_small = [cu.scale.rescale_image(x, SCALE) for x in val_images]
+val_small_labels = [cu.scale.rescale_labels(y, SCALE) for y in val_labels]
+test_small = [cu.scale.rescale_image(x, SCALE) for x in test_images]
 usiigaci_preds = {}
 
 
 def score(preds, truth=test_labels):
     """AP at IoU 0.5 and 0.75, pooled, of predictions (at SCALE) against the original labels."""
-    full = [resize_labels(p, t.shape) for p, t in zip(preds, truth)]
+    full = [cu.scale.rescale_labels(p, shape=t.shape) for p, t in zip(preds, truth)]
     s = cu.metrics.matching_dataset(truth, full, [0.5, 0.75])
     return {"AP@0.5": s[0].accuracy, "AP@0.75": s[1].accuracy}
 
@@ -834,16 +630,14 @@ def score(preds, truth=test_labels):
 
 
 # %%
-def texture(image, size):
-    """Local standard deviation in `size` x `size` windows, normalised."""
-    mean, mean_sq = ndi.uniform_filter(image, size), ndi.uniform_filter(image * image, size)
-    return cu.data.normalize_percentile(np.sqrt(np.clip(mean_sq - mean * mean, 0, None)))
-
-
 def classical(image, min_distance):
+    """The texture (local standard deviation in windows of 9 x 9 pixels at full size,
+    normalised), then notebook 01's Otsu threshold and distance-transform watershed."""
     size = max(3, int(round(9 * SCALE)) | 1)
+    mean, mean_sq = ndi.uniform_filter(image, size), ndi.uniform_filter(image * image, size)
+    texture = cu.data.normalize_percentile(np.sqrt(np.clip(mean_sq - mean * mean, 0, None)))
     return cu.classical.segment_classical(
-        texture(image, size), min_distance=min_distance, smooth_sigma=2 * SCALE
+        texture, min_distance=min_distance, smooth_sigma=2 * SCALE
     )
 
 
@@ -858,34 +652,10 @@ print("validation AP@0.5 per min_distance:", {k: round(v, 3) for k, v in md_scor
 # %% [markdown]
 # **The networks.** A Cellpose-style, a StarDist-style and an affinity network, each through
 # its record, on random patches of all 40 training images. Each one's main post-processing
-# threshold is chosen on the validation images; the network runs once per image, only the
-# post-processing is repeated.
-
-
-# %%
-def outputs(method, model, images):
-    tiles = cu.methods.get(method).tiles()
-    return [cu.predict.network_outputs(model, x, **tiles) for x in images]
-
-
-def tuned_predictions(method, model, option, values):
-    """Test predictions with the value of `option` that is best on the validation images."""
-    record, grid = cu.methods.get(method), getattr(model, "grid", 1)
-
-    def labels_of(outs, images, value):
-        return [
-            record.outputs_to_labels(o, x.shape[-2:], grid=grid, **{option: value})
-            for o, x in zip(outs, images)
-        ]
-
-    val_out = outputs(method, model, val_small)
-    ap = {v: score(labels_of(val_out, val_small, v), val_labels)["AP@0.5"] for v in values}
-    best = max(ap, key=ap.get)
-    print(f"{method}: validation AP@0.5 per {option} {ap} -> {best}")
-    return labels_of(outputs(method, model, test_small), test_small, best)
-
-
-# %% [markdown]
+# threshold is chosen on the validation images (at `SCALE`, with their labels resized alike:
+# `cu.methods.tune_postprocess`); the network runs once per image, only the post-processing is
+# repeated.
+#
 # The affinity network is a U-Net with one foreground channel and one channel per offset
 # (`cu.models.UNet`, out_channels 7). Its loss: the binary cross-entropy of the foreground,
 # plus that of the affinities, averaged over the pairs that **count**: those inside the patch
@@ -912,29 +682,29 @@ verified["the record's targets = foreground + label_affinities"] = (
 )
 print(f"loss {by_hand:.4f}; {counted_t.mean():.0%} of the pairs of the crop count")
 
-# %%
 models = {
     m: train(
         m,
         train_small,
         train_small_labels,
         f"10_usiigaci_{m}",
-        patch=USIIGACI_PATCH,
+        patch_size=USIIGACI_PATCH,
         augmentation=AUGMENT,
     )
     for m in ("cellpose", "stardist", "affinities")
 }
 
 # %% tags=["remove-stderr"]
-usiigaci_preds["cellpose"] = tuned_predictions(
-    "cellpose", models["cellpose"], "cellprob_threshold", (-0.5, 0.0, 0.5)
-)
-usiigaci_preds["stardist"] = tuned_predictions(
-    "stardist", models["stardist"], "prob_thresh", (0.2, 0.35, 0.5)
-)
-usiigaci_preds["affinities"] = tuned_predictions(
-    "affinities", models["affinities"], "seed_threshold", (0.8, 0.9, 0.95)
-)
+TUNING = {
+    "cellpose": {"cellprob_threshold": (-0.5, 0.0, 0.5)},
+    "stardist": {"prob_thresh": (0.2, 0.35, 0.5)},
+    "affinities": {"seed_threshold": (0.8, 0.9, 0.95)},
+}
+for method, grid in TUNING.items():
+    model = models[method]
+    best, rows = cu.methods.tune_postprocess(method, model, val_small, val_small_labels, grid=grid)
+    print(f"{method}: validation AP@0.5 {[round(r['ap50'], 3) for r in rows]} for {grid} -> {best}")
+    usiigaci_preds[method] = [cu.methods.get(method).segment(model, x, **best) for x in test_small]
 usiigaci_table = pd.DataFrame({m: score(p) for m, p in usiigaci_preds.items()}).T
 usiigaci_table.round(3)
 
@@ -950,30 +720,10 @@ usiigaci_table.round(3)
 
 
 # %%
-def errors(truth, pred):
-    """Masks of the missed true cells and of the unmatched predictions at IoU 0.5."""
-    iou, t_ids, p_ids = cu.metrics.iou_matrix(truth, pred, return_ids=True)
-    missed = t_ids[iou.max(axis=1, initial=0) < 0.5]
-    extra = p_ids[iou.max(axis=0, initial=0) < 0.5]
-    return np.isin(truth, missed) & (truth > 0), np.isin(pred, extra) & (pred > 0)
-
-
-def show_failures(preds, k=0, crop=CELL_CROP):
-    """Truth and each method's prediction on a crop of test image k, errors outlined."""
-    fig, axes = plt.subplots(1, len(preds) + 1, figsize=(4.2 * (len(preds) + 1), 4.6))
-    cu.plot.overlay(test_images[k][crop], test_labels[k][crop], ax=axes[0], title="truth")
-    for ax, (method, p) in zip(axes[1:], preds.items()):
-        full = resize_labels(p[k], test_labels[k].shape)
-        missed, extra = errors(test_labels[k], full)
-        cu.plot.overlay(test_images[k][crop], full[crop], ax=ax, title=method)
-        ax.contour(missed[crop], levels=[0.5], colors="red", linewidths=1)
-        ax.contour(extra[crop], levels=[0.5], colors="yellow", linewidths=1)
-    fig.suptitle("A crop of test image 0 (red: missed, yellow: unmatched)")
-    plt.tight_layout()
-    plt.show()
-
-
-show_failures(usiigaci_preds)
+# The predictions of test image 0, resized back to the labels (at SCALE they are smaller).
+first = {m: p[0] for m, p in usiigaci_preds.items()}
+cu.figures.cells_results.show_failures(test_images[0], test_labels[0], first, CELL_CROP)
+plt.show()
 
 # %% [markdown]
 # **Why?** Where should the affinity network beat the flows, and where not? Think of a cell
@@ -1042,38 +792,12 @@ cu.checks.check_close(
 verified["boxes by hand = topdown.detection_targets"] = np.array_equal(
     boxes_of(consecutive), topdown.detection_targets(consecutive)["boxes"].numpy()
 )
-
-
-def perfect_box_nms(labels, iou_thresh):
-    """The ids (1..N labels) of the objects whose true boxes survive NMS at `iou_thresh`."""
-    boxes = topdown.detection_targets(labels)["boxes"]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return torchvision.ops.nms(boxes, area, iou_thresh).numpy() + 1
-
-
-def box_stats(labels):
-    """Per object: the share of its box that it fills and that other objects cover; and the
-    number of objects that NMS deletes from the perfect boxes."""
-    lab = relabel_sequential(labels)[0]
-    rows = []
-    for i, (x0, y0, x1, y1) in enumerate(topdown.detection_targets(lab)["boxes"].int(), 1):
-        window = lab[y0:y1, x0:x1]
-        rows.append({"own": np.mean(window == i), "others": np.mean((window > 0) & (window != i))})
-    lost = {t: lab.max() - len(perfect_box_nms(lab, t)) for t in (0.5, 0.3)}
-    return pd.DataFrame(rows), lost
-
-
-box_rows = {}
-for name, labels_list in {"BBBC039 nuclei": nuclei_labels, "Usiigaci cells": test_labels}.items():
-    per_object, lost = zip(*(box_stats(y) for y in labels_list))
-    objects = pd.concat(per_object)
-    box_rows[name] = {
-        "objects": len(objects),
-        "box filled by its object": objects.own.median(),
-        "boxes > 20% other objects (%)": 100 * (objects.others > 0.2).mean(),
-        **{f"deleted by NMS at {t}": sum(d[t] for d in lost) for t in (0.5, 0.3)},
+box_table = pd.DataFrame(  # what the perfect boxes hold
+    {
+        "BBBC039 nuclei": cu.figures.cells_results.box_summary(nuclei_labels),
+        "Usiigaci cells": cu.figures.cells_results.box_summary(test_labels),
     }
-box_table = pd.DataFrame(box_rows).T
+).T
 box_table.round(3)
 
 # %% [markdown]
@@ -1086,30 +810,7 @@ box_table.round(3)
 # fast. The perfect boxes on the crop, those that an NMS at 0.3 deletes in red:
 
 # %%
-crop_boxes = topdown.detection_targets(consecutive)["boxes"].numpy()
-kept = set((perfect_box_nms(consecutive, 0.3) - 1).tolist())
-fig, ax = plt.subplots(figsize=(7, 7))
-cu.plot.overlay(
-    test_images[0][CELL_CROP],
-    consecutive,
-    ax=ax,
-    title=f"perfect boxes: {len(crop_boxes) - len(kept)} of {len(crop_boxes)} "
-    "deleted by NMS at 0.3 (red)",
-)
-for k, (x0, y0, x1, y1) in enumerate(crop_boxes):
-    ax.add_patch(
-        Rectangle(
-            (x0 - 0.5, y0 - 0.5),
-            x1 - x0,
-            y1 - y0,
-            fill=False,
-            color="white" if k in kept else "red",
-            lw=1 if k in kept else 2.5,
-        )
-    )
-ax.set_axis_on()
-ax.set_xlabel("x (pixels)")
-ax.set_ylabel("y (pixels)")
+cu.figures.cells_results.show_boxes(test_images[0][CELL_CROP], consecutive, 0.3)
 plt.show()
 
 # %% [markdown]
@@ -1139,11 +840,7 @@ maskrcnn_losses = topdown.train_maskrcnn(
     data="usiigaci train",
     device=device,
 )
-fig, ax = plt.subplots(figsize=(6, 3.5))
-ax.plot(maskrcnn_losses)
-ax.set_xlabel("step")
-ax.set_ylabel("sum of the five losses")
-ax.set_title("Mask R-CNN training")
+cu.figures.cells_results.show_losses(maskrcnn_losses)
 plt.show()
 
 # %% [markdown]
@@ -1152,39 +849,12 @@ plt.show()
 # detection owns the pixels where two masks overlap).
 
 # %%
-crop_small = shrink(test_images[0][CELL_CROP])
+crop_small = cu.scale.rescale_image(test_images[0][CELL_CROP], SCALE)
 proposals = topdown.region_proposals(maskrcnn, crop_small, n=100)
 detections = topdown.predict_detections(maskrcnn, crop_small)
-threshold = min(
-    0.5,
-    float(np.quantile(detections["scores"], 0.8, method="higher"))
-    if len(detections["scores"])
-    else 0.5,
-)
-confident = detections["scores"] >= threshold
-fig, axes = plt.subplots(1, 3, figsize=(17, 5.6))
-for ax, boxes, title in (
-    (axes[0], proposals, f"{len(proposals)} best proposals (RPN)"),
-    (
-        axes[1],
-        detections["boxes"][confident],
-        f"{confident.sum()} detections with score >= {threshold:.2f}",
-    ),
-):
-    ax.imshow(crop_small, cmap="gray")
-    for x0, y0, x1, y1 in boxes:
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="cyan", lw=0.8))
-    ax.set_title(title)
-masks = topdown.detections_to_labels(detections, score_threshold=threshold - 1e-6)
-cu.plot.overlay(crop_small, masks, ax=axes[2], title="their masks")
-for ax in axes:
-    ax.set_axis_on()
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-plt.tight_layout()
+cu.figures.cells_results.show_stages(crop_small, proposals, detections)
 plt.show()
 
-# %%
 maskrcnn_val = [topdown.predict_detections(maskrcnn, x) for x in val_small]
 score_grid = {
     t: score(
@@ -1222,32 +892,19 @@ usiigaci_table.round(3)
 # plot. In fast mode the networks are barely trained; the ceilings do not depend on training.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(14, 4.6))
-usiigaci_table.plot.bar(ax=axes[0], rot=0)
-axes[0].set_ylabel("AP")
-axes[0].set_ylim(0, 1)
-axes[0].set_title(f"Usiigaci test images ({mode} mode)")
-ceilings = {
-    "stardist": ceiling_ap[("Usiigaci", "stardist")],
-    "cellpose": ceiling_ap[("Usiigaci", "cellpose")],
-    "affinities": affinity_ceiling,
-    "perfect boxes, NMS 0.5": None,
-}
+ceilings = {m: ceiling_ap[("Usiigaci", m)] for m in ("stardist", "cellpose")}
+ceilings["affinities"] = affinity_ceiling
 boxes_kept = [
-    np.where(np.isin(y, perfect_box_nms(y, 0.5)), y, 0)
+    np.where(np.isin(y, cu.figures.cells_results.perfect_box_nms(y, 0.5)), y, 0)
     for y in (relabel_sequential(t)[0] for t in test_labels[:N_CEILING])
 ]
 ceilings["perfect boxes, NMS 0.5"] = cu.metrics.average_precision(
     test_labels[:N_CEILING], boxes_kept, IOU_THRESHOLDS
 )
-for name, ap in ceilings.items():
-    axes[1].plot(IOU_THRESHOLDS, ap, "o-", label=name)
-axes[1].set_xlabel("IoU threshold τ")
-axes[1].set_ylabel("AP")
-axes[1].set_ylim(0, 1.02)
-axes[1].set_title("Ceilings on Usiigaci: perfect outputs")
-axes[1].legend()
-plt.tight_layout()
+title = f"Usiigaci test images ({mode} mode)"
+cu.figures.cells_results.show_summary(
+    usiigaci_table.to_dict("index"), title, IOU_THRESHOLDS, ceilings
+)
 plt.show()
 
 # %% [markdown]
@@ -1279,10 +936,8 @@ for name in verified:
     print("  ✓", name)
 assert len(verified) >= 6 and all(verified.values()), verified
 
-stardist_ceiling, cellpose_ceiling = (
-    ceiling_ap[("Usiigaci", "stardist")],
-    ceiling_ap[("Usiigaci", "cellpose")],
-)
+stardist_ceiling = ceiling_ap[("Usiigaci", "stardist")]
+cellpose_ceiling = ceiling_ap[("Usiigaci", "cellpose")]
 print(
     f"Usiigaci ceilings AP@0.5 / AP@0.75: StarDist {stardist_ceiling[at[0.5]]:.3f} / "
     f"{stardist_ceiling[at[0.75]]:.3f}, Cellpose {cellpose_ceiling[at[0.5]]:.3f} / "
@@ -1297,7 +952,6 @@ assert fill["Usiigaci cells"] < fill["BBBC039 nuclei"] - 0.15, box_table
 crowded = box_table["boxes > 20% other objects (%)"]
 assert crowded["Usiigaci cells"] > crowded["BBBC039 nuclei"] + 3, box_table
 
-# %%
 gain = syn_table.loc["cytoplasm + nucleus", "AP@0.5"] - syn_table.loc["cytoplasm only", "AP@0.5"]
 print(
     f"synthetic touching cells, AP@0.5: cytoplasm only "

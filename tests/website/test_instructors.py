@@ -15,7 +15,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 KIT = ROOT / "docs" / "instructors.md"
-LINK = re.compile(r"\]\(\.\./notebooks/(?P<stem>\d\d_\w+)\.ipynb\)")
+LINK = re.compile(r"\]\(\.\./notebooks/(?P<stem>\d\d[a-z]?_\w+)\.ipynb\)")
 QUOTED = re.compile(r"“([^”]+)”")
 HEADING = re.compile(r"^# #{2,4} (?P<title>.+?)\s*$", re.MULTILINE)
 

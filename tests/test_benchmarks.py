@@ -284,3 +284,12 @@ def test_segment_benchmark_ratios_and_image():
     ]
     image, diameter = bench._image(1100)  # tiled from 1024^2, cropped
     assert image.shape == (1100, 1100) and 24 < diameter < 34  # about the zoo's 28 px
+
+
+@pytest.mark.reference
+def test_stardist3d_benchmark_runs_and_agrees_with_stardist():
+    pytest.importorskip("stardist.geometry")
+    cmd = [sys.executable, str(BENCH / "bench_stardist3d.py"), "--quick"]
+    done = subprocess.run(cmd, cwd=BENCH, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "max_diff_voxels" in done.stdout and "test volume" in done.stdout

@@ -121,3 +121,6 @@ def test_train_method_refuses_a_start_network_of_another_method():
     other = METHODS["cellpose"].build(mode="fast")
     with pytest.raises(ValueError, match="unet_3class"):
         train_method("unet_3class", images, labels, start=other, budget=Budget(1))
+    mine = METHODS["unet_3class"].build(mode="fast")
+    with pytest.raises(ValueError, match="fresh network"):
+        train_method("unet_3class", images, labels, start=mine, config={"depth": 2})

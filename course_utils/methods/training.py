@@ -158,6 +158,11 @@ def train_method(
 def _network(record, start, images, val_images, channels, config, seed) -> nn.Module:
     """``start`` checked against the images' channels, or a fresh network for them."""
     if start is not None:
+        if config:
+            raise ValueError(
+                f"config={config} builds a fresh network, but start= gives one: leave config "
+                "out (the network keeps its own arguments)"
+            )
         record.check_network(start, "start")
         in_channels = int(getattr(start, "config", {}).get("in_channels", 1))
         resolve_channels(images, channels, in_channels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import matplotlib
 import pytest
@@ -12,6 +13,14 @@ os.environ.setdefault("COURSE_MODE", "fast")
 # Agg for the tests in this process only: an environment variable would reach the notebook
 # kernels that nbval starts and silence their inline figures.
 matplotlib.use("Agg")
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Every test's figures are closed after it (pyplot is not imported for tests without any)."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
 
 
 @pytest.fixture(scope="session")

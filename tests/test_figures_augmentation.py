@@ -3,7 +3,6 @@ panels, titles and axis labels it claims, and bad input fails with a clear Value
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -11,12 +10,6 @@ from matplotlib.figure import Figure
 from course_utils.data import synthetic_nuclei
 from course_utils.figures import augmentation as fa
 from course_utils.history import History
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 @pytest.fixture(scope="module")

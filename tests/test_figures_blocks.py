@@ -3,19 +3,12 @@ labels, the data drawn, and a clear error on bad input."""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
 
 from course_utils.figures import blocks
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def _image_axes(fig: Figure) -> list:

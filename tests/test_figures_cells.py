@@ -4,7 +4,6 @@ data it is given, and bad input fails with a clear error."""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from skimage.measure import regionprops
@@ -19,12 +18,6 @@ from course_utils.targets import AFFINITY_OFFSETS, label_affinities
 def cells():
     image, labels, nuclei = synthetic_cells((96, 96), n_cells=8, seed=2, return_nuclei=True)
     return image.astype(np.float32), labels, nuclei
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def _pixels(ax):

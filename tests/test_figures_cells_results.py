@@ -4,18 +4,11 @@ draws the data it is given, and bad input fails with a clear error."""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
 from course_utils.figures import cells_results as fr
 from course_utils.scale import rescale_labels
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def _pixels(ax):

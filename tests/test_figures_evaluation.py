@@ -4,7 +4,6 @@ input with a ValueError before drawing."""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -14,12 +13,6 @@ from course_utils.data import synthetic_nuclei
 from course_utils.figures import comparison, evaluation
 
 THRESHOLDS = np.round(np.arange(0.5, 0.96, 0.05), 2)
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 @pytest.fixture(scope="module")

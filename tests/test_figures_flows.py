@@ -3,7 +3,6 @@ titles and axis labels it claims, and bad input fails with a clear ValueError.""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -12,12 +11,6 @@ from scipy import ndimage as ndi
 from course_utils.data import synthetic_nuclei
 from course_utils.figures import flows as ff
 from course_utils.plot import flow_to_rgb
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 @pytest.fixture(scope="module")

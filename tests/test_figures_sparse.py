@@ -3,7 +3,6 @@ labels it claims, draws the data it is given, and refuses bad input with a clear
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -18,12 +17,6 @@ from course_utils.targets import masks_to_flows
 def nuclei():
     image, labels = synthetic_nuclei((64, 72), seed=3)
     return np.clip(image, 0, 1).astype(np.float32), labels
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def _pixels(ax):

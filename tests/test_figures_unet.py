@@ -3,19 +3,12 @@ titles and axis labels it claims, and bad input fails with a clear ValueError.""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
 from course_utils.figures import unet as fu
 from course_utils.targets import boundary_classes, unet_weight_map, with_gaps
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 @pytest.fixture(scope="module")

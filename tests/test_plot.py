@@ -15,12 +15,6 @@ from skimage.segmentation import find_boundaries  # noqa: E402
 from course_utils.plot import flow_to_rgb, label_cmap, overlay, show_grid  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
 def _labels():
     y = np.zeros((40, 50), np.int32)
     y[5:15, 5:20], y[5:15, 20:30], y[25:35, 10:40] = 3, 7, 12

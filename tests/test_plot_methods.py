@@ -7,7 +7,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -20,12 +19,6 @@ from course_utils.targets import masks_to_flows  # noqa: E402
 def nuclei():
     image, labels = synthetic_nuclei((48, 56), seed=1)
     return image, labels
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 def _image_axes(fig):

@@ -4,7 +4,6 @@ refuses bad input with a ValueError before drawing."""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.patches import Polygon, Rectangle
@@ -12,15 +11,9 @@ from matplotlib.patches import Polygon, Rectangle
 from course_utils.figures import stardist as fs
 from course_utils.figures import stardist_results as fr
 from course_utils.postprocess import dist_to_coord, non_maximum_suppression, polygons_to_label
-from course_utils.targets import edt_prob, fibonacci_rays, star_dist, star_dist_3d
+from course_utils.targets import edt_prob, rays_golden_spiral, star_dist, star_distances_3d
 
 PIXELS = ("x (pixels)", "y (pixels)")
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
 
 
 @pytest.fixture(scope="module")
@@ -234,14 +227,14 @@ def test_show_ray_errors_histograms_and_scatter():
 def test_show_3d_rays_plots_measured_against_exact():
     volume = np.zeros((12, 14, 16), np.int32)
     volume[2:10, 3:11, 4:12] = 1
-    rays = fibonacci_rays(20)
-    dist = star_dist_3d(volume, rays)
+    rays = rays_golden_spiral(20)
+    dist = star_distances_3d(volume, rays)
     points = {"centre": (6, 7, 8)}
     exact = {"centre": dist[6, 7, 8] + 0.1}
     fig = fr.show_3d_rays(points, exact, dist, rays)
     assert len(fig.axes) == 2
     line_ax = fig.axes[0]
-    assert line_ax.get_ylabel() == "star_dist_3d (voxels)"
+    assert line_ax.get_ylabel() == "star_distances_3d (voxels)"
     assert np.allclose(line_ax.lines[0].get_ydata(), dist[6, 7, 8])
     assert "error mean 0.10" in line_ax.get_legend().get_texts()[0].get_text()
     assert fig.axes[1].get_title() == "polyhedron vertices from the centre"

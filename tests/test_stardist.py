@@ -13,7 +13,7 @@ from skimage.draw import polygon as sk_polygon
 
 from course_utils.postprocess import dist_to_coord, non_maximum_suppression, polygons_to_label
 from course_utils.postprocess._polygon_overlap import intersection_area_np
-from course_utils.targets import edt_prob, fibonacci_rays, ray_angles, star_dist, star_dist_3d
+from course_utils.targets import edt_prob, ray_angles, star_dist
 
 
 def touching_blobs(shape=(96, 112), n=14, seed=0) -> np.ndarray:
@@ -190,36 +190,6 @@ def test_edt_prob_single_object_image():
 
 
 # ---------------------------------------------------------------- 3-D
-
-
-def test_fibonacci_rays():
-    rays = fibonacci_rays(64)
-    assert rays.shape == (64, 3) and rays.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(rays, axis=1), 1, atol=1e-6)
-    # Evenly spread: the mean direction is ~0 and every ray has a close neighbour.
-    assert np.abs(rays.mean(0)).max() < 0.05
-    cos = rays @ rays.T - 2 * np.eye(64)
-    assert np.arccos(cos.max(1)).max() < 0.6
-    with pytest.raises(ValueError):
-        fibonacci_rays(3)
-
-
-def test_star_dist_3d_sphere_and_cube():
-    z, y, x = np.mgrid[:25, :25, :25]
-    ball = (((z - 12) ** 2 + (y - 12) ** 2 + (x - 12) ** 2) < 8**2).astype(np.int32)
-    rays = fibonacci_rays(32)
-    d = star_dist_3d(ball, rays)
-    assert d.shape == (25, 25, 25, 32) and d.dtype == np.float32
-    np.testing.assert_allclose(d[12, 12, 12], 8, atol=1.0)
-    assert np.all(d[ball == 0] == 0)
-    cube = np.zeros((7, 7, 7), np.int32)
-    cube[2:5, 2:5, 2:5] = 1
-    axes = np.array([[1, 0, 0], [0, -1, 0], [0, 0, 1]], np.float32)
-    np.testing.assert_allclose(star_dist_3d(cube, axes)[3, 3, 3], 1.5)
-    with pytest.raises(ValueError):
-        star_dist_3d(cube, np.ones((4, 3)))
-    with pytest.raises(ValueError):
-        star_dist_3d(cube[0], axes)
 
 
 # ---------------------------------------------------------------- polygons

@@ -340,7 +340,7 @@ def show_3d_rays(
     exact : dict of str -> np.ndarray, float (n_rays,)
         Name -> the exact distance along each ray to the surface.
     dist : np.ndarray, float (Z, Y, X, n_rays)
-        The measured distances (``star_dist_3d``).
+        The measured distances (``star_distances_3d``).
     rays : np.ndarray, float (n_rays, 3)
         The unit rays (z, y, x).
 
@@ -363,7 +363,7 @@ def show_3d_rays(
         ax.plot(exact[name], measured, "o", ms=4, label=label)
     top = max(float(np.max(e)) for e in exact.values())
     ax.plot([0, top], [0, top], "k:", lw=1)
-    ax.set(xlabel="exact distance to the surface (voxels)", ylabel="star_dist_3d (voxels)")
+    ax.set(xlabel="exact distance to the surface (voxels)", ylabel="star_distances_3d (voxels)")
     ax.set_title(f"{len(rays)} rays on a synthetic ellipsoid")
     ax.legend()
     for k, (name, p) in enumerate(points.items()):

@@ -13,10 +13,8 @@ from .flows import cellpose_targets as cellpose_targets
 from .flows import masks_to_flows as masks_to_flows
 from .flows import unit_flows as unit_flows
 from .stardist import edt_prob as edt_prob
-from .stardist import fibonacci_rays as fibonacci_rays
 from .stardist import ray_angles as ray_angles
 from .stardist import star_dist as star_dist
-from .stardist import star_dist_3d as star_dist_3d
 from .stardist import stardist_targets as stardist_targets
 from .stardist3d import rays_golden_spiral as rays_golden_spiral
 from .stardist3d import star_distances_3d as star_distances_3d

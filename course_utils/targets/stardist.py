@@ -4,7 +4,8 @@ StarDist (Schmidt et al., MICCAI 2018) describes every object by a star-convex p
 pixel inside the object, ``n_rays`` rays at the angles ``2 pi k / n_rays`` run until they leave
 the object, and the network learns these ``n_rays`` distances for every pixel, together with an
 object probability (the distance to the background, normalised per object). StarDist 3D
-(Weigert et al., WACV 2020) does the same in a volume with rays spread over the sphere.
+(Weigert et al., WACV 2020) does the same in a volume with rays spread over the sphere
+(``targets.stardist3d``).
 
 ``star_dist`` follows the reference ``stardist`` package step for step (float32 steps of length
 one along the ray, rounding to the nearest pixel, a half-pixel correction at the exit), so the
@@ -26,7 +27,7 @@ from .._shared.jit import numba
 from .._shared.relabel import relabel_consecutive
 from .._shared.validate import check_grid, check_int
 
-__all__ = ["edt_prob", "fibonacci_rays", "ray_angles", "star_dist", "star_dist_3d"]
+__all__ = ["edt_prob", "ray_angles", "star_dist", "stardist_targets"]
 
 
 def ray_angles(n_rays: int = 32) -> np.ndarray:
@@ -301,79 +302,3 @@ def stardist_targets(
     prob = edt_prob(labels)[::grid, ::grid]
     dist = star_dist(labels, n_rays, grid=(grid, grid))
     return prob[None].astype(np.float32), np.ascontiguousarray(np.moveaxis(dist, -1, 0))
-
-
-def fibonacci_rays(n: int) -> np.ndarray:
-    """``n`` unit vectors spread evenly over the sphere (a Fibonacci / golden spiral).
-
-    Returns
-    -------
-    np.ndarray, float32, shape (n, 3)
-        Unit vectors (z, y, x); z runs from near -1 to near +1 in equal steps and the azimuth
-        turns by the golden angle from one ray to the next.
-
-    Introduced in notebook 06b.
-    """
-    n = check_int(n, "n", minimum=4)
-    i = np.arange(n, dtype=np.float64)
-    z = -1 + (2 * i + 1) / n
-    rho = np.sqrt(1 - z**2)
-    azimuth = np.pi * (3 - np.sqrt(5)) * i
-    return np.stack([z, rho * np.sin(azimuth), rho * np.cos(azimuth)], axis=1).astype(np.float32)
-
-
-@numba.njit(cache=True, nogil=True)
-def _star_dist_3d_kernel(labels, rays, out):  # pragma: no cover
-    nz, ny, nx = labels.shape
-    for z in range(nz):
-        for y in range(ny):
-            for x in range(nx):
-                value = labels[z, y, x]
-                for m in range(rays.shape[0]):
-                    if value == 0:
-                        out[z, y, x, m] = 0.0
-                        continue
-                    dz, dy, dx = rays[m, 0], rays[m, 1], rays[m, 2]
-                    t = 0.0
-                    while True:
-                        t += 1.0
-                        zz = int(np.rint(z + t * dz))
-                        yy = int(np.rint(y + t * dy))
-                        xx = int(np.rint(x + t * dx))
-                        if not (0 <= zz < nz and 0 <= yy < ny and 0 <= xx < nx):
-                            break
-                        if labels[zz, yy, xx] != value:
-                            break
-                    # Back from the first outside voxel to half a voxel past the last inside one.
-                    big = max(abs(dz), abs(dy), abs(dx))
-                    out[z, y, x, m] = t - 1.0 + 0.5 / big
-
-
-def star_dist_3d(labels: np.ndarray, rays: np.ndarray) -> np.ndarray:
-    """3-D radial distances: from every voxel to its object's boundary along each ray.
-
-    Parameters
-    ----------
-    labels : np.ndarray, integer, shape (Z, Y, X)
-        Instance labels, 0 = background; the volume border counts as background.
-    rays : np.ndarray, float, shape (n, 3)
-        Unit vectors (z, y, x), e.g. from :func:`fibonacci_rays`.
-
-    Returns
-    -------
-    np.ndarray, float32, shape (Z, Y, X, n)
-        Unit steps along the ray until the rounded position leaves the object, then the same
-        half-voxel correction as the 2-D :func:`star_dist`. Isotropic voxels assumed.
-
-    Introduced in notebook 06b.
-    """
-    labels = np.ascontiguousarray(_check_labels_np(labels, 3), dtype=np.int32)
-    rays = np.asarray(rays, dtype=np.float64)
-    if rays.ndim != 2 or rays.shape[1] != 3 or len(rays) == 0:
-        raise ValueError(f"rays must have shape (n, 3), got {rays.shape}")
-    norms = np.linalg.norm(rays, axis=1)
-    if not np.allclose(norms, 1, atol=1e-4):
-        raise ValueError("rays must be unit vectors (z, y, x)")
-    out = np.empty((*labels.shape, len(rays)), np.float32)
-    _star_dist_3d_kernel(labels, rays / norms[:, None], out)
-    return out

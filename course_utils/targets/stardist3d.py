@@ -11,6 +11,8 @@ Both functions match ``stardist``'s (``Rays_GoldenSpiral(n, anisotropy).vertices
 the same walk in float32 unit steps and the same distance (the length of the rounded offset to
 the first voxel outside the object), so that a network trained on these targets reads like
 stardist's.
+
+Introduced in notebook 06b.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def rays_golden_spiral(n: int, anisotropy: Any = None) -> np.ndarray:
     np.ndarray, float32, shape (n, 3)
         Unit vectors (z, y, x): z from -1 to 1 in equal steps, the azimuth turning by the golden
         angle ``(3 - sqrt(5)) * pi`` from one ray to the next.
+
+    Introduced in notebook 06b.
     """
     n = check_int(n, "n", minimum=4)
     golden = (3.0 - np.sqrt(5.0)) * np.pi
@@ -107,6 +111,8 @@ def star_distances_3d(labels: Any, rays: Any) -> np.ndarray:
         (positions kept in float32, rounded to the nearest voxel) until the voxel reached is
         not the object's (or outside the volume), and return the length of the rounded offset
         to that voxel, as ``stardist.geometry.star_dist3D`` does.
+
+    Introduced in notebook 06b.
     """
     labels = _labels_3d(labels)
     rays = np.asarray(rays, dtype=np.float64)

@@ -53,6 +53,9 @@ def env(tmp_path, monkeypatch):
 
 def test_listing(env):
     assert list_files("toy") == list(FILES)
+    entries = registry.manifest("toy")
+    assert list(entries) == list(FILES) and registry.manifest("toy") is entries  # read once
+    assert all(e.relpath == name and len(e.sha256) == 64 for name, e in entries.items())
     assert split_names("toy", "train") == ["b", "a"]  # the split file's order
     with pytest.raises(ValueError, match="toy"):
         list_files("nope")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import augment
+from . import augment, dsb2018
 from .folders import load_folder
 from .loaders import load_split, normalize_percentile, read_bbbc039_mask, read_image
 from .registry import (
@@ -36,6 +36,7 @@ __all__ = [
     "PatchDataset",
     "augment",
     "cache_dir",
+    "dsb2018",
     "fetch",
     "list_datasets",
     "list_files",

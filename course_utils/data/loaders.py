@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .._shared.validate import check_finite, check_int
+from . import dsb2018
 from .registry import SPLITS, fetch, split_names
 from .synthetic import synthetic_cells, synthetic_nuclei
 
@@ -33,7 +34,7 @@ __all__ = [
     "read_label_image",
 ]
 
-DATASETS = ("bbbc039", "kromp2020", "usiigaci", "synthetic", "synthetic_cells")
+DATASETS = ("bbbc039", "dsb2018", "kromp2020", "usiigaci", "synthetic", "synthetic_cells")
 SYNTHETIC_SHAPE = (256, 256)
 SYNTHETIC_SIZES = {"train": 24, "val": 8, "test": 8}
 
@@ -211,6 +212,7 @@ _REAL = {
     "bbbc039": ("images/{}.tif", "masks/{}.png", read_bbbc039_mask),
     "kromp2020": ("images/{}.tif", "labels/{}.tif", read_label_image),
     "usiigaci": ("images/{}.tif", "labels/{}.png", read_label_image),
+    "dsb2018": None,  # one mask file per nucleus: course_utils.data.dsb2018 merges them
 }
 # (dataset, stem) -> raw (image, int32 labels); notebooks call load_split again and again.
 _PAIRS: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
@@ -218,8 +220,14 @@ _PAIRS: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
 def _real_pairs(dataset: str, names: list[str], download: bool | None) -> list[tuple]:
     """Raw pairs of the named fields of view, read once and kept in memory (read-only)."""
-    image_at, labels_at, read_labels = _REAL[dataset]
     missing = [stem for stem in names if (dataset, stem) not in _PAIRS]
+    if dataset == "dsb2018":
+        for stem, (image, labels) in zip(missing, dsb2018.load_pairs(missing, download)):
+            image.flags.writeable = False
+            labels.flags.writeable = False
+            _PAIRS[dataset, stem] = (image, labels)
+        return [_PAIRS[dataset, stem] for stem in names]
+    image_at, labels_at, read_labels = _REAL[dataset]
     # Locate (and verify) every file before reading any, so a missing one fails fast.
     paths = [
         (
@@ -274,8 +282,11 @@ def load_split(
 
     Parameters
     ----------
-    name : {"bbbc039", "kromp2020", "usiigaci", "synthetic", "synthetic_cells"}
+    name : {"bbbc039", "dsb2018", "kromp2020", "usiigaci", "synthetic", "synthetic_cells"}
         ``"bbbc039"``: the registered BBBC039 nuclei (520 x 696) through the cache/mirror.
+        ``"dsb2018"``: fluorescence nuclei from many labs (DSB2018 stage 1, Caicedo 2019;
+        256 x 256 to 1040 x 1388): the course's seeded split 306 / 66 / 66
+        (:mod:`course_utils.data.dsb2018`), labels merged from one mask file per nucleus.
         ``"kromp2020"``: DAPI nuclei in tissue sections (Kromp 2020; 914 x 1225, ~300-400
         nuclei each): ``"train"`` 3 images (to fine-tune on), ``"test"`` 2.
         ``"usiigaci"``: phase-contrast NIH/3T3 fibroblasts with whole-cell labels (Tsai 2019;
@@ -286,8 +297,9 @@ def load_split(
     split : {"train", "val", "test"}
     n : int, optional
         Take the first ``n`` images of the split (in the split file's order). Default: all
-        (BBBC039 100/50/48; Kromp 3/-/2; Usiigaci 40/5/5; synthetic 24/8/8). Synthetic
-        splits can be made longer than that; their i-th image depends only on (seed, split, i).
+        (BBBC039 100/50/48; DSB2018 306/66/66; Kromp 3/-/2; Usiigaci 40/5/5; synthetic
+        24/8/8). Synthetic splits can be made longer than that; their i-th image depends
+        only on (seed, split, i).
     normalize : bool
         Apply ``normalize_percentile`` (per channel for ``synthetic_cells``); otherwise the raw
         values are only cast to float32.

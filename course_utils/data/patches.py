@@ -142,6 +142,11 @@ class PatchDataset(Dataset):
         ``augment`` (which runs through ``augment.with_unknown``: never an id, never
         interpolated, unknown beyond the border), and reaches ``target_fn`` as -1. Without it
         a negative id is an error, as everywhere else.
+    weights : sequence of float, optional
+        How often each image is cropped, relatively (normalised here): item ``i`` then crops
+        an image drawn with these probabilities, so that a few images of one dataset are not
+        drowned by many of another (the zoo's generalist training). Default: item ``i`` crops
+        image ``i % len(images)``.
     crop : {"uniform", "objects"}
         ``"uniform"``: every position equally likely. ``"objects"``: only positions whose crop
         holds at least one object pixel (id > 0), as StarDist draws most of its patches
@@ -179,6 +184,7 @@ class PatchDataset(Dataset):
         seed: int = 0,
         unknown: bool = False,
         crop: str = "uniform",
+        weights: Sequence[float] | None = None,
     ) -> None:
         self.patch_size = _as_pair(patch_size)
         if not isinstance(unknown, bool | np.bool_):
@@ -201,6 +207,7 @@ class PatchDataset(Dataset):
         if target_fn is not None and not callable(target_fn):
             raise TypeError("target_fn must be callable(labels) or None")
         self.length = int(length)
+        self.weights = None if weights is None else _probabilities(weights, len(self.images))
         self.augment = with_unknown(augment) if self.unknown and augment is not None else augment
         self.target_fn = target_fn
         self.seed = int(seed)
@@ -216,7 +223,10 @@ class PatchDataset(Dataset):
         return self.length
 
     def _crop(self, index: int, rng: np.random.Generator):
-        k = index % len(self.images)
+        if self.weights is None:
+            k = index % len(self.images)
+        else:
+            k = int(rng.choice(len(self.images), p=self.weights))
         x, y = self.images[k], self.labels[k]
         ph, pw = self.patch_size
         windows = self._windows[k]
@@ -252,6 +262,16 @@ class PatchDataset(Dataset):
         if isinstance(target, tuple):
             return (x_t, *(_tensor(t) for t in target))
         return x_t, _tensor(target)
+
+
+def _probabilities(weights: Sequence[float], n: int) -> np.ndarray:
+    """``weights`` as probabilities (float64, summing to 1); a clear error for bad ones."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"weights must hold one number per image ({n}), got shape {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ValueError("weights must be finite, non-negative and not all zero")
+    return w / w.sum()
 
 
 def _tensor(value: Any) -> torch.Tensor:

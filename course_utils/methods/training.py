@@ -210,6 +210,7 @@ def train_patches(
     optimizer: torch.optim.Optimizer | None = None,
     meta: Mapping[str, Any] | None = None,
     dataset_options: Mapping[str, Any] | None = None,
+    weights: Sequence[float] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     num_workers: int = 0,
     device: Any = None,
@@ -226,7 +227,9 @@ def train_patches(
     ``loss(output, *targets)``, Adam at ``budget.lr`` (or ``optimizer``) with
     ``budget.schedule`` (``_shared.schedules.lr_schedule``) for ``budget.epochs``; validation
     patches (an eighth as many, not augmented) of ``val_images``/``val_labels`` after each
-    epoch; ``meta`` into the checkpoints. Returns the history. Introduced in notebook 10.
+    epoch; ``meta`` into the checkpoints. ``weights``: how often each training image is
+    cropped (``PatchDataset``'s; validation patches stay uniform). Returns the history.
+    Introduced in notebook 10.
     """
     if budget.patch_size is None:
         raise ValueError("budget.patch_size is None: give the patch side, budget.replace(...)")
@@ -240,7 +243,9 @@ def train_patches(
         pin_memory=torch.cuda.is_available(),
     )
     dataset = partial(PatchDataset, target_fn=target_fn, **dict(dataset_options or {}))
-    train_set = dataset(images, labels, patch, length=length, augment=augment, seed=seed)
+    train_set = dataset(
+        images, labels, patch, length=length, augment=augment, seed=seed, weights=weights
+    )
     val = None
     if val_images is not None:
         val_set = dataset(

@@ -21,7 +21,13 @@ from scipy import ndimage as ndi
 
 from ._shared.validate import check_finite, check_image, check_labels, check_real
 
-__all__ = ["median_diameter", "object_diameters", "rescale_image", "rescale_labels"]
+__all__ = [
+    "median_diameter",
+    "object_diameters",
+    "rescale_image",
+    "rescale_labels",
+    "to_diameter",
+]
 
 _BAND = 256  # output rows interpolated at once by rescale_image (memory, not speed)
 
@@ -38,7 +44,8 @@ def median_diameter(labels: Any | Sequence[Any]) -> float:
     """Median equivalent-circle diameter (pixels) of the objects of one label image or of a
     list of them (pooled); ``nan`` when there is no object. Introduced in notebook 08.
     """
-    images = [labels] if np.ndim(labels) == 2 else list(labels)
+    one = hasattr(labels, "ndim") and labels.ndim == 2  # else a list, of any shapes
+    images = [labels] if one else list(labels)
     found = [object_diameters(lab) for lab in images]
     values = np.concatenate(found) if found else np.zeros(0)
     return float(np.median(values)) if values.size else float("nan")
@@ -96,3 +103,19 @@ def rescale_labels(
     rows = np.clip(((np.arange(out[0]) + 0.5) / zoom[0]).astype(np.int64), 0, lab.shape[0] - 1)
     cols = np.clip(((np.arange(out[1]) + 0.5) / zoom[1]).astype(np.int64), 0, lab.shape[1] - 1)
     return lab[np.ix_(rows, cols)]
+
+
+def to_diameter(image: Any, labels: Any, diameter: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """An (H, W) or (C, H, W) image and its (H, W) labels rescaled so that the median object
+    diameter becomes ``diameter`` pixels, as Cellpose prepares its training images: images of
+    many magnifications then show objects of one size, and zoom augmentation spreads them
+    around it. Returns ``(image, labels, factor)``; labels without objects are left as they
+    are (factor 1). Used by the zoo's generalist training (``scripts/train_zoo.py``).
+    """
+    diameter = check_real(diameter, "diameter", minimum=1e-3)
+    found = median_diameter(labels)
+    if not np.isfinite(found):
+        return np.asarray(image, np.float32), check_labels(labels), 1.0
+    factor = diameter / found
+    x = rescale_image(image, factor)
+    return x, rescale_labels(labels, shape=x.shape[-2:]), factor

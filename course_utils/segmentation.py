@@ -23,13 +23,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import zoo
-from ._shared.validate import check_finite, check_int, check_real, to_numpy
+from ._shared.images import as_image as _as_image
+from ._shared.validate import check_real
 from .blockwise import BLOCK, segment_blocks
 from .data import normalize_percentile
 from .methods import Method, get
 from .scale import object_diameters, rescale_image, rescale_labels
+from .sizing import predict_diameter
 
-__all__ = ["estimate_diameter", "model_facts", "segment"]
+__all__ = ["estimate_diameter", "labels_at", "model_facts", "segment", "trusted_range"]
 
 _LOADED: dict[str, nn.Module] = {}
 #: The rescaled image may hold at most this many pixels (a diameter far below the model's
@@ -41,58 +43,8 @@ PROGRESS_PIXELS = 500_000
 #: Block side for networks that run on a whole block at once (StarDist's record: no tiles),
 #: whose activations for a 1024^2 block alone take about 400 MB.
 WHOLE_PASS_BLOCK = 512
-#: ``estimate_diameter`` falls back to the whole image up to this size; a larger one (where the
-#: 2x pass alone would cost minutes) is sampled at up to 9 windows instead.
-WHOLE_PIXELS = 4_000_000
 #: Fewer whole objects than this in the passes of ``estimate_diameter``: no estimate.
 MIN_OBJECTS = 3
-
-
-def _as_image(image: Any, channel: int | None = None) -> np.ndarray:
-    """A 2-D float32 image from what a user may hand over: (H, W); (H, W, 1) or (1, H, W);
-    grey stored as RGB(A); one ``channel`` of a multi-channel image."""
-    arr = to_numpy(image)
-    if arr.dtype == bool or arr.dtype.kind not in "iuf":
-        raise TypeError(
-            f"image must be an array of numbers, got dtype {arr.dtype}"
-            + (" (a mask? segment takes the microscopy image)" if arr.dtype == bool else "")
-        )
-    if arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]) and min(arr.shape[:2]) > 1:
-        arr = arr[0] if arr.shape[0] == 1 else arr[..., 0]
-    if arr.ndim == 3:
-        arr = _one_channel(arr, channel)
-    elif channel is not None:
-        raise ValueError(f"channel={channel} but the image has one channel (shape {arr.shape})")
-    if arr.ndim != 2 or min(arr.shape) < 8:
-        raise ValueError(
-            f"image must be a 2-D (H, W) image of at least 8 x 8 pixels, got shape "
-            f"{arr.shape}; give one channel of a multi-channel image"
-        )
-    return check_finite(arr.astype(np.float32, copy=False), "image")
-
-
-def _one_channel(arr: np.ndarray, channel: int | None) -> np.ndarray:
-    last = arr.shape[-1] <= 4 < arr.shape[0]  # (H, W, C) as files store colour
-    planes = np.moveaxis(arr, -1, 0) if last else arr
-    if len(planes) > 4:
-        raise ValueError(
-            f"image must be 2-D, got shape {arr.shape}: segment takes one plane "
-            "(a volume or a time series: call it on each plane)"
-        )
-    if channel is not None:
-        index = check_int(channel, "channel", minimum=0)
-        if index >= len(planes):
-            raise ValueError(f"channel={index} but the image has {len(planes)} channels")
-        return planes[index]
-    colour = planes[:3] if last and len(planes) == 4 else planes  # RGBA: alpha is no stain
-    if all(np.array_equal(colour[0], c) for c in colour[1:]):
-        return colour[0]  # grey saved as colour, as many PNGs are
-    layout = "(H, W, C)" if last else "(C, H, W)"
-    raise ValueError(
-        f"image has {len(planes)} channels that differ (shape {arr.shape}, read as {layout}): "
-        "choose the nuclear stain with channel= (e.g. channel=2 for the blue DAPI/Hoechst "
-        "channel of an RGB image)"
-    )
 
 
 def _model(record: Method, model: Any) -> nn.Module:
@@ -142,10 +94,15 @@ def _check_scale(factor: float, shape: tuple[int, int], trained_at: float, diame
     )
 
 
-def _labels_at(record, net, image, factor, options) -> np.ndarray:
-    """Labels of ``image`` rescaled by ``factor`` (in the rescaled image's pixels)."""
+def labels_at(
+    record: Method, net: nn.Module, image: np.ndarray, factor: float, options: dict, bar=None
+) -> np.ndarray:
+    """Labels of the normalised (H, W) ``image`` rescaled by ``factor``, in the rescaled
+    image's pixels (int32): the network and ``record``'s post-processing with ``options``,
+    block by block for large images; ``bar`` (tqdm) counts the passes. Also used by
+    :func:`course_utils.diameter.estimate_by_scales`."""
     x = image if abs(factor - 1) < 1e-6 else rescale_image(image, factor)
-    return _labels(record, net, x, options)
+    return _labels(record, net, x, options, bar)
 
 
 def _labels(record: Method, net: nn.Module, x: np.ndarray, options: dict, bar=None):
@@ -168,21 +125,12 @@ def _labels(record: Method, net: nn.Module, x: np.ndarray, options: dict, bar=No
     return labels
 
 
-def _windows(shape: tuple[int, int], side: int) -> list[tuple[slice, slice]]:
-    """The central ``side`` x ``side`` window, then up to 8 more spread over a larger image."""
-    spans = [[(max(0, (n - side) // 2), min(n, max(0, (n - side) // 2) + side))] for n in shape]
-    for axis, n in enumerate(shape):
-        if n >= 2 * side:
-            spans[axis] += [(0, side), (n - side, n)]
-    windows = [(slice(*r), slice(*c)) for r in spans[0] for c in spans[1]]
-    return windows[:9]
-
-
 def estimate_diameter(
     image: Any,
     method: str = "cellpose",
     *,
     model: nn.Module | None = None,
+    how: str = "auto",
     train_diameter: float | None = None,
     factors: Sequence[float] = (0.5, 1.0, 2.0),
     max_side: int | None = 512,
@@ -190,76 +138,116 @@ def estimate_diameter(
 ) -> float:
     """The median nucleus diameter (pixels) of an image without labels, from the model itself.
 
-    A first pass segments the image rescaled by each of ``factors``; the pass whose objects are
-    closest in size to the model's training diameter is the most trustworthy (a network finds
-    the objects it was trained on best), and gives a first estimate ``d0`` (the median
-    equivalent diameter of its objects not cut by the border, in the image's pixels). A second
-    pass at the scale that brings ``d0`` to the training diameter refines it. ``image``: a
-    (H, W) image; ``model``: default the zoo's; ``train_diameter``: default the model's own
-    (``model.meta``); ``options`` go to the post-processing. ``max_side``: the passes look at
-    the central ``max_side x max_side`` window of a larger image (a median needs a few dozen
-    nuclei, not all of them, and the 2x pass costs four times the image); when no pass finds
-    three whole nuclei there, at the whole image up to :data:`WHOLE_PIXELS` pixels, and at 8
-    more windows spread over a larger one (never at a whole large image). ``None`` looks at the
-    whole image. Returns ``nan`` when no pass finds three objects.
+    Two ways (``how``):
+
+    - ``"size_model"``: one pass of the network over the central window gives its style, and
+      the model's size model (``model.meta["size_model"]``, :mod:`course_utils.sizing`) a first
+      estimate; the image is then segmented at that estimate (rescaled only when it lies outside
+      the diameters the model was trained at), and the median diameter of the whole objects
+      found is the answer: what ``segment(diameter=None)`` does, for one pass more than the
+      segmentation itself. Falls back to the style's estimate when fewer than three whole
+      objects are found.
+    - ``"scales"``: segment the image at each of ``factors`` and refine
+      (:func:`course_utils.diameter.estimate_by_scales`; ``train_diameter``, ``max_side`` are
+      its arguments): for networks without a size model, at a few passes' cost.
+
+    ``"auto"`` (default) takes the size model when the model has one. ``image``: a (H, W)
+    image; ``model``: default the zoo's; ``options`` go to the post-processing. Returns ``nan``
+    when no estimate can be made.
 
     Introduced in notebook 08.
     """
     record = get(method)
     x = _as_image(image)
     net = _model(record, model)
-    params, trained_at = model_facts(record, net)
-    if train_diameter is not None:
-        trained_at = check_real(train_diameter, "train_diameter", minimum=1e-3)
-    if trained_at is None:
+    if how not in ("auto", "size_model", "scales"):
+        raise ValueError(f"how must be 'auto', 'size_model' or 'scales', got {how!r}")
+    size_model = _meta(net).get("size_model")
+    if how == "size_model" and size_model is None:
         raise ValueError(
-            "the model does not record the nucleus diameter it was trained at "
-            "(model.meta['train_diameter_px']): pass train_diameter= (pixels)"
+            "this model has no size model (model.meta['size_model']): fit one with "
+            "course_utils.sizing.fit_size_model, or use how='scales'"
         )
+    if how == "scales" or size_model is None:
+        from .diameter import estimate_by_scales
+
+        return estimate_by_scales(record, net, x, train_diameter, factors, max_side, options)
+    params, trained_at = model_facts(record, net)
     params.update(options)
-    if max_side is None:
-        return _estimate(record, net, [normalize_percentile(x)], factors, trained_at, params)
-    side = check_int(max_side, "max_side", minimum=16)
-    windows = _windows(x.shape, side)
-    found = _estimate(
-        record, net, [normalize_percentile(x[windows[0]])], factors, trained_at, params
-    )
-    if math.isfinite(found) or x[windows[0]].shape == x.shape:
-        return found
-    if x.size <= WHOLE_PIXELS:  # too few whole nuclei in the window: look at everything
-        return _estimate(record, net, [normalize_percentile(x)], factors, trained_at, params)
-    crops = [normalize_percentile(x[w]) for w in windows]  # each normalised on its own
-    return _estimate(record, net, crops, factors, trained_at, params)
+    return _sized(record, net, normalize_percentile(x), None, trained_at, params, None)[2]
 
 
-def _estimate(record, net, crops, factors, trained_at, params) -> float:
-    found = []
-    for f in factors:
-        sizes = np.concatenate([_whole_object_sizes(record, net, c, f, params) for c in crops])
-        if len(sizes) >= MIN_OBJECTS:
-            found.append((abs(math.log(np.median(sizes) / trained_at)), np.median(sizes) / f))
-    if not found:
-        return float("nan")
-    first = min(found)[1]
-    factor = trained_at / first
-    sizes = np.concatenate([_whole_object_sizes(record, net, c, factor, params) for c in crops])
-    return float(np.median(sizes) / factor) if len(sizes) >= MIN_OBJECTS else float(first)
+def _meta(net: nn.Module) -> Mapping[str, Any]:
+    meta = getattr(net, "meta", None)
+    return meta if isinstance(meta, Mapping) else {}
 
 
-def _whole_object_sizes(record, net, x, factor, params) -> np.ndarray:
-    """Diameters of the objects found at one scale, those cut by the border left out. A pass at
-    a scale the model was not trained for may fail Cellpose's flow check: that is what the
-    passes measure, so its warning is not shown."""
-    if min(x.shape) * factor < 16:
-        return np.zeros(0)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="flows_to_masks: the flow check")
-        labels = _labels_at(record, net, x, factor, dict(params))
-    return object_diameters(clear_border(labels))
+def trusted_range(net: nn.Module) -> tuple[float, float] | None:
+    """The nucleus diameters (pixels) at which ``net`` segments an image as it is, without
+    rescaling it (``model.meta["diameter_range_px"]``: the range it was trained at, narrowed
+    to where rescaling was measured not to help); ``None`` when the model does not say."""
+    found = _meta(net).get("diameter_range_px")
+    if found is None:
+        return None
+    try:
+        low, high = (float(v) for v in found)
+    except (TypeError, ValueError):
+        low = high = float("nan")
+    if not 0 < low <= high < math.inf:
+        raise ValueError(f"model.meta['diameter_range_px'] must be [low, high] px, got {found!r}")
+    return low, high
 
 
-def _factor(record, net, x, diameter, trained_at, post, bar) -> float:
-    """The rescaling factor of ``x`` that brings its nuclei to the model's training diameter."""
+def _sized(record, net, x, diameter, trained_at, post, bar):
+    """``(labels at the processed scale, factor, diameter)``: the image segmented at the scale
+    its diameter asks for. The diameter is given, or estimated by the size model from one
+    pass over the central window and checked against the objects found: when these show a
+    scale outside the trusted range, the image is segmented once more at theirs."""
+    trusted = trusted_range(net)
+    estimated = diameter is None
+    if estimated:
+        if bar is not None:
+            bar.set_postfix_str("estimating the diameter")
+        diameter = predict_diameter(net, x, _meta(net)["size_model"])
+    factor = _scale_for(diameter, trained_at, trusted, x.shape, clamp=estimated)
+    labels = labels_at(record, net, x, factor, dict(post), bar)
+    if not estimated:
+        return labels, factor, diameter
+    sizes = object_diameters(clear_border(labels))
+    if len(sizes) < MIN_OBJECTS:
+        warnings.warn(
+            f"segment: the estimated nucleus diameter ({diameter:.3g} px) could not be checked "
+            f"(fewer than {MIN_OBJECTS} whole nuclei found); if the result looks wrong, give "
+            "diameter= (pixels)",
+            stacklevel=4,
+        )
+        return labels, factor, diameter
+    found = float(np.median(sizes)) / factor
+    again = _scale_for(found, trained_at, trusted, x.shape, clamp=True)
+    if abs(math.log(again / factor)) > math.log(1.25):  # the pass shows another scale
+        labels, factor = labels_at(record, net, x, again, dict(post), bar), again
+        sizes = object_diameters(clear_border(labels))
+        found = float(np.median(sizes)) / factor if len(sizes) else found
+    return labels, factor, found
+
+
+def _scale_for(diameter, trained_at, trusted, shape, *, clamp: bool) -> float:
+    """The rescaling factor for nuclei of ``diameter`` px: 1 inside the trusted range, else
+    the one that brings them to ``trained_at``; an estimate is kept in the usable range."""
+    if trusted is not None and trusted[0] <= diameter <= trusted[1]:
+        return 1.0
+    factor = trained_at / diameter
+    if clamp:
+        low, high = _factor_range(shape)
+        return min(max(factor, low), high)
+    _check_scale(factor, shape, trained_at, diameter)
+    return factor
+
+
+def _factor(record, net, x, diameter, trained_at, post, bar) -> tuple[float, float]:
+    """The rescaling factor for a model without a size model (or a given diameter): the one
+    that brings the nuclei to the model's training diameter; estimated by passes at several
+    scales (:func:`course_utils.diameter.estimate_by_scales`) when not given."""
     if trained_at is None:
         if diameter is not None:
             raise ValueError(
@@ -268,12 +256,13 @@ def _factor(record, net, x, diameter, trained_at, post, bar) -> float:
                 "with diameter=None (the image as it is), or train it with fine_tune or "
                 "methods.train_method, which record it"
             )
-        return 1.0
+        return 1.0, float("nan")
     if diameter is not None:
-        _check_scale(trained_at / diameter, x.shape, trained_at, diameter)
-        return trained_at / diameter
+        return _scale_for(diameter, trained_at, trusted_range(net), x.shape, clamp=False), diameter
+    from .diameter import estimate_by_scales
+
     bar.set_postfix_str("estimating the diameter")
-    diameter = estimate_diameter(x, record.name, model=net, **post)
+    diameter = estimate_by_scales(record, net, x, None, (0.5, 1.0, 2.0), 512, post)
     if not math.isfinite(diameter):
         warnings.warn(
             f"segment: no diameter could be estimated (fewer than {MIN_OBJECTS} whole nuclei "
@@ -281,9 +270,8 @@ def _factor(record, net, x, diameter, trained_at, post, bar) -> float:
             f"{trained_at:g} px. Give diameter= if yours differ.",
             stacklevel=3,
         )
-        return 1.0
-    low, high = _factor_range(x.shape)
-    return min(max(trained_at / diameter, low), high)  # an estimate stays in range
+        return 1.0, diameter
+    return _scale_for(diameter, trained_at, trusted_range(net), x.shape, clamp=True), diameter
 
 
 def segment(
@@ -294,8 +282,9 @@ def segment(
     model: nn.Module | None = None,
     channel: int | None = None,
     progress: bool = True,
+    return_diameter: bool = False,
     **options: Any,
-) -> np.ndarray:
+) -> np.ndarray | tuple[np.ndarray, float]:
     """Instance labels of a 2-D image with the course's pretrained model: the one call.
 
     Parameters
@@ -307,10 +296,15 @@ def segment(
     method : str
         ``"cellpose"`` (default), ``"stardist"``, ``"unet_3class"``, ``"unet_weighted"``.
     diameter : float, optional
-        Median nucleus diameter in pixels. ``None``: estimated (:func:`estimate_diameter`);
-        when no estimate can be made a warning says so and the image is segmented as it is.
-        The image is rescaled so that nuclei get the diameter the model was trained at (its
-        ``meta["train_diameter_px"]``), and the labels are brought back to the input's size.
+        Median nucleus diameter in pixels. ``None``: estimated. A model with a size model (the
+        zoo's: ``meta["size_model"]``, :mod:`course_utils.sizing`) estimates it from one pass
+        over the central window and checks it against the nuclei it then finds (one more pass
+        only when these disagree); others segment at several scales
+        (:func:`estimate_diameter`). When the estimate cannot be made or checked, a warning
+        says so. The image is rescaled so that nuclei get the diameter the model was trained
+        at (``meta["train_diameter_px"]``), unless the diameter lies in the range where the
+        model segments as well as it is (``meta["diameter_range_px"]``, measured for the zoo:
+        rescaling there only costs time and accuracy); labels come back at the input's size.
     model : torch.nn.Module, optional
         Your own network of ``method`` (from :func:`course_utils.fine_tune`,
         ``methods.train_method`` or ``methods.load_model``) instead of the zoo's; it must be a
@@ -320,6 +314,8 @@ def segment(
     progress : bool
         A progress bar (diameter estimate, then the blocks of ``course_utils.blockwise``) for
         images of more than half a megapixel.
+    return_diameter : bool
+        Also return the diameter used (given, or estimated; ``nan`` when none).
     **options
         Post-processing options over the model's tuned ones (e.g. ``cellprob_threshold``,
         ``prob_thresh``), and ``tile_size``/``overlap`` of the tiling.
@@ -327,7 +323,7 @@ def segment(
     Returns
     -------
     numpy.ndarray, int32, (H, W)
-        0 = background, nuclei 1..N.
+        0 = background, nuclei 1..N. With ``return_diameter``: ``(labels, diameter)``.
 
     Raises
     ------
@@ -347,6 +343,7 @@ def segment(
     post = {k: v for k, v in params.items() if k not in ("tile_size", "overlap")}
     if diameter is not None:
         diameter = check_real(diameter, "diameter", minimum=1e-3)
+    sized = trained_at is not None and diameter is None and "size_model" in _meta(net)
     with tqdm(
         total=0,
         desc=f"segment ({record.name})",
@@ -354,11 +351,12 @@ def segment(
         leave=False,
         disable=not progress or x.size < PROGRESS_PIXELS,
     ) as bar:
-        factor = _factor(record, net, x, diameter, trained_at, post, bar)
-        shape = x.shape
-        if abs(factor - 1) >= 1e-6:
-            x = rescale_image(x, factor)  # the normalised image is no longer needed
-        labels = _labels(record, net, x, params, bar)
-    if labels.shape != shape:
-        labels = rescale_labels(labels, shape=shape)
-    return labels.astype(np.int32, copy=False)
+        if sized:  # one pass for the diameter, one (rarely two) to segment
+            labels, _, diameter = _sized(record, net, x, None, trained_at, params, bar)
+        else:
+            factor, diameter = _factor(record, net, x, diameter, trained_at, post, bar)
+            labels = labels_at(record, net, x, factor, params, bar)
+    if labels.shape != x.shape:
+        labels = rescale_labels(labels, shape=x.shape)
+    labels = labels.astype(np.int32, copy=False)
+    return (labels, float(diameter)) if return_diameter else labels

@@ -1,8 +1,8 @@
 """The course's model zoo: pretrained networks that the course trains itself.
 
-``scripts/train_zoo.py`` (``make zoo``) trains each method through its record on the BBBC039
-training split, chooses the checkpoint and the post-processing thresholds on the validation
-split, scores the test split, and writes into ``models/``:
+``scripts/train_zoo.py`` (``make zoo``) trains each method through its record, chooses the
+checkpoint and the post-processing thresholds on the validation split, scores the test split,
+and writes into ``models/``:
 
 - ``<method>.pt``: a self-describing checkpoint, the model's one home: float16 weights, the
   network's class and arguments, the tuned thresholds, the nucleus diameter it was trained
@@ -11,6 +11,11 @@ split, scores the test split, and writes into ``models/``:
 - ``<method>.json`` and ``<method>.md``: its model card, generated from the checkpoint
   (:func:`card_from_checkpoint`), never edited by hand;
 - ``MANIFEST.tsv``: the sha256 and size of every file, checked by :func:`load`.
+
+The zoo holds a *generalist* per method (``cellpose``, ``stardist``, ``unet_3class``,
+``unet_weighted``), trained on the union of BBBC039, DSB2018 and Kromp's training images, with
+a size model (:mod:`course_utils.sizing`) for ``segment(diameter=None)``; and the same methods
+trained on BBBC039 alone (``<method>_bbbc039``), kept for notebook 08's lesson on domain shift.
 
 ``load(method)`` returns the network in eval mode, ready for ``Method.segment`` or
 ``course_utils.segment``; ``available()`` lists the models with their cards. The folder is
@@ -22,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,9 @@ from .methods import get, load_model, read_meta
 __all__ = ["ZooError", "available", "card", "card_from_checkpoint", "load", "zoo_dir"]
 
 REBUILD = "make zoo (python scripts/train_zoo.py --methods {method})"
+#: The zoo's other models (``<method>_<data>``): trained on one dataset only, for the lessons
+#: that need them (notebook 08's domain shift).
+REBUILD_ONE = "python scripts/train_zoo.py --data {data} --methods {method}"
 
 
 class ZooError(FileNotFoundError):
@@ -74,6 +83,11 @@ def _manifest_entry(line: str, path: Path, number: int) -> tuple[str, tuple[int,
 
 
 def _read_card(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ZooError(
+            f"the model card {path} is in the zoo manifest but missing: restore it (git "
+            f"checkout {path.name}) or rebuild it with `make zoo`"
+        )
     try:
         found = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -86,11 +100,10 @@ def _read_card(path: Path) -> dict[str, Any]:
     return found
 
 
-def _verified(name: str, method: str) -> Path:
+def _verified(name: str, rebuild: str) -> Path:
     """The path of zoo file ``name``, checked against the manifest (size and sha256)."""
     entries = _manifest()
     path = zoo_dir() / name
-    rebuild = REBUILD.format(method=method)
     if name not in entries:
         raise ZooError(
             f"{name} is not in the zoo manifest {zoo_dir() / 'MANIFEST.tsv'}; "
@@ -148,19 +161,59 @@ def card_from_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return card
 
 
+def _resolve(name: str) -> tuple[str, str, str]:
+    """``(file stem, method, rebuild command)`` of a zoo name: a method's name (the generalist,
+    e.g. ``"cellpose"``) or ``<method>_<data>`` (e.g. ``"cellpose_bbbc039"``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"a zoo model's name must be a string, got {type(name).__name__}")
+    for method in sorted(_methods(), key=len, reverse=True):
+        if name.startswith(f"{method}_") and name[len(method) + 1 :].isidentifier():
+            data = name[len(method) + 1 :]
+            return name, method, REBUILD_ONE.format(data=data, method=method)
+    record = get(name)  # an unknown name: the error lists the methods
+    rebuild = REBUILD.format(method=record.name)
+    return _stand_in(record.name, rebuild), record.name, rebuild
+
+
+def _stand_in(method: str, rebuild: str) -> str:
+    """The file stem for ``method``'s generalist: itself, or (with a warning) the model trained
+    on BBBC039 alone when the zoo holds no generalist of that method."""
+    path = zoo_dir() / "MANIFEST.tsv"
+    entries = _manifest() if path.is_file() else {}
+    single = f"{method}_bbbc039"
+    if f"{method}.pt" in entries or f"{single}.pt" not in entries:
+        return method  # missing from both: _verified's error names the rebuild command
+    warnings.warn(
+        f"the zoo holds no generalist {method} model (rebuild it with {rebuild}); using "
+        f"{single}, trained on BBBC039 alone, which may not hold on images unlike BBBC039",
+        stacklevel=4,
+    )
+    return single
+
+
+def _methods() -> tuple[str, ...]:
+    from .methods import NUCLEUS_METHODS
+
+    return tuple(NUCLEUS_METHODS)
+
+
 def card(method: str) -> dict[str, Any]:
-    """The model card of ``method`` (verified against the manifest): ``method``,
+    """The model card of zoo model ``method`` (a name as :func:`load` takes; verified against
+    the manifest): ``method``,
     ``architecture``, ``data``, ``augmentation``, ``steps``, ``wall_time_s``, ``device``,
     ``command``, ``commit``, ``versions``, ``postprocess`` (the tuned thresholds),
     ``train_diameter_px`` (median nucleus diameter the model was trained at), and the
     ``validation`` and ``test`` scores (AP@0.5, AP@0.75, F1@0.5). Introduced in notebook 06b.
     """
-    record = get(method)
-    return _read_card(_verified(f"{record.name}.json", record.name))
+    stem, _, rebuild = _resolve(method)
+    return _read_card(_verified(f"{stem}.json", rebuild))
 
 
 def load(method: str) -> nn.Module:
-    """The zoo's network for ``method`` (a name of ``course_utils.methods.NUCLEUS_METHODS``),
+    """The zoo's network ``method``: a name of ``course_utils.methods.NUCLEUS_METHODS`` (the
+    generalist of that method, trained on BBBC039, DSB2018 and Kromp) or ``<method>_bbbc039``
+    (trained on BBBC039 alone, for notebook 08's domain shift; also what a method's name gives,
+    with a warning, when the zoo holds no generalist of that method),
     in eval mode on the CPU, with float32 weights; ``model.meta`` holds its checkpoint's
     description (thresholds and training diameter included).
 
@@ -169,6 +222,6 @@ def load(method: str) -> nn.Module:
     file and the command that rebuilds it when it is missing or does not match.
     Introduced in notebook 06b.
     """
-    record = get(method)
-    path = _verified(f"{record.name}.pt", record.name)
-    return load_model(path, method=record.name).float()
+    stem, record_name, rebuild = _resolve(method)
+    path = _verified(f"{stem}.pt", rebuild)
+    return load_model(path, method=record_name).float()

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 import zoo_cards  # beside this script, which Python puts first on the module search path
+import zoo_generalist
 
 import course_utils as cu
 from course_utils import distributed
@@ -62,6 +63,13 @@ def parse_args(argv):
         choices=list(cu.methods.NUCLEUS_METHODS),
     )
     p.add_argument("--budget", choices=BUDGETS, default="cpu")
+    p.add_argument(
+        "--data",
+        choices=("generalist", "bbbc039"),
+        default="generalist",
+        help="generalist: BBBC039 + DSB2018 + Kromp training images (models/<method>.pt); "
+        "bbbc039: BBBC039 alone (models/<method>_bbbc039.pt, notebook 08's domain shift)",
+    )
     p.add_argument(
         "--minutes",
         type=float,
@@ -94,16 +102,60 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def load_data(args) -> dict[str, tuple[list, list]]:
-    return {
-        split: cu.data.load_split("bbbc039", split, n=n)
-        for split, n in (("train", args.n_train), ("val", args.n_val), ("test", args.n_test))
-    }
+#: The generalist's training data: each dataset's share of the training patches, so that three
+#: Kromp images are not drowned by 306 DSB2018 ones (an image's weight: share / images).
+SHARES = {"bbbc039": 0.35, "dsb2018": 0.45, "kromp2020": 0.20}
+#: Datasets with a validation split (Kromp has none: its three images all train).
+VALIDATION = ("bbbc039", "dsb2018")
+#: The generalist sees every training image at this median nucleus diameter (px), as Cellpose
+#: prepares its images, and AUGMENT's zoom spreads it over DIAMETER / 2 .. 2 * DIAMETER.
+DIAMETER = 24.0
+
+
+def load_data(args) -> dict:
+    """``{"train": (images, labels, weights), "val": (images, labels), "test": {dataset:
+    (images, labels)}, "val_as_is": {dataset: (images, labels)}, "sources": [dataset]}``.
+    Training and validation images at :data:`DIAMETER` (the generalist) or as they are (BBBC039
+    alone); test images and ``val_as_is`` always as they are."""
+    sets = SHARES if args.data == "generalist" else {"bbbc039": 1.0}
+    counts = {"train": args.n_train, "val": args.n_val, "test": args.n_test}
+    out: dict = {"test": {}, "val_as_is": {}, "sources": []}
+    train: tuple[list, list, list] = ([], [], [])
+    val: tuple[list, list] = ([], [])
+    for name, share in sets.items():
+        for split, n in counts.items():
+            if split == "val" and name not in VALIDATION:
+                continue
+            available = len(cu.data.split_names(name, split))
+            images, labels = cu.data.load_split(name, split, n=min(n or available, available))
+            if split == "test":
+                out["test"][name] = (images, labels)
+                continue
+            if split == "val":
+                out["val_as_is"][name] = (images, labels)
+            if args.data == "generalist":
+                pairs = [cu.scale.to_diameter(x, y, DIAMETER)[:2] for x, y in zip(images, labels)]
+                images, labels = [x for x, _ in pairs], [y for _, y in pairs]
+            target = train if split == "train" else val
+            target[0].extend(images)
+            target[1].extend(labels)
+            if split == "train":
+                train[2].extend([share / len(images)] * len(images))
+                out["sources"].extend([name] * len(images))
+    out["train"], out["val"] = train, val
+    return out
+
+
+def describe(data: dict, args) -> str:
+    """The card's line on the training data: datasets, image and nucleus counts."""
+    if args.data == "bbbc039":
+        return f"bbbc039 train ({len(data['train'][0])} images)"
+    return "; ".join(f"{name}: share {share:.0%} of the patches" for name, share in SHARES.items())
 
 
 def train(method: str, data: dict, args, device) -> tuple[Path, dict]:
     """Train (or resume) one method; returns its checkpoint folder and what the card needs."""
-    folder = args.checkpoints / args.budget / method
+    folder = args.checkpoints / args.budget / model_name(method, args)
     record = cu.methods.get(method)
     plan = cu.methods.budget(
         f"zoo-{args.budget}",
@@ -118,14 +170,15 @@ def train(method: str, data: dict, args, device) -> tuple[Path, dict]:
     started = time.perf_counter()
     model, history = cu.methods.train_method(
         method,
-        *data["train"],
+        *data["train"][:2],
+        weights=data["train"][2],
         budget=plan,
         augment=AUGMENT,
         val_images=data["val"][0],
         val_labels=data["val"][1],
         checkpoint_dir=folder,
         num_workers=workers,
-        data=f"bbbc039 train ({len(data['train'][0])} images)",
+        data=describe(data, args),
         device=device,
         time_limit=None if args.minutes is None else 60 * args.minutes,
         seed=0,
@@ -151,6 +204,11 @@ def train(method: str, data: dict, args, device) -> tuple[Path, dict]:
     return folder, info
 
 
+def model_name(method: str, args) -> str:
+    """The zoo name: ``<method>`` for the generalist, ``<method>_bbbc039`` for BBBC039 alone."""
+    return method if args.data == "generalist" else f"{method}_bbbc039"
+
+
 def _amp(choice: str, device) -> str | bool:
     if choice != "auto":
         return choice == "on"
@@ -167,8 +225,10 @@ def _cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def choose_and_score(method: str, folder: Path, data: dict, device) -> dict:
-    """best.pt or last.pt by validation AP@0.5, its tuned post-processing, and the scores."""
+def choose_and_score(method: str, folder: Path, data: dict, device, args) -> dict:
+    """best.pt or last.pt by validation AP@0.5, its tuned post-processing, and the scores; for
+    the generalist also its size model, the diameters it segments as they are, and its scores
+    per dataset through ``segment(image, diameter=None)``."""
     candidates = {}
     for name in ("best.pt", "last.pt"):
         model = cu.methods.load_model(folder / name, method=method).to(device)
@@ -177,13 +237,26 @@ def choose_and_score(method: str, folder: Path, data: dict, device) -> dict:
         candidates[name] = (val["ap50"], model, params, val)
     chosen = max(candidates, key=lambda k: candidates[k][0])
     _, model, params, val = candidates[chosen]
-    test = cu.methods.score(method, model, *data["test"], device=device, **params)
+    model = model.cpu()
+    model.meta = {**dict(model.meta), "postprocess": params}
+    result = {"checkpoint": chosen, "model": model, "postprocess": params}
+    result["validation"] = _rounded(val)
+    if args.data == "bbbc039":
+        test = cu.methods.score(method, model, *data["test"]["bbbc039"], **params)
+        return {**result, "test": _rounded(test)}
+    model.meta["size_model"] = zoo_generalist.fit_sizes(model, data)
+    trusted, table = zoo_generalist.trusted_range(method, model, data, params)
+    model.meta["diameter_range_px"] = list(trusted)
+    by_dataset = zoo_generalist.score_datasets(method, model, data["test"])
+    estimates = zoo_generalist.diameter_accuracy(method, model, data)
     return {
-        "checkpoint": chosen,
-        "model": model.cpu(),
-        "postprocess": params,
-        "validation": _rounded(val),
-        "test": _rounded(test),
+        **result,
+        "test": _rounded(by_dataset["bbbc039"]),
+        "test_by_dataset": by_dataset,
+        "size_model": model.meta["size_model"],
+        "diameter_range_px": list(trusted),
+        "rescaling_measured": table,
+        "diameter_estimates": estimates,
     }
 
 
@@ -230,13 +303,34 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def data_description(data: dict, args) -> str | dict:
+    """What the card says of the training data."""
+    if args.data == "bbbc039":
+        return (
+            f"BBBC039 (Caicedo 2019), training split: {len(data['train'][0])} images; "
+            "thresholds and checkpoint chosen on the validation split, scores on the test split"
+        )
+    return {
+        "training": zoo_generalist.training_counts(data, SHARES, data["sources"]),
+        "shown_at_diameter_px": DIAMETER,
+        "validation": "BBBC039 and DSB2018 validation splits (checkpoint, thresholds, size model)",
+        "test": "each dataset's test split through course_utils.segment(image, method, "
+        "diameter=None) with the library's defaults",
+        "cite": "BBBC039: Caicedo 2019 (Cytometry A); DSB2018: Caicedo 2019 (Nature Methods); "
+        "Kromp 2020",
+    }
+
+
 def baseline(data: dict) -> dict:
     """The classical baseline of notebook 01 (``cu.classical.BASELINE``) on the test images."""
-    images, labels = data["test"]
+    images, labels = data["test"]["bbbc039"]
     preds = [cu.classical.baseline(x) for x in images]
     stats = cu.metrics.matching_dataset(labels, preds, [0.5, 0.75])
     scores = {"ap50": stats[0].accuracy, "ap75": stats[1].accuracy, "f1_50": stats[0].f1}
-    return {"min_distance": cu.classical.BASELINE["min_distance"], "test": _rounded(scores)}
+    found = {"min_distance": cu.classical.BASELINE["min_distance"], "test": _rounded(scores)}
+    if len(data["test"]) > 1:
+        found["by_dataset"] = zoo_generalist.baseline_datasets(data["test"])
+    return found
 
 
 def main(argv=None) -> int:
@@ -253,7 +347,7 @@ def main(argv=None) -> int:
             unfinished.append(method)
             print(f"{method}: stopped by --minutes; run the same command again to resume")
             continue
-        result = choose_and_score(method, folder, data, device)
+        result = choose_and_score(method, folder, data, device, args)
         card = zoo_cards.make_card(
             method,
             args.budget,
@@ -262,12 +356,14 @@ def main(argv=None) -> int:
             diameter,
             AUGMENT,
             provenance(device),
-            len(data["train"][0]),
+            data_description(data, args),
         )
-        zoo_cards.write_model(args.out, method, result["model"], card)
+        zoo_cards.write_model(args.out, model_name(method, args), result["model"], card)
         print(f"{method}: test AP@0.5 {card['test']['ap50']:.3f} ({card['checkpoint']})")
     if distributed.is_main_process():
         zoo_cards.write_index(args.out, baseline(data))
+        if args.out.resolve() == (ROOT / "models").resolve():
+            zoo_cards.sync_readme(ROOT / "README.md", args.out / "README.md")
     return 1 if unfinished else 0
 
 

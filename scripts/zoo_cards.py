@@ -22,15 +22,25 @@ CARD_COLUMNS = (
 )
 
 
-def make_card(method, budget, info, result, diameter, augment, provenance, n_train) -> dict:
+def make_card(method, budget, info, result, diameter, augment, provenance, data) -> dict:
     record = cu.methods.get(method)
+    extra = {
+        k: result[k]
+        for k in (
+            "test_by_dataset",
+            "size_model",
+            "diameter_range_px",
+            "rescaling_measured",
+            "diameter_estimates",
+        )
+        if k in result
+    }
     return {
         "method": method,
         "title": record.title,
         "budget": budget,
         "architecture": info["architecture"],
-        "data": f"BBBC039 (Caicedo 2019), training split: {n_train} images; thresholds and "
-        "checkpoint chosen on the validation split, scores on the test split",
+        "data": data,
         "normalisation": "percentile 1 / 99.8 per image (course_utils.data.normalize_percentile)",
         "augmentation": repr(augment),
         "train_diameter_px": diameter,
@@ -47,6 +57,7 @@ def make_card(method, budget, info, result, diameter, augment, provenance, n_tra
         "postprocess": result["postprocess"],
         "validation": result["validation"],
         "test": result["test"],
+        **extra,
         **provenance,
     }
 
@@ -86,6 +97,12 @@ def _card_markdown(card: dict) -> str:
     for key, value in card.items():
         if key in ("title",):
             continue
+        if key == "size_model":  # its coefficients are for the network, not for reading
+            value = (
+                f"ridge regression of log(diameter) on {len(value['coef'])} style features of "
+                f"a {value['window']} px window, fitted on {value['samples']} windows; median "
+                f"validation error {value['val_error']:.3f} in log(diameter) (numbers in the .json)"
+            )
         text = json.dumps(value) if isinstance(value, dict | list) else str(value)
         lines.append(f"| {key} | {text.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
@@ -115,9 +132,11 @@ def write_index(out: Path, baseline: dict) -> None:
     lines = [
         "# The course's model zoo",
         "",
-        "Trained by `make zoo` (`scripts/train_zoo.py`) on the BBBC039 training split; "
-        "scores pooled over the BBBC039 test images (AP = TP / (TP + FP + FN)). Each "
-        "model's card (`<method>.md`, `<method>.json`) has the whole record.",
+        "Trained by `make zoo` (`scripts/train_zoo.py`). `<method>`: the generalist, "
+        "trained on the BBBC039, DSB2018 and Kromp 2020 training images; `<method>_bbbc039`: "
+        "trained on BBBC039 alone (notebook 08's domain shift). Scores pooled over the "
+        "BBBC039 test images (AP = TP / (TP + FP + FN)). Each model's card "
+        "(`<name>.md`, `<name>.json`) has the whole record.",
         "",
     ]
     lines += ["| " + " | ".join(CARD_COLUMNS) + " |", "|" + " --- |" * len(CARD_COLUMNS)]
@@ -129,8 +148,94 @@ def write_index(out: Path, baseline: dict) -> None:
         f"{t['f1_50']:.3f} |",
         "",
     ]
+    lines += _by_dataset(cards, baseline)
+    lines += _estimates(cards)
     _atomic_write(out / "README.md", "\n".join(lines).encode())
     write_manifest(out)
+
+
+def _by_dataset(cards: list[dict], baseline: dict) -> list[str]:
+    """The generalists' AP@0.5 per test set through ``segment(image, diameter=None)``."""
+    general = [c for c in cards if "test_by_dataset" in c]
+    if not general:
+        return []
+    sets = list(general[0]["test_by_dataset"])
+    lines = [
+        "## The generalists on each dataset",
+        "",
+        "AP@0.5 of `course_utils.segment(image, method, diameter=None)` (library defaults) on "
+        "each test split; in brackets, the share of images whose diameter it found within 10%.",
+        "",
+        "| model | " + " | ".join(sets) + " |",
+        "|" + " --- |" * (len(sets) + 1),
+    ]
+    for c in general:
+        found = c["test_by_dataset"]
+        cells = [f"{found[s]['ap50']:.3f} ({found[s]['diameter_within_10pct']:.0%})" for s in sets]
+        lines.append(f"| {c['title']} (`{c['method']}`) | " + " | ".join(cells) + " |")
+    if "by_dataset" in baseline:
+        cells = [f"{baseline['by_dataset'][s]['ap50']:.3f}" for s in sets]
+        lines.append("| classical watershed (no training) | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _estimates(cards: list[dict]) -> list[str]:
+    """How close the generalists' diameter estimates come to the true median diameters."""
+    general = [c for c in cards if "diameter_estimates" in c]
+    if not general:
+        return []
+    lines = [
+        "## Their diameter estimates",
+        "",
+        "`segment(image, method, diameter=None)`'s diameter against the true median nucleus "
+        "diameter: BBBC039 test images zoomed 0.5x-2x and DSB2018 validation images as they "
+        "are; quantiles (5 / 25 / 50 / 75 / 95 %) of estimate / true - 1, and the share "
+        "within 10%.",
+        "",
+        "| model | set | images | quantiles | within 10% |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for c in general:
+        for name, found in c["diameter_estimates"].items():
+            qs = " / ".join(f"{q:+.2f}" for q in found["quantiles_5_25_50_75_95"])
+            lines.append(
+                f"| `{c['method']}` | {name} | {found['images']} | {qs} | "
+                f"{found['within_10pct']:.0%} |"
+            )
+    return [*lines, ""]
+
+
+#: The project README's copy of the index's per-dataset table lies between these lines.
+README_MARKERS = ("<!-- zoo-by-dataset: generated by scripts/zoo_cards.py -->", "<!-- /zoo -->")
+
+
+def by_dataset_table(index: str) -> str:
+    """The per-dataset table of an index (``models/README.md``), its lines only."""
+    lines = index.splitlines()
+    heading = "## The generalists on each dataset"
+    if heading not in lines:
+        return ""
+    table = []
+    for line in lines[lines.index(heading) + 1 :]:
+        if line.startswith("## "):
+            break
+        if line.startswith("|"):
+            table.append(line)
+    return "\n".join(table)
+
+
+def sync_readme(readme: Path, index: Path) -> bool:
+    """Put the index's per-dataset table into ``readme`` between :data:`README_MARKERS`;
+    ``False`` when ``readme`` has no markers (nothing written)."""
+    text = readme.read_text()
+    begin, end = README_MARKERS
+    if begin not in text or end not in text:
+        return False
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    table = by_dataset_table(index.read_text())
+    _atomic_write(readme, f"{head}{begin}\n{table}\n{end}{tail}".encode())
+    return True
 
 
 def write_manifest(out: Path) -> None:
@@ -141,3 +246,10 @@ def write_manifest(out: Path) -> None:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             entries.append(f"{path.name}\t{path.stat().st_size}\t{digest}")
     _atomic_write(out / "MANIFEST.tsv", ("\n".join(entries) + "\n").encode())
+
+
+if __name__ == "__main__":  # python scripts/zoo_cards.py: the README's table from the index
+    root = Path(__file__).resolve().parents[1]
+    if not sync_readme(root / "README.md", root / "models" / "README.md"):
+        raise SystemExit(f"{root / 'README.md'} has no {README_MARKERS[0]} ... {README_MARKERS[1]}")
+    print("README.md: the zoo's per-dataset table copied from models/README.md")

@@ -174,7 +174,7 @@ def zoo_copy(tmp_path, monkeypatch):
     source = zoo.zoo_dir()
     if not (source / "MANIFEST.tsv").is_file():
         pytest.skip("no zoo committed")
-    for name in ("MANIFEST.tsv", "cellpose.json", "cellpose.pt", "stardist.json"):
+    for name in ("MANIFEST.tsv", "cellpose.pt", *(p.name for p in source.glob("*.json"))):
         shutil.copy(source / name, tmp_path / name)
     monkeypatch.setenv("COURSE_ZOO", str(tmp_path))
     return tmp_path
@@ -200,6 +200,9 @@ def test_zoo_card_cut_short(zoo_copy):
     card = zoo_copy / "stardist.json"
     card.write_text(card.read_text()[:100])
     with pytest.raises(zoo.ZooError, match="stardist.json is not valid JSON"):
+        zoo.available()
+    card.unlink()  # listed in the manifest, gone from the folder
+    with pytest.raises(zoo.ZooError, match=r"stardist.json is in the zoo manifest but missing"):
         zoo.available()
 
 

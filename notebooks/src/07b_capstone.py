@@ -93,7 +93,9 @@ empty_image = cu.data.normalize_percentile(
 # notebook), and **the course's pretrained model** from its model zoo (`cu.zoo`): the same
 # record, trained for thousands of steps on all 100 training images with generalist
 # augmentation, its post-processing thresholds tuned on the validation split and written in its
-# model card.
+# model card. We take the zoo's BBBC039-only models (`<method>_bbbc039`), so that every
+# method has learned from the same images; the zoo's generalists, trained on other datasets
+# too, are for notebook 08's other people's images.
 #
 # `cu.methods` holds one **record** per network method: its network and sizes, targets, loss,
 # post-processing and checkpoint folder, written once; notebooks 03, 05 and 06 checked that
@@ -174,9 +176,9 @@ for method, source in sources.items():
 # its card says how it was trained and which post-processing thresholds to use with it.
 
 # %%
-cards = {row: cu.zoo.card(m) for row, m in ZOO.items()}
+cards = {row: cu.zoo.card(f"{m}_bbbc039") for row, m in ZOO.items()}
 for row, m in ZOO.items():
-    models[row] = cu.zoo.load(m).to(device)
+    models[row] = cu.zoo.load(f"{m}_bbbc039").to(device)
     card = cards[row]
     sources[row] = (
         f"zoo: {card['steps']} steps, {card['wall_time_s'] / 60:.0f} min on {card['device']}"

@@ -557,8 +557,9 @@ print(names, [x.shape for x in mine], [int(y.max()) for y in my_labels])
 # it is, predicts tile by tile, applies the model's tuned thresholds, and returns int32 labels
 # at the input's size (0 = background). Its default models are the zoo's **generalists**,
 # trained on BBBC039, DSB2018 and Kromp's three training images together. They estimate the
-# diameter from one pass over the image (a *size model* on the network's style, as Cellpose
-# does, `cu.sizing`) and check the estimate against the nuclei they then find. Below, the same
+# diameter from one pass over the image's central 256 x 256 window (a *size model* on the
+# network's style, as Cellpose does, `cu.sizing`) and check the estimate against the nuclei
+# they then find. Below, the same
 # calls with the BBBC039-only models (the scale passes of section 3) and with the generalists.
 
 # %%

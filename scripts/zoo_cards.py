@@ -126,6 +126,7 @@ def _row(card: dict) -> list[str]:
 
 def write_index(out: Path, baseline: dict) -> None:
     """``README.md`` (the index table of the cards) and ``MANIFEST.tsv``."""
+    out.mkdir(parents=True, exist_ok=True)  # a run stopped by --minutes has written no model
     cards = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     order = list(cu.methods.NUCLEUS_METHODS)
     cards.sort(key=lambda c: order.index(c["method"]) if c["method"] in order else 99)

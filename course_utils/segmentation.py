@@ -45,6 +45,10 @@ PROGRESS_PIXELS = 500_000
 WHOLE_PASS_BLOCK = 512
 #: Fewer whole objects than this in the passes of ``estimate_diameter``: no estimate.
 MIN_OBJECTS = 3
+#: The objects a pass finds may correct the size model's estimate by at most this factor
+#: either way (its validation errors stay within about 1.4x); beyond it they are fragments or
+#: merges, not nuclei, and a pass at their scale would make more of them (``segment`` warns).
+MAX_CORRECTION = 2.0
 
 
 def _model(record: Method, model: Any) -> nn.Module:
@@ -208,7 +212,7 @@ def _sized(record, net, x, diameter, trained_at, post, bar):
     if estimated:
         if bar is not None:
             bar.set_postfix_str("estimating the diameter")
-        diameter = predict_diameter(net, x, _meta(net)["size_model"])
+        diameter = _within_fit(predict_diameter(net, x, _meta(net)["size_model"]), net, trained_at)
     factor = _scale_for(diameter, trained_at, trusted, x.shape, clamp=estimated)
     labels = labels_at(record, net, x, factor, dict(post), bar)
     if not estimated:
@@ -223,12 +227,39 @@ def _sized(record, net, x, diameter, trained_at, post, bar):
         )
         return labels, factor, diameter
     found = float(np.median(sizes)) / factor
+    if abs(math.log(found / diameter)) > math.log(MAX_CORRECTION):
+        warnings.warn(
+            f"segment: the objects found (median diameter {found:.3g} px) disagree with the "
+            f"size model's estimate ({diameter:.3g} px) by more than {MAX_CORRECTION:g}x; the "
+            "estimate is kept. If the result looks wrong, give diameter= (pixels)",
+            stacklevel=4,
+        )
+        return labels, factor, diameter
     again = _scale_for(found, trained_at, trusted, x.shape, clamp=True)
     if abs(math.log(again / factor)) > math.log(1.25):  # the pass shows another scale
         labels, factor = labels_at(record, net, x, again, dict(post), bar), again
         sizes = object_diameters(clear_border(labels))
         found = float(np.median(sizes)) / factor if len(sizes) else found
     return labels, factor, found
+
+
+def _within_fit(diameter: float, net: nn.Module, trained_at: float | None) -> float:
+    """The size model's estimate, kept within the diameters it was fitted on (the training
+    diameter times its ``zooms``): a style unlike any it saw can extrapolate to 0 px."""
+    zooms = _meta(net)["size_model"].get("zooms")
+    if trained_at is None or not zooms:
+        return diameter
+    low, high = trained_at * float(zooms[0]), trained_at * float(zooms[1])
+    if low <= diameter <= high:
+        return diameter
+    kept = min(max(diameter, low), high)
+    warnings.warn(
+        f"segment: the size model's estimate ({diameter:.3g} px) lies outside the diameters "
+        f"it was fitted on ({low:.3g}-{high:.3g} px); {kept:.3g} px is used. If the result "
+        "looks wrong, give diameter= (pixels)",
+        stacklevel=5,
+    )
+    return kept
 
 
 def _scale_for(diameter, trained_at, trusted, shape, *, clamp: bool) -> float:

@@ -156,6 +156,28 @@ def test_segment_warns_when_it_cannot_check_its_estimate(monkeypatch):
     assert used == pytest.approx(20.0)
 
 
+def test_segment_keeps_its_estimate_within_what_it_can_trust(monkeypatch):
+    # Two guards against a runaway (a weighted U-Net on DSB2018 once upscaled an image 8x for
+    # a "diameter" of 0.1 px and returned 6,000 fragments): the size model's estimate stays
+    # within the diameters it was fitted on, and the objects of a pass may correct it by at
+    # most MAX_CORRECTION; both say so in a warning.
+    image = synthetic_nuclei((128, 128), seed=9)[0]
+    net = _tiny("cellpose", diameter_range_px=[15.0, 30.0])
+    width = sizing.style_features(net, image, 64).size
+    net.meta["size_model"] = {**_constant(0.1, width), "zooms": [0.25, 4.0]}  # fitted 5-80 px
+    monkeypatch.setattr(segmentation, "object_diameters", lambda labels: np.array([5.0] * 5))
+    seen = _spy_scales(monkeypatch)
+    with pytest.warns(UserWarning, match=r"outside the diameters it was fitted on \(5-80 px\)"):
+        _, used = cu.segment(image, "cellpose", model=net, return_diameter=True)
+    assert seen == [pytest.approx(4.0)] and used == pytest.approx(5.0)  # 5 px, not 0.1
+    net.meta["size_model"] = {**_constant(20.0, width), "zooms": [0.25, 4.0]}
+    monkeypatch.setattr(segmentation, "object_diameters", lambda labels: np.array([2.0] * 5))
+    seen.clear()
+    with pytest.warns(UserWarning, match="disagree with the size model's estimate"):
+        _, used = cu.segment(image, "cellpose", model=net, return_diameter=True)
+    assert seen == [] and used == pytest.approx(20.0)  # 2 px objects: fragments, one pass
+
+
 def test_estimate_diameter_ways(monkeypatch):
     image = synthetic_nuclei((96, 96), seed=8)[0]
     net = _tiny("cellpose")

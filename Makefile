@@ -62,6 +62,7 @@ lab: setup  ## open JupyterLab on the course
 
 zoo: setup  ## train the model zoo into models/ (about 30 min a model on 2 CPU cores; resumable)
 	$(PY) scripts/train_zoo.py $(ZOO_ARGS)
+	$(PY) scripts/train_zoo.py --data usiigaci --methods cellpose $(ZOO_ARGS)
 
 bench: setup  ## speed against the reference packages (writes benchmarks/results/)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

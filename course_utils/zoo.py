@@ -14,8 +14,9 @@ and writes into ``models/``:
 
 The zoo holds a *generalist* per method (``cellpose``, ``stardist``, ``unet_3class``,
 ``unet_weighted``), trained on the union of BBBC039, DSB2018 and Kromp's training images, with
-a size model (:mod:`course_utils.sizing`) for ``segment(diameter=None)``; and the same methods
-trained on BBBC039 alone (``<method>_bbbc039``), kept for notebook 08's lesson on domain shift.
+a size model (:mod:`course_utils.sizing`) for ``segment(diameter=None)``; the same methods
+trained on BBBC039 alone (``<method>_bbbc039``), kept for notebook 08's lesson on domain shift;
+and a whole-cell model, ``cellpose_usiigaci`` (phase-contrast fibroblasts, notebook 10).
 
 ``load(method)`` returns the network in eval mode, ready for ``Method.segment`` or
 ``course_utils.segment``; ``available()`` lists the models with their cards. The folder is
@@ -211,9 +212,10 @@ def card(method: str) -> dict[str, Any]:
 
 def load(method: str) -> nn.Module:
     """The zoo's network ``method``: a name of ``course_utils.methods.NUCLEUS_METHODS`` (the
-    generalist of that method, trained on BBBC039, DSB2018 and Kromp) or ``<method>_bbbc039``
+    generalist of that method, trained on BBBC039, DSB2018 and Kromp), ``<method>_bbbc039``
     (trained on BBBC039 alone, for notebook 08's domain shift; also what a method's name gives,
-    with a warning, when the zoo holds no generalist of that method),
+    with a warning, when the zoo holds no generalist of that method) or ``cellpose_usiigaci``
+    (whole cells in phase contrast, notebook 10),
     in eval mode on the CPU, with float32 weights; ``model.meta`` holds its checkpoint's
     description (thresholds and training diameter included).
 

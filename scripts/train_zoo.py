@@ -1,13 +1,16 @@
-"""Train the course's model zoo: every method through its record, on BBBC039, with cards.
+"""Train the course's model zoo: every method through its record, with cards.
 
     python scripts/train_zoo.py                       # all four methods, the CPU budget
     python scripts/train_zoo.py --methods cellpose    # one method
     python scripts/train_zoo.py --budget gpu          # the full-mode networks, on a GPU
+    python scripts/train_zoo.py --data usiigaci --methods cellpose   # the whole-cell model
+    python scripts/train_zoo.py --rescore             # score the models again (no training)
     torchrun --nproc_per_node=4 scripts/train_zoo.py --budget gpu   # four GPUs (or CPUs)
 
 For each method: train a network (its record's class, targets and loss; the sizes of the
-budget) on the BBBC039 training split with generalist augmentation (flips and quarter turns,
-zoom 0.5x-2x, gamma, contrast, brightness, noise, blur); keep ``best.pt`` (lowest validation
+budget) on the training splits of ``--data`` (the generalist: BBBC039, DSB2018 and Kromp) with
+generalist augmentation (flips and quarter turns, zoom 0.5x-2x, gamma, contrast, brightness,
+noise, blur); keep ``best.pt`` (lowest validation
 loss) or ``last.pt``, whichever scores the higher AP@0.5 on the validation split; tune the
 post-processing on the validation split; score the test split; write ``models/<method>.pt``
 (float16 weights, self-describing), its card ``models/<method>.json`` and ``.md``, and refresh
@@ -23,14 +26,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
-import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
-import torch
 import zoo_cards  # beside this script, which Python puts first on the module search path
 import zoo_generalist
 
@@ -65,10 +64,11 @@ def parse_args(argv):
     p.add_argument("--budget", choices=BUDGETS, default="cpu")
     p.add_argument(
         "--data",
-        choices=("generalist", "bbbc039"),
+        choices=("generalist", "bbbc039", "usiigaci"),
         default="generalist",
         help="generalist: BBBC039 + DSB2018 + Kromp training images (models/<method>.pt); "
-        "bbbc039: BBBC039 alone (models/<method>_bbbc039.pt, notebook 08's domain shift)",
+        "bbbc039: BBBC039 alone (models/<method>_bbbc039.pt, notebook 08's domain shift); "
+        "usiigaci: whole cells (models/<method>_usiigaci.pt, notebook 10)",
     )
     p.add_argument(
         "--minutes",
@@ -93,6 +93,12 @@ def parse_args(argv):
     p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers")
     p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="no training: score the zoo's models again through segment (after a change to "
+        "the library), updating their scores and diameter estimates in place",
+    )
+    p.add_argument(
         "--amp",
         choices=("auto", "on", "off"),
         default="auto",
@@ -110,21 +116,39 @@ VALIDATION = ("bbbc039", "dsb2018")
 #: The generalist sees every training image at this median nucleus diameter (px), as Cellpose
 #: prepares its images, and AUGMENT's zoom spreads it over DIAMETER / 2 .. 2 * DIAMETER.
 DIAMETER = 24.0
+#: The whole-cell model (``--data usiigaci``, notebook 10): Usiigaci's training images at this
+#: median cell diameter (its cells measure 37-74 px, its test cells 34-41 px), zoomed
+#: 0.7x-1.4x; the phase-contrast images of one microscope need no wider augmentation.
+CELL_DIAMETER = 30.0
+CELL_AUGMENT = aug.compose(
+    aug.flip_rot90,
+    aug.random_affine(scale=(0.7, 1.4), mode="reflect"),
+    aug.intensity(brightness=0.1, contrast=0.3, gamma=1.3),
+    aug.gaussian_noise(sigma=(0.0, 0.03)),
+    p=[1.0, 0.8, 0.8, 0.3],
+)
+#: Per ``--data``: dataset shares, datasets with a validation split, the diameter every
+#: training and validation image is shown at (None: as they are), and the augmentation.
+DATA = {
+    "generalist": (SHARES, VALIDATION, DIAMETER, AUGMENT),
+    "bbbc039": ({"bbbc039": 1.0}, ("bbbc039",), None, AUGMENT),
+    "usiigaci": ({"usiigaci": 1.0}, ("usiigaci",), CELL_DIAMETER, CELL_AUGMENT),
+}
 
 
 def load_data(args) -> dict:
     """``{"train": (images, labels, weights), "val": (images, labels), "test": {dataset:
     (images, labels)}, "val_as_is": {dataset: (images, labels)}, "sources": [dataset]}``.
-    Training and validation images at :data:`DIAMETER` (the generalist) or as they are (BBBC039
+    Training and validation images at the diameter of :data:`DATA` (or as they are, for BBBC039
     alone); test images and ``val_as_is`` always as they are."""
-    sets = SHARES if args.data == "generalist" else {"bbbc039": 1.0}
+    sets, validation, diameter, _ = DATA[args.data]
     counts = {"train": args.n_train, "val": args.n_val, "test": args.n_test}
     out: dict = {"test": {}, "val_as_is": {}, "sources": []}
     train: tuple[list, list, list] = ([], [], [])
     val: tuple[list, list] = ([], [])
     for name, share in sets.items():
         for split, n in counts.items():
-            if split == "val" and name not in VALIDATION:
+            if split == "val" and name not in validation:
                 continue
             available = len(cu.data.split_names(name, split))
             images, labels = cu.data.load_split(name, split, n=min(n or available, available))
@@ -133,8 +157,8 @@ def load_data(args) -> dict:
                 continue
             if split == "val":
                 out["val_as_is"][name] = (images, labels)
-            if args.data == "generalist":
-                pairs = [cu.scale.to_diameter(x, y, DIAMETER)[:2] for x, y in zip(images, labels)]
+            if diameter is not None:
+                pairs = [cu.scale.to_diameter(x, y, diameter)[:2] for x, y in zip(images, labels)]
                 images, labels = [x for x, _ in pairs], [y for _, y in pairs]
             target = train if split == "train" else val
             target[0].extend(images)
@@ -148,8 +172,8 @@ def load_data(args) -> dict:
 
 def describe(data: dict, args) -> str:
     """The card's line on the training data: datasets, image and nucleus counts."""
-    if args.data == "bbbc039":
-        return f"bbbc039 train ({len(data['train'][0])} images)"
+    if args.data != "generalist":
+        return f"{args.data} train ({len(data['train'][0])} images)"
     return "; ".join(f"{name}: share {share:.0%} of the patches" for name, share in SHARES.items())
 
 
@@ -157,9 +181,11 @@ def train(method: str, data: dict, args, device) -> tuple[Path, dict]:
     """Train (or resume) one method; returns its checkpoint folder and what the card needs."""
     folder = args.checkpoints / args.budget / model_name(method, args)
     record = cu.methods.get(method)
+    cells = f"{method}_cells"  # a whole-cell run's own budget, where it has one
+    own = args.data == "usiigaci" and cells in cu.methods.BUDGETS[f"zoo-{args.budget}"]
     plan = cu.methods.budget(
         f"zoo-{args.budget}",
-        method,
+        cells if own else method,
         batch_size=args.batch,
         lr=args.lr,
         epochs=args.epochs,
@@ -173,7 +199,7 @@ def train(method: str, data: dict, args, device) -> tuple[Path, dict]:
         *data["train"][:2],
         weights=data["train"][2],
         budget=plan,
-        augment=AUGMENT,
+        augment=DATA[args.data][3],
         val_images=data["val"][0],
         val_labels=data["val"][1],
         checkpoint_dir=folder,
@@ -205,8 +231,9 @@ def train(method: str, data: dict, args, device) -> tuple[Path, dict]:
 
 
 def model_name(method: str, args) -> str:
-    """The zoo name: ``<method>`` for the generalist, ``<method>_bbbc039`` for BBBC039 alone."""
-    return method if args.data == "generalist" else f"{method}_bbbc039"
+    """The zoo name: ``<method>`` for the generalist, ``<method>_<data>`` for one dataset
+    (``cellpose_bbbc039``: BBBC039 alone; ``cellpose_usiigaci``: the whole-cell model)."""
+    return method if args.data == "generalist" else f"{method}_{args.data}"
 
 
 def _amp(choice: str, device) -> str | bool:
@@ -248,10 +275,10 @@ def choose_and_score(method: str, folder: Path, data: dict, device, args) -> dic
     trusted, table = zoo_generalist.trusted_range(method, model, data, params)
     model.meta["diameter_range_px"] = list(trusted)
     by_dataset = zoo_generalist.score_datasets(method, model, data["test"])
-    estimates = zoo_generalist.diameter_accuracy(method, model, data)
+    estimates = zoo_generalist.diameter_accuracy(method, model, data, next(iter(data["test"])))
     return {
         **result,
-        "test": _rounded(by_dataset["bbbc039"]),
+        "test": _rounded(by_dataset[next(iter(data["test"]))]),
         "test_by_dataset": by_dataset,
         "size_model": model.meta["size_model"],
         "diameter_range_px": list(trusted),
@@ -264,45 +291,6 @@ def _rounded(scores: dict) -> dict:
     return {k: round(float(scores[k]), 4) for k in ("ap50", "ap75", "f1_50")}
 
 
-def provenance(device) -> dict:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "course_utils", "scripts"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        commit += " (with uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
-    packages = ("torch", "numpy", "scipy", "scikit-image", "course_utils")
-    return {
-        "command": " ".join(["python", "scripts/train_zoo.py", *sys.argv[1:]]),
-        "commit": commit,
-        "date": datetime.date.today().isoformat(),
-        "device": f"{device.type}: {name}, {torch.get_num_threads()} threads"
-        + (f", {distributed.world_size()} processes" if distributed.world_size() > 1 else ""),
-        "versions": {
-            "python": platform.python_version(),
-            **{p: metadata.version(p) for p in packages},
-        },
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def data_description(data: dict, args) -> str | dict:
     """What the card says of the training data."""
     if args.data == "bbbc039":
@@ -310,6 +298,16 @@ def data_description(data: dict, args) -> str | dict:
             f"BBBC039 (Caicedo 2019), training split: {len(data['train'][0])} images; "
             "thresholds and checkpoint chosen on the validation split, scores on the test split"
         )
+    if args.data == "usiigaci":
+        return {
+            "training": zoo_generalist.training_counts(data, {"usiigaci": 1.0}, data["sources"]),
+            "objects": "whole cells (phase contrast, NIH/3T3 fibroblasts)",
+            "shown_at_diameter_px": CELL_DIAMETER,
+            "validation": "Usiigaci validation split (checkpoint, thresholds, size model)",
+            "test": "Usiigaci test split through course_utils.segment(image, 'cellpose', "
+            "model=..., diameter=None) with the library's defaults",
+            "cite": "Usiigaci: Tsai 2019 (SoftwareX)",
+        }
     return {
         "training": zoo_generalist.training_counts(data, SHARES, data["sources"]),
         "shown_at_diameter_px": DIAMETER,
@@ -321,8 +319,11 @@ def data_description(data: dict, args) -> str | dict:
     }
 
 
-def baseline(data: dict) -> dict:
-    """The classical baseline of notebook 01 (``cu.classical.BASELINE``) on the test images."""
+def baseline(data: dict, n: int | None = None) -> dict:
+    """The classical baseline of notebook 01 (``cu.classical.BASELINE``) on the nuclei test
+    images (the generalist's first ``n`` when ``data`` has no nuclei: the whole-cell run)."""
+    if "bbbc039" not in data["test"]:
+        data = {"test": {name: cu.data.load_split(name, "test", n=n) for name in SHARES}}
     images, labels = data["test"]["bbbc039"]
     preds = [cu.classical.baseline(x) for x in images]
     stats = cu.metrics.matching_dataset(labels, preds, [0.5, 0.75])
@@ -333,10 +334,33 @@ def baseline(data: dict) -> dict:
     return found
 
 
+def rescore(method: str, data: dict, args) -> None:
+    """Score a zoo model again through ``segment`` with the library as it is now: its scores
+    per dataset and diameter estimates, written back into its checkpoint and card."""
+    path = args.out / f"{model_name(method, args)}.pt"
+    model = cu.methods.load_model(path, method=method).float()
+    card = cu.zoo.card_from_checkpoint(path)
+    card["test_by_dataset"] = zoo_generalist.score_datasets(method, model, data["test"])
+    card["test"] = _rounded(card["test_by_dataset"][next(iter(data["test"]))])
+    card["diameter_estimates"] = zoo_generalist.diameter_accuracy(
+        method, model, data, next(iter(data["test"]))
+    )
+    card["rescored"] = f"{datetime.date.today().isoformat()}: " + " ".join(sys.argv[1:])
+    zoo_cards.write_model(args.out, model_name(method, args), model, card)
+    print(f"{method}: rescored, test AP@0.5 {card['test']['ap50']:.3f}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = distributed.setup(cu.env.get_device(args.device))
     data = load_data(args)
+    if args.rescore:
+        for method in args.methods:
+            rescore(method, data, args)
+        zoo_cards.write_index(args.out, baseline(data, args.n_test))
+        if args.out.resolve() == (ROOT / "models").resolve():
+            zoo_cards.sync_readme(ROOT / "README.md", args.out / "README.md")
+        return 0
     diameter = round(cu.scale.median_diameter(data["train"][1]), 1)
     unfinished = []
     for method in args.methods:
@@ -354,14 +378,14 @@ def main(argv=None) -> int:
             info,
             result,
             diameter,
-            AUGMENT,
-            provenance(device),
+            DATA[args.data][3],
+            zoo_cards.provenance(device, ROOT),
             data_description(data, args),
         )
         zoo_cards.write_model(args.out, model_name(method, args), result["model"], card)
         print(f"{method}: test AP@0.5 {card['test']['ap50']:.3f} ({card['checkpoint']})")
     if distributed.is_main_process():
-        zoo_cards.write_index(args.out, baseline(data))
+        zoo_cards.write_index(args.out, baseline(data, args.n_test))
         if args.out.resolve() == (ROOT / "models").resolve():
             zoo_cards.sync_readme(ROOT / "README.md", args.out / "README.md")
     return 1 if unfinished else 0

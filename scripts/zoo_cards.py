@@ -3,11 +3,19 @@ the index table. Used by ``scripts/train_zoo.py``; read by ``course_utils.zoo``.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import platform
+import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 
+import torch
+
 import course_utils as cu
+from course_utils import distributed
 
 CARD_COLUMNS = (
     "method",
@@ -60,6 +68,46 @@ def make_card(method, budget, info, result, diameter, augment, provenance, data)
         **extra,
         **provenance,
     }
+
+
+def provenance(device, root: Path) -> dict:
+    """Where and how a model was trained: command, commit, date, device, versions."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "course_utils", "scripts"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        commit += " (with uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
+    packages = ("torch", "numpy", "scipy", "scikit-image", "course_utils")
+    return {
+        "command": " ".join(["python", "scripts/train_zoo.py", *sys.argv[1:]]),
+        "commit": commit,
+        "date": datetime.date.today().isoformat(),
+        "device": f"{device.type}: {name}, {torch.get_num_threads()} threads"
+        + (f", {distributed.world_size()} processes" if distributed.world_size() > 1 else ""),
+        "versions": {
+            "python": platform.python_version(),
+            **{p: metadata.version(p) for p in packages},
+        },
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -127,7 +175,8 @@ def _row(card: dict) -> list[str]:
 def write_index(out: Path, baseline: dict) -> None:
     """``README.md`` (the index table of the cards) and ``MANIFEST.tsv``."""
     out.mkdir(parents=True, exist_ok=True)  # a run stopped by --minutes has written no model
-    cards = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    every = [{**json.loads(p.read_text()), "name": p.stem} for p in sorted(out.glob("*.json"))]
+    cards = [c for c in every if not _whole_cells(c)]
     order = list(cu.methods.NUCLEUS_METHODS)
     cards.sort(key=lambda c: order.index(c["method"]) if c["method"] in order else 99)
     lines = [
@@ -151,8 +200,39 @@ def write_index(out: Path, baseline: dict) -> None:
     ]
     lines += _by_dataset(cards, baseline)
     lines += _estimates(cards)
+    lines += _cells([c for c in every if _whole_cells(c)])
     _atomic_write(out / "README.md", "\n".join(lines).encode())
     write_manifest(out)
+
+
+def _whole_cells(card: dict) -> bool:
+    """Whether a card is a whole-cell model's (its data names the objects)."""
+    return isinstance(card["data"], dict) and "whole cells" in card["data"].get("objects", "")
+
+
+def _cells(cards: list[dict]) -> list[str]:
+    """The whole-cell models: their test scores, as they are and through ``segment``."""
+    if not cards:
+        return []
+    lines = [
+        "## Whole cells",
+        "",
+        "Trained on one dataset's training split (`<method>_<dataset>`, notebook 10). Test AP "
+        "pooled over that dataset's test images, through `course_utils.segment(image, method, "
+        "model=..., diameter=None)`; in brackets, the share of images whose cell diameter it "
+        "found within 10%.",
+        "",
+        "| model | objects | test set | images | test AP@0.5 | test AP@0.75 | test F1@0.5 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in cards:
+        for name, t in c["test_by_dataset"].items():
+            lines.append(
+                f"| `{c['name']}` ({c['title']}) | {c['data']['objects']} | {name} | "
+                f"{t['images']} | {t['ap50']:.3f} ({t['diameter_within_10pct']:.0%}) | "
+                f"{t['ap75']:.3f} | {t['f1_50']:.3f} |"
+            )
+    return [*lines, ""]
 
 
 def _by_dataset(cards: list[dict], baseline: dict) -> list[str]:

@@ -98,25 +98,26 @@ def score_datasets(method: str, model, tests: dict) -> dict:
 ESTIMATE_ZOOMS = (0.5, 0.71, 1.0, 1.41, 2.0)
 
 
-def diameter_accuracy(method: str, model, data: dict, n: int = 16) -> dict:
+def diameter_accuracy(method: str, model, data: dict, zoomed: str = "bbbc039", n: int = 16) -> dict:
     """How close ``segment(diameter=None)``'s estimate comes to the true median diameter: on
-    ``n`` BBBC039 test images at each of :data:`ESTIMATE_ZOOMS` and on the DSB2018 validation
-    images as they are. Per set: the quantiles (5, 25, 50, 75, 95 %) of ``estimate / true - 1``
-    and the fraction within 10 %."""
-    images, labels = data["test"]["bbbc039"]
+    ``n`` test images of dataset ``zoomed`` at each of :data:`ESTIMATE_ZOOMS`, and on the
+    validation images of the other datasets as they are (DSB2018's, for the generalist). Per
+    set: the quantiles (5, 25, 50, 75, 95 %) of ``estimate / true - 1`` and the fraction within
+    10 %."""
+    images, labels = data["test"][zoomed]
     step = max(1, len(images) // n)
     sets = {
-        "bbbc039_test_zoomed": [
+        f"{zoomed}_test_zoomed": [
             (cu.scale.rescale_image(x, z), cu.scale.median_diameter(y) * z)
             for x, y in zip(images[::step], labels[::step])
             for z in ESTIMATE_ZOOMS
-        ],
-        "dsb2018_val": [
-            (x, cu.scale.median_diameter(y))
-            for x, y in zip(*data["val_as_is"]["dsb2018"])  # as they are, not resized
-            if y.max() > 0
-        ],
+        ]
     }
+    for name, (xs, ys) in data["val_as_is"].items():
+        if name != zoomed:  # as they are, not resized
+            sets[f"{name}_val"] = [
+                (x, cu.scale.median_diameter(y)) for x, y in zip(xs, ys) if y.max()
+            ]
     found = {}
     for name, pairs in sets.items():
         errors = []

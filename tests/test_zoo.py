@@ -12,24 +12,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from course_utils import methods, zoo
+from course_utils import methods, segment, zoo
 from course_utils.data import DataUnavailableError, load_split
 from course_utils.metrics import matching_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = zoo.zoo_dir()
-#: The methods whose generalist is in the zoo (trained on BBBC039, DSB2018 and Kromp); the
-#: others' names stand for their BBBC039-only model, with a warning, until theirs is trained.
-GENERALISTS = ("cellpose", "stardist")
+#: The generalists (trained on BBBC039, DSB2018 and Kromp), the BBBC039-only models (notebook
+#: 08's domain shift) and the whole-cell model (Usiigaci, notebook 10).
+GENERALISTS = tuple(methods.NUCLEUS_METHODS)
 SINGLE = tuple(f"{m}_bbbc039" for m in methods.NUCLEUS_METHODS)
+CELLS = ("cellpose_usiigaci",)
+
+
+def _method(name: str) -> str:
+    return name.removesuffix("_bbbc039").removesuffix("_usiigaci")
 
 
 @pytest.mark.skipif(not (COMMITTED / "MANIFEST.tsv").exists(), reason="no zoo committed")
 def test_every_method_has_a_committed_model_with_a_card():
     cards = zoo.available()
-    assert set(cards) == {*GENERALISTS, *SINGLE}
+    assert set(cards) == {*GENERALISTS, *SINGLE, *CELLS}
     for name, card in cards.items():
-        method = name.removesuffix("_bbbc039")
+        method = _method(name)
         assert card["method"] == method and card["train_diameter_px"] > 0
         assert {"ap50", "ap75", "f1_50"} <= set(card["test"]) and card["steps"] > 0
         assert zoo.card(name) == card  # verified against the manifest
@@ -39,6 +44,10 @@ def test_every_method_has_a_committed_model_with_a_card():
             low, high = card["diameter_range_px"]
             assert low <= card["train_diameter_px"] <= high
             assert len(card["size_model"]["coef"]) == len(card["size_model"]["mean"])
+        elif name in CELLS:  # trained and scored on Usiigaci's whole cells alone
+            assert "whole cells" in card["data"]["objects"]
+            assert set(card["test_by_dataset"]) == set(card["data"]["training"]) == {"usiigaci"}
+            assert card["test"]["ap50"] == card["test_by_dataset"]["usiigaci"]["ap50"]
         else:
             assert "BBBC039 only" in card["title"]
     total = sum(p.stat().st_size for p in COMMITTED.iterdir())
@@ -46,11 +55,11 @@ def test_every_method_has_a_committed_model_with_a_card():
 
 
 @pytest.mark.skipif(not (COMMITTED / "MANIFEST.tsv").exists(), reason="no zoo committed")
-@pytest.mark.parametrize("name", [*GENERALISTS, *SINGLE])
+@pytest.mark.parametrize("name", [*GENERALISTS, *SINGLE, *CELLS])
 def test_the_card_is_generated_from_the_checkpoint_alone(name, tmp_path):
     # The checkpoint is the model's one home: copied alone, it still gives the whole card, and
     # the committed card and its Markdown are exactly what the writer makes from it.
-    method = name.removesuffix("_bbbc039")
+    method = _method(name)
     alone = tmp_path / f"{name}.pt"
     alone.write_bytes((COMMITTED / f"{name}.pt").read_bytes())
     card = zoo.card_from_checkpoint(alone)
@@ -94,17 +103,27 @@ def test_each_zoo_model_segments_two_test_images(method, two_test_images):
 
 @pytest.mark.skipif(not (COMMITTED / "MANIFEST.tsv").exists(), reason="no zoo committed")
 @pytest.mark.parametrize("method", methods.NUCLEUS_METHODS)
-def test_every_method_name_loads_a_model(method, recwarn):
-    # The names outside scripts rely on: a generalist, or (said in a warning) the BBBC039-only
-    # model of a method whose generalist is not trained yet.
+def test_every_method_name_loads_its_generalist(method, recwarn):
+    # The names outside scripts rely on load each method's generalist, without a fallback.
     model = zoo.load(method)
-    assert model.meta["method"] == method
-    said = [str(w.message) for w in recwarn.list if "no generalist" in str(w.message)]
-    if method in GENERALISTS:
-        assert not said and zoo.card(method)["title"] == model.meta["title"]
-    else:
-        assert said and f"using {method}_bbbc039" in said[0] and "make zoo" in said[0]
-        assert "BBBC039 only" in model.meta["title"]
+    assert model.meta["method"] == method and "BBBC039 only" not in model.meta["title"]
+    assert not [w for w in recwarn.list if "no generalist" in str(w.message)]
+    assert zoo.card(method)["title"] == model.meta["title"]
+    assert set(model.meta["test_by_dataset"]) == {"bbbc039", "dsb2018", "kromp2020"}
+
+
+@pytest.mark.skipif(not (COMMITTED / "MANIFEST.tsv").exists(), reason="no zoo committed")
+def test_the_whole_cell_model_segments_a_usiigaci_test_image():
+    # Through segment(diameter=None), as notebook 10 uses it: whole labels at the image's size.
+    try:
+        images, labels = load_split("usiigaci", "test", n=1)
+    except DataUnavailableError as err:
+        pytest.skip(f"Usiigaci is not in the mirror or cache: {err}")
+    model = zoo.load("cellpose_usiigaci")
+    pred = segment(images[0], "cellpose", model=model, progress=False)
+    assert pred.dtype == np.int32 and pred.shape == images[0].shape
+    ap = matching_dataset(labels, [pred], 0.5).accuracy
+    assert ap > 0.5, f"cellpose_usiigaci: AP@0.5 {ap:.3f} on a Usiigaci test image"
 
 
 def _fake_zoo(tmp_path, monkeypatch, name: str = "cellpose") -> Path:
@@ -206,6 +225,33 @@ def test_the_training_script_runs_end_to_end(tmp_path):
     meta = methods.read_meta(out / "unet_3class.pt")
     assert meta["postprocess"] == card["postprocess"] and meta["network"] == "UNet"
     assert meta["size_model"] == card["size_model"]
+
+
+def test_the_training_script_trains_a_whole_cell_model(tmp_path):
+    # --data usiigaci: one dataset of whole cells, shown at a 30 px cell diameter, scored on its
+    # own test split; the index lists it apart from the nuclei models, beside their baseline.
+    if not os.environ.get("COURSE_DATA_MIRROR"):
+        pytest.skip("needs the data mirror")
+    out = tmp_path / "zoo"
+    tiny = ["--n-train", "2", "--n-val", "1", "--n-test", "1", "--epochs", "1", "--patches", "8"]
+    tiny[1] = "4"  # the size model needs windows of four images
+    cmd = [sys.executable, str(ROOT / "scripts" / "train_zoo.py"), "--data", "usiigaci"]
+    cmd += ["--methods", "unet_3class", *tiny, "--out", str(out), "--checkpoints", str(tmp_path)]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    card = json.loads((out / "unet_3class_usiigaci.json").read_text())
+    assert card["train_diameter_px"] == pytest.approx(30.0, abs=0.5)  # labels resized to 30 px
+    assert "scale=(0.7, 1.4)" in card["augmentation"]
+    assert "whole cells" in card["data"]["objects"] and set(card["data"]["training"]) == {
+        "usiigaci"
+    }
+    assert set(card["test_by_dataset"]) == {"usiigaci"}
+    assert set(card["diameter_estimates"]) == {"usiigaci_test_zoomed"}
+    index = (out / "README.md").read_text()
+    assert "## Whole cells" in index and "`unet_3class_usiigaci`" in index
+    assert "classical watershed" in index and "## The generalists on each dataset" not in index
 
 
 @pytest.mark.skipif(not (COMMITTED / "README.md").exists(), reason="no zoo committed")

@@ -172,6 +172,11 @@ BUDGETS: Mapping[str, Mapping[str, Budget]] = MappingProxyType(
             "unet_3class": _zoo_cpu(1920, 128),
             "cellpose": _zoo_cpu(880, 128),
             "stardist": _zoo_cpu(1440, 128, config={"base_channels": 32, "depth": 3, "grid": 2}),
+            # The whole-cell model (Usiigaci, notebook 10): one level deeper, for cells that
+            # stretch over three times their 30 px diameter; 20 epochs of its 40 images.
+            "cellpose_cells": _zoo_cpu(880, 128, config={"depth": 4, "base_channels": 16}).replace(
+                epochs=20
+            ),
         },
         # The zoo's full-mode networks on a GPU (patch: the record's full-mode one).
         "zoo-gpu": {

@@ -220,8 +220,8 @@ def _sized(record, net, x, diameter, trained_at, post, bar):
     sizes = object_diameters(clear_border(labels))
     if len(sizes) < MIN_OBJECTS:
         warnings.warn(
-            f"segment: the estimated nucleus diameter ({diameter:.3g} px) could not be checked "
-            f"(fewer than {MIN_OBJECTS} whole nuclei found); if the result looks wrong, give "
+            f"segment: the estimated object diameter ({diameter:.3g} px) could not be checked "
+            f"(fewer than {MIN_OBJECTS} whole objects found); if the result looks wrong, give "
             "diameter= (pixels)",
             stacklevel=4,
         )
@@ -296,7 +296,7 @@ def _factor(record, net, x, diameter, trained_at, post, bar) -> tuple[float, flo
     diameter = estimate_by_scales(record, net, x, None, (0.5, 1.0, 2.0), 512, post)
     if not math.isfinite(diameter):
         warnings.warn(
-            f"segment: no diameter could be estimated (fewer than {MIN_OBJECTS} whole nuclei "
+            f"segment: no diameter could be estimated (fewer than {MIN_OBJECTS} whole objects "
             f"found at any scale); the image is segmented as it is, for nuclei of about "
             f"{trained_at:g} px. Give diameter= if yours differ.",
             stacklevel=3,

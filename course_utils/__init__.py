@@ -35,6 +35,7 @@ _SUBMODULES = (
     "metrics",
     "mode",
     "overlap",
+    "prose",
     "models",
     "plot",
     "postprocess",
@@ -52,6 +53,7 @@ _TOP_LEVEL = {
     "segment": "segmentation",
     "fine_tune": "fine_tuning",
     "estimate_diameter": "segmentation",
+    "glue": "prose",
 }
 
 __all__ = ["get_mode", "is_fast", "pick", *_TOP_LEVEL, *_SUBMODULES]

@@ -244,3 +244,41 @@ def test_screenshots(browser):
     _visit(browser, chapter, screenshot="chapter.png")
     for shot in ("home.png", "chapter.png"):
         assert (SHOTS / shot).stat().st_size > 10_000, f"{shot} looks empty"
+
+
+GLUED = """() => ({
+    pasted: Array.from(document.querySelectorAll(".pasted-text")).map(e => e.textContent),
+    raw: (document.querySelector("main") || document.body).innerText.includes("{glue"),
+    comment: (document.querySelector("main") || document.body).innerText.includes("constants:"),
+})"""
+
+
+def _glued_chapters() -> list[tuple[str, int]]:
+    """(page, number of glued numbers in its source) of every chapter that glues numbers."""
+    rows = []
+    for name in CHAPTERS:
+        source = BOOK / "notebooks" / "src" / f"{Path(name).name}.py"
+        if name.startswith("notebooks/") and source.exists():
+            count = source.read_text(encoding="utf-8").count("{glue:text}`")
+            if count:
+                rows.append((name, count))
+    return rows
+
+
+@pytest.mark.parametrize(("name", "count"), _glued_chapters())
+def test_the_numbers_in_the_prose_are_those_of_the_run(browser, name, count):
+    """Every {glue:text} role of a chapter shows its value from the executed notebook: no role
+    left as raw text, none empty, and no comment that declares the text's constants."""
+    page = browser.new_page()
+    page.route(lambda u: not u.startswith(LOCAL), lambda route: route.abort())
+    page.goto((SITE / f"{name}.html").as_uri(), wait_until="load")
+    result = page.evaluate(GLUED)
+    page.close()
+    assert not result["raw"], f"{name}: a glue role is shown as raw text"
+    assert not result["comment"], f"{name}: a constants comment is shown on the page"
+    assert len(result["pasted"]) == count, (name, len(result["pasted"]), count)
+    assert all(text.strip() for text in result["pasted"]), result["pasted"]
+
+
+def test_the_glued_chapters_are_checked():
+    assert len(_glued_chapters()) >= 6, "07-10b glue their numbers: the check above lost them"

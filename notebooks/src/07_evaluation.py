@@ -83,7 +83,7 @@ plt.show()
 # | Dice (F1) | 2 TP / (2 TP + FP + FN) | the harmonic mean of precision and recall |
 #
 # **Exercise 1.** Write them. When a ratio is 0 / 0 (nothing to find and nothing found), return
-# 1.0 if both masks are empty and 0.0 otherwise, as `cu.metrics.pixel_metrics` does.
+# 1 if both masks are empty and 0 otherwise, as `cu.metrics.pixel_metrics` does.
 #
 # <details><summary>Hint 1</summary>
 #
@@ -165,16 +165,19 @@ for name, (t, p) in {
 }.items():
     rows[name] = {"foreground %": 100 * np.mean(t > 0), **cu.metrics.pixel_metrics(t, p)}
 imbalance = pd.DataFrame(rows).T
+for key in ("whole image", "sparse crop"):
+    accuracy = imbalance.loc[f"empty prediction, {key}", "accuracy"]
+    cu.glue(f"empty_accuracy_{key.split()[-1]}", accuracy, ".2f")
 imbalance.round(3)
 
 # %% [markdown]
 # <details><summary>Answer</summary>
 #
 # The empty prediction is right on every background pixel, so its accuracy equals the
-# background fraction: about 0.76 on this crowded image (nuclei cover a quarter of it), 0.88 on
-# the sparse crop, and the closer to 1 the fewer nuclei an image holds. IoU and Dice, which
-# ignore the true negatives, are 0. Accuracy is not a segmentation metric: it rewards
-# finding nothing wherever the background dominates.
+# background fraction: {glue:text}`empty_accuracy_image` on this whole image,
+# {glue:text}`empty_accuracy_crop` on the sparse crop, and the closer to 1 the fewer nuclei
+# an image holds. IoU and Dice, which ignore the true negatives, are 0. Accuracy is not a
+# segmentation metric: it rewards finding nothing wherever the background dominates.
 #
 # </details>
 
@@ -299,6 +302,7 @@ print(
 # each object matches at most one other. Matched pairs are true positives; unmatched predictions
 # are false positives, unmatched true nuclei false negatives.
 #
+# <!-- constants: 0.5 -->
 # For $\tau > 0.5$ the matching is unique: IoU > 0.5 means that the overlap is more than half
 # of the union, so more than half of each object, and two disjoint predictions cannot both
 # cover more than half of one nucleus. Below 0.5, one object can have several candidates, and
@@ -404,6 +408,7 @@ print("optimal matches by hand:", optimal_by_hand)
 #   StarDist (Schmidt et al. 2018) report it: at a threshold $\tau$,
 #   AP$_\tau$ = TP / (TP + FP + FN), the object-level IoU (Jaccard) of the matching. The DSB
 #   score of an image is its mean over $\tau$ = 0.5, 0.55, ..., 0.95 (in numpy,
+#   <!-- constants: 0.5 0.55 0.95 0.75 0.9 -->
 #   `np.arange(0.5, 1, 0.05)`), and the competition's score the mean of that over the images.
 #   Papers also give it at single thresholds (0.5, 0.75, 0.9). Despite the name it is *not*
 #   the area under a precision-recall curve: that is COCO's AP, below;
@@ -413,6 +418,7 @@ print("optimal matches by hand:", optimal_by_hand)
 #
 # We compute them from our greedy matches at 0.5 (where greedy = optimal in practice) and
 # compare with `cu.metrics.matching`.
+# <!-- constants: 0.5 -->
 
 # %%
 kept = my_greedy_matches(iou, 0.5)
@@ -438,6 +444,7 @@ assert np.isclose(library.panoptic_quality, library.mean_matched_score * library
 # AP at every threshold from 0.1 to 0.95: the curve falls slowly while the threshold only asks
 # "is it the same nucleus?", then steeply once it asks for pixel-exact outlines (0.8 and up),
 # on which even careful annotators rarely agree to the pixel.
+# <!-- constants: 0.1 0.95 0.8 -->
 
 # %%
 curve = cu.metrics.average_precision(truth, classical, CURVE_THRESHOLDS)
@@ -461,6 +468,7 @@ plt.show()
 #    upper envelope), read it at the 101 recalls 0, 0.01, ..., 1 (0 beyond the highest recall
 #    reached), and average. COCO's headline "AP" averages this again over
 #    $\tau$ = 0.5, 0.55, ..., 0.95.
+#    <!-- constants: 0.01 0.5 0.55 0.95 -->
 #
 # By hand, on a toy image: four true nuclei (squares) and five scored predictions, two of
 # which match nothing.
@@ -497,29 +505,33 @@ print(
 )
 coco_matches = bool(np.isclose(coco_by_hand, coco_library))
 assert coco_matches
+cu.glue("toy_coco_ap", coco_library)
 
 # %% [markdown]
 # By hand: recall levels 0 to 0.25 (26 of them) read precision 1, levels 0.26 to 0.75 (50) read
 # the envelope 0.75, and the 25 levels above 0.75 are never reached: AP = (26 + 50 x 0.75) / 101
-# = 0.629.
+# = {glue:text}`toy_coco_ap`.
+# <!-- constants: 0.25 0.26 0.75 0.3 -->
 #
 # **Predict, then run.** We delete the least confident prediction (the false positive at 0.3).
 # What happens to COCO's AP, and to the DSB-style AP?
 
 # %%
 toy_pruned = np.where(toy_scored == 5, 0, toy_scored)
-print(
-    f"COCO AP@0.5 {detection.detection_ap(toy_truth, toy_pruned, toy_scores):.3f}, "
-    f"DSB-style AP@0.5 {cu.metrics.matching(toy_truth, toy_pruned, 0.5).accuracy:.3f}"
-)
+coco_pruned = detection.detection_ap(toy_truth, toy_pruned, toy_scores)
+dsb_pruned = cu.metrics.matching(toy_truth, toy_pruned, 0.5).accuracy
+print(f"COCO AP@0.5 {cu.glue('toy_coco_pruned', coco_pruned)}, DSB-style AP@0.5 {dsb_pruned:.3f}")
+cu.glue("toy_dsb", dsb_toy, ".1f")
+cu.glue("toy_dsb_pruned", dsb_pruned, ".1f")
 
 # %% [markdown]
 # <details><summary>Answer</summary>
 #
-# COCO's AP does not change (0.629): the false positive came last in the ranking, after every
-# true positive, so it only lowered the precision at a recall the envelope already reads from
-# a better point. The DSB-style AP rises from 0.5 to 0.6: it scores one operating point, the
-# predictions you actually hand over, and every false positive counts. COCO's AP asks "does the
+# COCO's AP does not change ({glue:text}`toy_coco_pruned`): the false positive came last in
+# the ranking, after every true positive, so it only lowered the precision at a recall the
+# envelope already reads from a better point. The DSB-style AP rises from {glue:text}`toy_dsb`
+# to {glue:text}`toy_dsb_pruned`: it scores one operating point, the predictions you actually
+# hand over, and every false positive counts. COCO's AP asks "does the
 # confidence rank real nuclei first?"; the DSB's asks "how good is this segmentation?". For a
 # biologist, who uses one segmentation and no ranking, the second is usually the question.
 #
@@ -571,6 +583,7 @@ print(f"per image: F1 ({per_image[0].f1:.3f} + {per_image[1].f1:.3f}) / 2 = {ima
 #
 # ### Small objects
 # A one-pixel error is a large fraction of a small object. A disk shifted by one pixel keeps a
+# <!-- constants: 0.5 -->
 # high IoU when it is large, and falls towards the 0.5 threshold when it is small: the same
 # annotation uncertainty turns small nuclei into "misses".
 
@@ -649,6 +662,7 @@ iot_table.round(3)
 #
 # IoT holds up for every generous outline: the grown prediction still covers the whole
 # nucleus. The IoU criterion drops them once the growth is a sizeable part of the radius,
+# <!-- constants: 0.25 -->
 # small nuclei first (growing a nucleus of radius 5 by 5 pixels quadruples its area: IoU
 # 0.25); at 8 pixels it loses most nuclei of this image. Too tight outlines are the mirror
 # case, forgiven by IoP and not by IoT. Merged nuclei stay errors under every criterion: a
@@ -664,7 +678,7 @@ iot_table.round(3)
 # BBBC039 contains one field of view without a single annotated nucleus (in the training split).
 # There, TP = FP = FN = 0 for a perfect prediction: precision, recall and F1 are 0 / 0.
 # `cu.metrics.matching` returns 0 for them (as StarDist), so a per-image mean punishes a
-# perfect answer; pixel metrics call it 1.0. A pooled score handles it naturally: the image
+# perfect answer; pixel metrics call it 1. A pooled score handles it naturally: the image
 # adds nothing when the prediction is empty and adds false positives when it is not. What does
 # the classical pipeline find in an image with no nuclei?
 
@@ -800,6 +814,7 @@ pd.DataFrame(border_rows).T.round(3)
 # counts. The capstone (notebook 07b) reports the count error, merges and splits, and the
 # recall of small nuclei, and plots the size distributions.
 #
+# <!-- constants: 0.5 0.75 0.9 0.95 0.3 -->
 # **Which metric?** For each study, which score of this notebook would you look at first, and
 # which one could mislead?
 # 1. A proliferation assay: the number of nuclei per well, before and after a drug.
@@ -831,6 +846,7 @@ pd.DataFrame(border_rows).T.round(3)
 # ## Recap
 # - Pixel accuracy is dominated by the background; IoU and Dice are tied by
 #   Dice = 2 IoU / (1 + IoU).
+# <!-- constants: 0.5 -->
 # - Object metrics match nuclei one-to-one at an IoU threshold; above 0.5 the match is unique,
 #   below it the optimal assignment can find more matches than greedy. The IoU matrix comes
 #   from a sparse table of overlapping pairs, without a loop over pairs. Intersection over the
@@ -855,6 +871,9 @@ assert iou_matches_library and scores_match_library and coco_matches
 assert dice_rule_error < 1e-12
 assert greedy_toy.tp == 1 and optimal_toy.tp == optimal_by_hand == 2
 assert imbalance.loc["empty prediction, whole image", "accuracy"] > 0.7
+# the worked COCO example: deleting the last-ranked false positive leaves COCO's AP as it was
+# and raises the DSB-style AP (the answer's claims)
+assert np.isclose(coco_pruned, coco_library) and dsb_pruned > dsb_toy
 assert imbalance.loc["empty prediction, whole image", "dice"] == 0.0
 assert pooled.f1 > image_mean.f1 + 0.2, (pooled.f1, image_mean.f1)
 assert shift_iou[0] < 0.6 < 0.9 < shift_iou[-1]

@@ -11,9 +11,10 @@ MaskRCNNNet`) needs around it, in the order of the data:
   self-describing checkpoint that ``methods.load_model`` rebuilds;
 - :func:`region_proposals`, :func:`predict_detections`: the RPN's proposals, and the final
   detections (after the second box NMS) of one image;
-- :func:`detections_to_labels`, :func:`segment_maskrcnn`: detections -> instance labels.
+- :func:`detections_to_labels`, :func:`segment_maskrcnn`: detections -> instance labels;
+- :func:`mask_head_labels`: the ceiling of the mask head, true masks at its resolution.
 
-Introduced in notebook 10.
+Introduced in notebook 10b.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .models import MaskRCNNNet
 __all__ = [
     "detection_targets",
     "detections_to_labels",
+    "mask_head_labels",
     "predict_detections",
     "region_proposals",
     "segment_maskrcnn",
@@ -59,7 +61,7 @@ def detection_targets(labels: Any) -> dict[str, torch.Tensor]:
     rows y0 .. y1 - 1, so a one-pixel object has a box of side 1), ``labels`` int64 (N,) of
     ones (one class: cell), ``masks`` uint8 (N, H, W). An image without objects gives N = 0.
 
-    Introduced in notebook 10.
+    Introduced in notebook 10b.
     """
     lab = to_numpy(check_labels(labels))
     lab, n = relabel_consecutive(lab)
@@ -125,7 +127,7 @@ def train_maskrcnn(
     Returns the training loss (sum of Mask R-CNN's five losses) of every step; the model is
     left in eval mode on ``device``.
 
-    Introduced in notebook 10.
+    Introduced in notebook 10b.
     """
     if not isinstance(model, MaskRCNNNet):
         raise TypeError(f"model must be a MaskRCNNNet, got {type(model).__name__}")
@@ -186,7 +188,7 @@ def region_proposals(model: MaskRCNNNet, image: Any, n: int = 100) -> np.ndarray
     """The ``n`` best proposals of the RPN for one image (after the RPN's own box NMS): float32
     (n', 4) boxes (x0, y0, x1, y1), best first. ``image`` (H, W) or (C, H, W), normalised.
 
-    Introduced in notebook 10.
+    Introduced in notebook 10b.
     """
     n = check_int(n, "n", minimum=1)
     model.eval()
@@ -206,7 +208,7 @@ def predict_detections(
     normalised. ``box_nms_thresh`` replaces the network's for this call (the IoU above which
     the box NMS deletes the weaker box).
 
-    Introduced in notebook 10.
+    Introduced in notebook 10b.
     """
     heads = model.net.roi_heads
     kept = heads.nms_thresh
@@ -240,7 +242,7 @@ def detections_to_labels(
     pixels are dropped. Returns int32 (H, W) labels, ids 1..N consecutive in decreasing order of
     score (0 = background).
 
-    Introduced in notebook 10.
+    Introduced in notebook 10b.
     """
     masks = to_numpy(detections["masks"])
     scores = to_numpy(detections["scores"])
@@ -267,7 +269,52 @@ def segment_maskrcnn(model: MaskRCNNNet, image: Any, **options: Any) -> np.ndarr
     :func:`predict_detections` then :func:`detections_to_labels` with ``options``
     (``score_threshold``, ``mask_threshold``, ``min_size``; ``box_nms_thresh``).
 
-    Introduced in notebook 10.
+    Introduced in notebook 10b.
     """
     nms = options.pop("box_nms_thresh", None)
     return detections_to_labels(predict_detections(model, image, box_nms_thresh=nms), **options)
+
+
+def mask_head_labels(labels: Any, size: int = 28) -> np.ndarray:
+    """What a perfect mask head pastes back: each true mask at ``size x size`` inside its box.
+
+    Mask R-CNN's mask head predicts a ``size x size`` mask per box (28 in torchvision). Here
+    every object of ``labels`` gets its perfect box and its true mask, resampled the way
+    torchvision trains and pastes: RoIAlign down to ``size x size`` (the training target),
+    bilinear back up to the box, kept where above 0.5. Where two pasted masks overlap, the pixel
+    goes to the higher value. Scoring the result against ``labels`` gives the representation
+    ceiling of the mask head alone (perfect boxes, no NMS, no errors of the network).
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        ``(H, W)`` integer label image (0 the background, any ids).
+    size : int
+        The mask head's resolution.
+
+    Returns
+    -------
+    np.ndarray
+        ``(H, W)`` int32 labels, ids 1..N consecutive (an object lost entirely is dropped).
+
+    Introduced in notebook 10b.
+    """
+    from torchvision.ops import roi_align
+
+    size = check_int(size, "size", minimum=1)
+    lab = relabel_consecutive(check_labels(labels, "labels"))[0]
+    best = np.zeros(lab.shape, np.float32)
+    out = np.zeros(lab.shape, np.int32)
+    for i, sl in enumerate(ndi.find_objects(lab), 1):
+        if sl is None:
+            continue
+        h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+        mask = torch.from_numpy((lab[sl] == i).astype(np.float32))[None, None]
+        box = torch.tensor([[0, 0, 0, w, h]], dtype=torch.float32)  # the perfect box
+        small = roi_align(mask, box, (size, size), spatial_scale=1.0, sampling_ratio=2)
+        up = torch.nn.functional.interpolate(small, (h, w), mode="bilinear")
+        prob = up[0, 0].numpy()
+        window, owner = best[sl], out[sl]
+        wins = (prob > 0.5) & (prob > window)
+        window[wins], owner[wins] = prob[wins], i
+    return relabel_consecutive(out)[0]

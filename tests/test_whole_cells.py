@@ -131,3 +131,40 @@ def test_training_proposals_detections_and_checkpoint(nuclei, tmp_path):
         topdown.predict_detections(model, np.stack([image, image]))
     with pytest.raises(TypeError, match="MaskRCNNNet"):
         topdown.train_maskrcnn(torch.nn.Conv2d(1, 1, 1), [image], [labels], steps=1)
+
+
+def _ellipse_labels():
+    from skimage.draw import ellipse
+
+    lab = np.zeros((200, 200), np.int32)
+    lab[ellipse(100, 100, 70, 6, rotation=0.7, shape=lab.shape)] = 3  # a thin diagonal cell
+    lab[ellipse(40, 160, 15, 15, shape=lab.shape)] = 9  # a round one
+    return lab
+
+
+def test_mask_head_labels_keeps_round_objects_and_loses_thin_ones_at_low_resolution():
+    lab = _ellipse_labels()
+    from course_utils import metrics
+
+    fine = topdown.mask_head_labels(lab, 28)
+    assert fine.dtype == np.int32 and fine.max() == 2  # both objects, consecutive ids
+    assert metrics.matching(lab, fine, 0.5).tp == 2
+    # a thin diagonal cell in a large box is what a coarse mask loses first; a round one stays
+    coarse = topdown.mask_head_labels(lab, 4)
+    assert metrics.matching(lab, coarse, 0.5).tp == 1
+    assert metrics.matching((lab == 9).astype(np.int32), coarse, 0.5).tp == 1
+    exact = topdown.mask_head_labels(lab, 400)
+    assert metrics.matching(lab, exact, 0.9).tp == 2
+
+
+def test_mask_head_labels_gives_an_overlap_to_one_object_and_refuses_bad_input():
+    lab = np.zeros((40, 40), np.int32)
+    lab[5:20, 5:35] = 1
+    lab[20:35, 5:35] = 2  # touching along a straight edge
+    out = topdown.mask_head_labels(lab, 7)
+    assert set(np.unique(out)) == {0, 1, 2}
+    with pytest.raises(ValueError):
+        topdown.mask_head_labels(lab, 0)
+    with pytest.raises((ValueError, TypeError)):
+        topdown.mask_head_labels(lab.astype(np.float32) + 0.5)
+    assert topdown.mask_head_labels(np.zeros((8, 8), np.int32)).max() == 0

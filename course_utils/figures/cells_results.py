@@ -8,7 +8,7 @@ Mask R-CNN: the perfect boxes of a crop, the training loss, and the three stages
 detections, masks); then each method's scores next to the ceilings. Boxes are
 ``(x0, y0, x1, y1)`` in pixel edges, as torchvision wants them.
 
-Introduced in notebook 10.
+Introduced in notebook 10b.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def perfect_box_nms(labels: Any, iou_thresh: float) -> np.ndarray:
     np.ndarray
         ``(K,)`` int64 ids of the kept objects, largest box first.
 
-    Introduced in notebook 10.
+    Introduced in notebook 10b.
     """
     lab = np.asarray(labels)
     if not np.array_equal(_consecutive(lab), lab):
@@ -100,7 +100,7 @@ def box_summary(labels: Sequence[Any], iou_thresh: Sequence[float] = (0.5, 0.3))
         of which other objects cover more than a fifth; ``"deleted by NMS at t"``, the objects
         whose perfect box an NMS at ``t`` deletes (the larger box first).
 
-    Introduced in notebook 10.
+    Introduced in notebook 10b.
     """
     own, others, deleted = [], [], dict.fromkeys(iou_thresh, 0)
     for lab in map(_consecutive, labels):
@@ -142,7 +142,7 @@ def show_failures(
     Figure
         ``1 + len(predictions)`` panels.
 
-    Introduced in notebook 10.
+    Introduced in notebook 10b.
     """
     image, truth = np.asarray(image), np.asarray(truth)
     if image.ndim != 2 or image.shape != truth.shape:
@@ -177,7 +177,7 @@ def show_boxes(image: Any, labels: Any, iou_thresh: float) -> Figure:
     -------
     Figure
 
-    Introduced in notebook 10.
+    Introduced in notebook 10b.
     """
     image = np.asarray(image)
     if image.shape != np.shape(labels):
@@ -208,7 +208,7 @@ def show_losses(losses: Any) -> Figure:
     -------
     Figure
 
-    Introduced in notebook 10.
+    Introduced in notebook 10b.
     """
     values = np.asarray(losses, dtype=float)
     if values.ndim != 1 or not values.size:
@@ -238,7 +238,7 @@ def show_stages(image: Any, proposals: Any, detections: Mapping[str, Any]) -> Fi
     Figure
         Three panels.
 
-    Introduced in notebook 10.
+    Introduced in notebook 10b.
     """
     image = np.asarray(image)
     scores = np.asarray(detections["scores"])
@@ -291,7 +291,7 @@ def show_summary(
     Figure
         Two panels.
 
-    Introduced in notebook 10.
+    Introduced in notebook 10b.
     """
     columns = list(next(iter(scores.values()), {}))
     if not columns or any(list(row) != columns for row in scores.values()):

@@ -12,7 +12,7 @@ takes images with any number of channels, never resizes them (torchvision would 
 image to 800 pixels; our cells must keep the size they were trained at), and never downloads
 anything: every weight starts random (``weights=None``).
 
-Introduced in notebook 10.
+Introduced in notebook 10b.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class MaskRCNNNet(nn.Module):
     a list of dicts with ``boxes`` (N, 4), ``scores`` (N,), ``labels`` (N,) and ``masks``
     float (N, 1, H, W), the mask probabilities pasted into the image.
 
-    Introduced in notebook 10.
+    Introduced in notebook 10b.
     """
 
     #: Parameter-name prefixes of the contracting path (what fine-tuning may freeze).

@@ -141,7 +141,7 @@ def affinity_targets(
     in the foreground). Pairs of two background pixels are left to the foreground channel;
     pairs cut by the patch border are unknown (the object may go on outside the patch).
 
-    Introduced in notebook 10.
+    Introduced in notebook 10b.
     """
     lab = check_labels(labels)
     offsets = check_offsets(offsets)

@@ -14,15 +14,12 @@
 # - **two channels**, the idea of Mesmer (Greenwald et al. 2021) and of Cellpose's cytoplasm
 #   model: a nuclear stain next to the cytoplasm tells touching cells apart; one network that
 #   predicts nuclei and whole cells at once;
-# - the classical baseline, Cellpose-style, StarDist-style and affinity networks trained on real
-#   whole cells, side by side, and where each fails;
-# - the **top-down family**: Mask R-CNN (He et al. 2017) with its region proposals (Ren et al.
-#   2015), box NMS and mask head, and why boxes fail for elongated, touching cells.
+#
+# Notebook 10b then trains every family, and the top-down Mask R-CNN, on the real fibroblasts.
 #
 # **Papers:** {cite}`tsai2019usiigaci`, {cite}`greenwald2021mesmer`,
 # {cite}`stringer2021cellpose`, {cite}`pachitariu2022cellpose2`, {cite}`schmidt2018stardist`,
-# {cite}`turaga2010affinity`, {cite}`lee2017superhuman`, {cite}`he2017maskrcnn`,
-# {cite}`ren2015fasterrcnn`, {cite}`ronneberger2015unet`
+# {cite}`turaga2010affinity`, {cite}`lee2017superhuman`, {cite}`ronneberger2015unet`
 
 # %%
 from collections import deque
@@ -32,66 +29,34 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import ndimage as ndi
-from skimage.segmentation import relabel_sequential
-from tqdm.auto import tqdm
 
 import course_utils as cu
-from course_utils import topdown
 from course_utils.data import augment
 
 report = cu.env.check_env()
 rng = cu.env.seed_everything(0)
 
 # %% [markdown]
-# Sizes come from `cu.pick(fast=..., full=...)`. Fast mode halves the Usiigaci images (the test
-# cells then measure about 20 instead of 40 pixels across) and trains each network for a few
-# dozen steps on the CPU, so its scores are far below what the methods can do: it shows *how*
-# each family works (the zoo's whole-cell model shows a trained one). Full mode trains them
-# for real on a GPU (about 20 minutes per network, 40 for Mask R-CNN: some two hours in all).
-# Each method's network, targets, loss and post-processing come from its record in
-# `cu.methods` (`"affinities"` is this notebook's); we build the new pieces by hand first and
-# check that they equal the record's. Every hand-built piece is compared with `course_utils`
-# and recorded in `verified` for the final recap.
+# Sizes come from `cu.pick(fast=..., full=...)`. Fast mode trains each network for a few dozen
+# steps on the CPU on small synthetic images; full mode trains longer on more images (not yet
+# measured on a GPU). Each method's network, targets, loss and post-processing come from its
+# record in `cu.methods` (`"affinities"` is this notebook's); we build the new pieces by hand
+# first and check that they equal the record's. Every hand-built piece is compared with
+# `course_utils` and recorded in `verified` for the final recap.
 
 # %%
 CELLPOSE, STARDIST, AFFINITIES = (cu.methods.get(m) for m in ("cellpose", "stardist", "affinities"))
 mode = cu.get_mode()
-SCALE = cu.pick(fast=0.5, full=1.0)  # resize factor of the Usiigaci images
-N_VAL = cu.pick(fast=2, full=5)  # Usiigaci validation images (thresholds are chosen on them)
 N_CEILING = 5  # test images for the representation ceilings (all)
 N_SHAPES = cu.pick(fast=10, full=40)  # training images whose cell shapes are measured
 N_SYNTHETIC = cu.pick(fast=(12, 4), full=(200, 40))  # two-channel images: train, test
 SYNTHETIC_PATCH = cu.pick(fast=96, full=128)
-USIIGACI_PATCH = cu.pick(fast=96, full=None)  # None: the record's patch (256 in full mode)
 WORKERS = cu.env.dataloader_workers(full=8)
 device = cu.env.get_device()
 # Training per network (epochs, patches per epoch, batch, peak learning rate, one-cycle): the
-# budget "cells" of `cu.methods.BUDGETS`, one entry per method and for the "synthetic" and
-# "joint" runs. Full mode: 5000-10000 steps, about 20 minutes per network on one GPU.
-RUNS = ("synthetic", "joint", "cellpose", "stardist", "affinities")
-TRAIN = {run: cu.methods.budget("cells", run) for run in RUNS}
-# Mask R-CNN: network size, then steps, patch side, batch, peak learning rate. Full mode: a
-# ResNet-50 feature pyramid as in He et al. 2017, about 40 minutes on one GPU.
-MASKRCNN = cu.pick(
-    fast=dict(backbone="resnet18", channels=64, mask_layers=2, rois_per_image=128),
-    full=dict(backbone="resnet50", channels=256, mask_layers=4, rois_per_image=512),
-)
-MASKRCNN["anchor_sizes"] = cu.pick(fast=(8, 16, 32, 64), full=(16, 32, 64, 128))
-MASKRCNN_STEPS, MASKRCNN_PATCH, MASKRCNN_BATCH, MASKRCNN_LR = cu.pick(
-    fast=(20, 160, 2, 2e-3), full=(8000, 512, 4, 5e-4)
-)
-# Augmentation on Usiigaci: flips and quarter turns; full mode also zooms (0.6x to 1.25x):
-# most training images have larger cells than the test images (about 65 against 40 pixels).
-AUGMENT = cu.pick(
-    fast=augment.flip_rot90,
-    full=augment.compose(
-        augment.flip_rot90, augment.random_affine(scale=(0.6, 1.25)), p=[1.0, 0.7]
-    ),
-)
-print(
-    f"mode {mode}: Usiigaci at {SCALE}x, {N_SYNTHETIC[0]} synthetic training images, "
-    f"Mask R-CNN {MASKRCNN['backbone']} for {MASKRCNN_STEPS} steps, on {device}"
-)
+# budget "cells" of `cu.methods.BUDGETS`, its entries for the "synthetic" and "joint" runs.
+TRAIN = {run: cu.methods.budget("cells", run) for run in ("synthetic", "joint")}
+print(f"mode {mode}: {N_SYNTHETIC[0]} synthetic training images, on {device}")
 verified = {}  # hand-built piece -> it equals course_utils
 
 # %% [markdown]
@@ -106,15 +71,15 @@ verified = {}  # hand-built piece -> it equals course_utils
 # fibroblasts, 1022 x 1024 pixels, with whole-cell instance labels (38-114 cells per image).
 # Its authors list 45 training and 5 validation images; we keep their validation images as our
 # test images, and split their training list into 40 training and 5 validation images
-# (`data/README.md`). Next to it, four BBBC039 nuclear images of the earlier notebooks.
+# (`data/README.md`; notebook 10b trains on them). Next to it, four BBBC039 nuclear images of
+# the earlier notebooks.
 
 # %%
 train_images, train_labels = cu.data.load_split("usiigaci", "train")
-val_images, val_labels = cu.data.load_split("usiigaci", "val", n=N_VAL)
 test_images, test_labels = cu.data.load_split("usiigaci", "test")
 nuclei_images, nuclei_labels = cu.data.load_split("bbbc039", "train", n=4)
 print(
-    f"Usiigaci: {len(train_images)} train / {len(val_images)} val / {len(test_images)} test "
+    f"Usiigaci: {len(train_images)} train / {len(test_images)} test "
     f"images of {test_images[0].shape}; BBBC039: {len(nuclei_images)} images"
 )
 
@@ -128,15 +93,26 @@ stats = {
     "BBBC039 nuclei": cu.figures.cells.shape_measures(nuclei_labels),
     "Usiigaci fibroblasts": cu.figures.cells.shape_measures(train_labels[:N_SHAPES]),
 }
-pd.DataFrame({name: cu.figures.cells.shape_summary(s) for name, s in stats.items()}).round(2)
+shapes = pd.DataFrame({name: cu.figures.cells.shape_summary(s) for name, s in stats.items()})
+nuc, fib = shapes["BBBC039 nuclei"], shapes["Usiigaci fibroblasts"]
+for key, kind in [("solidity", "median solidity"), ("low", "solidity < 0.8 (%)")]:
+    cu.glue(f"nuclei_{key}", nuc[kind], ".2f" if key == "solidity" else ".1f")
+    cu.glue(f"cells_{key}", fib[kind], ".2f" if key == "solidity" else ".0f")
+cu.glue("size_ratio", fib["median diameter (px)"] / nuc["median diameter (px)"], ".1f")
+cu.glue("cells_touching", fib["touching another (%)"], ".0f")
+cu.glue("nuclei_touching", nuc["touching another (%)"], ".0f")
+shapes.round(2)
 
 # %% [markdown]
+# <!-- constants: 0.8 -->
 # **Solidity** is the area of an object over the area of its convex hull: 1 for a convex
-# shape, lower for a cell with arms and dents. Nuclei are close to 1 (hardly one in a hundred
-# below 0.8); a fibroblast typically fills 80 % of its hull, and half of them less. They are
-# also twice as large and more elongated. These cultures are sparse: a quarter of the cells
-# touch another one (BBBC039's nuclei more often), but where fibroblasts touch, they do so
-# along arms and long edges, with no dark gap between them. Below, one crop of each.
+# shape, lower for a cell with arms and dents. Nuclei are close to 1
+# (median {glue:text}`nuclei_solidity`, {glue:text}`nuclei_low` % of them below 0.8); a
+# fibroblast's median is {glue:text}`cells_solidity`, and {glue:text}`cells_low` % of them are
+# below 0.8. They are also larger ({glue:text}`size_ratio` times the median diameter) and more
+# elongated. These cultures are sparse: {glue:text}`cells_touching` % of the cells touch another
+# one (BBBC039's nuclei: {glue:text}`nuclei_touching` %), but where fibroblasts touch, they do
+# so along arms and long edges, with no dark gap between them. Below, one crop of each.
 
 # %%
 CELL_CROP = np.s_[300:556, 150:406]  # a cluster of fibroblasts in test image 0
@@ -155,9 +131,10 @@ plt.show()
 # Here we do it on true whole-cell labels, for StarDist's 32-ray polygons and Cellpose's flows,
 # on Usiigaci and, for reference, on BBBC039 nuclei.
 #
-# **Predict, then run.** StarDist fitted BBBC039 nuclei with a mean IoU of about 0.97 (notebook
+# **Predict, then run.** StarDist's polygons fit BBBC039's round nuclei almost exactly (notebook
 # 06). On fibroblasts, which of the two representations will lose more, and will the loss show
 # more at IoU 0.5 or at 0.75?
+# <!-- constants: 0.75 -->
 
 
 # %%
@@ -175,6 +152,9 @@ ceiling_ap = {
     for (d, m), preds in ceiling_preds.items()
 }
 at = {float(t): k for k, t in enumerate(IOU_THRESHOLDS)}
+for (d, m), ap in ceiling_ap.items():  # glued into the text: ceiling_stardist_usiigaci_50, ...
+    for t in (0.5, 0.75, 0.9):
+        cu.glue(f"ceiling_{m}_{d.lower()}_{round(100 * t)}", ap[at[t]], ".2f")
 pd.DataFrame(
     {
         f"{m} on {d}": {"AP@0.5": ap[at[0.5]], "AP@0.75": ap[at[0.75]], "AP@0.9": ap[at[0.9]]}
@@ -185,13 +165,16 @@ pd.DataFrame(
 # %% [markdown]
 # <details><summary>Answer</summary>
 #
-# StarDist loses, Cellpose hardly does. On nuclei both ceilings stay near 1 up to IoU 0.9. On
-# fibroblasts, the flows still give back nearly every cell exactly (AP 0.99): heat diffusion
-# follows any shape, so every pixel of an arm flows to the centre of its own cell. A
-# star-convex polygon cannot follow an arm that bends away from the centre, or a dent: its AP
-# falls to 0.89 at IoU 0.5, 0.63 at 0.75 and 0.32 at 0.9, because the polygons cut off the
-# arms and bridge the dents. The loss shows most at strict thresholds, where the outline
-# matters.
+# StarDist loses, Cellpose hardly does. On nuclei both ceilings stay near 1 up to IoU 0.9
+# (AP {glue:text}`ceiling_stardist_bbbc039_90` and {glue:text}`ceiling_cellpose_bbbc039_90`).
+# On fibroblasts, the flows still give back nearly every cell exactly (AP
+# {glue:text}`ceiling_cellpose_usiigaci_50` at IoU 0.5, {glue:text}`ceiling_cellpose_usiigaci_90`
+# at IoU 0.9): heat diffusion follows any shape, so every pixel of an arm flows to the centre of
+# its own cell. A star-convex polygon cannot follow an arm that bends away from the centre, or
+# a dent: its AP falls to {glue:text}`ceiling_stardist_usiigaci_50` at IoU 0.5,
+# {glue:text}`ceiling_stardist_usiigaci_75` at IoU 0.75 and
+# {glue:text}`ceiling_stardist_usiigaci_90` at IoU 0.9, because the polygons cut off the arms
+# and bridge the dents. The loss shows most at strict thresholds, where the outline matters.
 # </details>
 
 # %%
@@ -222,10 +205,28 @@ plt.show()
 # whose neighbour lies outside the image has affinity 0. Background has its own channel (the
 # foreground).
 #
+# ![Two touching cells on a pixel grid; the affinity graph, with edges between pixels of one
+# cell and none across the border; its connected components, the cells](figures/10_affinities.svg)
+#
 # **Exercise 1.** Write the affinity map of one offset for a label image: `out[y, x] = 1` when
 # `labels[y, x] > 0` and `labels[y + dy, x + dx]` is the same id (inside the image), else 0.
 # Use slices rather than a loop over pixels: for a shift of `dy` rows, the pixels `y` that have
 # a neighbour are `max(0, -dy) .. H - max(0, dy)`, and their neighbours are `dy` rows further.
+#
+# <details><summary>Hint 1</summary>
+#
+# Take `dy = 1, dx = 0` first: the pixels with a neighbour below are the rows `0 .. H - 2`,
+# and their neighbours the rows `1 .. H - 1`. Two slices of `labels` of the same shape, `a`
+# (the pixels) and `b` (their neighbours), compare element by element.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# `here = (slice(max(0, -dy), h - max(0, dy)), slice(max(0, -dx), w - max(0, dx)))` and
+# `there` the same shifted by `(dy, dx)`; then `out[here] = (a > 0) & (a == b)`.
+#
+# </details>
 
 
 # %% tags=["solution"]
@@ -280,6 +281,21 @@ plt.show()
 # then pop pixels from a queue, and give every neighbour joined by an edge (down: `down[y, x]`,
 # up: `down[y - 1, x]`, right: `right[y, x]`, left: `right[y, x - 1]`, each above `threshold`,
 # the neighbour in the foreground) the same id, and put it on the queue.
+#
+# <details><summary>Hint 1</summary>
+#
+# Only the inner loop is left: for every `(neighbour, affinity)` in `edges`, decide whether
+# the neighbour joins the object being grown.
+#
+# </details>
+#
+# <details><summary>Hint 2</summary>
+#
+# A neighbour `(yy, xx)` joins when it is inside the image, `affinity > threshold`,
+# `foreground[yy, xx]` and it has no id yet: then `labels[yy, xx] = n` and
+# `queue.append((yy, xx))`.
+#
+# </details>
 
 
 # %% tags=["solution"]
@@ -370,12 +386,15 @@ print(
     f"{affinity_ceiling[at[0.5]]:.3f}, AP@0.75 {affinity_ceiling[at[0.75]]:.3f}, "
     f"AP@0.9 {affinity_ceiling[at[0.9]]:.3f}"
 )
+for t in (0.5, 0.9):
+    cu.glue(f"ceiling_affinities_{round(100 * t)}", affinity_ceiling[at[t]], ".2f")
 
 # %% [markdown]
 # A few Usiigaci cells are drawn in several pieces that touch only at a corner; a grouping over
 # the 4 neighbours of a pixel splits them, and the pieces that are not tiny count as false
-# positives. That is the whole loss: at IoU 0.9 the affinities are still near their ceiling,
-# where StarDist's polygons have long fallen.
+# positives. That is the whole loss: at IoU 0.9 the affinities still reach
+# {glue:text}`ceiling_affinities_90` (against {glue:text}`ceiling_affinities_50` at IoU 0.5),
+# where StarDist's polygons have fallen to {glue:text}`ceiling_stardist_usiigaci_90`.
 #
 # ### One leaky edge
 # The weak point of connected components: **one** wrong edge between two cells merges them. A
@@ -493,26 +512,36 @@ syn_scores = {
     name: cu.metrics.matching_dataset(syn_test_cells, p, [0.5, 0.75])
     for name, p in syn_preds.items()
 }
-pd.DataFrame(
+syn_counts = pd.DataFrame(
     {
         name: {
             "AP@0.5": s[0].accuracy,
             "AP@0.75": s[1].accuracy,
-            "cells found": sum(int(p.max()) for p in syn_preds[name]),
+            "true cells": s[0].n_true,
+            "masks": s[0].n_pred,
+            "matched (IoU 0.5)": s[0].tp,
         }
         for name, s in syn_scores.items()
     }
-).T.round(3)
+).T
+cyto = syn_counts.loc["cytoplasm only"]  # glued into the answer below
+for key in ("masks", "true cells", "matched (IoU 0.5)"):
+    cu.glue("cyto_" + key.split()[0], int(cyto[key]), "d")
+cu.glue("cyto_ap75", cyto["AP@0.75"], ".2f")
+syn_counts.round(3)
 
 # %% [markdown]
 # <details><summary>Answer</summary>
 #
 # Poorly. From an even stain the network sees the outline of a whole cluster and the notches
-# where two round cells meet, nothing more: its flows drain several cells into one centre (we
-# even turned the flow check off for it, `flow_threshold=None`, which would otherwise reject
-# most of its masks): it finds about half of the cells, mostly those alone or in small groups,
-# and hardly any with an accurate outline (AP@0.75). With the nuclear channel each nucleus
-# becomes the centre of one cell, and the flows part between nuclei: nearly every cell is found.
+# where two round cells meet, nothing more. Where its flows drain several cells into one centre
+# the cells merge; where they part inside a cell, the cell falls into fragments (we even turned
+# the flow check off for it, `flow_threshold=None`, which would otherwise reject most of its
+# masks). It makes {glue:text}`cyto_masks` masks for {glue:text}`cyto_true` cells, and only
+# {glue:text}`cyto_matched` of them match a cell at IoU 0.5: AP@0.5 counts the extra masks as
+# well as the missed cells. Hardly any outline is accurate (AP@0.75 {glue:text}`cyto_ap75`).
+# With the nuclear channel each nucleus becomes the centre of one cell, and the flows part
+# between nuclei: nearly every cell is found.
 # </details>
 
 # %%
@@ -596,344 +625,15 @@ syn_table.round(3)
 # cell, which a biologist needs to measure, say, the nuclear-to-cytoplasmic ratio of every
 # cell. Counting the nuclei of each predicted cell is also a cheap check of the segmentation:
 # a cell with two nuclei is a merge (or a cell about to divide), a cell with none a fragment.
-#
-# ## 4 · Real whole cells: the methods side by side
-# Back to the Usiigaci fibroblasts, in phase contrast: one channel, no nucleus to help. The
-# images are resized by `SCALE` for training and prediction, and the predictions are resized
-# back to score them against the original labels.
-
-
-# %%
-# Bilinear for the images (smoothed first when they shrink, so that fine texture does not
-# alias), nearest neighbour for the labels: each new pixel takes the id under its centre.
-train_small = [cu.scale.rescale_image(x, SCALE) for x in tqdm(train_images, desc="resize")]
-train_small_labels = [cu.scale.rescale_labels(y, SCALE) for y in train_labels]
-val_small = [cu.scale.rescale_image(x, SCALE) for x in val_images]
-val_small_labels = [cu.scale.rescale_labels(y, SCALE) for y in val_labels]
-test_small = [cu.scale.rescale_image(x, SCALE) for x in test_images]
-usiigaci_preds = {}
-
-
-def score(preds, truth=test_labels):
-    """AP at IoU 0.5 and 0.75, pooled, of predictions (at SCALE) against the original labels."""
-    full = [cu.scale.rescale_labels(p, shape=t.shape) for p, t in zip(preds, truth)]
-    s = cu.metrics.matching_dataset(truth, full, [0.5, 0.75])
-    return {"AP@0.5": s[0].accuracy, "AP@0.75": s[1].accuracy}
-
-
-# %% [markdown]
-# **The classical baseline.** Phase contrast has no bright foreground to threshold (notebook
-# 01's Otsu threshold needs one), but cells are *textured* and the background is flat. So we
-# threshold the local standard deviation of the image (in windows of 9 x 9 pixels at full
-# size), and split touching cells with the distance-transform watershed of notebook 01,
-# choosing its `min_distance` on the validation images.
-
-
-# %%
-def classical(image, min_distance):
-    """The texture (local standard deviation in windows of 9 x 9 pixels at full size,
-    normalised), then notebook 01's Otsu threshold and distance-transform watershed."""
-    size = max(3, int(round(9 * SCALE)) | 1)
-    mean, mean_sq = ndi.uniform_filter(image, size), ndi.uniform_filter(image * image, size)
-    texture = cu.data.normalize_percentile(np.sqrt(np.clip(mean_sq - mean * mean, 0, None)))
-    return cu.classical.segment_classical(
-        texture, min_distance=min_distance, smooth_sigma=2 * SCALE
-    )
-
-
-md_scores = {
-    md: score([classical(x, md) for x in val_small], val_labels)["AP@0.5"]
-    for md in (int(10 * SCALE), int(20 * SCALE), int(40 * SCALE))
-}
-best_md = max(md_scores, key=md_scores.get)
-usiigaci_preds["classical"] = [classical(x, best_md) for x in test_small]
-print("validation AP@0.5 per min_distance:", {k: round(v, 3) for k, v in md_scores.items()})
-
-# %% [markdown]
-# **The networks.** A Cellpose-style, a StarDist-style and an affinity network, each through
-# its record, on random patches of all 40 training images. Each one's main post-processing
-# threshold is chosen on the validation images (at `SCALE`, with their labels resized alike:
-# `cu.methods.tune_postprocess`); the network runs once per image, only the post-processing is
-# repeated.
-#
-# The affinity network is a U-Net with one foreground channel and one channel per offset
-# (`cu.models.UNet`, out_channels 7). Its loss: the binary cross-entropy of the foreground,
-# plus that of the affinities, averaged over the pairs that **count**: those inside the patch
-# that touch a cell. Pairs of two background pixels are left to the foreground channel, and
-# pairs cut by the patch border are unknown (the cell may go on outside). By hand, against the
-# record's loss:
-
-# %%
-crop_targets = cu.targets.affinity_targets(crop_labels)  # foreground, affinities, counted pairs
-fg_t, aff_t, counted_t = (torch.from_numpy(a)[None] for a in crop_targets)
-logits = torch.randn(1, 7, *crop_labels.shape, generator=torch.Generator().manual_seed(0))
-bce = torch.nn.functional.binary_cross_entropy_with_logits
-by_hand = (
-    bce(logits[:, :1], fg_t)
-    + (bce(logits[:, 1:], aff_t, reduction="none") * counted_t).sum() / counted_t.sum()
-)
-verified["affinity loss by hand = the record's loss"] = bool(
-    torch.isclose(by_hand, AFFINITIES.loss(logits, fg_t, aff_t, counted_t))
-)
-verified["the record's targets = foreground + label_affinities"] = (
-    all(np.array_equal(a, b) for a, b in zip(AFFINITIES.target_fn()(crop_labels), crop_targets))
-    and np.array_equal(crop_targets[1], crop_aff)
-    and np.array_equal(crop_targets[0][0], crop_labels > 0)
-)
-print(f"loss {by_hand:.4f}; {counted_t.mean():.0%} of the pairs of the crop count")
-
-models = {
-    m: train(
-        m,
-        train_small,
-        train_small_labels,
-        f"10_usiigaci_{m}",
-        patch_size=USIIGACI_PATCH,
-        augmentation=AUGMENT,
-    )
-    for m in ("cellpose", "stardist", "affinities")
-}
-
-# %% tags=["remove-stderr"]
-TUNING = {
-    "cellpose": {"cellprob_threshold": (-0.5, 0.0, 0.5)},
-    "stardist": {"prob_thresh": (0.2, 0.35, 0.5)},
-    "affinities": {"seed_threshold": (0.8, 0.9, 0.95)},
-}
-for method, grid in TUNING.items():
-    model = models[method]
-    best, rows = cu.methods.tune_postprocess(method, model, val_small, val_small_labels, grid=grid)
-    print(f"{method}: validation AP@0.5 {[round(r['ap50'], 3) for r in rows]} for {grid} -> {best}")
-    usiigaci_preds[method] = [cu.methods.get(method).segment(model, x, **best) for x in test_small]
-
-# %% [markdown]
-# In fast mode each network has seen a few hundred patches of cells at half size, so these
-# scores say little about the methods (full mode trains them properly). If a warning above says
-# that the flow check dropped most masks, that is the library telling you the same thing: the
-# Cellpose-style network's flows do not yet agree with the masks they make (notebook 05,
-# `flow_threshold`), the sign of a network trained too little or of images at a scale it did
-# not see.
-#
-# **A trained whole-cell model.** The zoo's `cellpose_usiigaci` was trained by `make zoo` on
-# the 40 training images, each shown at a median cell diameter of 30 pixels, its thresholds
-# chosen on the validation images (its card, `cu.zoo.card`, records it all). We call it as a
-# user would: `cu.segment(image, "cellpose", model=..., diameter=None)` estimates each image's
-# cell diameter from the network's style vector and rescales only where the model needs it:
-# train and test cells meet at one scale (notebook 08). Trained for half an hour on a CPU, it
-# is far from perfect (its AP@0.75 against its AP@0.5: rough outlines), but it is trained.
-
-
-# %%
-cells_model = cu.zoo.load("cellpose_usiigaci")
-found = [
-    cu.segment(x, "cellpose", model=cells_model, progress=False, return_diameter=True)
-    for x in tqdm(test_images, desc="zoo whole-cell model")
-]
-usiigaci_preds["cellpose (zoo)"] = [labels for labels, _ in found]
-truth = [round(cu.scale.median_diameter(y), 1) for y in test_labels]
-print("cell diameters found (px):", [round(d, 1) for _, d in found], "true medians:", truth)
-usiigaci_table = pd.DataFrame({m: score(p) for m, p in usiigaci_preds.items()}).T
-usiigaci_table.round(3)
-
-# %% [markdown]
-# The crops below show what each one gets wrong: red outlines are true cells that were
-# missed, yellow ones predicted objects that match nothing (IoU 0.5).
-
-
-# %%
-# The predictions of test image 0, resized back to the labels (at SCALE they are smaller).
-first = {m: p[0] for m, p in usiigaci_preds.items()}
-cu.figures.cells_results.show_failures(test_images[0], test_labels[0], first, CELL_CROP)
-plt.show()
-
-# %% [markdown]
-# **Why?** Where should the affinity network beat the flows, and where not? Think of a cell
-# with a long, thin arm, and of two cells touching along a faint border.
-#
-# <details><summary>Answer</summary>
-#
-# The affinities decide locally, pair by pair, so they follow any shape: an arm of any length
-# or curvature is one chain of "same cell" pairs, while the flows must carry every pixel of
-# the arm to the cell's centre, and the flow check drops masks whose flows disagree with their
-# shape. But the affinities have no notion of a whole object: a short stretch of wrong pairs
-# along a faint border merges two cells (the watershed from strict seeds helps), and a cell
-# whose interior the network is unsure about falls apart into pieces. The flows, which point
-# to one centre per cell, are harder to merge and never split a cell into two halves with
-# centres of their own unless the flows themselves part.
-# </details>
-#
-# ## 5 · The top-down family: Mask R-CNN
-# **Mask R-CNN** (He et al. 2017) finds each cell as a *box* first, then segments inside it:
-#
-# 1. a backbone with a feature pyramid computes features at several scales;
-# 2. the **region proposal network** (RPN, from Faster R-CNN, Ren et al. 2015) scores *anchor*
-#    boxes of several sizes and shapes at every position, refines them, and keeps the best
-#    **proposals** after a first box NMS;
-# 3. the **box head** classifies each proposal (cell or not) and refines its box once more; a
-#    second **box NMS** deletes the weaker of two boxes that overlap by more than an IoU of 0.5;
-# 4. the **mask head** predicts a 28 x 28 mask inside each kept box, pasted into the image.
-#
-# Its training target is a box, a class and a mask per cell. **Exercise 3.** Write the boxes
-# of a label image as torchvision wants them: one row `(x0, y0, x1, y1)` per object in
-# increasing id order, in pixel edges: the object covers the columns `x0 .. x1 - 1` and the
-# rows `y0 .. y1 - 1` (`ndi.find_objects` gives the slices).
-
-
-# %% tags=["solution"]
-def boxes_of(labels):
-    """(N, 4) float32 boxes (x0, y0, x1, y1) of the ids 1..N of `labels` (consecutive ids)."""
-    # BEGIN SOLUTION
-    slices = ndi.find_objects(labels)
-    return np.array(
-        [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in slices], np.float32
-    ).reshape(-1, 4)
-    # END SOLUTION
-
-
-# Stuck? Run this line (the library's version) and go on:
-# boxes_of = lambda labels: topdown.detection_targets(labels)["boxes"].numpy()
-
-
-# %% tags=["check"]
-consecutive = relabel_sequential(crop_labels)[0]  # ids 1..N
-cu.checks.check_close(
-    boxes_of(consecutive),
-    topdown.detection_targets(consecutive)["boxes"],
-    "your boxes of the crop's cells",
-)
-
-# %% [markdown]
-# ### Boxes of touching, elongated cells
-# Notebook 06 showed that NMS on perfect boxes deletes elongated nuclei lying side by side. On
-# real fibroblasts, with their *perfect* boxes: how much of its box a cell fills, how many
-# boxes are more than a fifth other cells, and how many cells a box NMS deletes (the boxes
-# ranked by area: any order would do).
-
-# %%
-verified["boxes by hand = topdown.detection_targets"] = np.array_equal(
-    boxes_of(consecutive), topdown.detection_targets(consecutive)["boxes"].numpy()
-)
-box_table = pd.DataFrame(  # what the perfect boxes hold
-    {
-        "BBBC039 nuclei": cu.figures.cells_results.box_summary(nuclei_labels),
-        "Usiigaci cells": cu.figures.cells_results.box_summary(test_labels),
-    }
-).T
-box_table.round(3)
-
-# %% [markdown]
-# A fibroblast fills less than half of its box (a nucleus three quarters), and one box in
-# twelve is more than a fifth other cells: the mask head must find *its* cell among them. On
-# these images, whose cells are spread out, perfect boxes rarely collide at the usual NMS
-# threshold of 0.5 (one cell of 325); a stricter NMS of 0.3, which a detector needs when its
-# boxes are less exact, deletes six, before the network makes a single mistake. In a confluent
-# culture, or with cells lying side by side like the cluster of notebook 06, these numbers grow
-# fast. The perfect boxes on the crop, those that an NMS at 0.3 deletes in red:
-
-# %%
-cu.figures.cells_results.show_boxes(test_images[0][CELL_CROP], consecutive, 0.3)
-plt.show()
-
-# %% [markdown]
-# ### Training Mask R-CNN
-# `cu.models.MaskRCNNNet` is torchvision's Mask R-CNN with random weights (nothing is
-# downloaded), a first convolution for our one channel, anchor sizes around our cells, and no
-# resizing of the images. Its training loop is `topdown.train_maskrcnn`: Mask R-CNN computes
-# its five losses itself (RPN objectness and box, box-head class and box, mask). In fast mode
-# it gets a few dozen steps on the CPU, enough to see what each stage outputs, not enough to
-# find cells reliably; full mode trains a ResNet-50 version for 8000 steps.
-
-# %%
-torch.manual_seed(0)
-maskrcnn = cu.models.MaskRCNNNet(1, **MASKRCNN)
-print(f"MaskRCNNNet ({MASKRCNN['backbone']}): {cu.models.count_parameters(maskrcnn):,} parameters")
-maskrcnn_losses = topdown.train_maskrcnn(
-    maskrcnn,
-    train_small,
-    train_small_labels,
-    steps=MASKRCNN_STEPS,
-    patch_size=MASKRCNN_PATCH,
-    batch_size=MASKRCNN_BATCH,
-    lr=MASKRCNN_LR,
-    augment=AUGMENT,
-    seed=0,
-    checkpoint_dir=cu.train.checkpoint_dir("10_maskrcnn"),
-    data="usiigaci train",
-    device=device,
-)
-cu.figures.cells_results.show_losses(maskrcnn_losses)
-plt.show()
-
-# %% [markdown]
-# The three stages on the crop: the best 100 proposals of the RPN, the detections that survive
-# the box head and its NMS, and their masks painted into a label image (the most confident
-# detection owns the pixels where two masks overlap).
-
-# %%
-crop_small = cu.scale.rescale_image(test_images[0][CELL_CROP], SCALE)
-proposals = topdown.region_proposals(maskrcnn, crop_small, n=100)
-detections = topdown.predict_detections(maskrcnn, crop_small)
-cu.figures.cells_results.show_stages(crop_small, proposals, detections)
-plt.show()
-
-maskrcnn_val = [topdown.predict_detections(maskrcnn, x) for x in val_small]
-score_grid = {
-    t: score(
-        [topdown.detections_to_labels(d, score_threshold=t, min_size=15) for d in maskrcnn_val],
-        val_labels,
-    )["AP@0.5"]
-    for t in (0.1, 0.3, 0.5, 0.7)
-}
-best_score = max(score_grid, key=score_grid.get)
-usiigaci_preds["maskrcnn"] = [
-    topdown.segment_maskrcnn(maskrcnn, x, score_threshold=best_score, min_size=15)
-    for x in test_small
-]
-usiigaci_table.loc["maskrcnn"] = score(usiigaci_preds["maskrcnn"])
-print("Mask R-CNN, validation AP@0.5 per score threshold:", score_grid)
-usiigaci_table.round(3)
-
-# %% [markdown]
-# **Why?** Why are boxes a poor fit for fibroblasts, even for a perfectly trained Mask R-CNN?
-#
-# <details><summary>Answer</summary>
-#
-# Three reasons. A diagonal, elongated cell fills little of its box, so the box also holds
-# parts of its neighbours, and the mask head must decide from a 14 x 14 grid of features which
-# of the cells in its box is "the" cell. Where elongated cells lie side by side, their boxes
-# overlap and the box NMS deletes real cells, even perfect boxes (notebook 06, and the stricter
-# threshold above). And a 28 x 28 mask is coarse for a thin arm along the diagonal of a large
-# box. Mask R-CNN shines on objects that fill their boxes (people, cars, round nuclei); for
-# crowded, irregular cells the bottom-up methods won the comparisons of the Cellpose and
-# StarDist papers.
-# </details>
-#
-# ## 6 · Everything side by side
-# The scores of this run on the Usiigaci test images, and the ceilings of section 1, in one
-# plot. In fast mode the networks are barely trained; the ceilings do not depend on training.
-
-# %%
-ceilings = {m: ceiling_ap[("Usiigaci", m)] for m in ("stardist", "cellpose")}
-ceilings["affinities"] = affinity_ceiling
-boxes_kept = [
-    np.where(np.isin(y, cu.figures.cells_results.perfect_box_nms(y, 0.5)), y, 0)
-    for y in (relabel_sequential(t)[0] for t in test_labels[:N_CEILING])
-]
-ceilings["perfect boxes, NMS 0.5"] = cu.metrics.average_precision(
-    test_labels[:N_CEILING], boxes_kept, IOU_THRESHOLDS
-)
-title = f"Usiigaci test images ({mode} mode)"
-cu.figures.cells_results.show_summary(
-    usiigaci_table.to_dict("index"), title, IOU_THRESHOLDS, ceilings
-)
-plt.show()
 
 # %% [markdown]
 # ## Recap
-# - Whole cells are irregular (solidity about 0.8 against 0.97 for nuclei), elongated and
-#   touching. Perfect star-convex polygons reach an AP of 0.89 at IoU 0.5 and 0.63 at 0.75 on
-#   the fibroblasts; Cellpose's flows (0.99) and the affinities (0.97) give back nearly every
-#   cell.
+# - Whole cells are irregular (median solidity {glue:text}`cells_solidity` against
+#   {glue:text}`nuclei_solidity` for nuclei), elongated and touching. Perfect star-convex
+#   polygons reach an AP of {glue:text}`ceiling_stardist_usiigaci_50` at IoU 0.5 and
+#   {glue:text}`ceiling_stardist_usiigaci_75` at IoU 0.75 on the fibroblasts; Cellpose's flows
+#   ({glue:text}`ceiling_cellpose_usiigaci_50`) and the affinities
+#   ({glue:text}`ceiling_affinities_50`) give back nearly every cell.
 # - **Grouping**: affinities say, for every pixel and neighbour, "same cell or not"; the
 #   connected components of the graph of confident pairs are the cells. Exact on perfect
 #   affinities; one leaky edge merges two cells, which seeds at a strict threshold and a
@@ -942,11 +642,8 @@ plt.show()
 #   cell separates cells that touch without a visible border; one network can predict nuclei
 #   and cells together (the Mesmer idea). `train_method(..., channels=2)`; a network refuses
 #   images with another number of channels.
-# - **Top-down**: Mask R-CNN proposes boxes, keeps the best of overlapping ones and predicts a
-#   mask per box. A fibroblast fills less than half of its box, which also holds parts of its
-#   neighbours, and the box NMS deletes touching elongated cells even from perfect boxes.
-# - The zoo's `cellpose_usiigaci`, through `cu.segment`, is the model to try first on whole
-#   cells in phase contrast; every method's scores are in the table of section 4.
+#
+# Notebook 10b trains every family on the real fibroblasts, and adds the top-down one.
 #
 # The checks below fail when a hand-built piece stops matching `course_utils`, or when one of
 # the lessons no longer holds.
@@ -955,7 +652,7 @@ plt.show()
 print(f"{len(verified)} hand-built steps matched course_utils:")
 for name in verified:
     print("  ✓", name)
-assert len(verified) >= 6 and all(verified.values()), verified
+assert len(verified) >= 4 and all(verified.values()), verified
 
 stardist_ceiling = ceiling_ap[("Usiigaci", "stardist")]
 cellpose_ceiling = ceiling_ap[("Usiigaci", "cellpose")]
@@ -967,11 +664,15 @@ print(
 assert cellpose_ceiling[at[0.5]] > 0.97 and affinity_ceiling[at[0.5]] > 0.9
 assert stardist_ceiling[at[0.5]] < cellpose_ceiling[at[0.5]] - 0.05
 assert stardist_ceiling[at[0.75]] < cellpose_ceiling[at[0.75]] - 0.25
+assert stardist_ceiling[at[0.9]] < affinity_ceiling[at[0.9]] - 0.3  # polygons fall, pairs hold
+assert all(ceiling_ap[("BBBC039", m)][at[0.9]] > 0.9 for m in ("stardist", "cellpose"))
 assert by_components.max() == 1 and np.array_equal(by_watershed, pair)
-fill = box_table["box filled by its object"]
-assert fill["Usiigaci cells"] < fill["BBBC039 nuclei"] - 0.15, box_table
-crowded = box_table["boxes > 20% other objects (%)"]
-assert crowded["Usiigaci cells"] > crowded["BBBC039 nuclei"] + 3, box_table
+# the text's claims: fibroblasts less convex, larger, more elongated, and touching less often
+# than these nuclei
+assert fib["median solidity"] < nuc["median solidity"] - 0.1
+assert fib["median elongation"] > nuc["median elongation"]
+assert fib["median diameter (px)"] > 1.5 * nuc["median diameter (px)"]
+assert fib["touching another (%)"] < nuc["touching another (%)"]
 
 gain = syn_table.loc["cytoplasm + nucleus", "AP@0.5"] - syn_table.loc["cytoplasm only", "AP@0.5"]
 print(
@@ -980,21 +681,9 @@ print(
     f"{syn_table.loc['cytoplasm + nucleus', 'AP@0.5']:.3f} (gain {gain:.3f}, min 0.3)"
 )
 assert gain > 0.3, "the nuclear channel no longer helps to separate touching cells"
+assert cyto["matched (IoU 0.5)"] < cyto["true cells"], "the answer: not every cell is found"
 MIN_JOINT = cu.pick(fast=0.5, full=0.8)
 assert syn_table.loc["joint network: cells", "AP@0.5"] > MIN_JOINT, syn_table
 assert syn_table.loc["joint network: nuclei", "AP@0.5"] > MIN_JOINT, syn_table
 assert np.mean(paired) > 0.9, "the joint network's nuclei no longer lie in its cells"
-
-# Measured in fast mode on a CPU (AP@0.5): classical 0.06, Cellpose-style 0.23, affinities 0.2.
-MIN_AP = {"cellpose": cu.pick(fast=0.12, full=0.8), "affinities": cu.pick(fast=0.1, full=0.6)}
-for method, floor in MIN_AP.items():
-    ap = usiigaci_table.loc[method, "AP@0.5"]
-    print(f"{method:10s} Usiigaci test AP@0.5 {ap:.3f} (floor {floor})")
-    assert ap > floor, f"{method}: AP@0.5 {ap:.3f} is below {floor}"
-assert usiigaci_table.loc["cellpose", "AP@0.5"] > usiigaci_table.loc["classical", "AP@0.5"] + 0.05
-zoo_ap = usiigaci_table.loc["cellpose (zoo)", "AP@0.5"]  # trained by make zoo, in both modes
-print(f"zoo cellpose_usiigaci Usiigaci test AP@0.5 {zoo_ap:.3f} (floor 0.45)")
-assert zoo_ap >= 0.45, f"the zoo's whole-cell model scores {zoo_ap:.3f} on the Usiigaci test images"
-assert mode == "full" or zoo_ap > usiigaci_table.drop(index="cellpose (zoo)")["AP@0.5"].max()
-assert usiigaci_table.loc["cellpose (zoo)", "AP@0.75"] < zoo_ap - 0.2, "its outlines are rough"
 print("all checks passed")

@@ -11,10 +11,12 @@ Introduced in notebook 08.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from . import zoo
@@ -24,7 +26,7 @@ from .methods import Budget, Method, get, train_method
 from .scale import median_diameter, rescale_image, rescale_labels
 from .segmentation import model_facts
 
-__all__ = ["check_training_pairs", "fine_tune"]
+__all__ = ["check_training_pairs", "fine_tune", "recalibrate_batchnorm"]
 
 
 def check_training_pairs(
@@ -132,3 +134,54 @@ def fine_tune(
         record, images, labels, start=net, freeze=freeze, budget=budget, meta=facts, **options
     )
     return model.eval(), history
+
+
+def recalibrate_batchnorm(
+    method: str,
+    images: Iterable[np.ndarray],
+    labels: Iterable[np.ndarray],
+    *,
+    model: nn.Module | None = None,
+    rescale: bool = True,
+    tile: int = 256,
+    device: str | torch.device | None = None,
+) -> nn.Module:
+    """A copy of a network whose batch-norm statistics are re-estimated on new images, and
+    nothing else: the control that tells how much of fine-tuning is new intensity statistics.
+
+    The images (and the labels, only for their median nucleus diameter) are prepared as
+    :func:`fine_tune` prepares them: checked, and with ``rescale`` resized to the model's
+    training diameter. Every batch-norm layer then forgets its running mean and variance and
+    averages them anew over the tiles (``tile x tile``, non-overlapping, the last ones shifted
+    inside the image) of every image, with no gradient and no weight changed. ``model`` is not
+    modified; the copy keeps its thresholds and training diameter (``model.meta``) and is
+    returned in eval mode. A ``ValueError`` for a network without batch norm.
+
+    Introduced in notebook 08.
+    """
+    record = get(method)
+    net = copy.deepcopy(_network(record, model))
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ValueError(f"the {method} network has no batch-norm layer to recalibrate")
+    in_channels = int(getattr(net, "config", {}).get("in_channels", 1))
+    images, labels = check_training_pairs(images, labels, in_channels)
+    _, trained_at = model_facts(record, net)
+    if rescale and trained_at is not None:
+        images = [rescale_image(x, trained_at / median_diameter(labels)) for x in images]
+    param = next(net.parameters())
+    device = torch.device(device) if device is not None else param.device
+    net.to(device).eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every tile
+        m.train()
+    with torch.no_grad():
+        for x in images:
+            x = x[None] if x.ndim == 2 else x
+            h, w = x.shape[-2:]
+            for top in sorted({min(t, max(h - tile, 0)) for t in range(0, h, tile)}):
+                for left in sorted({min(t, max(w - tile, 0)) for t in range(0, w, tile)}):
+                    window = x[:, top : top + tile, left : left + tile]
+                    net(torch.from_numpy(np.ascontiguousarray(window))[None].to(device))
+    return net.eval()

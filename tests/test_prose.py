@@ -87,4 +87,4 @@ def test_the_prose_of_07_to_10_quotes_only_glued_numbers(name):
 
 
 def test_the_glued_notebooks_are_the_ones_the_issue_names():
-    assert len(GLUED_NOTEBOOKS) == 5, GLUED_NOTEBOOKS
+    assert len(GLUED_NOTEBOOKS) == 6, GLUED_NOTEBOOKS  # 07, 07b, 08, 09, 10, 10b

@@ -3,9 +3,9 @@
 One table, :data:`BUDGETS`, holds every budget the course trains with: the mode's budgets
 (``"fast"``, ``"full"``: notebook 07b trains missing models with them, and
 :func:`~course_utils.methods.train_method` uses them when given no budget), the lessons'
-(``"sparse-fast"``/``"sparse-full"``: notebook 09; ``"cells-fast"``/``"cells-full"``: notebook
-10; ``"kromp-fast"``/``"kromp-full"``: notebook 08's fine-tuning on Kromp), a user's fine-tuning
-(``"fine-tune"``, the default of ``course_utils.fine_tune``) and the model zoo's
+(``"sparse-fast"``/``"sparse-full"``: notebook 09; ``"cells-fast"``/``"cells-full"``: notebooks
+10 and 10b; ``"kromp-fast"``/``"kromp-full"``: notebook 08's fine-tuning on Kromp), a user's
+fine-tuning (``"fine-tune"``, the default of ``course_utils.fine_tune``) and the model zoo's
 (``"zoo-cpu"``: about 30 minutes a model on 2 CPU cores; ``"zoo-gpu"``: the full-mode networks).
 Each name maps a run (a method's name, or a notebook's name for a run) to a :class:`Budget`;
 ``"*"`` is the budget of any other run.

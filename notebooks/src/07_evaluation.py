@@ -211,7 +211,7 @@ print(f"largest deviation from the formula: {dice_rule_error:.1e}")
 # true nucleus, by their **intersection over union** (IoU), then count.
 #
 # ### The IoU matrix from a sparse overlap table
-# A test image holds about a hundred nuclei on each side: ten thousand pairs, nearly all of
+# A test image holds over a hundred nuclei on each side: more than ten thousand pairs, nearly all of
 # which do not touch. A loop over the pairs would be slow; instead we read the pairs from the
 # pixels. Every pixel carries a pair (true id, predicted id). Counting how often each pair
 # occurs gives the intersections; the areas are the counts of each id alone; then
@@ -735,7 +735,7 @@ print(
 # distances**, A to B and B to A. One direction alone can miss an error: a prediction that is a
 # small piece of its nucleus lies close to the nucleus's outline everywhere (small distance
 # from the prediction to the truth), while much of that outline is far from the prediction.
-# Two predictions of the same nucleus, with the same number of wrong pixels:
+# Two predictions of the same nucleus, with about the same number of wrong pixels:
 
 
 # %%
@@ -809,7 +809,8 @@ pd.DataFrame(border_rows).T.round(3)
 # compared with the truth. A method can reach a good F1 and still shift the size distribution
 # (outlines systematically too tight), or miss exactly the small, dividing nuclei that an
 # experiment is about. Two error classes matter most for counts: a **merge** (two true nuclei
-# in one predicted object: at IoU 0.5 one FP and one or two FN) and a **split** (one nucleus cut
+# in one predicted object: at IoU 0.5 one FN when the object still matches one of them, one FP
+# and two FN when it matches neither) and a **split** (one nucleus cut
 # into pieces: one or two FP and at most one FN), which `cu.classical.merge_split_counts`
 # counts. The capstone (notebook 07b) reports the count error, merges and splits, and the
 # recall of small nuclei, and plots the size distributions.

@@ -32,6 +32,7 @@ Introduced in notebook 03.
 from .budgets import BUDGETS as BUDGETS
 from .budgets import Budget as Budget
 from .budgets import budget as budget
+from .evaluation import evaluate as evaluate
 from .evaluation import outputs_of as outputs_of
 from .evaluation import score as score
 from .evaluation import tune_postprocess as tune_postprocess

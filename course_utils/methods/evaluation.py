@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -18,7 +19,10 @@ from ..metrics import matching_dataset
 from ..predict import network_outputs
 from .records import Method, get
 
-__all__ = ["outputs_of", "score", "tune_postprocess"]
+__all__ = ["evaluate", "outputs_of", "score", "tune_postprocess"]
+
+#: Where a method's network outputs the logit of its object probability (notebooks 05, 06).
+PROB_CHANNEL = {"cellpose": 2, "stardist": 0}
 
 
 def outputs_of(
@@ -29,10 +33,7 @@ def outputs_of(
     device: Any = None,
     progress: bool = False,
 ) -> list[np.ndarray]:
-    """Raw network outputs of every image, tiled as the record says for this mode.
-
-    Introduced in notebook 09.
-    """
+    """Raw network outputs of every image, tiled as the record says for this mode."""
     record = get(method)
     tiles = record.tiles()
     return [
@@ -74,6 +75,41 @@ def score(
         for o, x in zip(outs, images)
     ]
     return _scores(labels, preds)
+
+
+def evaluate(
+    method: str | Method,
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    *,
+    device: Any = None,
+) -> tuple[list[np.ndarray], dict[str, float]]:
+    """Labels of ``images`` with the record's post-processing, and what they score.
+
+    Returns ``(predictions, scores)``: int32 label images, one per image, and the pooled scores
+    at IoU 0.5 against ``labels``: ``ap50``, ``f1_50``, ``fp`` and ``fn``. For the methods of
+    :data:`PROB_CHANNEL` also ``background_prob``, the mean object probability the network
+    gives the pixels that are background in ``labels`` (a network never shown background calls
+    it "object", notebook 09).
+
+    Introduced in notebook 09.
+    """
+    record = get(method)
+    if len(images) != len(labels) or not len(images):
+        raise ValueError(
+            f"need as many label images as images, got {len(images)} and {len(labels)}"
+        )
+    outs = outputs_of(record, model, images, device=device)
+    grid = int(getattr(model, "grid", 1))
+    preds = [record.outputs_to_labels(o, np.shape(x)[-2:], grid=grid) for o, x in zip(outs, images)]
+    stats = matching_dataset(list(labels), preds, 0.5)
+    scores = {"ap50": stats.accuracy, "f1_50": stats.f1, "fp": stats.fp, "fn": stats.fn}
+    if record.name in PROB_CHANNEL:
+        logits = [o[PROB_CHANNEL[record.name]] for o in outs]
+        on_background = [lg[np.asarray(y)[::grid, ::grid] == 0] for lg, y in zip(logits, labels)]
+        scores["background_prob"] = float(expit(np.concatenate(on_background)).mean())
+    return preds, scores
 
 
 def tune_postprocess(

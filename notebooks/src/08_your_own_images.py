@@ -36,6 +36,7 @@ from skimage.segmentation import clear_border
 from tqdm.auto import tqdm
 
 import course_utils as cu
+from course_utils import uncertainty
 
 report = cu.env.check_env()
 rng = cu.env.seed_everything(0)
@@ -174,15 +175,17 @@ cu.plot.overlay(
 plt.show()
 
 # %%
-shift = {}
+shift, kromp_preds = {}, {}
 for method in tqdm(SHOWN, desc="zoo models"):
+    kromp_preds[method] = [predict(method, x) for x in kromp_test]
     shift[method] = {
         "BBBC039 test": ap50(bbbc_test_labels, [predict(method, x) for x in bbbc_test]),
-        "Kromp test, as it is": ap50(kromp_test_labels, [predict(method, x) for x in kromp_test]),
+        "Kromp test, as it is": ap50(kromp_test_labels, kromp_preds[method]),
     }
+kromp_preds["classical (01)"] = [cu.classical.baseline(x) for x in kromp_test]
 shift["classical (01)"] = {
     "BBBC039 test": ap50(bbbc_test_labels, [cu.classical.baseline(x) for x in bbbc_test]),
-    "Kromp test, as it is": ap50(kromp_test_labels, [cu.classical.baseline(x) for x in kromp_test]),
+    "Kromp test, as it is": ap50(kromp_test_labels, kromp_preds["classical (01)"]),
 }
 shift_table = pd.DataFrame(shift).T
 shift_table["drop"] = shift_table["BBBC039 test"] - shift_table["Kromp test, as it is"]
@@ -193,6 +196,16 @@ for row, key in [
 ]:
     cu.glue(f"kromp_{key}", shift_table.loc[row, "Kromp test, as it is"])
 cu.glue("kromp_drop", shift_table.loc["cellpose", "drop"], ".2f")
+# The baseline's lead over the Cellpose-style model, with a paired bootstrap interval over the
+# test images (notebook 07b): how much of it could be the luck of these images?
+counts = {m: uncertainty.image_counts(kromp_test_labels, p) for m, p in kromp_preds.items()}
+lead = uncertainty.bootstrap_difference(counts["classical (01)"], counts["cellpose"], "ap")
+cu.glue("baseline_lead", f"{lead.estimate:+.2f} [{lead.low:+.2f}, {lead.high:+.2f}]")
+cu.glue("kromp_n_test", len(kromp_test), "d")
+settled = lead.low > 0 or lead.high < 0
+verdicts = ("includes 0: these images alone do not settle it", "excludes 0: these images settle it")
+cu.glue("lead_verdict", verdicts[settled])
+print(f"classical minus Cellpose-style on Kromp, AP@0.5: {lead}")
 shift_table.round(3)
 
 # %% [markdown]
@@ -200,7 +213,10 @@ shift_table.round(3)
 #
 # Every method loses, the classical baseline too, but the networks lose more: on these images
 # the untrained baseline ({glue:text}`kromp_classical`) scores above both zoo models
-# ({glue:text}`kromp_cellpose` and {glue:text}`kromp_stardist`). Several things differ: the
+# ({glue:text}`kromp_cellpose` and {glue:text}`kromp_stardist`). Its lead over the
+# Cellpose-style model is {glue:text}`baseline_lead` (95% paired bootstrap interval over the
+# {glue:text}`kromp_n_test` test images, crude with so few). The interval
+# {glue:text}`lead_verdict`. Several things differ: the
 # **scale** (nuclei of about {glue:text}`kromp_d` instead of {glue:text}`bbbc_d` pixels), the
 # **intensities** (8-bit images of another microscope; after the same normalisation the
 # background is dark, median {glue:text}`kromp_background`, the nuclei at

@@ -31,7 +31,7 @@ from skimage.segmentation import relabel_sequential
 from tqdm.auto import tqdm
 
 import course_utils as cu
-from course_utils import topdown
+from course_utils import topdown, uncertainty
 from course_utils.data import augment
 
 report = cu.env.check_env()
@@ -265,8 +265,9 @@ for method, grid in TUNING.items():
 # train and test cells meet at one scale (notebook 08). Its estimates were
 # {glue:text}`cells_zoo_diameter_error` the test labels' median diameters, on average. Trained
 # for {glue:text}`cells_card_minutes` minutes on a CPU (its card), it is far from perfect (AP@0.5
-# {glue:text}`cells_zoo_ap50` but AP@0.75 {glue:text}`cells_zoo_ap75`: rough outlines), but it is
-# trained.
+# {glue:text}`cells_zoo_ap50`, 95% interval over the {glue:text}`n_test_cells` test images
+# {glue:text}`cells_zoo_interval`, but AP@0.75 {glue:text}`cells_zoo_ap75`: rough outlines), but it
+# is trained.
 
 
 # %%
@@ -287,6 +288,19 @@ cu.glue("cells_zoo_diameter_error", f"{abs(error):.0%} {'below' if error < 0 els
 for m in ("cellpose", "stardist", "affinities"):
     cu.glue(f"cells_{m}_ap50", usiigaci_table.loc[m, "AP@0.5"], ".2f")
 cu.glue("cells_stardist_ceiling", ceilings["stardist"][at[0.5]], ".2f")
+# Intervals over the test images (notebook 07b): the zoo model's AP@0.5, and flows minus
+# affinities, paired on the same images.
+at_full = {
+    m: [cu.scale.rescale_labels(p, shape=t.shape) for p, t in zip(usiigaci_preds[m], test_labels)]
+    for m in ("cellpose", "affinities")
+}
+at_full["cellpose (zoo)"] = usiigaci_preds["cellpose (zoo)"]
+counts = {m: uncertainty.image_counts(test_labels, p) for m, p in at_full.items()}
+zoo_interval = uncertainty.bootstrap_interval(counts["cellpose (zoo)"], "ap")
+flows_lead = uncertainty.bootstrap_difference(counts["cellpose"], counts["affinities"], "ap")
+cu.glue("cells_zoo_interval", f"[{zoo_interval.low:.2f}, {zoo_interval.high:.2f}]")
+cu.glue("flows_lead", f"{flows_lead.estimate:+.2f} [{flows_lead.low:+.2f}, {flows_lead.high:+.2f}]")
+cu.glue("n_test_cells", len(test_labels), "d")
 usiigaci_table.round(3)
 
 # %% [markdown]
@@ -314,7 +328,9 @@ plt.show()
 # watershed help), and a cell whose interior the network is unsure about falls apart into
 # pieces, where the flows, which point to one centre per cell, hold it together. Which wins is
 # a question for the data: in this run the flows scored {glue:text}`cells_cellpose_ap50` and
-# the affinities {glue:text}`cells_affinities_ap50` at IoU 0.5.
+# the affinities {glue:text}`cells_affinities_ap50` at IoU 0.5, a difference of
+# {glue:text}`flows_lead` (95% paired bootstrap interval): an interval that straddles 0 says
+# these few test images cannot tell the two apart.
 # </details>
 #
 # ## 3 · The top-down family: Mask R-CNN

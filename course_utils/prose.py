@@ -21,7 +21,7 @@ import math
 import numbers
 import re
 
-__all__ = ["glue", "glued", "check_glued_prose", "markdown_decimals"]
+__all__ = ["cells", "check_glued_prose", "glue", "glued", "markdown_decimals"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _GLUED: dict[str, str] = {}
@@ -108,8 +108,13 @@ def _blank_comments(text: str) -> str:
     return _COMMENT.sub(lambda m: "\n" * m.group().count("\n"), text)
 
 
-def _cells(source: str) -> list[tuple[str, int, str]]:
-    """(kind, first line, text) of each cell of a jupytext percent source."""
+def cells(source: str) -> list[tuple[str, int, str]]:
+    """The cells of a notebook source in jupytext percent format.
+
+    Returns a list of ``(kind, first line, text)``: ``kind`` is ``"markdown"`` or ``"code"``
+    (the header line of a cell, with its tags, is not part of the text), the line number is
+    1-based, and a markdown cell's text has its ``# `` prefixes removed.
+    """
     cells: list[tuple[str, int, str]] = []
     kind, start, lines = "code", 1, []
     for number, line in enumerate(source.splitlines(), 1):
@@ -141,7 +146,7 @@ def markdown_decimals(source: str) -> list[tuple[int, str, str]]:
         listed in a ``<!-- constants: ... -->`` comment of its cell.
     """
     found = []
-    for kind, start, text in _cells(source):
+    for kind, start, text in cells(source):
         if kind != "markdown":
             continue
         constants = {c for m in _CONSTANTS.finditer(text) for c in re.split(r"[\s,]+", m.group(1))}

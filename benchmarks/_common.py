@@ -37,6 +37,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from course_utils.env import cpu_model
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BASE_PACKAGES = ("numpy", "scipy", "scikit-image", "course_utils")
 HEADER_KEYS = ("benchmark", "title", "device", "date", "versions", "machine", "settings")
@@ -65,17 +67,6 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Timing:
         walls.append(time.perf_counter() - w0)
         cpus.append(time.process_time() - c0)
     return Timing(sorted(walls)[repeats // 2], sorted(cpus)[repeats // 2], result)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def header(

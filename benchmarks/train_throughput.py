@@ -43,7 +43,6 @@ os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
 from _common import (  # noqa: E402
     RESULTS_DIR,
-    cpu_model,
     device_slug,
     header,
     peak_tflops,
@@ -54,6 +53,7 @@ from _pipeline import sync, time_pipeline, to_device  # noqa: E402
 
 from course_utils import methods  # noqa: E402
 from course_utils.data import PatchDataset, synthetic_nuclei  # noqa: E402
+from course_utils.env import cpu_has_bf16, cpu_model  # noqa: E402
 from course_utils.models import valid_input_sizes  # noqa: E402
 
 # name: (autocast dtype, channels_last, cudnn.benchmark, torch.compile)
@@ -289,15 +289,6 @@ def parse_args(argv):
     if min(*args.batch, args.steps, args.repeats, args.data_batches) < 1 or args.size < 8:
         p.error("--batch, --steps, --repeats and --data-batches must be >= 1, --size >= 8")
     return args, device
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), per /proc/cpuinfo."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def select_configs(args, device) -> list[str]:

@@ -11,6 +11,7 @@ import platform
 import random
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +19,30 @@ from ._shared.device import resolve_device
 from .mode import get_mode
 
 DEFAULT_PACKAGES = ("numpy", "scipy", "skimage", "matplotlib", "torch", "torchvision")
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def _cpuinfo() -> str:
+    try:
+        return CPUINFO.read_text()
+    except OSError:
+        return ""
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows: what the zoo's
+    cards and the benchmarks record as the machine."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX flags in
+    ``/proc/cpuinfo``); ``False`` where that file cannot be read."""
+    flags = _cpuinfo()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def get_device(prefer: str | None = None):

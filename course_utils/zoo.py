@@ -16,7 +16,7 @@ The zoo holds a *generalist* per method (``cellpose``, ``stardist``, ``unet_3cla
 ``unet_weighted``), trained on the union of BBBC039, DSB2018 and Kromp's training images, with
 a size model (:mod:`course_utils.sizing`) for ``segment(diameter=None)``; the same methods
 trained on BBBC039 alone (``<method>_bbbc039``), kept for notebook 08's lesson on domain shift;
-and a whole-cell model, ``cellpose_usiigaci`` (phase-contrast fibroblasts, notebook 10).
+and a whole-cell model, ``cellpose_usiigaci`` (phase-contrast fibroblasts, notebook 10b).
 
 ``load(method)`` returns the network in eval mode, ready for ``Method.segment`` or
 ``course_utils.segment``; ``available()`` lists the models with their cards. The folder is
@@ -215,7 +215,7 @@ def load(method: str) -> nn.Module:
     generalist of that method, trained on BBBC039, DSB2018 and Kromp), ``<method>_bbbc039``
     (trained on BBBC039 alone, for notebook 08's domain shift; also what a method's name gives,
     with a warning, when the zoo holds no generalist of that method) or ``cellpose_usiigaci``
-    (whole cells in phase contrast, notebook 10),
+    (whole cells in phase contrast, notebook 10b),
     in eval mode on the CPU, with float32 weights; ``model.meta`` holds its checkpoint's
     description (thresholds and training diameter included).
 

@@ -34,7 +34,7 @@ import zoo_cards  # beside this script, which Python puts first on the module se
 import zoo_generalist
 
 import course_utils as cu
-from course_utils import distributed
+from course_utils import distributed, env
 from course_utils.data import augment as aug
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def parse_args(argv):
         default="generalist",
         help="generalist: BBBC039 + DSB2018 + Kromp training images (models/<method>.pt); "
         "bbbc039: BBBC039 alone (models/<method>_bbbc039.pt, notebook 08's domain shift); "
-        "usiigaci: whole cells (models/<method>_usiigaci.pt, notebook 10)",
+        "usiigaci: whole cells (models/<method>_usiigaci.pt, notebook 10b)",
     )
     p.add_argument(
         "--minutes",
@@ -116,7 +116,7 @@ VALIDATION = ("bbbc039", "dsb2018")
 #: The generalist sees every training image at this median nucleus diameter (px), as Cellpose
 #: prepares its images, and AUGMENT's zoom spreads it over DIAMETER / 2 .. 2 * DIAMETER.
 DIAMETER = 24.0
-#: The whole-cell model (``--data usiigaci``, notebook 10): Usiigaci's training images at this
+#: The whole-cell model (``--data usiigaci``, notebook 10b): Usiigaci's training images at this
 #: median cell diameter (its cells measure 37-74 px, its test cells 34-41 px), zoomed
 #: 0.7x-1.4x; the phase-contrast images of one microscope need no wider augmentation.
 CELL_DIAMETER = 30.0
@@ -239,17 +239,9 @@ def model_name(method: str, args) -> str:
 def _amp(choice: str, device) -> str | bool:
     if choice != "auto":
         return choice == "on"
-    if device.type == "cpu" and _cpu_has_bf16():
+    if device.type == "cpu" and env.cpu_has_bf16():
         return "bf16"
     return "auto"
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def choose_and_score(method: str, folder: Path, data: dict, device, args) -> dict:

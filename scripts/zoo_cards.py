@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import course_utils as cu
-from course_utils import distributed
+from course_utils import distributed, env
 
 CARD_COLUMNS = (
     "method",
@@ -85,7 +85,7 @@ def provenance(device, root: Path) -> dict:
         commit += " (with uncommitted changes)" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else env.cpu_model()
     packages = ("torch", "numpy", "scipy", "scikit-image", "course_utils")
     return {
         "command": " ".join(["python", "scripts/train_zoo.py", *sys.argv[1:]]),
@@ -98,16 +98,6 @@ def provenance(device, root: Path) -> dict:
             **{p: metadata.version(p) for p in packages},
         },
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -217,7 +207,7 @@ def _cells(cards: list[dict]) -> list[str]:
     lines = [
         "## Whole cells",
         "",
-        "Trained on one dataset's training split (`<method>_<dataset>`, notebook 10). Test AP "
+        "Trained on one dataset's training split (`<method>_<dataset>`, notebook 10b). Test AP "
         "pooled over that dataset's test images, through `course_utils.segment(image, method, "
         "model=..., diameter=None)`; in brackets, the share of images whose cell diameter it "
         "found within 10%.",

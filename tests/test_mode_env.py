@@ -188,3 +188,16 @@ def test_resolve_device_order(monkeypatch):
     assert shared_device.resolve_device() == torch.device("cuda")
     with pytest.raises(ValueError, match="device='nonsense'"):
         shared_device.resolve_device("nonsense")
+
+
+def test_cpu_model_and_bf16_read_cpuinfo(monkeypatch, tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: fpu avx512f amx_bf16\n"
+    )
+    monkeypatch.setattr(env, "CPUINFO", info)
+    assert env.cpu_model() == "Some CPU 9000" and env.cpu_has_bf16()
+    info.write_text("model name\t: Old CPU\nflags\t\t: fpu sse2 avx2\n")
+    assert env.cpu_model() == "Old CPU" and not env.cpu_has_bf16()
+    monkeypatch.setattr(env, "CPUINFO", tmp_path / "missing")  # no /proc: platform's answer
+    assert isinstance(env.cpu_model(), str) and not env.cpu_has_bf16()

@@ -21,10 +21,9 @@ import math
 import numbers
 import re
 
-__all__ = ["cells", "check_glued_prose", "glue", "glued", "markdown_decimals"]
+__all__ = ["cells", "check_glued_prose", "glue", "markdown_decimals"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_GLUED: dict[str, str] = {}
 
 
 class _Text:
@@ -80,18 +79,12 @@ def glue(name: str, value: object, fmt: str = ".3f") -> str:
         text = format(value, fmt)
     else:
         raise TypeError(f"glue {name!r}: expected a number or a string, got {type(value).__name__}")
-    _GLUED[name] = text
     try:
         from myst_nb import glue as myst_glue
     except ImportError:  # without the website's packages the text is still returned
         return text
     myst_glue(name, _Text(text), display=False)
     return text
-
-
-def glued() -> dict[str, str]:
-    """The texts glued so far in this session, by name (a copy)."""
-    return dict(_GLUED)
 
 
 _DECIMAL = re.compile(r"(?<![\w.])\d*\.\d+(?![\w.]*\d)")

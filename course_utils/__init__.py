@@ -5,7 +5,9 @@ The modules follow the flow of data, and each imports only from those to its lef
     data -> targets -> models -> losses -> train / predict -> postprocess -> metrics
          -> methods (one record per method) -> zoo -> segmentation -> fine_tuning  (plot beside)
 
-``mode`` (fast vs full) and ``env`` (device, seeding, environment report) sit under all of them.
+``volumes`` carries targets, training crops, tiled prediction and a baseline to (Z, Y, X)
+stacks (notebook 11). ``mode`` (fast vs full) and ``env`` (device, seeding, environment report)
+sit under all of them.
 Submodules load on first use, so ``import course_utils as cu`` is cheap and ``cu.metrics`` works.
 """
 
@@ -45,6 +47,7 @@ _SUBMODULES = (
     "sizing",
     "targets",
     "train",
+    "volumes",
     "zoo",
 )
 

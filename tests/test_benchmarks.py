@@ -293,3 +293,26 @@ def test_stardist3d_benchmark_runs_and_agrees_with_stardist():
     done = subprocess.run(cmd, cwd=BENCH, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "max_diff_voxels" in done.stdout and "test volume" in done.stdout
+
+
+@pytest.mark.reference
+def test_stardist3d_post_benchmark_runs_and_agrees_with_stardist():
+    pytest.importorskip("stardist.geometry")
+    cmd = [sys.executable, str(BENCH / "bench_stardist3d_post.py"), "--quick"]
+    done = subprocess.run(cmd, cwd=BENCH, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for step in ("polyhedra->labels", "nms"):
+        assert step in done.stdout
+    assert "agreement" in done.stdout and "same_kept" in done.stdout
+
+
+@pytest.mark.reference
+def test_flows3d_benchmark_runs_and_agrees_with_cellpose():
+    pytest.importorskip("cellpose.dynamics")
+    pytest.importorskip("stardist.matching")
+    cmd = [sys.executable, str(BENCH / "bench_flows3d.py"), "--quick", "--threads", "1"]
+    done = subprocess.run(cmd, cwd=BENCH, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for step in ("labels->flows", "flows->masks", "stitching"):
+        assert step in done.stdout
+    assert "agreement" in done.stdout and "test volume" in done.stdout

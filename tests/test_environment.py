@@ -25,6 +25,7 @@ REQUIRED = {
     "tqdm",
     "pooch",
     "tifffile",
+    "h5py",  # the GoNuclear volumes of notebook 11
 }
 # The website: its builder, and the MathJax it serves (the pages render maths with no network).
 REQUIRED |= {"jupyter-book", "sphinx-mathjax-offline"}

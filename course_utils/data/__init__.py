@@ -1,6 +1,8 @@
 """Data for the course: synthetic generators, the dataset registry, loaders and patches.
 
 - ``synthetic_nuclei``, ``synthetic_cells``: images with exact labels, no files needed.
+- ``synthetic_nuclei_3d``, ``load_volumes``, ``read_h5_volume``: (Z, Y, X) stacks with their
+  voxel size (synthetic, or the GoNuclear crops; notebook 11).
 - ``fetch``, ``list_files``, ``split_names``: registered files (URL + sha256) found in the cache
   ``COURSE_DATA_CACHE``, the mirror ``COURSE_DATA_MIRROR``, or downloaded unless
   ``COURSE_OFFLINE=1``; ``DataUnavailableError`` when none of these works.
@@ -29,6 +31,7 @@ from .registry import (
     mirror_dir,
     split_names,
 )
+from .stacks import load_volumes, read_h5_volume, synthetic_nuclei_3d
 from .synthetic import synthetic_cells, synthetic_nuclei
 
 __all__ = [
@@ -42,13 +45,16 @@ __all__ = [
     "list_files",
     "load_folder",
     "load_split",
+    "load_volumes",
     "mirror_dir",
     "normalize_percentile",
     "read_bbbc039_mask",
+    "read_h5_volume",
     "read_image",
     "split_names",
     "synthetic_cells",
     "synthetic_nuclei",
+    "synthetic_nuclei_3d",
 ]
 
 

@@ -13,3 +13,7 @@ from .unet import center_crop as center_crop
 from .unet import count_parameters as count_parameters
 from .unet import unet_output_size as unet_output_size
 from .unet import valid_input_sizes as valid_input_sizes
+from .unet3d import StarDist3DNet as StarDist3DNet
+from .unet3d import UNet3D as UNet3D
+from .unet3d import memory_per_sample as memory_per_sample
+from .unet3d import pooling_plan as pooling_plan

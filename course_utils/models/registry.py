@@ -18,12 +18,14 @@ from .cellpose import CellposeNet
 from .maskrcnn import MaskRCNNNet
 from .stardist import StarDistNet
 from .unet import UNet, UNetOriginal
+from .unet3d import StarDist3DNet, UNet3D
 
 __all__ = ["NETWORKS", "build_network", "network_config"]
 
 #: Class name -> class, for every network a checkpoint may describe.
 NETWORKS: dict[str, type[nn.Module]] = {
-    cls.__name__: cls for cls in (UNetOriginal, UNet, CellposeNet, StarDistNet, MaskRCNNNet)
+    cls.__name__: cls
+    for cls in (UNetOriginal, UNet, CellposeNet, StarDistNet, MaskRCNNNet, UNet3D, StarDist3DNet)
 }
 
 

@@ -41,7 +41,7 @@ from ._end_points import find_peaks, grow_seeds
 MAX_SIZE_FRACTION = 0.4
 
 
-def _as_numpy(x: Any, name: str) -> np.ndarray:
+def as_real_array(x: Any, name: str) -> np.ndarray:
     arr = to_numpy(x)
     if arr.dtype == bool or not (
         np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
@@ -51,7 +51,7 @@ def _as_numpy(x: Any, name: str) -> np.ndarray:
 
 
 def _check_flows(flows: Any, name: str = "flows") -> np.ndarray:
-    arr = _as_numpy(flows, name)
+    arr = as_real_array(flows, name)
     if arr.ndim != 3 or arr.shape[0] != 2:
         raise ValueError(f"{name} must have shape (2, H, W) holding (dy, dx), got {arr.shape}")
     if arr.shape[1] == 0 or arr.shape[2] == 0:
@@ -246,7 +246,7 @@ def _fill_holes(labels: np.ndarray) -> np.ndarray:
     return np.where(owner[regions] > 0, owner[regions], labels)
 
 
-def _drop(labels: np.ndarray, drop: np.ndarray) -> tuple[np.ndarray, int]:
+def drop_ids(labels: np.ndarray, drop: np.ndarray) -> tuple[np.ndarray, int]:
     """Zero the ids where ``drop`` (indexed by id, entry 0 ignored) is True and renumber."""
     drop = drop.copy()
     drop[0] = False
@@ -270,7 +270,7 @@ def _warn_if_flow_check_dropped_most(before: int, after: int, flow_threshold: fl
 
 def _check_masks_args(flows, cellprob, niter, min_size, flow_threshold) -> tuple:
     arr = _check_flows(flows)
-    prob = _as_numpy(cellprob, "cellprob")
+    prob = as_real_array(cellprob, "cellprob")
     if prob.shape != arr.shape[1:]:
         raise ValueError(f"cellprob has shape {prob.shape}, expected {arr.shape[1:]} like flows")
     check_finite(prob, "cellprob")  # a NaN logit is not background: refuse it like NaN flows
@@ -351,14 +351,14 @@ def flows_to_masks(
         ends = ends.cpu().numpy() if is_tensor(ends) else ends
         labels[fg] = _cluster_end_points(ends, fg.shape)
         sizes = np.bincount(labels.ravel())
-        labels, n = _drop(labels, sizes > MAX_SIZE_FRACTION * labels.size)
+        labels, n = drop_ids(labels, sizes > MAX_SIZE_FRACTION * labels.size)
         if n and flow_threshold:
             errors = _flow_errors(labels, n, unit, dev)
-            labels, kept = _drop(labels, np.concatenate([[False], errors > flow_threshold]))
+            labels, kept = drop_ids(labels, np.concatenate([[False], errors > flow_threshold]))
             _warn_if_flow_check_dropped_most(n, kept, flow_threshold)
             n = kept
         if n and min_size:
-            labels, n = _drop(labels, np.bincount(labels.ravel()) < min_size)
+            labels, n = drop_ids(labels, np.bincount(labels.ravel()) < min_size)
         labels = _fill_holes(labels)  # keeps the ids 1..n
     if is_tensor(flows):
         import torch

@@ -12,6 +12,7 @@ from .flows import FLOW_SCALE as FLOW_SCALE
 from .flows import cellpose_targets as cellpose_targets
 from .flows import masks_to_flows as masks_to_flows
 from .flows import unit_flows as unit_flows
+from .flows3d import flows_3d as flows_3d
 from .stardist import edt_prob as edt_prob
 from .stardist import ray_angles as ray_angles
 from .stardist import star_dist as star_dist

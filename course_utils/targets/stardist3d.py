@@ -114,7 +114,7 @@ def star_distances_3d(labels: Any, rays: Any) -> np.ndarray:
 
     Introduced in notebook 06b.
     """
-    labels = _labels_3d(labels)
+    labels = labels_3d(labels)
     rays = np.asarray(rays, dtype=np.float64)
     if rays.ndim != 2 or rays.shape[1] != 3 or len(rays) == 0:
         raise ValueError(f"rays must have shape (n_rays, 3) in (z, y, x), got {rays.shape}")
@@ -125,7 +125,7 @@ def star_distances_3d(labels: Any, rays: Any) -> np.ndarray:
     return out
 
 
-def _labels_3d(labels: Any) -> np.ndarray:
+def labels_3d(labels: Any) -> np.ndarray:
     """Integer (Z, Y, X) labels as contiguous int32 (ids relabelled when they do not fit)."""
     arr = np.asarray(labels)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):

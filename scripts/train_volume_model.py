@@ -6,9 +6,9 @@ Trains ``models.StarDist3DNet`` on random crops of ``data.synthetic_nuclei_3d`` 
 (anisotropy 2.2, the GoNuclear crops' voxel), chooses the probability threshold on synthetic
 validation stacks, scores the GoNuclear test crop (never used to choose anything), and writes
 one self-describing checkpoint (network, arguments, rays, anisotropy, threshold, data, steps,
-wall time, scores) to ``models/stardist3d_synthetic.pt`` and its sha256 to
-``models/volumes.tsv``. No GoNuclear voxel is used for training: notebook 11 fine-tunes on one
-crop and tests on the other.
+wall time, scores) to ``models/volumes/stardist3d_synthetic.pt`` and its sha256 to
+``models/volumes/MANIFEST.tsv``. No GoNuclear voxel is used for training: notebook 11
+fine-tunes on one crop and tests on the other.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def main() -> None:
     parser.add_argument("--base", type=int, default=8)
     parser.add_argument("--rays", type=int, default=64)
     parser.add_argument("--stacks", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=ROOT / "models" / f"{PRETRAINED}.pt")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "models" / "volumes" / f"{PRETRAINED}.pt"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     started = time.time()
@@ -101,7 +103,7 @@ def main() -> None:
         {"model": {k: v.half() for k, v in net.state_dict().items()}, "meta": meta}, args.out
     )
     digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
-    (args.out.parent / "volumes.tsv").write_text(f"{args.out.name}\t{digest}\n")
+    (args.out.parent / "MANIFEST.tsv").write_text(f"{args.out.name}\t{digest}\n")
     print(meta)
 
 

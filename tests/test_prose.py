@@ -13,7 +13,7 @@ from course_utils import prose
 SOURCES = Path(__file__).resolve().parent.parent / "notebooks" / "src"
 #: The notebooks whose prose quotes no decimal number that the run did not glue.
 GLUED_NOTEBOOKS = sorted(
-    p.name for p in SOURCES.glob("*.py") if p.name[:2] in {"07", "08", "09", "10"}
+    p.name for p in SOURCES.glob("*.py") if p.name[:2] in {"07", "08", "09", "10", "11"}
 )
 
 
@@ -86,4 +86,4 @@ def test_the_prose_of_07_to_10_quotes_only_glued_numbers(name):
 
 
 def test_the_glued_notebooks_are_the_ones_the_issue_names():
-    assert len(GLUED_NOTEBOOKS) == 6, GLUED_NOTEBOOKS  # 07, 07b, 08, 09, 10, 10b
+    assert len(GLUED_NOTEBOOKS) == 7, GLUED_NOTEBOOKS  # 07, 07b, 08, 09, 10, 10b, 11

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -323,6 +325,41 @@ def test_segment_planes_numbers_each_plane_from_one():
     labels = np.zeros((3, 32, 32), np.int32)
     labels[:, 4:12, 4:12], labels[:, 18:28, 18:28] = 1, 2
     net = cu.models.CellposeNet(1, 8, 2)
-    out = vol.segment_planes(cu.methods.get("cellpose"), net, labels.astype(np.float32))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = vol.segment_planes(cu.methods.get("cellpose"), net, labels.astype(np.float32))
+    assert len(caught) <= 1  # at most one warning for the whole stack
     assert out.shape == (3, 32, 32) and out.dtype == np.int32
     assert all(set(np.unique(p)) == set(range(p.max() + 1)) for p in out)
+
+
+def test_go_nuclear_missing_names_the_synthetic_stacks(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA_MIRROR", str(tmp_path / "no-mirror"))
+    monkeypatch.setenv("COURSE_DATA_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataUnavailableError, match="synthetic3d"):
+        load_volumes("go_nuclear", "train")
+
+
+def test_load_pretrained_checks_the_file(tmp_path):
+    from course_utils.volumes.pretrained import PRETRAINED, load_pretrained
+
+    with pytest.raises(FileNotFoundError, match="train_volume_model"):
+        load_pretrained(tmp_path / "none.pt")
+    net = StarDist3DNet(1, 8, 4, [(1, 2, 2)])
+    meta = {
+        "network": "StarDist3DNet",
+        "network_args": dict(net.config),
+        "n_rays": 8,
+        "anisotropy": [2.2, 1.0, 1.0],
+    }
+    path = tmp_path / f"{PRETRAINED}.pt"
+    torch.save({"model": net.state_dict(), "meta": meta}, path)
+    import hashlib
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    (tmp_path / "MANIFEST.tsv").write_text(f"{path.name}\t{digest}\n")
+    loaded, rays, read = load_pretrained(path)
+    assert rays.shape == (8, 3) and read["n_rays"] == 8 and not loaded.training
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="sha256"):
+        load_pretrained(path)

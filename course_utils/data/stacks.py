@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from .._shared.validate import check_int, check_real
-from .registry import fetch, split_names
+from .registry import DataUnavailableError, fetch, split_names
 
 __all__ = ["load_volumes", "read_h5_volume", "synthetic_nuclei_3d"]
 
@@ -278,7 +278,13 @@ def load_volumes(
         stems = split_names(name, split)
         pairs, voxels = [], []
         for stem in stems:
-            image, labels, voxel = read_h5_volume(fetch(name, f"{stem}.h5", download=download))
+            try:
+                path = fetch(name, f"{stem}.h5", download=download)
+            except DataUnavailableError as err:
+                raise DataUnavailableError(
+                    f"{err}\nFor stacks that need no file: load_volumes('synthetic3d', split)."
+                ) from None
+            image, labels, voxel = read_h5_volume(path)
             pairs.append((image, labels))
             voxels.append(voxel)
     else:

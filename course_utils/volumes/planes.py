@@ -10,6 +10,7 @@ images of one size, so they go through the network in batches, not one call each
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -68,7 +69,19 @@ def segment_planes(method: Any, model: torch.nn.Module, stack: Any, **options: A
     """
     stack = _stack(stack)
     outputs = plane_outputs(model, stack)
-    labels = [method.outputs_to_labels(o, stack.shape[1:], grid=1, **options) for o in outputs]
+    labels, warned = [], []
+    for out in outputs:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            labels.append(method.outputs_to_labels(out, stack.shape[1:], grid=1, **options))
+        warned += [str(w.message) for w in caught[:1]]
+    if warned:  # one warning for the stack, not one per plane
+        warnings.warn(
+            f"segment_planes: the post-processing warned on {len(warned)} of {len(stack)} "
+            f"planes (the first: {warned[0]}); planes near the top and bottom of a stack hold "
+            "little, but many such planes point at the inputs",
+            stacklevel=2,
+        )
     return np.stack([connected_components(lab) for lab in labels]).astype(np.int32)
 
 

@@ -3,8 +3,9 @@
 A 3-D network needs far more steps than a 2-CPU classroom machine gives in minutes, so
 notebook 11 trains briefly to show the loop and then starts from this model, trained by
 ``scripts/train_volume_model.py`` on synthetic stacks alone. Its file describes it whole
-(network, arguments, rays, anisotropy, threshold, data, steps, scores); ``models/volumes.tsv``
-holds its sha256, checked before loading.
+(network, arguments, rays, anisotropy, threshold, data, steps, scores);
+``models/volumes/MANIFEST.tsv`` holds its sha256, checked before loading. (A folder of its own:
+the 2-D zoo's manifest and cards are generated from ``models/`` by ``make zoo``.)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ PRETRAINED = "stardist3d_synthetic"
 
 
 def _models_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "models"
+    return Path(__file__).resolve().parents[2] / "models" / "volumes"
 
 
 def load_pretrained(path: str | Path | None = None) -> tuple[torch.nn.Module, np.ndarray, dict]:
@@ -36,7 +37,7 @@ def load_pretrained(path: str | Path | None = None) -> tuple[torch.nn.Module, np
     FileNotFoundError
         The file is missing (the message says how to rebuild it).
     ValueError
-        Its sha256 differs from ``models/volumes.tsv`` (changed or truncated file).
+        Its sha256 differs from ``models/volumes/MANIFEST.tsv`` (changed or truncated file).
 
     Introduced in notebook 11.
     """
@@ -48,12 +49,12 @@ def load_pretrained(path: str | Path | None = None) -> tuple[torch.nn.Module, np
     if not path.is_file():
         raise FileNotFoundError(f"no pretrained 3-D model at {path}; rebuild it with {rebuild}")
     listed = dict(
-        line.split("\t") for line in (path.parent / "volumes.tsv").read_text().split("\n") if line
+        line.split("\t") for line in (path.parent / "MANIFEST.tsv").read_text().split("\n") if line
     )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if listed.get(path.name) != digest:
         raise ValueError(
-            f"{path} does not match its sha256 in {path.parent / 'volumes.tsv'}: the file was "
+            f"{path} does not match its sha256 in {path.parent / 'MANIFEST.tsv'}: the file was "
             f"changed or is incomplete; restore it (git checkout) or rebuild it with {rebuild}"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)

@@ -93,3 +93,22 @@ def test_same_rays_and_distances_as_stardist(anisotropy):
     reference = rays3d.Rays_GoldenSpiral(64, anisotropy=anisotropy)
     ours = star_distances_3d(labels, rays_golden_spiral(64, anisotropy))
     np.testing.assert_allclose(ours, geometry.star_dist3D(labels, reference), atol=1e-4)
+
+
+def test_distances_at_points_equal_the_whole_volume():
+    from course_utils.targets import star_distances_3d_at
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((12, 20, 20), np.int32)
+    labels[2:10, 3:15, 4:16] = 1
+    labels[4:8, 14:19, 2:12] = 2
+    rays = rays_golden_spiral(24, (2.0, 1.0, 1.0))
+    whole = star_distances_3d(labels, rays)
+    points = np.stack([rng.integers(0, s, 30) for s in labels.shape], axis=1)
+    np.testing.assert_array_equal(
+        star_distances_3d_at(labels, points, rays), whole[tuple(points.T)]
+    )
+    with pytest.raises(ValueError, match="inside"):
+        star_distances_3d_at(labels, [[12, 0, 0]], rays)
+    with pytest.raises(ValueError, match="integer"):
+        star_distances_3d_at(labels, [[1.0, 0.0, 0.0]], rays)

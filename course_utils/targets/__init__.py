@@ -19,6 +19,7 @@ from .stardist import star_dist as star_dist
 from .stardist import stardist_targets as stardist_targets
 from .stardist3d import rays_golden_spiral as rays_golden_spiral
 from .stardist3d import star_distances_3d as star_distances_3d
+from .stardist3d import star_distances_3d_at as star_distances_3d_at
 from .weights import boundary_classes as boundary_classes
 from .weights import unet_2class_targets as unet_2class_targets
 from .weights import unet_3class_targets as unet_3class_targets

@@ -50,7 +50,7 @@ WORKERS = cu.env.dataloader_workers(full=8)  # processes that cut crops and comp
 metrics_at = (0.5, 0.75)
 print(f"mode {mode}: crops {PATCH}, {STEPS} steps per network, on {device}")
 verified = {}  # hand-built piece -> it equals course_utils
-scores = {}  # (method, anisotropy honoured?) -> AP@0.5, AP@0.75 on the GoNuclear test crop
+scores = {}  # (method, how it treats the voxel size) -> AP@0.5, AP@0.75 on the test crop
 
 
 def ap(truth, pred):
@@ -103,14 +103,17 @@ cu.glue("extent_z", extent[0], ".0f")
 cu.glue("extent_y", extent[1], ".0f")
 cu.glue("extent_z_um", extent[0] * voxel[0], ".1f")
 cu.glue("extent_y_um", extent[1] * voxel[1], ".1f")
+cu.glue("extent_ratio_um", extent[0] * voxel[0] / (extent[1] * voxel[1]), ".1f")
+cu.glue("extent_ratio_vox", extent[0] / extent[1], ".1f")
 
 # %% [markdown]
 # <details><summary>Answer</summary>
 #
 # A whole nucleus spans about {glue:text}`extent_z` planes and {glue:text}`extent_y` pixels:
-# in micrometres {glue:text}`extent_z_um` deep and {glue:text}`extent_y_um` wide. The nuclei
-# are round in the sample (a little longer along z); only their voxel counts differ. A method
-# that counts voxels as if they were cubes sees flat discs.
+# in micrometres {glue:text}`extent_z_um` deep and {glue:text}`extent_y_um` wide. In the
+# sample a nucleus is {glue:text}`extent_ratio_um` times as deep as it is wide (a little
+# elongated along z); counted in voxels it is {glue:text}`extent_ratio_vox` times as deep as
+# wide. A method that counts voxels as if they were cubes sees squashed nuclei.
 # </details>
 #
 # ## 2 · The anisotropy in a classical baseline
@@ -123,10 +126,10 @@ cu.glue("extent_y_um", extent[1] * voxel[1], ".1f")
 # %%
 for name, a in (("cubes (anisotropy 1)", 1.0), ("voxel size honoured", ANISOTROPY)):
     pred = vol.watershed_3d(stack, a)
-    scores[("3-D watershed", a > 1)] = ap(truth, pred)
+    scores[("3-D watershed", "honoured" if a > 1 else "cubes assumed")] = ap(truth, pred)
     print(f"watershed, {name}: {pred.max()} objects, AP@0.5 / 0.75 = {ap(truth, pred)}")
-cu.glue("ws_iso_50", scores[("3-D watershed", False)][0], ".2f")
-cu.glue("ws_aniso_50", scores[("3-D watershed", True)][0], ".2f")
+cu.glue("ws_iso_50", scores[("3-D watershed", "cubes assumed")][0], ".2f")
+cu.glue("ws_aniso_50", scores[("3-D watershed", "honoured")][0], ".2f")
 fig = fv.orthogonal_views(stack, pred, anisotropy=ANISOTROPY, title="3-D watershed")
 
 # %% [markdown]
@@ -159,7 +162,8 @@ fig = fv.orthogonal_views(syn_x[0], syn_y[0], anisotropy=ANISOTROPY, title="a sy
 #
 # **Exercise 1.** Write that rule: for each of `depth` levels, the pooling `(z, y, x)` is
 # `(2, 2, 2)` when the current ratio of the z step to the in-plane step is at most 1.5, else
-# `(1, 2, 2)`, after which the ratio halves (the in-plane step doubles).
+# `(1, 2, 2)`, after which the ratio halves (the in-plane step doubles; a `(2, 2, 2)` pooling
+# leaves it as it is).
 #
 # <details><summary>Hint 1</summary>
 #
@@ -197,7 +201,7 @@ def pooling_by_hand(anisotropy, depth):
 # %% tags=["check"]
 for a in (1.0, ANISOTROPY, 5.0):
     cu.checks.check_equal(
-        pooling_by_hand(a, 3), cu.models.pooling_plan(a, 3), f"your pooling at anisotropy {a}"
+        pooling_by_hand(a, 3), cu.models.pooling_plan(a, 3), f"your pooling at anisotropy {a:.2f}"
     )
 verified["pooling plan by hand = cu.models.pooling_plan"] = True
 print(f"pooling at anisotropy {ANISOTROPY:.2f}: {pooling_by_hand(ANISOTROPY, 3)}")
@@ -211,7 +215,7 @@ print(f"pooling at anisotropy {ANISOTROPY:.2f}: {pooling_by_hand(ANISOTROPY, 3)}
 # sample, for a few crops and widths of the first level.
 
 # %%
-plan = cu.models.pooling_plan(ANISOTROPY, 3)
+plan = cu.models.pooling_plan(ANISOTROPY, 2)  # the plan of the networks trained below
 memory = pd.DataFrame(
     {
         f"{base} channels": {
@@ -225,12 +229,16 @@ memory.index.name = "crop (z x y x x)"
 print(memory.round(2))
 cu.glue("mem_small", memory.iloc[0, 0], ".2f")
 cu.glue("mem_big", memory.iloc[2, 1], ".0f")
+cu.glue("mem_big_batch", 2 * memory.iloc[2, 1], ".0f")
 
 # %% [markdown]
 # Fast mode's crops with 8 channels need {glue:text}`mem_small` GiB per sample; a 64 x 256 x
-# 256 crop with 32 channels needs {glue:text}`mem_big` GiB, more than most GPUs hold. This is
-# why 3-D networks train on small crops, with batches of 1 or 2 (so group norm instead of batch
-# norm), and why mixed precision (half the bytes) matters more in 3-D.
+# 256 crop with 32 channels needs {glue:text}`mem_big` GiB, and a batch of two
+# {glue:text}`mem_big_batch` GiB, more than most GPUs hold. This is
+# why 3-D networks train on small crops with batches of 1 or 2, and why mixed precision (half
+# the bytes) matters more in 3-D. With so few samples per batch, batch norm's statistics (a
+# mean and a variance over the batch) are noise; group norm computes them over groups of
+# channels within each sample instead.
 #
 # ### Training it
 # The targets are notebook 03's three classes (background, interior, boundary) computed in 3-D
@@ -250,18 +258,16 @@ history = cu.train.fit(
     channels_last=False,  # the channels-last layout is for 4-D tensors
 )
 unet_pred = vol.classes_to_labels_3d(vol.predict_volume(unet, stack))
-scores[("3-D U-Net", True)] = ap(truth, unet_pred)
-print(f"3-D U-Net after {STEPS} steps: AP@0.5 / 0.75 = {scores[('3-D U-Net', True)]}")
-cu.glue("unet_50", scores[("3-D U-Net", True)][0], ".2f")
+scores[("3-D U-Net", "honoured")] = ap(truth, unet_pred)
+print(f"3-D U-Net after {STEPS} steps: AP@0.5 / 0.75 = {scores[('3-D U-Net', 'honoured')]}")
+cu.glue("unet_50", scores[("3-D U-Net", "honoured")][0], ".2f")
+cu.glue("steps", STEPS, "d")
 
 # %% [markdown]
 # After {glue:text}`steps` steps the U-Net scores AP@0.5 {glue:text}`unet_50` on the test crop.
 # In fast mode that is a network that has barely started: the point is the loop, which is the
 # 2-D one with `(B, 1, Z, Y, X)` tensors.
-
-# %%
-cu.glue("steps", STEPS, "d")
-
+#
 # %% [markdown]
 # ## 5 · StarDist-3D
 # StarDist-3D (Weigert et al. 2020) describes a nucleus by its distances to the boundary along
@@ -283,7 +289,8 @@ print(
 # %% [markdown]
 # **Exercise 2.** Measure the distances of one voxel by hand: walk from the voxel along each ray
 # in unit steps (positions in float32, rounded to the nearest voxel) until the voxel reached is
-# not the nucleus's (or outside the stack), and return the length of that last rounded offset.
+# not the nucleus's (or outside the stack), and return the length of the rounded offset of that
+# first voxel outside.
 #
 # <details><summary>Hint 1</summary>
 #
@@ -320,7 +327,7 @@ def distances_by_hand(labels, point, rays):
 
 
 # Stuck? Run this line (the library's version, on the whole stack) and go on:
-# distances_by_hand = lambda labels, p, rays: cu.targets.star_distances_3d(labels, rays)[tuple(p)]
+# distances_by_hand = lambda labels, p, rays: cu.targets.star_distances_3d_at(labels, [p], rays)[0]
 
 # %% tags=["check"]
 ids = np.arange(1, truth.max() + 1)
@@ -349,25 +356,31 @@ ceiling = pd.DataFrame(ceiling, index=["AP@0.5", "AP@0.75"]).T
 print(ceiling.round(3))
 ax = ceiling["AP@0.75"].unstack(0).plot(marker="o", title="StarDist-3D ceiling on GoNuclear")
 ax.set(xlabel="number of rays", ylabel="AP@0.75 of the true nuclei as polyhedra")
-for kind in ("isotropic", "anisotropic"):
-    cu.glue(f"ceil_{kind}_32", ceiling.loc[(f"{kind} rays", 32), "AP@0.5"], ".2f")
-    cu.glue(f"ceil_{kind}_96_75", ceiling.loc[(f"{kind} rays", 96), "AP@0.75"], ".2f")
+aniso_rays = ceiling.loc["anisotropic rays"]
+cu.glue("ceil_64", aniso_rays.loc[64, "AP@0.5"], ".2f")
+cu.glue("ceil_96", aniso_rays.loc[96, "AP@0.5"], ".2f")
+cu.glue("ceil_96_75", aniso_rays.loc[96, "AP@0.75"], ".2f")
+rz, ry = extent[0] / 2, extent[1] / 2  # an ellipsoid of the median extents, one voxel in
+cu.glue("one_voxel_iou", (rz - 1) * (ry - 1) ** 2 / (rz * ry**2), ".2f")
 
 # %% [markdown]
-# **Question.** Why do few rays cost more at IoU 0.75 than at IoU 0.5, and what do the
-# anisotropic rays change?
+# **Question.** How many rays do these nuclei need, why is IoU 0.75 so much harder than IoU
+# 0.5, and what do the anisotropic rays change?
+# <!-- constants: 0.5 0.75 -->
 #
 # <details><summary>Answer</summary>
 #
-# A polyhedron of 8 rays is a rough solid that cuts off much of the nucleus between its rays.
-# With 32 rays most nuclei come back at IoU 0.5 (AP {glue:text}`ceil_isotropic_32` with
-# isotropic rays, {glue:text}`ceil_anisotropic_32` with anisotropic ones), far fewer at
-# IoU 0.75: even 96 rays give AP@0.75 {glue:text}`ceil_isotropic_96_75` and
-# {glue:text}`ceil_anisotropic_96_75`. The distances are rounded to whole voxels, and a nucleus
-# only {glue:text}`extent_z` planes deep loses a large share of its volume to one plane missed
-# at each cap; strict thresholds see that. Anisotropic rays spread evenly in the sample instead
-# of in voxels, so more of them point in-plane, where these nuclei have most of their voxels:
-# at IoU 0.5 they score at least as well as isotropic rays at every number of rays here.
+# At IoU 0.5 the ceiling rises up to 64 rays and then stays flat (AP {glue:text}`ceil_64` with
+# 64 and {glue:text}`ceil_96` with 96 anisotropic rays): 64 rays are enough to find these
+# nuclei. Few rays cost everything: 8 rays make a rough solid that cuts off much of the
+# nucleus between its rays. At IoU 0.75 even 96 rays give only AP {glue:text}`ceil_96_75`.
+# The distances are rounded to whole voxels and the flat faces of a polyhedron cut inside the
+# curved outline between rays, so its surface sits about one voxel off the true one. For a
+# nucleus {glue:text}`extent_z` planes deep and {glue:text}`extent_y` pixels wide, one voxel
+# in all round leaves an IoU of {glue:text}`one_voxel_iou`: right at the 0.75 threshold.
+# Anisotropic rays spread evenly in the sample instead of in voxels, so more of them point
+# in-plane, where these nuclei have most of their voxels: at IoU 0.5 they score at least as
+# well as isotropic rays at every number of rays here.
 # </details>
 #
 # ### Training StarDist-3D
@@ -378,7 +391,8 @@ for kind in ("isotropic", "anisotropic"):
 
 # %%
 star = cu.models.StarDist3DNet(1, N_RAYS, BASE, cu.models.pooling_plan(ANISOTROPY, 2))
-star.start_distances(float(library[truth > 0].mean()))
+train_distances = cu.targets.star_distances_3d(syn_y[0], rays)  # a training stack, not the test
+star.start_distances(float(train_distances[syn_y[0] > 0].mean()))
 aniso3 = (ANISOTROPY, 1.0, 1.0)
 crops = vol.VolumePatches(
     syn_x, syn_y, PATCH, lambda y: vol.stardist3d_targets(y, rays, aniso3), 2 * STEPS
@@ -395,9 +409,9 @@ history = cu.train.fit(
 # %% [markdown]
 # Predictions become nuclei through **3-D non-maximum suppression** (a candidate polyhedron is
 # dropped when it overlaps a more probable kept one by more than 40 % of the smaller volume)
-# and painting the kept polyhedra: `vol.stardist3d_to_labels`. After so few steps the network
-# is weak; the pretrained model below had {glue:text}`pretrained_steps` steps on synthetic
-# stacks.
+# and painting the kept polyhedra: `vol.stardist3d_to_labels`. From here on the network is, in
+# fast mode, the course's model pretrained for {glue:text}`pretrained_steps` steps on synthetic
+# stacks (a few dozen steps make a weak network); in full mode, the one just trained.
 
 # %%
 if mode == "fast":
@@ -407,23 +421,25 @@ if mode == "fast":
 else:
     star_meta = {"postprocess": {"prob_thresh": 0.5, "nms_thresh": 0.4}}
     cu.glue("pretrained_steps", STEPS, "d")
-THRESH = star_meta["postprocess"]["prob_thresh"]
+THRESH, NMS_THRESH = (star_meta["postprocess"][k] for k in ("prob_thresh", "nms_thresh"))
 
 
 def stardist_3d(net, image):
     logits, dist = vol.predict_volume(net, image)
-    return vol.stardist3d_to_labels(logits, dist, rays, prob_thresh=THRESH, anisotropy=aniso3)
+    return vol.stardist3d_to_labels(
+        logits, dist, rays, prob_thresh=THRESH, nms_thresh=NMS_THRESH, anisotropy=aniso3
+    )
 
 
 synthetic_only = stardist_3d(star, stack)
-scores[("StarDist-3D, synthetic only", True)] = ap(truth, synthetic_only)
+scores[("StarDist-3D, synthetic only", "honoured")] = ap(truth, synthetic_only)
 print(f"StarDist-3D trained on synthetic stacks: AP@0.5 / 0.75 = {ap(truth, synthetic_only)}")
 
 # %% [markdown]
 # ### Fine-tuning on the other crop
 # The synthetic stacks are not GoNuclear: real nuclei have texture, other sizes and other
-# noise. Notebook 08's recipe carries over: a few hundred steps on labelled crops of *your*
-# data, here the other GoNuclear crop (never the test one).
+# noise. Notebook 08's recipe carries over: more steps on labelled crops of *your* data, here
+# {glue:text}`fine_steps` steps on the other GoNuclear crop (never the test one).
 
 # %%
 train_x, train_y, _ = cu.data.load_volumes("go_nuclear", "train")
@@ -439,13 +455,13 @@ history = cu.train.fit(
     channels_last=False,
 )
 fine_tuned = stardist_3d(star, stack)
-scores[("StarDist-3D, fine-tuned", True)] = ap(truth, fine_tuned)
+scores[("StarDist-3D, fine-tuned", "honoured")] = ap(truth, fine_tuned)
 print(f"fine-tuned on crop {train_x[0].shape}: AP@0.5 / 0.75 = {ap(truth, fine_tuned)}")
 fig = fv.orthogonal_views(stack, fine_tuned, anisotropy=ANISOTROPY, title="StarDist-3D")
 cu.glue("fine_steps", FINE_STEPS, "d")
 for key, name in (("StarDist-3D, synthetic only", "sd_syn"), ("StarDist-3D, fine-tuned", "sd_ft")):
-    cu.glue(f"{name}_50", scores[(key, True)][0], ".2f")
-    cu.glue(f"{name}_75", scores[(key, True)][1], ".2f")
+    cu.glue(f"{name}_50", scores[(key, "honoured")][0], ".2f")
+    cu.glue(f"{name}_75", scores[(key, "honoured")][1], ".2f")
 
 # %% [markdown]
 # Trained on synthetic stacks only, StarDist-3D scores AP@0.5 {glue:text}`sd_syn_50` on the
@@ -454,9 +470,9 @@ for key, name in (("StarDist-3D, synthetic only", "sd_syn"), ("StarDist-3D, fine
 # network does not reach it. Its starting point had {glue:text}`pretrained_steps` steps on a
 # CPU with 8 channels in its first level, where StarDist-3D's authors train for hours on a GPU
 # with 32 and more; and its AP@0.75 of {glue:text}`sd_ft_75` says that the polyhedra it draws
-# are rough. What fast mode does show: a little real data moves the network further than
-# everything it learned from synthetic stacks. Full mode trains from scratch at real sizes (not
-# yet measured).
+# are rough. What fast mode does show is the direction: {glue:text}`fine_steps` steps on one
+# labelled real crop raise the score from {glue:text}`sd_syn_50` to {glue:text}`sd_ft_50`.
+# Full mode trains from scratch at real sizes (not yet measured).
 #
 # **Question.** This model learned nuclei sampled every {glue:text}`anisotropy` pixels along
 # z. Many pipelines resample a stack to cubic voxels first, since most 3-D networks are
@@ -467,11 +483,10 @@ for key, name in (("StarDist-3D, synthetic only", "sd_syn"), ("StarDist-3D, fine
 cubes = ndi.zoom(stack, (ANISOTROPY, 1, 1), order=1)
 on_cubes = stardist_3d(star, cubes)
 nearest = np.clip(np.round(np.arange(len(stack)) * ANISOTROPY).astype(int), 0, len(cubes) - 1)
-scores[("StarDist-3D, fine-tuned", False)] = ap(truth, on_cubes[nearest])
-print(
-    f"on the stack resampled to cubes: AP@0.5 / 0.75 = {scores[('StarDist-3D, fine-tuned', False)]}"
-)
-cu.glue("sd_cubes_50", scores[("StarDist-3D, fine-tuned", False)][0], ".2f")
+cubes_ap = ap(truth, on_cubes[nearest])
+scores[("StarDist-3D, fine-tuned", "resampled to cubes")] = cubes_ap
+print(f"on the stack resampled to cubes: AP@0.5 / 0.75 = {cubes_ap}")
+cu.glue("sd_cubes_50", cubes_ap[0], ".2f")
 
 # %% [markdown]
 # <details><summary>Answer</summary>
@@ -519,7 +534,9 @@ for ax, (name, cut, (u, v)) in zip(
 # plane: the in-plane nucleus size here is within the range it was trained at. These planes
 # are far noisier than its training images, so we smooth the stack a little first (a Gaussian
 # of one pixel in-plane, half a plane along z). The planes all have one size, so they go
-# through the network in batches (`vol.segment_planes`).
+# through the network in batches (`vol.segment_planes`). Expect a warning: Cellpose's flow
+# check (notebook 05) drops 2-D masks whose flows disagree with their shape, and on these
+# planes it drops many, a first sign that the model is out of its depth here.
 
 # %%
 cellpose = cu.methods.get("cellpose")
@@ -591,11 +608,11 @@ cu.checks.check_close(same, 1.0, "your stitched masks against cu.postprocess.sti
 verified["stitching by hand = cu.postprocess.stitch_planes"] = True
 
 # %%
-scores[("2-D Cellpose, stitched", True)] = ap(truth, stitched)
+scores[("2-D Cellpose, stitched", "planes only")] = ap(truth, stitched)
 print(
     f"2-D model, planes stitched: {stitched.max()} objects, AP@0.5 / 0.75 = {ap(truth, stitched)}"
 )
-cu.glue("stitched_50", scores[("2-D Cellpose, stitched", True)][0], ".2f")
+cu.glue("stitched_50", scores[("2-D Cellpose, stitched", "planes only")][0], ".2f")
 fig = fv.orthogonal_views(stack, stitched, anisotropy=ANISOTROPY, title="2-D masks, stitched")
 
 # %% [markdown]
@@ -603,7 +620,7 @@ fig = fv.orthogonal_views(stack, stitched, anisotropy=ANISOTROPY, title="2-D mas
 #
 # <details><summary>Answer</summary>
 #
-# Stitching only looks one plane ahead. A nucleus whose 2-D mask is missed in one plane (its
+# Stitching only looks one plane back. A nucleus whose 2-D mask is missed in one plane (its
 # top or bottom, faint and small) is cut in two; two touching nuclei whose masks overlap from
 # one plane to the next are joined into one column. The 2-D model never sees along z, so the
 # caps of the nuclei, thin in every plane, are its weakest part. Here it scores AP@0.5
@@ -618,9 +635,10 @@ fig = fv.orthogonal_views(stack, stitched, anisotropy=ANISOTROPY, title="2-D mas
 
 # %%
 three_views = vol.cellpose_three_views(model_2d, smooth, ANISOTROPY)
-scores[("2-D Cellpose, three views", True)] = ap(truth, three_views)
-print(f"2-D model on three views: {three_views.max()} objects, AP = {ap(truth, three_views)}")
-cu.glue("views_50", scores[("2-D Cellpose, three views", True)][0], ".2f")
+views_ap = ap(truth, three_views)
+scores[("2-D Cellpose, three views", "resampled to cubes")] = views_ap
+print(f"2-D model on three views: {three_views.max()} objects, AP@0.5 / 0.75 = {views_ap}")
+cu.glue("views_50", views_ap[0], ".2f")
 
 # %% [markdown]
 # With the three views the same 2-D model scores AP@0.5 {glue:text}`views_50` against
@@ -633,20 +651,25 @@ cu.glue("views_50", scores[("2-D Cellpose, three views", True)][0], ".2f")
 
 # %%
 table = pd.DataFrame(scores, index=["AP@0.5", "AP@0.75"]).T
-table.index.names = ["method", "anisotropy honoured"]
+table.index.names = ["method", "voxel size"]
 print(table.round(3))
 
 # %% [markdown]
+# On this crop the answer is the classical one: the voxel-aware watershed (AP@0.5
+# {glue:text}`ws_aniso_50`) beats every network that fast mode trains or borrows.
 # - **Voxel size**: every method that measures distances must know it. The same watershed
 #   gains {glue:text}`ws_iso_50` -> {glue:text}`ws_aniso_50` from it; StarDist-3D's rays and
-#   probabilities use it, and the 3-D U-Net pools z only once the voxels are near cubes.
+#   probabilities use it, and the 3-D U-Net pools z only once the voxels are near cubes. A
+#   trained network needs stacks at the voxel size it was trained at: StarDist-3D falls to
+#   {glue:text}`sd_cubes_50` on the stack resampled to cubes.
 # - **Data**: 3-D labels are expensive; synthetic stacks teach a network what nuclei look like,
 #   and steps on one labelled crop of your own data adapt it (here AP@0.5
 #   {glue:text}`sd_syn_50` -> {glue:text}`sd_ft_50`). A 3-D network needs far more training
 #   than a classroom CPU gives: until it has had it, a voxel-aware classical baseline is the
 #   one to beat.
-# - **2-D models plane by plane** need no 3-D training, but stitching is fragile at the caps of
-#   nuclei and between touching ones.
+# - **A 2-D model on a stack** needs no 3-D training. Run over three views it did better than
+#   plane by plane and stitched ({glue:text}`views_50` against {glue:text}`stitched_50`); both
+#   stay far from what a model trained on such stacks should reach.
 #
 # The checks below fail when a hand-built piece stops matching `course_utils`, or when one of
 # the lessons no longer holds.
@@ -656,7 +679,7 @@ print(f"{len(verified)} hand-built steps matched course_utils:")
 for name in verified:
     print("  ✓", name)
 assert len(verified) >= 3 and all(verified.values()), verified
-ws_iso, ws_aniso = scores[("3-D watershed", False)], scores[("3-D watershed", True)]
+ws_iso, ws_aniso = scores[("3-D watershed", "cubes assumed")], scores[("3-D watershed", "honoured")]
 assert ws_aniso[0] > ws_iso[0] + 0.1, "honouring the voxel size no longer helps the watershed"
 assert ceiling.loc[("anisotropic rays", 64), "AP@0.5"] > 0.9, ceiling
 by_rays = ceiling["AP@0.5"].unstack(0)
@@ -667,19 +690,30 @@ assert (
 )
 assert ap(truth, from_flows)[1] > 0.9, "the true 3-D flows no longer give back the nuclei"
 views, stitched_ap = (
-    scores[("2-D Cellpose, three views", True)],
-    scores[("2-D Cellpose, stitched", True)],
+    scores[("2-D Cellpose, three views", "resampled to cubes")],
+    scores[("2-D Cellpose, stitched", "planes only")],
 )
 assert views[0] > stitched_ap[0], "the three views no longer beat stitching"
 assert max(views[0], stitched_ap[0]) < ws_aniso[0], (
     "the text says the 2-D model trails the watershed"
 )
-best = scores[("StarDist-3D, fine-tuned", True)]
-assert scores[("StarDist-3D, fine-tuned", False)][0] < best[0], "the voxel size no longer matters"
-synthetic_only_ap = scores[("StarDist-3D, synthetic only", True)]
-print(f"StarDist-3D AP@0.5: synthetic only {synthetic_only_ap[0]:.3f}, fine-tuned {best[0]:.3f}, ")
-print(f"the watershed {ws_aniso[0]:.3f}")
+best = scores[("StarDist-3D, fine-tuned", "honoured")]
+assert scores[("StarDist-3D, fine-tuned", "resampled to cubes")][0] < best[0], (
+    "the voxel size no longer matters"
+)
+synthetic_only_ap = scores[("StarDist-3D, synthetic only", "honoured")]
+print(f"StarDist-3D AP@0.5: synthetic only {synthetic_only_ap[0]:.3f}, fine-tuned {best[0]:.3f}")
+print(f"the watershed: {ws_aniso[0]:.3f}")
 assert best[0] > synthetic_only_ap[0] + 0.05, "fine-tuning on the other crop no longer helps"
+assert best[1] < 0.2, "the text calls the fine-tuned polyhedra rough (AP@0.75)"
+cubes_ap = scores[("StarDist-3D, fine-tuned", "resampled to cubes")]
+assert cubes_ap[0] < 0.5 * best[0], "the network no longer collapses off its training voxel"
+assert aniso_rays.loc[96, "AP@0.5"] - aniso_rays.loc[64, "AP@0.5"] < 0.02, "64 rays: no plateau"
+assert plan[0] == (1, 2, 2) and memory.iloc[2, 1] * 2 > 16, "the memory text no longer holds"
+assert 1.0 < extent[0] * voxel[0] / (extent[1] * voxel[1]) < 1.6 and extent[0] < extent[1]
+networks = [v[0] for (m, _), v in scores.items() if m != "3-D watershed"]
+if mode == "fast":  # section 7: the watershed beats every network fast mode trains or borrows
+    assert max(networks) < ws_aniso[0], "update section 7: a network now beats the watershed"
 if mode == "fast":  # the text says that fast mode's network does not reach the watershed
     assert best[0] < ws_aniso[0], "update the text: the network now beats the watershed"
 print("all checks passed")

@@ -18,6 +18,8 @@
 # {cite}`stringer2021cellpose`, {cite}`vijayan2024gonuclear`, {cite}`isensee2021nnunet`
 
 # %%
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -534,16 +536,20 @@ for ax, (name, cut, (u, v)) in zip(
 # plane: the in-plane nucleus size here is within the range it was trained at. These planes
 # are far noisier than its training images, so we smooth the stack a little first (a Gaussian
 # of one pixel in-plane, half a plane along z). The planes all have one size, so they go
-# through the network in batches (`vol.segment_planes`). Expect a warning: Cellpose's flow
-# check (notebook 05) drops 2-D masks whose flows disagree with their shape, and on these
-# planes it drops many, a first sign that the model is out of its depth here.
+# through the network in batches (`vol.segment_planes`). Expect a warning (printed below):
+# Cellpose's flow check (notebook 05) drops 2-D masks whose flows disagree with their shape,
+# and on these planes it drops many, a first sign that the model is out of its depth here.
 
 # %%
 cellpose = cu.methods.get("cellpose")
 model_2d = cu.zoo.load("cellpose")
 smooth = ndi.gaussian_filter(stack, (0.5, 1, 1))
-planes = vol.segment_planes(cellpose, model_2d, smooth)
+with warnings.catch_warnings(record=True) as caught:  # printed below, in full
+    warnings.simplefilter("always")
+    planes = vol.segment_planes(cellpose, model_2d, smooth)
 print(f"{len(planes)} planes, {sum(p.max() for p in planes)} 2-D masks in all")
+for warning in caught:
+    print("warning:", warning.message)
 
 # %% [markdown]
 # <!-- constants: 0.25 -->

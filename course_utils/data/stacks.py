@@ -143,8 +143,9 @@ def synthetic_nuclei_3d(
     anisotropy : float
         z step / in-plane pixel size, at least 1 (1 = isotropic voxels).
     n : int, optional
-        Number of nuclei to try to place (default: about one per 10,000 um^3-like voxels of
-        physical volume, so that the stack is crowded like GoNuclear's crops).
+        Number of nuclei to try to place (default: as many as would fill 45 % of the stack's
+        physical volume at the mean radius, so that it is crowded like GoNuclear's crops; those
+        that find no room are left out).
     seed : int
         Seed of the random generator: the same seed gives the same stack.
     **options

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .mode import get_mode, is_fast, pick
+from .mode import get_mode, is_dryrun, is_fast, pick, pick_steps
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ _SUBMODULES = (
     "diameter",
     "diagrams",
     "distributed",
+    "dryrun",
     "env",
     "figures",
     "fine_tuning",
@@ -59,7 +60,7 @@ _TOP_LEVEL = {
     "glue": "prose",
 }
 
-__all__ = ["get_mode", "is_fast", "pick", *_TOP_LEVEL, *_SUBMODULES]
+__all__ = ["get_mode", "is_dryrun", "is_fast", "pick", "pick_steps", *_TOP_LEVEL, *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:

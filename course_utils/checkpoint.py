@@ -95,13 +95,13 @@ def describe(model: nn.Module, meta: Mapping[str, Any] | None = None) -> dict[st
     class and constructor arguments (``None`` for a network outside ``course_utils.models``),
     and the caller's ``meta`` (method, data, ...)."""
     from . import __version__
-    from .mode import get_mode
+    from .mode import mode_name
 
     described = network_config(model)
     record = {
         "format": FORMAT,
         "course_version": __version__,
-        "mode": get_mode(),
+        "mode": mode_name(),
         "network": None if described is None else described[0],
         "network_args": None if described is None else described[1],
     }
@@ -355,10 +355,10 @@ def checkpoint_dir(name: str, root: str | os.PathLike | None = None) -> Path:
     """
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"checkpoint name must be a plain folder name, got {name!r}")
-    from .mode import get_mode
+    from .mode import mode_name
 
     base = Path(root or os.environ.get("COURSE_CHECKPOINTS") or "checkpoints")
-    return base / get_mode() / name
+    return base / mode_name() / name
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:

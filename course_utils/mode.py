@@ -8,6 +8,15 @@ same code runs in two minutes on a laptop CPU (``fast``) and gives real results 
 - ``full``: the real experiment;
 - ``auto`` (default): ``full`` when a CUDA GPU is available, ``fast`` otherwise.
 
+A second variable, ``COURSE_DRYRUN=1`` (full mode only), makes a *dry run* of full mode on any
+machine: every size stays the full one (data, networks, patches, tiles, evaluation over the full
+test splits, every method), and only training is cut short. :func:`pick_steps` caps the epochs
+and step counts a notebook picks, and ``train.fit`` caps the batches of each epoch, both at
+:data:`DRYRUN_STEPS`. Every full-mode code path then runs in minutes, so that a shape, memory or
+data error on a path only full mode takes shows up before a class meets it. A dry run cannot
+reach full-mode scores: :func:`course_utils.checks.check_result` reports the score claims it
+cannot check instead of asserting them.
+
 Introduced in notebook 00.
 """
 
@@ -20,7 +29,12 @@ Mode = Literal["fast", "full"]
 T = TypeVar("T")
 
 ENV_VAR = "COURSE_MODE"
+DRYRUN_VAR = "COURSE_DRYRUN"
 _CHOICES = ("fast", "full", "auto")
+_YES, _NO = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+#: Epochs, steps and batches an epoch that a dry run keeps of each training run.
+DRYRUN_STEPS = 2
 
 
 def _cuda_available() -> bool:
@@ -72,3 +86,49 @@ def pick(fast: T, full: T) -> T:
     Introduced in notebook 00.
     """
     return fast if get_mode() == "fast" else full
+
+
+def is_dryrun() -> bool:
+    """``True`` in a dry run of full mode (``COURSE_MODE=full COURSE_DRYRUN=1``).
+
+    Raises
+    ------
+    ValueError
+        If ``COURSE_DRYRUN`` is not a yes/no value, or asks for a dry run outside full mode
+        (a dry run keeps full mode's sizes: it has nothing to do in fast mode).
+    """
+    raw = os.environ.get(DRYRUN_VAR, "").strip().lower()
+    if raw not in _YES + _NO:
+        raise ValueError(f"{DRYRUN_VAR}={raw!r} is not a yes/no value; use 1 or 0.")
+    if raw in _NO:
+        return False
+    if get_mode() != "full":
+        raise ValueError(
+            f"{DRYRUN_VAR}=1 is a dry run of full mode, but the mode is fast: set "
+            f"{ENV_VAR}=full too (or unset {DRYRUN_VAR})."
+        )
+    return True
+
+
+def mode_name() -> str:
+    """``"fast"``, ``"full"`` or ``"full-dryrun"``: the mode as checkpoints and results name it,
+    so that a dry run's barely trained models are never taken for full-mode ones."""
+    return "full-dryrun" if is_dryrun() else get_mode()
+
+
+def pick_steps(fast: int, full: int) -> int:
+    """Like :func:`pick`, for a *length of training* (epochs, optimiser steps, rounds).
+
+    In a dry run it returns ``min(full, DRYRUN_STEPS)``: training is the one thing a dry run cuts
+    short. Use :func:`pick` for every size (images, patches, channels, rays, thresholds).
+
+    Examples
+    --------
+    >>> import os; os.environ["COURSE_MODE"] = "fast"
+    >>> pick_steps(fast=5, full=60)
+    5
+
+    Introduced in notebook 02b.
+    """
+    chosen = pick(fast, full)
+    return min(chosen, DRYRUN_STEPS) if is_dryrun() else chosen

@@ -40,6 +40,7 @@ from .checkpoint import (
     save_training_state,
 )
 from .data import PatchDataset
+from .mode import DRYRUN_STEPS, is_dryrun
 from .models import MaskRCNNNet
 
 __all__ = [
@@ -132,6 +133,8 @@ def train_maskrcnn(
     if not isinstance(model, MaskRCNNNet):
         raise TypeError(f"model must be a MaskRCNNNet, got {type(model).__name__}")
     steps = check_int(steps, "steps", minimum=1)
+    if is_dryrun():  # a dry run of full mode (course_utils.mode) trains a few steps only
+        steps = min(steps, DRYRUN_STEPS)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     lr = check_real(lr, "lr", minimum=0)
     device = resolve_device(device)

@@ -31,7 +31,9 @@ from .checkpoint import (
     save_training_state,
     training_lock,
 )
+from .dryrun import logging_requested
 from .history import BOOKKEEPING, History, format_value
+from .mode import DRYRUN_STEPS, is_dryrun
 
 __all__ = ["History", "checkpoint_dir", "fit", "load_checkpoint"]
 
@@ -131,6 +133,10 @@ def fit(
     ``lr`` is the rate for it), the model is wrapped in ``DistributedDataParallel``, and only
     rank 0 writes checkpoints and prints.
 
+    In a dry run of full mode (``COURSE_MODE=full COURSE_DRYRUN=1``, see
+    :mod:`course_utils.mode`) ``epochs`` and the batches of each epoch, training and validation,
+    are capped at ``mode.DRYRUN_STEPS``: every full-size path runs, and training is short.
+
     Returns
     -------
     History
@@ -145,6 +151,9 @@ def fit(
     Introduced in notebook 02b.
     """
     epochs = check_int(epochs, "epochs", minimum=1)
+    planned, logged = epochs, logging_requested() or is_dryrun()
+    if is_dryrun():
+        epochs = min(epochs, DRYRUN_STEPS)
     seed = check_int(seed, "seed", minimum=0)
     metrics = dict(metrics or {})
     monitor = _check_monitor(monitor, metrics, has_val=val_loader is not None)
@@ -178,27 +187,79 @@ def fit(
         )
         if start >= epochs and progress:
             tqdm.write(f"{directory / 'last.pt'} already holds {start} epochs: nothing to train")
-        started = time.perf_counter()
-        for epoch in range(start, epochs):
-            record = steps.run_epoch(run, epoch, epochs, train_loader, val_loader, progress)
-            history.append(record)
-            improved = history.best_epoch == record["epoch"]
-            steps.step_scheduler(run, record)
-            if directory is not None and main:
-                state = steps.training_state(run, epoch + 1, history, record_meta)
-                save_training_state(directory, state, best=improved)
-            distributed.barrier()  # the others wait until rank 0 has written
-            if progress:
-                tqdm.write(_summary(record, epochs, improved))
-            if steps.out_of_time(time_limit, started):
-                if progress and epoch + 1 < epochs:
-                    tqdm.write(
-                        f"time limit of {time_limit:.0f} s reached after epoch "
-                        f"{epoch + 1}: run again to resume"
-                    )
-                break
+        if logged and start < epochs:
+            profile = steps.run_record(run, train_loader, val_loader, planned, record_meta)
+        _train_epochs(
+            run,
+            start,
+            epochs,
+            (train_loader, val_loader),
+            history,
+            record_meta,
+            directory=directory,
+            main=main,
+            progress=progress,
+            time_limit=time_limit,
+        )
+        if logged and start < epochs and main:
+            _log_run(profile, run)
     model.eval()
     return history
+
+
+def _train_epochs(
+    run: steps.Run,
+    start: int,
+    epochs: int,
+    loaders: tuple,
+    history: History,
+    meta: dict,
+    *,
+    directory,
+    main: bool,
+    progress: bool,
+    time_limit: float | None,
+) -> None:
+    """Epochs ``start`` to ``epochs``: train, validate, step the scheduler, checkpoint, report;
+    stop early past ``time_limit`` seconds."""
+    started = time.perf_counter()
+    for epoch in range(start, epochs):
+        record = steps.run_epoch(run, epoch, epochs, *loaders, progress)
+        history.append(record)
+        improved = history.best_epoch == record["epoch"]
+        steps.step_scheduler(run, record)
+        if directory is not None and main:
+            state = steps.training_state(run, epoch + 1, history, meta)
+            save_training_state(directory, state, best=improved)
+        distributed.barrier()  # the others wait until rank 0 has written
+        if progress:
+            tqdm.write(_summary(record, epochs, improved))
+        if steps.out_of_time(time_limit, started):
+            if progress and epoch + 1 < epochs:
+                tqdm.write(
+                    f"time limit of {time_limit:.0f} s reached after epoch "
+                    f"{epoch + 1}: run again to resume"
+                )
+            break
+
+
+def _log_run(profile: dict, run: steps.Run) -> None:
+    """One JSON line for this run in ``$COURSE_TRAINING_LOG`` (course_utils.dryrun)."""
+    from .dryrun import log_run
+
+    # The first step warms up (allocations, kernel choice): the others time a plain step.
+    timed = (run.step_seconds or [])[1:] or run.step_seconds
+    peak = torch.cuda.max_memory_allocated(run.device) if run.device.type == "cuda" else None
+    log_run(
+        {
+            **profile,
+            "seconds_per_step": sum(timed) / len(timed) if timed else None,
+            "steps_run": len(run.step_seconds or []),
+            "device": str(run.device),
+            "amp": None if run.amp_dtype is None else str(run.amp_dtype).removeprefix("torch."),
+            "cuda_peak_bytes": peak,
+        }
+    )
 
 
 def _check_monitor(monitor: str, metrics: Mapping, *, has_val: bool) -> str:

@@ -9,6 +9,7 @@ Introduced in notebook 02b.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import random
 import time
@@ -22,7 +23,9 @@ from tqdm.auto import tqdm
 from . import distributed
 from ._shared.device import amp_dtype, resolve_device
 from .checkpoint import rng_state
+from .dryrun import logging_requested
 from .history import History
+from .mode import DRYRUN_STEPS, is_dryrun
 
 __all__ = [
     "Run",
@@ -97,6 +100,10 @@ class Run:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.loss_fn, self.metrics, self.grad_clip = loss_fn, metrics, grad_clip
         self.seed, self.monitor = seed, monitor
+        # A dry run of full mode (course_utils.mode) keeps a few batches of every epoch.
+        self.max_batches = DRYRUN_STEPS if is_dryrun() else None
+        # Seconds of each training step, when the run is logged (course_utils.dryrun).
+        self.step_seconds: list[float] | None = [] if logging_requested() else None
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -133,8 +140,11 @@ def train_epoch(run: Run, loader, desc: str, progress: bool) -> float:
     run.model.train()
     total, count = torch.zeros((), device=run.device), 0
     n_batches = len(loader) if hasattr(loader, "__len__") else None
+    if run.max_batches is not None and n_batches is not None:
+        n_batches = min(n_batches, run.max_batches)
     bar = tqdm(total=n_batches, desc=desc, leave=False, unit="batch", disable=not progress)
-    for step, batch in enumerate(loader):
+    for step, batch in enumerate(itertools.islice(loader, run.max_batches)):
+        started = time.perf_counter()
         x, y, extra = run.to_device(batch)
         with run.autocast():
             loss = run.loss_fn(run.model(x), y, *extra)
@@ -151,6 +161,8 @@ def train_epoch(run: Run, loader, desc: str, progress: bool) -> float:
             run.scheduler.step()
         total += loss.detach().float() * x.shape[0]
         count += x.shape[0]
+        if run.step_seconds is not None:
+            run.step_seconds.append(time.perf_counter() - started)
         bar.update(1)
         if progress and step % 10 == 0:  # .item() waits for the GPU: not every batch
             bar.set_postfix(loss=f"{(total / count).item():.4g}")
@@ -167,7 +179,7 @@ def validate(run: Run, loader) -> dict[str, float]:
     run.model.eval()
     sums, count = dict.fromkeys(["val_loss", *run.metrics], 0.0), 0
     with torch.inference_mode(), run.autocast():
-        for batch in loader:
+        for batch in itertools.islice(loader, run.max_batches):
             x, y, extra = run.to_device(batch)
             out = run.model(x)
             sums["val_loss"] += float(run.loss_fn(out, y, *extra)) * x.shape[0]
@@ -235,3 +247,26 @@ def out_of_time(limit: float | None, started: float) -> bool:
     """Past the time limit? Under torchrun every process stops when one of them is."""
     late = limit is not None and time.perf_counter() - started > limit
     return bool(distributed.all_reduce_sum(torch.tensor(float(late))).item() > 0)
+
+
+def run_record(run: Run, train_loader, val_loader, epochs: int, meta: dict) -> dict[str, Any]:
+    """What a logged run records before it trains (``course_utils.dryrun``): one profiled step
+    of its first batch, and the steps it is asked for (in a dry run: those of the full run)."""
+    from .dryrun import profile_step
+
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    x, y, extra = run.to_device(next(iter(train_loader)))
+    profile = profile_step(run.module, x, y, extra, run.loss_fn)
+    n_train = len(train_loader) if hasattr(train_loader, "__len__") else None
+    n_val = len(val_loader) if val_loader is not None and hasattr(val_loader, "__len__") else 0
+    return {
+        **profile,
+        "network": type(run.module).__name__,
+        "method": meta.get("method"),
+        "batch_shape": list(x.shape),
+        "batch_bytes": float(x.numel() * x.element_size()),
+        "epochs": epochs,
+        "batches_per_epoch": n_train,
+        "val_batches_per_epoch": n_val,
+    }

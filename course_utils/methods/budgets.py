@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .._shared.validate import check_int, check_real
-from ..mode import get_mode
+from ..mode import DRYRUN_STEPS, get_mode, is_dryrun
 
 __all__ = ["BUDGETS", "SCHEDULES", "Budget", "budget"]
 
@@ -194,7 +194,8 @@ def budget(
     ``name``: a key of :data:`BUDGETS`; a name without its mode (``"sparse"``) means the current
     mode's (``"sparse-fast"``); ``None`` is the mode itself (``"fast"`` or ``"full"``); a
     :class:`Budget` is taken as it is. A run without an entry of its own gets the ``"*"`` one.
-    ``changes`` replace fields (``epochs=3``; ``None`` values are ignored).
+    ``changes`` replace fields (``epochs=3``; ``None`` values are ignored). In a dry run of full
+    mode (:mod:`course_utils.mode`) the epochs are capped at ``DRYRUN_STEPS``.
     Raises ``KeyError`` naming the budgets there are.
 
     Introduced in notebook 07b.
@@ -210,4 +211,7 @@ def budget(
     runs = BUDGETS[key]
     if run not in runs and "*" not in runs:
         raise KeyError(f"budget {key!r} has no entry for {run!r}: it has {sorted(runs)}")
-    return runs.get(run, runs.get("*")).replace(**changes)
+    chosen = runs.get(run, runs.get("*")).replace(**changes)
+    if is_dryrun() and chosen.epochs > DRYRUN_STEPS:
+        chosen = chosen.replace(epochs=DRYRUN_STEPS)
+    return chosen

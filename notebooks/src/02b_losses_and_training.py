@@ -40,7 +40,7 @@ N_TRAIN = cu.pick(fast=8, full=100)  # BBBC039 training images for the tiny netw
 N_VAL = cu.pick(fast=4, full=50)  # validation images
 PATCH = cu.pick(fast=64, full=128)  # training patch size (pixels)
 PATCHES_PER_EPOCH = cu.pick(fast=192, full=4000)
-EPOCHS = cu.pick(fast=5, full=30)
+EPOCHS = cu.pick_steps(fast=5, full=30)
 BATCH = 16
 OVERFIT_STEPS = 200  # the deliberate overfitting run of section 3: two crops, a few seconds
 device = cu.env.get_device()
@@ -570,4 +570,5 @@ assert honest[-1] > 2 * min(honest), "the validation loss should rise again whil
 assert leaky[-1] < honest[-1], "the leaky validation should look better than the honest one"
 MIN_DICE = 0.90  # measured 0.974 in fast mode (CPU); full mode trains longer on more images
 print(f"tiny FCN validation Dice {np.mean(val_dice):.3f} (minimum {MIN_DICE})")
-assert np.mean(val_dice) > MIN_DICE, "the tiny FCN did not learn to segment nuclei"
+# A claim about a trained result: a dry run of full mode (COURSE_DRYRUN=1) reports it unchecked.
+cu.checks.check_result(np.mean(val_dice) > MIN_DICE, "the tiny FCN learned to segment nuclei")

@@ -64,11 +64,11 @@ PATCH_SAME = UNET_3CLASS.patch()  # patch of the same-padded U-Net (fast 128)
 TILE_VALID = UNET_WEIGHTED.tiles()["tile_size"]  # prediction tile of the valid U-Net
 TILE_SAME, OVERLAP = (UNET_3CLASS.tiles()[k] for k in ("tile_size", "overlap"))
 BATCH = cu.pick(fast=4, full=8)
-EPOCHS = cu.pick(fast=2, full=30)
+EPOCHS = cu.pick_steps(fast=2, full=30)
 PATCHES_PER_EPOCH = cu.pick(fast=96, full=1600)
 VAL_PATCHES = cu.pick(fast=8, full=200)
 LR = cu.pick(fast=2e-3, full=1e-3)
-OPTIMISER_STEPS = cu.pick(fast=25, full=60)  # the Adam-SGD comparison of section 7
+OPTIMISER_STEPS = cu.pick_steps(fast=25, full=60)  # the Adam-SGD comparison of section 7
 WORKERS = cu.env.dataloader_workers(full=8)  # data-loading processes (weight maps cost CPU)
 device = cu.env.get_device()
 print(
@@ -980,7 +980,8 @@ assert tuple(paper_out.shape) == (1, 2, 388, 388)
 assert weight_map_diff < 1e-4, weight_map_diff
 assert 5 < np.median(gap_ratio) < 30, np.median(gap_ratio)  # the text says "many times"
 adam_last, _, slow_sgd_last = (curve[-1] for curve in optimiser_curves.values())
-assert adam_last < slow_sgd_last, optimiser_curves  # Adam is ahead of SGD at lr 1e-3
+# Claims about trained results: a dry run of full mode (COURSE_DRYRUN=1) reports them unchecked.
+cu.checks.check_result(adam_last < slow_sgd_last, "Adam is ahead of SGD at lr 1e-3")
 assert tiled_diff < 1e-4, tiled_diff
 assert phase_flips < 0.03, phase_flips
 assert oracle_apart >= 0.9 * n_touching, (oracle_apart, n_touching)
@@ -989,7 +990,8 @@ assert all(m["iou"] == 0.0 for m in nothing)
 assert dice_rule_holds
 assert all(recipe_checks.values()), recipe_checks  # the hand-built pieces are the records'
 for name, scores in results.items():
-    assert scores["iou"] >= IOU_MIN, (name, scores)
-    assert scores["f1@0.5"] >= F1_MIN, (name, scores)
-    assert 0 < scores["touching apart"] <= n_touching, (name, scores)
+    cu.checks.check_result(scores["iou"] >= IOU_MIN, f"{name}: IoU at least {IOU_MIN}")
+    cu.checks.check_result(scores["f1@0.5"] >= F1_MIN, f"{name}: F1@0.5 at least {F1_MIN}")
+    assert scores["touching apart"] <= n_touching, (name, scores)
+    cu.checks.check_result(scores["touching apart"] > 0, f"{name} separates touching nuclei")
 print("all checks passed")

@@ -50,7 +50,7 @@ N_TRAIN = cu.pick(fast=2, full=3)  # "a handful" of BBBC039 training images
 N_VAL = cu.pick(fast=3, full=50)  # validation images, scored whole
 PATCH = cu.pick(fast=64, full=128)  # training patch size (pixels)
 PATCHES_PER_EPOCH = cu.pick(fast=96, full=2048)
-EPOCHS = cu.pick(fast=5, full=60)
+EPOCHS = cu.pick_steps(fast=5, full=60)
 BATCH = cu.pick(fast=8, full=16)
 BASE_CHANNELS = cu.pick(fast=8, full=32)
 DEPTH = cu.pick(fast=3, full=4)
@@ -984,12 +984,13 @@ assert border_counts["objects (ours)"] > border_counts["ids, naive"], "mirrored 
 MIN_IOU = cu.pick(fast=0.75, full=0.80)
 for name, value in val_iou.items():
     print(f"{name}: validation IoU {value:.3f} (minimum {MIN_IOU})")
-    assert value > MIN_IOU, f"the U-Net trained with {name} did not learn to segment nuclei"
+    # A trained result: a dry run of full mode (COURSE_DRYRUN=1) reports it unchecked.
+    cu.checks.check_result(value > MIN_IOU, f"the U-Net trained with {name} segments nuclei")
 # Augmentation must win on the other microscope's images. Measured in fast mode on the CPU with
 # seeds 0 to 3 (initial weights, patches, epochs): gains of 0.43, 0.17, 0.23 and 0.43 IoU; the
 # floor is half the smallest. Full mode was not measured: there it must at least not lose.
 MIN_GAIN = cu.pick(fast=0.08, full=0.0)
 gain = shifted_iou["augmentation"] - shifted_iou["no augmentation"]
 print(f"other microscope: augmentation gains {gain:.3f} IoU (minimum {MIN_GAIN})")
-assert gain > MIN_GAIN, f"augmentation gained only {gain:.3f} IoU on the shifted images"
+cu.checks.check_result(gain > MIN_GAIN, "augmentation gains on the other microscope's images")
 print("all checks passed")

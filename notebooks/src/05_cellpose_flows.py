@@ -59,7 +59,7 @@ PATCH = CELLPOSE.patch()  # training patch size (pixels): fast 128, full 256
 BATCH = cu.pick(fast=8, full=16)
 PATCHES_PER_EPOCH = cu.pick(fast=160, full=1600)
 VAL_PATCHES = cu.pick(fast=16, full=256)
-EPOCHS = cu.pick(fast=4, full=60)
+EPOCHS = cu.pick_steps(fast=4, full=60)
 LR = cu.pick(fast=3e-3, full=1e-3)
 BASE_CHANNELS = CELLPOSE.config()["base_channels"]  # fast 8; Cellpose: 32
 DEPTH = CELLPOSE.config()["depth"]  # poolings; Cellpose: 3 (32, 64, 128, 256 channels)
@@ -977,7 +977,8 @@ assert errors["pixels only"] > 60, "rotating only the pixels should turn the flo
 assert errors["pixels and arrows"] < 10, "rotating pixels and arrows should match the labels"
 assert round_trip_score.f1 >= 0.99, f"round trip F1 {round_trip_score.f1:.3f} < 0.99"
 assert all(recipe_checks.values()), recipe_checks  # the hand-built pieces are the record's
-assert scores.f1 > MIN_F1, f"test F1 at IoU 0.5 is {scores.f1:.3f}, below {MIN_F1}"
+# A trained result: a dry run of full mode (COURSE_DRYRUN=1) reports it unchecked.
+cu.checks.check_result(scores.f1 > MIN_F1, f"test F1 at IoU 0.5 above {MIN_F1}")
 print(
     f"all checks passed: round trip F1 {round_trip_score.f1:.3f}; test F1 at IoU 0.5 "
     f"{scores.f1:.3f} (classical {f1_classical:.3f}), AP at 0.5 {ap[0]:.3f}"

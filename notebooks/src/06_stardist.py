@@ -62,13 +62,13 @@ BASE_CHANNELS = CONFIG["base_channels"]  # fast 16, full 32
 DEPTH = CONFIG["depth"]  # 3 poolings of the U-Net backbone
 PATCH = STARDIST.patch()  # fast 128, full 256
 BATCH = cu.pick(fast=4, full=8)
-EPOCHS = cu.pick(fast=2, full=60)
+EPOCHS = cu.pick_steps(fast=2, full=60)
 STEPS_PER_EPOCH = cu.pick(fast=125, full=250)
 VAL_PATCHES = cu.pick(fast=16, full=256)
 LR = cu.pick(fast=6e-3, full=3e-3)  # peak of the one-cycle schedule
 WORKERS = cu.pick(fast=0, full=4)  # data-loader processes (the targets are computed on the fly)
 DIST_WEIGHTS = [0.2, 1.0]  # the distance weight: StarDist's default and the course's
-COMPARE_EPOCHS = cu.pick(fast=EPOCHS, full=10)  # training of each run of that comparison
+COMPARE_EPOCHS = cu.pick_steps(fast=EPOCHS, full=10)  # training of each run of that comparison
 device = cu.env.get_device()
 print(
     f"mode {cu.get_mode()}: {N_TRAIN} train / {N_VAL} val images, "
@@ -925,9 +925,13 @@ assert mean_iou[N_RAYS] > MIN_MEAN_IOU
 # The record's distance weight is not worse than StarDist's default on the validation images.
 print(f"validation AP@0.5 by distance weight: {weight_table['AP@0.5'].round(3).to_dict()}")
 record_ap = weight_table.loc[cu.losses.STARDIST_DIST_WEIGHT, "AP@0.5"]
-assert record_ap >= weight_table["AP@0.5"].max() - 0.02, weight_table
+# Claims about trained results: a dry run of full mode (COURSE_DRYRUN=1) reports them unchecked.
+best_ap = weight_table["AP@0.5"].max()
+cu.checks.check_result(
+    record_ap >= best_ap - 0.02, "the record's weight is within 0.02 of the best"
+)
 
 # Measured in fast mode on the CPU: validation AP@0.5 0.811 with the record's weight (3 images).
 MIN_VAL_AP = 0.6
 print(f"validation AP@0.5 with the record's weight: {record_ap:.3f} (min {MIN_VAL_AP})")
-assert record_ap > MIN_VAL_AP, "the network did not learn to find nuclei"
+cu.checks.check_result(record_ap > MIN_VAL_AP, "the network learned to find nuclei")

@@ -563,21 +563,26 @@ print(
 assert band_ap > strict.loc[0.5, "true polygons"] + 0.02 and n_on_border >= n_missed - 2
 fall = strict.loc[0.5] - strict.loc[0.9]
 print(f"AP@0.5 - AP@0.9: {fall.round(3).to_dict()}")
-assert fall["true polygons"] < 0.05 and fall[NAME] > fall["true polygons"] + 0.1
+assert fall["true polygons"] < 0.05
+# Claims about a trained network: a dry run of full mode (COURSE_DRYRUN=1) reports them unchecked.
+cu.checks.check_result(fall[NAME] > fall["true polygons"] + 0.1, f"{NAME} falls further")
 ray_error = {k: float(r[:, 0].mean()) for k, r in ray_errors.items()}
 print(f"mean ray error (px): {ray_error}; AP@0.9: {strict.loc[0.9].round(3).to_dict()}")
 within = {k: float(np.mean(r[:, 0] < budget)) for k, r in ray_errors.items()}
 print(f"share of nuclei within the 0.9-IoU budget: {within}")
 assert all(strict.loc[0.9, k] <= within[k] + 0.05 for k in within) and within["zoo model"] < 0.95
 if NAME != "zoo model":
-    assert ray_error["zoo model"] < ray_error[NAME]
-    assert strict.loc[0.9, "zoo model"] > strict.loc[0.9, NAME]
-assert n_small_border >= n_small / 3 and small[NAME] < small["true polygons"]
+    cu.checks.check_result(ray_error["zoo model"] < ray_error[NAME], "the zoo's rays are closer")
+    cu.checks.check_result(
+        strict.loc[0.9, "zoo model"] > strict.loc[0.9, NAME], "the zoo model wins at IoU 0.9"
+    )
+assert n_small_border >= n_small / 3
+cu.checks.check_result(small[NAME] < small["true polygons"], "small nuclei cost the network")
 # Small nuclei get rays that are too long (the right panel of the ray errors).
 tiny = ray_errors[NAME][:, 1] < 5  # a mean true ray under 5 pixels, away from the border
 too_long = float(np.mean(ray_errors[NAME][tiny, 2] > ray_errors[NAME][tiny, 1]))
 print(f"{tiny.sum()} nuclei with a mean ray under 5 px: rays too long on {too_long:.0%}")
-assert too_long > 0.5
+cu.checks.check_result(too_long > 0.5, "the network's rays are too long on small nuclei")
 tiny_zoo = ray_errors["zoo model"][:, 1] < 5  # ... and the pretrained model's, too
 too_long_zoo = float(
     np.mean(ray_errors["zoo model"][tiny_zoo, 2] > ray_errors["zoo model"][tiny_zoo, 1])
@@ -595,4 +600,4 @@ assert zoo_f1 > 0.8, "the zoo's StarDist model does not find the nuclei: rebuild
 # the zoo model F1 0.953, AP 0.909 (its card, on all 48 test images: F1 0.947, AP 0.899).
 MIN_TEST_F1, MIN_TEST_AP = 0.75, 0.6
 print(f"test F1@0.5 {test_f1:.3f} (min {MIN_TEST_F1}), AP@0.5 {test_ap:.3f} (min {MIN_TEST_AP})")
-assert test_f1 > MIN_TEST_F1 and test_ap > MIN_TEST_AP, "the network does not find the nuclei"
+cu.checks.check_result(test_f1 > MIN_TEST_F1 and test_ap > MIN_TEST_AP, "the network finds nuclei")

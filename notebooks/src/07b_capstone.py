@@ -669,7 +669,12 @@ ZOO_F1_FLOOR = 0.8  # a working model of any card; a broken or mismatched file s
 for method, floor in F1_FLOOR.items():
     f1 = table.loc[METHODS[method], "F1@0.5"]
     print(f"{METHODS[method]:44s} F1@0.5 {f1:.3f} (floor {floor})")
-    assert f1 > floor, f"{method}: F1 {f1:.3f} is below {floor}"
+    # A trained result (but the classical baseline's): a dry run of full mode reports it unchecked.
+    claim = f"{method}: F1 above {floor}"
+    if method == "classical":
+        assert f1 > floor, f"{method}: F1 {f1:.3f} is below {floor}"
+    else:
+        cu.checks.check_result(f1 > floor, claim)
 for row, method in ZOO.items():
     f1, here = table.loc[ROWS[row], "F1@0.5"], table.loc[METHODS[method], "F1@0.5"]
     print(f"{ROWS[row]:44s} F1@0.5 {f1:.3f} (floor {ZOO_F1_FLOOR}; trained here {here:.3f})")

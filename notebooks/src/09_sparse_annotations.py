@@ -966,27 +966,35 @@ print(f"{len(verified)} hand-built steps matched course_utils:")
 print("\n".join(("  ✓ " if ok else "  ✗ ") + name for name, ok in verified.items()))
 assert len(verified) >= 6 and all(verified.values()), verified
 print(f"dense Cellpose-style AP@0.5 {dense_ap('cellpose'):.3f} (min {MIN_DENSE_AP})")
-assert dense_ap("cellpose") > MIN_DENSE_AP, "the dense network did not learn to find nuclei"
+# Every claim below is about trained networks: a dry run of full mode (COURSE_DRYRUN=1) reports
+# them unchecked (check_result); the area and border facts come from the labels and stay asserts.
+check = cu.checks.check_result
+check(dense_ap("cellpose") > MIN_DENSE_AP, "the dense network learned to find nuclei")
 for method in AP_GAP_METHODS:
     print(f"{method}: AP with - without background {gaps[method]} (> {MIN_GAP_EACH})")
-    assert min(gaps[method].values()) > MIN_GAP_EACH, f"{method}: background no longer matters?"
-    assert np.mean(list(gaps[method].values())) > MIN_GAP, gaps[method]
+    check(min(gaps[method].values()) > MIN_GAP_EACH, f"{method}: background matters")
+    check(np.mean(list(gaps[method].values())) > MIN_GAP, f"{method}: by {MIN_GAP} on average")
 for method, method_gaps in prob_gaps.items():
     print(f"{method}: P(nucleus) on background, with - without {method_gaps} (< -{MIN_PROB_GAP})")
-    assert -max(method_gaps.values()) > MIN_PROB_GAP, f"{method} learned the background unasked?"
+    check(
+        -max(method_gaps.values()) > MIN_PROB_GAP,
+        f"{method} calls unannotated background 'nucleus'",
+    )
 print(f"5 % with background / dense: {share_at_5:.2f} (min {MIN_SHARE_AT_5})")
-assert share_at_5 > MIN_SHARE_AT_5, "5 % of the nuclei no longer give most of the dense AP"
+check(share_at_5 > MIN_SHARE_AT_5, "5 % of the nuclei give most of the dense AP")
 if STARDIST_DENSE:  # full mode: the same target for StarDist
     stardist_share = ap("stardist", "band", 0.05) / max(dense_ap("stardist"), 1e-9)
-    assert stardist_share > MIN_SHARE_AT_5, f"StarDist: 5 % give {stardist_share:.2f} of dense"
+    check(stardist_share > MIN_SHARE_AT_5, "StarDist: 5 % give most of the dense AP")
 print(f"AP spread between the selection rules: {selection_spread:.2f} (min {MIN_SELECTION_SPREAD})")
-assert selection_spread > MIN_SELECTION_SPREAD, "which nuclei are annotated no longer matters?"
+check(selection_spread > MIN_SELECTION_SPREAD, "which nuclei are annotated matters")
 # The text's claims: without background the Cellpose-style network returns almost nothing (no
 # masks spilling over the image); random selection did best, the dimmest nuclei teach almost
 # nothing, and they are small and more often cut by the border; the brightest hardly larger.
 no_fp, no_fn = (ap("cellpose", "none", 0.05, column=c) for c in ("FP", "FN"))
-assert ap("cellpose", "none", 0.05) < 0.2 and no_fp < no_fn / 5, (no_fp, no_fn)
-assert by_rule.idxmax() == "random" and by_rule["dim"] < 0.2, by_rule
+check(
+    ap("cellpose", "none", 0.05) < 0.2 and no_fp < no_fn / 5, "without background: almost nothing"
+)
+check(by_rule.idxmax() == "random" and by_rule["dim"] < 0.2, "random best, dimmest teach little")
 area, border = summary["area (pixels)"], summary["share cut by the border"]
 assert area["bright"] < 1.2 * area["random"] and area["dim"] < area["random"] / 2, summary
 assert border["dim"] > border["random"], summary

@@ -691,15 +691,18 @@ print(
     f"{syn_table.loc['cytoplasm only', 'AP@0.5']:.3f}, + nucleus "
     f"{syn_table.loc['cytoplasm + nucleus', 'AP@0.5']:.3f} (gain {gain:.3f}, min 0.3)"
 )
-assert gain > 0.3, "the nuclear channel no longer helps to separate touching cells"
-assert cyto["matched (IoU 0.5)"] < cyto["true cells"], "the answer: not every cell is found"
+# Claims about trained networks: a dry run of full mode (COURSE_DRYRUN=1) reports them unchecked.
+check = cu.checks.check_result
+check(gain > 0.3, "the nuclear channel helps to separate touching cells")
+check(cyto["matched (IoU 0.5)"] < cyto["true cells"], "the answer: not every cell is found")
 nucleus_row = syn_counts.loc["cytoplasm + nucleus"]
-assert nucleus_row["matched (IoU 0.5)"] >= 0.9 * nucleus_row["true cells"], syn_counts
+matched = nucleus_row["matched (IoU 0.5)"] >= 0.9 * nucleus_row["true cells"]
+check(matched, "with the nucleus, 90 % of the cells are matched")
 assert (
     cellpose_ceiling[at[0.9]] > 0.95 and stardist_ceiling[at[0.9]] < stardist_ceiling[at[0.5]] - 0.3
 )
 MIN_JOINT = cu.pick(fast=0.5, full=0.8)
-assert syn_table.loc["joint network: cells", "AP@0.5"] > MIN_JOINT, syn_table
-assert syn_table.loc["joint network: nuclei", "AP@0.5"] > MIN_JOINT, syn_table
-assert np.mean(paired) > 0.9, "the joint network's nuclei no longer lie in its cells"
+check(syn_table.loc["joint network: cells", "AP@0.5"] > MIN_JOINT, "the joint network: cells")
+check(syn_table.loc["joint network: nuclei", "AP@0.5"] > MIN_JOINT, "the joint network: nuclei")
+check(np.mean(paired) > 0.9, "the joint network's nuclei lie in its cells")
 print("all checks passed")

@@ -65,9 +65,8 @@ MASKRCNN = cu.pick(
     full=dict(backbone="resnet50", channels=256, mask_layers=4, rois_per_image=512),
 )
 MASKRCNN["anchor_sizes"] = cu.pick(fast=(8, 16, 32, 64), full=(16, 32, 64, 128))
-MASKRCNN_STEPS, MASKRCNN_PATCH, MASKRCNN_BATCH, MASKRCNN_LR = cu.pick(
-    fast=(20, 160, 2, 2e-3), full=(8000, 512, 4, 5e-4)
-)
+MASKRCNN_STEPS = cu.pick_steps(fast=20, full=8000)
+MASKRCNN_PATCH, MASKRCNN_BATCH, MASKRCNN_LR = cu.pick(fast=(160, 2, 2e-3), full=(512, 4, 5e-4))
 # Augmentation: flips and quarter turns; full mode also zooms (0.8x to 1.25x) around the one
 # scale that training and test share (section 1).
 AUGMENT = cu.pick(
@@ -616,8 +615,10 @@ MIN_AP = {"cellpose": cu.pick(fast=0.12, full=0.8), "affinities": cu.pick(fast=0
 for method, floor in MIN_AP.items():
     ap = usiigaci_table.loc[method, "AP@0.5"]
     print(f"{method:10s} Usiigaci test AP@0.5 {ap:.3f} (floor {floor})")
-    assert ap > floor, f"{method}: AP@0.5 {ap:.3f} is below {floor}"
-assert usiigaci_table.loc["cellpose", "AP@0.5"] > usiigaci_table.loc["classical", "AP@0.5"] + 0.05
+    # Trained here: a dry run of full mode (COURSE_DRYRUN=1) reports these unchecked.
+    cu.checks.check_result(ap > floor, f"{method}: AP@0.5 above {floor}")
+beats = usiigaci_table.loc["cellpose", "AP@0.5"] > usiigaci_table.loc["classical", "AP@0.5"] + 0.05
+cu.checks.check_result(beats, "the Cellpose-style network beats the classical baseline")
 zoo_ap = usiigaci_table.loc["cellpose (zoo)", "AP@0.5"]  # trained by make zoo, in both modes
 print(f"zoo cellpose_usiigaci Usiigaci test AP@0.5 {zoo_ap:.3f} (floor 0.45)")
 assert zoo_ap >= 0.45, f"the zoo's whole-cell model scores {zoo_ap:.3f} on the Usiigaci test images"

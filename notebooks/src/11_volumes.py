@@ -45,8 +45,8 @@ mode = cu.get_mode()
 device = cu.env.get_device()
 PATCH = cu.pick(fast=(16, 64, 64), full=(32, 128, 128))  # (z, y, x) training crops
 BASE = cu.pick(fast=8, full=32)  # channels of the first level
-STEPS = cu.pick(fast=40, full=4000)  # training steps of each network (batch 2)
-FINE_STEPS = cu.pick(fast=100, full=1000)  # fine-tuning steps on the GoNuclear train crop
+STEPS = cu.pick_steps(fast=40, full=4000)  # training steps of each network (batch 2)
+FINE_STEPS = cu.pick_steps(fast=100, full=1000)  # fine-tuning steps on the GoNuclear train crop
 N_RAYS = 64
 WORKERS = cu.env.dataloader_workers(full=8)  # processes that cut crops and compute targets
 metrics_at = (0.5, 0.75)
@@ -704,16 +704,19 @@ assert max(views[0], stitched_ap[0]) < ws_aniso[0], (
     "the text says the 2-D model trails the watershed"
 )
 best = scores[("StarDist-3D, fine-tuned", "honoured")]
-assert scores[("StarDist-3D, fine-tuned", "resampled to cubes")][0] < best[0], (
-    "the voxel size no longer matters"
+# Claims about the fine-tuned network: a dry run of full mode (COURSE_DRYRUN=1) reports them
+# unchecked.
+check = cu.checks.check_result
+check(
+    scores[("StarDist-3D, fine-tuned", "resampled to cubes")][0] < best[0], "the voxel size matters"
 )
 synthetic_only_ap = scores[("StarDist-3D, synthetic only", "honoured")]
 print(f"StarDist-3D AP@0.5: synthetic only {synthetic_only_ap[0]:.3f}, fine-tuned {best[0]:.3f}")
 print(f"the watershed: {ws_aniso[0]:.3f}")
-assert best[0] > synthetic_only_ap[0] + 0.05, "fine-tuning on the other crop no longer helps"
-assert best[1] < 0.2, "the text calls the fine-tuned polyhedra rough (AP@0.75)"
+check(best[0] > synthetic_only_ap[0] + 0.05, "fine-tuning on the other crop helps")
+check(best[1] < 0.2, "the fine-tuned polyhedra are rough (AP@0.75)")
 cubes_ap = scores[("StarDist-3D, fine-tuned", "resampled to cubes")]
-assert cubes_ap[0] < 0.5 * best[0], "the network no longer collapses off its training voxel"
+check(cubes_ap[0] < 0.5 * best[0], "the network collapses off its training voxel")
 assert aniso_rays.loc[96, "AP@0.5"] - aniso_rays.loc[64, "AP@0.5"] < 0.02, "64 rays: no plateau"
 assert plan[0] == (1, 2, 2) and memory.iloc[2, 1] * 2 > 16, "the memory text no longer holds"
 assert 1.0 < extent[0] * voxel[0] / (extent[1] * voxel[1]) < 1.6 and extent[0] < extent[1]

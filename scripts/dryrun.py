@@ -1,0 +1,226 @@
+"""Run the notebooks in a dry run of full mode and estimate what the real full mode costs.
+
+``COURSE_MODE=full COURSE_DRYRUN=1`` keeps every full-mode size and cuts training to a few
+steps (``course_utils.mode``), so that every full-mode code path runs on a CPU. For each
+notebook this script measures the wall time and the kernel's peak memory, and collects what
+``train.fit`` logged of each training run (``course_utils.dryrun``: FLOPs and activations of a
+full-size step, seconds a step here, the steps of the full run). From these it estimates:
+
+- the full run's time on a GPU: the dry run's own time (everything but training, measured here:
+  an upper bound, as a GPU also runs the networks' inference faster) plus the training FLOPs at
+  ``--mfu`` of the GPU's bfloat16 peak (an assumption, stated in the output);
+- each training run's GPU memory: weights, gradients and Adam's moments, the kept activations
+  of the full-size batch measured in float32 (an upper bound of a bfloat16 run), the batch.
+
+Results go to ``benchmarks/results/dryrun_cpu.json`` (``benchmarks/make_results.py`` puts them
+into RESULTS.md); ``--readme`` writes the dry-run and estimate columns of the README's course
+map. Executed notebooks go to ``_build/dryrun/``. Run with ``make dryrun``.
+
+``--full`` runs full mode itself instead (on a GPU machine: ``scripts/gpu_run.sh``): the same
+measurements, plus each training run's GPU peak memory, achieved TFLOP/s and share of the
+GPU's bfloat16 peak, into ``benchmarks/results/fullrun_<gpu>.json``; nothing is estimated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+OUT = ROOT / "_build" / "dryrun"
+RESULTS = ROOT / "benchmarks" / "results" / "dryrun_cpu.json"
+CLASSROOM_GPU_BYTES = 16 * 2**30
+GIB = 2**30
+
+
+def run_one(notebook: Path, timeout: int, full: bool) -> dict:
+    """Execute ``notebook`` in a dry run (or, ``full``, in full mode itself) in a kernel that is
+    this process's child; its time, peak memory, error and logged training runs."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    out = OUT.with_name("fullrun") if full else OUT
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / f"{notebook.stem}.runs.jsonl"
+    log.unlink(missing_ok=True)
+    checkpoints = out / "checkpoints" / notebook.stem
+    subprocess.run(["rm", "-rf", str(checkpoints)], check=True)
+    os.environ.update(
+        COURSE_MODE="full",
+        COURSE_DRYRUN="0" if full else "1",
+        COURSE_TRAINING_LOG=str(log),
+        COURSE_CHECKPOINTS=str(checkpoints),
+        COURSE_STATIC_FIGURES="1",
+    )
+    if not full:
+        os.environ.setdefault("COURSE_DEVICE", "cpu")
+    nb = nbformat.read(notebook, as_version=4)
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}
+    )
+    started, error = time.perf_counter(), None
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        error = str(err).strip().splitlines()[-1][:500]
+    seconds = time.perf_counter() - started
+    nbformat.write(nb, out / notebook.name)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # kB on Linux
+    runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return {"seconds": seconds, "peak_rss_bytes": peak, "error": error, "runs": runs}
+
+
+def estimate(runs: list[dict], seconds: float, mfu: float, peak_flops: float) -> dict:
+    """A notebook's full-mode training FLOPs, CPU and GPU time and largest training memory."""
+    flops = cpu_seconds = memory = 0.0
+    for run in runs:
+        steps = run["epochs"] * (run["batches_per_epoch"] or 0)
+        val = run["epochs"] * run["val_batches_per_epoch"]
+        flops += steps * run["flops"] + val * run["forward_flops"]
+        cpu_seconds += steps * (run["seconds_per_step"] or run["seconds"])
+        need = 4 * run["parameter_bytes"] + run["activation_bytes"] + run["batch_bytes"]
+        memory = max(memory, need)
+    return {
+        "training_runs": len(runs),
+        "training_pflop": flops / 1e15,
+        "full_training_cpu_h": cpu_seconds / 3600,
+        "gpu_min_estimate": (seconds + flops / (mfu * peak_flops)) / 60,
+        "gpu_training_gib": memory / GIB,
+        "fits_16gb_gpu": memory < CLASSROOM_GPU_BYTES,
+    }
+
+
+def readme_cells(row: dict) -> tuple[str, str]:
+    """The README's dry-run and GPU-estimate cells of one notebook."""
+    if row.get("error"):
+        return "fails in the dry run", "-"
+    dry = f"{row['dryrun_min']:.1f} min, {row['peak_gib']:.1f} GiB"
+    gpu = f"~{max(1, round(row['gpu_min_estimate']))} min (estimate)"
+    if row["training_runs"]:
+        gpu += f", training {row['gpu_training_gib']:.1f} GiB"
+    return dry, gpu
+
+
+def write_readme(rows: list[dict], readme: Path = ROOT / "README.md") -> None:
+    """Fill the two last columns of the README's course map from ``rows``."""
+    by_name = {row["notebook"]: row for row in rows}
+    lines = readme.read_text().splitlines()
+    for i, line in enumerate(lines):
+        cells = line.split(" | ")
+        name = cells[0].removeprefix("| ").strip("`")
+        if name in by_name and len(cells) == 6:
+            lines[i] = " | ".join([*cells[:4], *readme_cells(by_name[name])]) + " |"
+    readme.write_text("\n".join(lines) + "\n")
+
+
+def run_child(path: Path, timeout: int, full: bool) -> dict:
+    """Run one notebook in a process of its own (its peak memory is its kernel's alone)."""
+    command = [sys.executable, __file__, "--one", str(path), "--timeout", str(timeout)]
+    child = subprocess.run(
+        command + (["--full"] if full else []), capture_output=True, text=True, check=False
+    )
+    if child.returncode != 0:
+        sys.exit(f"{path.name}: the runner failed\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def dry_row(name: str, entry: dict, mfu: float, gpu: dict) -> dict:
+    """One notebook's row of the dry run, with the estimates of the real run."""
+    return {
+        "notebook": name,
+        "dryrun_min": entry["seconds"] / 60,
+        "peak_gib": entry["peak_rss_bytes"] / GIB,
+        **estimate(entry["runs"], entry["seconds"], mfu, gpu["bf16"] * 1e12),
+        "error": entry["error"],
+    }
+
+
+def full_row(name: str, entry: dict, gpu: dict | None) -> dict:
+    """One notebook's row of a real full-mode run: measured, nothing estimated."""
+    runs = entry["runs"]
+    peaks = [r["cuda_peak_bytes"] for r in runs if r.get("cuda_peak_bytes")]
+    for run in runs:  # achieved FLOP/s and the share of the peak (bf16 runs on a known GPU)
+        per_step = run.get("seconds_per_step")
+        run["tflops"] = run["flops"] / per_step / 1e12 if per_step else None
+        known = gpu is not None and run.get("amp") == "bfloat16" and run["tflops"]
+        run["mfu"] = run["tflops"] / gpu["bf16"] if known else None
+    return {
+        "notebook": name,
+        "minutes": entry["seconds"] / 60,
+        "host_peak_gib": entry["peak_rss_bytes"] / GIB,
+        "training_runs": len(runs),
+        "gpu_peak_gib": max(peaks) / GIB if peaks else None,
+        "error": entry["error"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", help="default: every numbered notebook")
+    parser.add_argument("--full", action="store_true", help="real full mode (a GPU machine)")
+    parser.add_argument("--mfu", type=float, default=0.35, help="share of the GPU's peak")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds a cell")
+    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # the per-notebook child
+    parser.add_argument("--readme", action="store_true", help="write the README's columns")
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one, args.timeout, args.full)))
+        return
+    import torch
+    from _common import device_slug, header, peak_tflops, write_results
+
+    device = torch.device("cuda" if args.full and torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    gpu = peak_tflops(name) if name else None
+    paths = [Path(p) for p in args.notebooks] or sorted(
+        (ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb")
+    )
+    rows, runs = [], []
+    for path in paths:
+        print(f"[{'full' if args.full else 'dryrun'}] {path.name} ...", flush=True)
+        entry = run_child(path, args.timeout, args.full)
+        if args.full:
+            rows.append(full_row(path.stem, entry, gpu))
+        else:
+            rows.append(dry_row(path.stem, entry, args.mfu, peak_tflops("h100")))
+        runs += [{"notebook": path.stem, **run} for run in entry["runs"]]
+        status = f"FAILED: {entry['error']}" if entry["error"] else "ok"
+        print(f"  {path.name}: {entry['seconds']:.0f} s, {status}", flush=True)
+    if args.full:
+        title = "Full mode, every notebook, measured"
+        head = header(
+            "fullrun",
+            title,
+            device_slug(device),
+            accelerator=name,
+            settings={"mode": "COURSE_MODE=full"},
+        )
+    else:
+        h100 = peak_tflops("h100")
+        settings = {
+            "mode": "COURSE_MODE=full COURSE_DRYRUN=1",
+            "gpu_time": f"the dry run's time here plus full training's FLOPs at {args.mfu:.0%} "
+            f"of an {h100['label']}'s bfloat16 peak ({h100['bf16']} TFLOP/s): an estimate",
+            "gpu_memory": "4 x weights (Adam) + float32 activations of a full batch + the batch",
+        }
+        title = "Full mode, dry run on the CPU, with estimates of the GPU run"
+        head = header("dryrun", title, settings=settings)
+    path = write_results(head, rows, extra_tables={"training runs": runs}, merge_on=("notebook",))
+    print(f"wrote {path}")
+    if args.readme and not args.full:
+        write_readme(json.loads(RESULTS.read_text())["rows"])  # merged with earlier runs
+    failed = [row["notebook"] for row in rows if row["error"]]
+    if failed:
+        sys.exit(f"failed in {failed}: see the executed notebooks in _build/")
+
+
+if __name__ == "__main__":
+    main()

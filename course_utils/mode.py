@@ -10,9 +10,11 @@ same code runs in two minutes on a laptop CPU (``fast``) and gives real results 
 
 A second variable, ``COURSE_DRYRUN=1`` (full mode only), makes a *dry run* of full mode on any
 machine: every size stays the full one (data, networks, patches, tiles, evaluation over the full
-test splits, every method), and only training is cut short. :func:`pick_steps` caps the epochs
-and step counts a notebook picks, and ``train.fit`` caps the batches of each epoch, both at
-:data:`DRYRUN_STEPS`. Every full-mode code path then runs in minutes, so that a shape, memory or
+test splits, every method), and only training is cut short: ``train.fit`` (and so every budget)
+and ``topdown.train_maskrcnn`` train at most :data:`DRYRUN_STEPS` epochs of
+:data:`DRYRUN_STEPS` batches, and :func:`pick_steps` caps the length of a loop a notebook
+writes by hand. ``fit`` still sees the full run's epochs and batches, and logs them
+(:mod:`course_utils.dryrun`) for the estimates of ``scripts/dryrun.py``. Every full-mode code path then runs in minutes, so that a shape, memory or
 data error on a path only full mode takes shows up before a class meets it. A dry run cannot
 reach full-mode scores: :func:`course_utils.checks.check_result` reports the score claims it
 cannot check instead of asserting them.
@@ -117,10 +119,12 @@ def mode_name() -> str:
 
 
 def pick_steps(fast: int, full: int) -> int:
-    """Like :func:`pick`, for a *length of training* (epochs, optimiser steps, rounds).
+    """Like :func:`pick`, for the length of a training loop written by hand (optimiser steps).
 
     In a dry run it returns ``min(full, DRYRUN_STEPS)``: training is the one thing a dry run cuts
-    short. Use :func:`pick` for every size (images, patches, channels, rays, thresholds).
+    short. Epochs given to ``train.fit`` or a budget take :func:`pick`: ``fit`` caps them
+    itself, and logs the full run's length. Use :func:`pick` for every size (images, patches,
+    channels, rays, thresholds).
 
     Examples
     --------
@@ -128,7 +132,7 @@ def pick_steps(fast: int, full: int) -> int:
     >>> pick_steps(fast=5, full=60)
     5
 
-    Introduced in notebook 02b.
+    Introduced in notebook 03.
     """
     chosen = pick(fast, full)
     return min(chosen, DRYRUN_STEPS) if is_dryrun() else chosen

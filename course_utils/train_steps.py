@@ -31,6 +31,7 @@ __all__ = [
     "Run",
     "out_of_time",
     "run_epoch",
+    "run_record",
     "seed_epoch",
     "step_scheduler",
     "train_epoch",

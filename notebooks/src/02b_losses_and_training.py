@@ -40,7 +40,7 @@ N_TRAIN = cu.pick(fast=8, full=100)  # BBBC039 training images for the tiny netw
 N_VAL = cu.pick(fast=4, full=50)  # validation images
 PATCH = cu.pick(fast=64, full=128)  # training patch size (pixels)
 PATCHES_PER_EPOCH = cu.pick(fast=192, full=4000)
-EPOCHS = cu.pick_steps(fast=5, full=30)
+EPOCHS = cu.pick(fast=5, full=30)
 BATCH = 16
 OVERFIT_STEPS = 200  # the deliberate overfitting run of section 3: two crops, a few seconds
 device = cu.env.get_device()

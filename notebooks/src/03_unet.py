@@ -64,10 +64,12 @@ PATCH_SAME = UNET_3CLASS.patch()  # patch of the same-padded U-Net (fast 128)
 TILE_VALID = UNET_WEIGHTED.tiles()["tile_size"]  # prediction tile of the valid U-Net
 TILE_SAME, OVERLAP = (UNET_3CLASS.tiles()[k] for k in ("tile_size", "overlap"))
 BATCH = cu.pick(fast=4, full=8)
-EPOCHS = cu.pick_steps(fast=2, full=30)
+EPOCHS = cu.pick(fast=2, full=30)
 PATCHES_PER_EPOCH = cu.pick(fast=96, full=1600)
 VAL_PATCHES = cu.pick(fast=8, full=200)
 LR = cu.pick(fast=2e-3, full=1e-3)
+# A hand-written loop: pick_steps, not pick, so that a dry run of full mode (COURSE_DRYRUN=1)
+# cuts it short as fit cuts its own epochs.
 OPTIMISER_STEPS = cu.pick_steps(fast=25, full=60)  # the Adam-SGD comparison of section 7
 WORKERS = cu.env.dataloader_workers(full=8)  # data-loading processes (weight maps cost CPU)
 device = cu.env.get_device()

@@ -50,7 +50,7 @@ N_TRAIN = cu.pick(fast=2, full=3)  # "a handful" of BBBC039 training images
 N_VAL = cu.pick(fast=3, full=50)  # validation images, scored whole
 PATCH = cu.pick(fast=64, full=128)  # training patch size (pixels)
 PATCHES_PER_EPOCH = cu.pick(fast=96, full=2048)
-EPOCHS = cu.pick_steps(fast=5, full=60)
+EPOCHS = cu.pick(fast=5, full=60)
 BATCH = cu.pick(fast=8, full=16)
 BASE_CHANNELS = cu.pick(fast=8, full=32)
 DEPTH = cu.pick(fast=3, full=4)

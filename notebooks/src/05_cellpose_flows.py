@@ -59,7 +59,7 @@ PATCH = CELLPOSE.patch()  # training patch size (pixels): fast 128, full 256
 BATCH = cu.pick(fast=8, full=16)
 PATCHES_PER_EPOCH = cu.pick(fast=160, full=1600)
 VAL_PATCHES = cu.pick(fast=16, full=256)
-EPOCHS = cu.pick_steps(fast=4, full=60)
+EPOCHS = cu.pick(fast=4, full=60)
 LR = cu.pick(fast=3e-3, full=1e-3)
 BASE_CHANNELS = CELLPOSE.config()["base_channels"]  # fast 8; Cellpose: 32
 DEPTH = CELLPOSE.config()["depth"]  # poolings; Cellpose: 3 (32, 64, 128, 256 channels)

@@ -62,13 +62,13 @@ BASE_CHANNELS = CONFIG["base_channels"]  # fast 16, full 32
 DEPTH = CONFIG["depth"]  # 3 poolings of the U-Net backbone
 PATCH = STARDIST.patch()  # fast 128, full 256
 BATCH = cu.pick(fast=4, full=8)
-EPOCHS = cu.pick_steps(fast=2, full=60)
+EPOCHS = cu.pick(fast=2, full=60)
 STEPS_PER_EPOCH = cu.pick(fast=125, full=250)
 VAL_PATCHES = cu.pick(fast=16, full=256)
 LR = cu.pick(fast=6e-3, full=3e-3)  # peak of the one-cycle schedule
 WORKERS = cu.pick(fast=0, full=4)  # data-loader processes (the targets are computed on the fly)
 DIST_WEIGHTS = [0.2, 1.0]  # the distance weight: StarDist's default and the course's
-COMPARE_EPOCHS = cu.pick_steps(fast=EPOCHS, full=10)  # training of each run of that comparison
+COMPARE_EPOCHS = cu.pick(fast=EPOCHS, full=10)  # training of each run of that comparison
 device = cu.env.get_device()
 print(
     f"mode {cu.get_mode()}: {N_TRAIN} train / {N_VAL} val images, "

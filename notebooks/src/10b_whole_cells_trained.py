@@ -65,8 +65,9 @@ MASKRCNN = cu.pick(
     full=dict(backbone="resnet50", channels=256, mask_layers=4, rois_per_image=512),
 )
 MASKRCNN["anchor_sizes"] = cu.pick(fast=(8, 16, 32, 64), full=(16, 32, 64, 128))
-MASKRCNN_STEPS = cu.pick_steps(fast=20, full=8000)
-MASKRCNN_PATCH, MASKRCNN_BATCH, MASKRCNN_LR = cu.pick(fast=(160, 2, 2e-3), full=(512, 4, 5e-4))
+MASKRCNN_STEPS, MASKRCNN_PATCH, MASKRCNN_BATCH, MASKRCNN_LR = cu.pick(
+    fast=(20, 160, 2, 2e-3), full=(8000, 512, 4, 5e-4)
+)
 # Augmentation: flips and quarter turns; full mode also zooms (0.8x to 1.25x) around the one
 # scale that training and test share (section 1).
 AUGMENT = cu.pick(

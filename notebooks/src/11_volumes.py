@@ -45,8 +45,8 @@ mode = cu.get_mode()
 device = cu.env.get_device()
 PATCH = cu.pick(fast=(16, 64, 64), full=(32, 128, 128))  # (z, y, x) training crops
 BASE = cu.pick(fast=8, full=32)  # channels of the first level
-STEPS = cu.pick_steps(fast=40, full=4000)  # training steps of each network (batch 2)
-FINE_STEPS = cu.pick_steps(fast=100, full=1000)  # fine-tuning steps on the GoNuclear train crop
+STEPS = cu.pick(fast=40, full=4000)  # training steps of each network (batch 2)
+FINE_STEPS = cu.pick(fast=100, full=1000)  # fine-tuning steps on the GoNuclear train crop
 N_RAYS = 64
 WORKERS = cu.env.dataloader_workers(full=8)  # processes that cut crops and compute targets
 metrics_at = (0.5, 0.75)

@@ -40,14 +40,14 @@ CLASSROOM_GPU_BYTES = 16 * 2**30
 GIB = 2**30
 
 
-def run_one(notebook: Path, timeout: int, full: bool) -> dict:
+def run_one(notebook: Path, timeout: int, full: bool, out: Path | None = None) -> dict:
     """Execute ``notebook`` in a dry run (or, ``full``, in full mode itself) in a kernel that is
     this process's child; its time, peak memory, error and logged training runs."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    out = OUT.with_name("fullrun") if full else OUT
+    out = out or (OUT.with_name("fullrun") if full else OUT)
     out.mkdir(parents=True, exist_ok=True)
     log = out / f"{notebook.stem}.runs.jsonl"
     log.unlink(missing_ok=True)
@@ -169,10 +169,11 @@ def main() -> None:
     parser.add_argument("--mfu", type=float, default=0.35, help="share of the GPU's peak")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds a cell")
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # the per-notebook child
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)  # its folder (tests)
     parser.add_argument("--readme", action="store_true", help="write the README's columns")
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.timeout, args.full)))
+        print(json.dumps(run_one(args.one, args.timeout, args.full, args.out)))
         return
     import torch
     from _common import device_slug, header, peak_tflops, write_results

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -215,3 +218,25 @@ def test_the_readme_columns_are_written_from_the_rows(tmp_path):
     assert lines[1].endswith("| 42 s | 4.2 min, 3.0 GiB | ~7 min (estimate), training 5.5 GiB |")
     assert lines[2].endswith("| 23 s | fails in the dry run | - |")
     assert lines[0].endswith("| dry | gpu |")
+
+
+def data_mirror() -> Path | None:
+    """The BBBC039 mirror the notebooks read (tests never download)."""
+    root = os.environ.get("COURSE_DATA_MIRROR")
+    return Path(root) if root and (Path(root) / "bbbc039").is_dir() else None
+
+
+# The cheapest notebooks of the dry run, kept working here; `make dryrun` runs every notebook
+# (about an hour on 2 cores: see the README's course map).
+@pytest.mark.skipif(data_mirror() is None, reason="no BBBC039 mirror (COURSE_DATA_MIRROR)")
+@pytest.mark.parametrize("name", ["00_setup_and_data", "02_cnn_building_blocks"])
+def test_cheap_notebooks_run_in_the_dry_run(name, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "JUPYTER_PATH": str(ROOT / ".venv/share/jupyter")}
+    command = [sys.executable, str(ROOT / "scripts/dryrun.py"), "--one"]
+    command += [str(ROOT / "notebooks" / f"{name}.ipynb"), "--out", str(tmp_path)]
+    child = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert child.returncode == 0, child.stderr[-2000:]
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    assert result["error"] is None, result["error"]
+    assert result["seconds"] > 0 and result["peak_rss_bytes"] > 0
+    assert (tmp_path / f"{name}.ipynb").exists()

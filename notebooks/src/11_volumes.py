@@ -43,7 +43,8 @@ rng = cu.env.seed_everything(0)
 # %%
 mode = cu.get_mode()
 device = cu.env.get_device()
-PATCH = cu.pick(fast=(16, 64, 64), full=(32, 128, 128))  # (z, y, x) training crops
+# (z, y, x) training crops; full mode's fill a synthetic stack (40 x 96 x 96) in-plane
+PATCH = cu.pick(fast=(16, 64, 64), full=(32, 96, 96))
 BASE = cu.pick(fast=8, full=32)  # channels of the first level
 STEPS = cu.pick(fast=40, full=4000)  # training steps of each network (batch 2)
 FINE_STEPS = cu.pick(fast=100, full=1000)  # fine-tuning steps on the GoNuclear train crop

@@ -60,6 +60,26 @@ THROUGHPUT_COLUMNS = (
     "max_mem_gib",
 )
 
+# The columns shown of an extra table, by its name (default: every key its rows have).
+EXTRA_COLUMNS = {
+    "training runs": [
+        "notebook",
+        "network",
+        "method",
+        "batch_shape",
+        "epochs",
+        "batches_per_epoch",
+        "parameters",
+        "flops",
+        "activation_bytes",
+        "seconds_per_step",
+        "amp",
+        "cuda_peak_bytes",
+        "tflops",
+        "mfu",
+    ]
+}
+
 
 def fmt(value: Any) -> str:
     """One table cell: 4 significant digits, sizes as ``512x512``, ``-`` for missing."""
@@ -93,6 +113,8 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> list[s
     """Rows (dicts) as Markdown lines; columns: those given that occur, default all keys."""
     present = list(dict.fromkeys(k for row in rows for k in row))
     columns = present if columns is None else [c for c in columns if c in present]
+    if not columns:
+        return ["(no rows)"]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(fmt(row.get(c)) for c in columns) + " |" for row in rows]
     return lines
@@ -156,7 +178,7 @@ def section(entry: dict[str, Any]) -> list[str]:
     table = markdown_table(entry["rows"], columns) if entry["rows"] else ["(no rows)"]
     lines += ["", *table, ""]
     for name, rows in entry["extra_tables"].items():
-        lines += [f"*{name}*", "", *markdown_table(rows), ""]
+        lines += [f"*{name}*", "", *markdown_table(rows, EXTRA_COLUMNS.get(name)), ""]
     return lines
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -70,7 +71,8 @@ def run_one(notebook: Path, timeout: int, full: bool, out: Path | None = None) -
     try:
         client.execute()
     except CellExecutionError as err:
-        error = str(err).strip().splitlines()[-1][:500]
+        last = str(err).strip().splitlines()[-1]
+        error = re.sub(r"\x1b\[[0-9;]*m", "", last)[:500]  # without the terminal's colours
     seconds = time.perf_counter() - started
     nbformat.write(nb, out / notebook.name)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # kB on Linux

@@ -24,7 +24,14 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["LOG_VAR", "log_run", "logging_requested", "profile_step", "training_memory"]
+__all__ = [
+    "LOG_VAR",
+    "InferenceClock",
+    "log_run",
+    "logging_requested",
+    "profile_step",
+    "training_memory",
+]
 
 LOG_VAR = "COURSE_TRAINING_LOG"
 
@@ -120,3 +127,41 @@ def log_run(record: dict[str, Any]) -> Path | None:
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record, sort_keys=True) + "\n")
     return path
+
+
+class InferenceClock:
+    """Seconds spent in the outermost ``forward`` of any module while gradients are off.
+
+    Installed in a notebook's kernel by ``scripts/dryrun.py`` (global module hooks of PyTorch):
+    with the FLOP rate this CPU reaches in training steps, it turns the time the networks spent
+    predicting into FLOPs, and those into GPU time, for the estimate of the full run.
+    """
+
+    def __init__(self) -> None:
+        from torch.nn.modules import module
+
+        self.seconds, self.calls, self._depth, self._start = 0.0, 0, 0, 0.0
+        self._handles = [
+            module.register_module_forward_pre_hook(self._enter),
+            module.register_module_forward_hook(self._leave),
+        ]
+
+    def _enter(self, mod, args) -> None:
+        self._depth += 1
+        if self._depth == 1 and not torch.is_grad_enabled():
+            self._start = time.perf_counter()
+
+    def _leave(self, mod, args, output) -> None:
+        self._depth = max(0, self._depth - 1)
+        if self._depth == 0 and self._start:
+            self.seconds += time.perf_counter() - self._start
+            self.calls += 1
+            self._start = 0.0
+
+    def close(self) -> dict[str, Any]:
+        """Remove the hooks; log and return ``{"inference_seconds", "inference_calls"}``."""
+        for handle in self._handles:
+            handle.remove()
+        record = {"inference_seconds": self.seconds, "inference_calls": self.calls}
+        log_run(record)
+        return record

@@ -255,6 +255,7 @@ def _log_run(profile: dict, run: steps.Run) -> None:
             **profile,
             "seconds_per_step": sum(timed) / len(timed) if timed else None,
             "steps_run": len(run.step_seconds or []),
+            "train_seconds": profile["seconds"] + sum(run.step_seconds or []),
             "device": str(run.device),
             "amp": None if run.amp_dtype is None else str(run.amp_dtype).removeprefix("torch."),
             "cuda_peak_bytes": peak,

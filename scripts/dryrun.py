@@ -6,9 +6,10 @@ notebook this script measures the wall time and the kernel's peak memory, and co
 ``train.fit`` logged of each training run (``course_utils.dryrun``: FLOPs and activations of a
 full-size step, seconds a step here, the steps of the full run). From these it estimates:
 
-- the full run's time on a GPU: the dry run's own time (everything but training, measured here:
-  an upper bound, as a GPU also runs the networks' inference faster) plus the training FLOPs at
-  ``--mfu`` of the GPU's bfloat16 peak (an assumption, stated in the output);
+- the full run's time on a GPU: the dry run's own time less what its networks spent training and
+  predicting here (the rest, data and post-processing, counts as it ran on this CPU), plus the
+  full run's training FLOPs and the predictions' FLOPs at ``--mfu`` of the GPU's bfloat16
+  peak (an assumption, stated in the output);
 - each training run's GPU memory: weights, gradients and Adam's moments, the kept activations
   of the full-size batch measured in float32 (an upper bound of a bfloat16 run), the batch.
 
@@ -28,6 +29,7 @@ import json
 import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 OUT = ROOT / "_build" / "dryrun"
 RESULTS = ROOT / "benchmarks" / "results" / "dryrun_cpu.json"
+THROUGHPUT = ROOT / "benchmarks" / "results" / "train_throughput_cpu.json"
 CLASSROOM_GPU_BYTES = 16 * 2**30
 GIB = 2**30
 
@@ -64,6 +67,13 @@ def run_one(notebook: Path, timeout: int, full: bool, out: Path | None = None) -
     if not full:
         os.environ.setdefault("COURSE_DEVICE", "cpu")
     nb = nbformat.read(notebook, as_version=4)
+    # The time the networks spend predicting (course_utils.dryrun.InferenceClock), logged last.
+    clock = "from course_utils.dryrun import InferenceClock\n_dryrun_clock = InferenceClock()"
+    nb.cells = [
+        nbformat.v4.new_code_cell(clock),
+        *nb.cells,
+        nbformat.v4.new_code_cell("_dryrun_clock.close()"),
+    ]
     client = NotebookClient(
         nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}
     )
@@ -74,27 +84,49 @@ def run_one(notebook: Path, timeout: int, full: bool, out: Path | None = None) -
         last = str(err).strip().splitlines()[-1]
         error = re.sub(r"\x1b\[[0-9;]*m", "", last)[:500]  # without the terminal's colours
     seconds = time.perf_counter() - started
+    nb.cells = nb.cells[1:-1]
     nbformat.write(nb, out / notebook.name)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # kB on Linux
     runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return {"seconds": seconds, "peak_rss_bytes": peak, "error": error, "runs": runs}
 
 
+def cpu_flop_rate(runs: list[dict]) -> float:
+    """FLOP/s this CPU reached in training steps: the notebook's own runs, else the float32
+    rate of the course's networks in ``benchmarks/results/train_throughput_cpu.json``."""
+    rates = [r["flops"] / r["seconds_per_step"] for r in runs if r.get("seconds_per_step")]
+    if not rates:
+        rows = json.loads(THROUGHPUT.read_text())["rows"]
+        rates = [r["tflops"] * 1e12 for r in rows if r.get("config") == "fp32" and r["tflops"]]
+    return statistics.median(rates)
+
+
 def estimate(runs: list[dict], seconds: float, mfu: float, peak_flops: float) -> dict:
-    """A notebook's full-mode training FLOPs, CPU and GPU time and largest training memory."""
-    flops = cpu_seconds = memory = 0.0
-    for run in runs:
+    """A notebook's full-mode training FLOPs, CPU and GPU time and largest training memory.
+
+    GPU time: the dry run's own time here, less what its networks spent training and predicting
+    on this CPU, plus the full run's training FLOPs and the predictions' FLOPs (their seconds
+    here times this CPU's FLOP rate) at ``mfu`` of ``peak_flops``.
+    """
+    training = [r for r in runs if "flops" in r]
+    inference = sum(r.get("inference_seconds", 0.0) for r in runs)
+    flops = cpu_seconds = memory = spent = 0.0
+    for run in training:
         steps = run["epochs"] * (run["batches_per_epoch"] or 0)
         val = run["epochs"] * run["val_batches_per_epoch"]
         flops += steps * run["flops"] + val * run["forward_flops"]
         cpu_seconds += steps * (run["seconds_per_step"] or run["seconds"])
+        spent += run.get("train_seconds", run["seconds"])
         need = 4 * run["parameter_bytes"] + run["activation_bytes"] + run["batch_bytes"]
         memory = max(memory, need)
+    predicting = inference * cpu_flop_rate(training) if inference else 0.0
+    rest = max(0.0, seconds - spent - inference)
     return {
-        "training_runs": len(runs),
+        "training_runs": len(training),
         "training_pflop": flops / 1e15,
+        "inference_cpu_min": inference / 60,
         "full_training_cpu_h": cpu_seconds / 3600,
-        "gpu_min_estimate": (seconds + flops / (mfu * peak_flops)) / 60,
+        "gpu_min_estimate": (rest + (flops + predicting) / (mfu * peak_flops)) / 60,
         "gpu_training_gib": memory / GIB,
         "fits_16gb_gpu": memory < CLASSROOM_GPU_BYTES,
     }
@@ -210,8 +242,10 @@ def main() -> None:
         h100 = peak_tflops("h100")
         settings = {
             "mode": "COURSE_MODE=full COURSE_DRYRUN=1",
-            "gpu_time": f"the dry run's time here plus full training's FLOPs at {args.mfu:.0%} "
-            f"of an {h100['label']}'s bfloat16 peak ({h100['bf16']} TFLOP/s): an estimate",
+            "gpu_time": "the dry run's time here, less its networks' training and prediction "
+            f"time, plus the full run's training FLOPs and the predictions' FLOPs at "
+            f"{args.mfu:.0%} of an {h100['label']}'s bfloat16 peak ({h100['bf16']} TFLOP/s): "
+            "an estimate",
             "gpu_memory": "4 x weights (Adam) + float32 activations of a full batch + the batch",
         }
         title = "Full mode, dry run on the CPU, with estimates of the GPU run"

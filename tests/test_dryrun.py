@@ -168,7 +168,7 @@ def load_script():
     return module
 
 
-def test_the_estimate_adds_training_flops_at_the_assumed_share_of_the_peak():
+def test_the_estimate_swaps_cpu_network_time_for_gpu_flops():
     script = load_script()
     run = {
         "epochs": 10,
@@ -178,19 +178,49 @@ def test_the_estimate_adds_training_flops_at_the_assumed_share_of_the_peak():
         "forward_flops": 1e12,
         "seconds_per_step": 2.0,
         "seconds": 9.0,
+        "train_seconds": 15.0,
         "parameter_bytes": 1e6,
         "activation_bytes": 2e9,
         "batch_bytes": 1e6,
     }
-    est = script.estimate([run], seconds=60.0, mfu=0.5, peak_flops=1e15)
+    clock = {"inference_seconds": 20.0, "inference_calls": 4}
+    est = script.estimate([run, clock], seconds=60.0, mfu=0.5, peak_flops=1e15)
     flops = 1000 * 3e12 + 50 * 1e12
+    predicting = 20.0 * 3e12 / 2.0  # this CPU's rate in the run's own steps
     assert est["training_pflop"] == pytest.approx(flops / 1e15)
-    assert est["gpu_min_estimate"] == pytest.approx((60 + flops / 5e14) / 60)
+    # 60 s of dry run, of which 15 s training and 20 s predicting here: 25 s stay as they ran.
+    assert est["gpu_min_estimate"] == pytest.approx((25 + (flops + predicting) / 5e14) / 60)
     assert est["full_training_cpu_h"] == pytest.approx(2000 / 3600)
+    assert est["inference_cpu_min"] == pytest.approx(20 / 60)
     assert est["gpu_training_gib"] == pytest.approx((4e6 + 2e9 + 1e6) / 2**30)
     assert est["fits_16gb_gpu"] and est["training_runs"] == 1
     empty = script.estimate([], seconds=30.0, mfu=0.5, peak_flops=1e15)
     assert empty["gpu_min_estimate"] == 0.5 and empty["gpu_training_gib"] == 0
+
+
+def test_the_cpu_rate_falls_back_on_the_throughput_benchmark():
+    script = load_script()
+    assert script.cpu_flop_rate([{"flops": 4e12, "seconds_per_step": 2.0}]) == 2e12
+    assert 1e9 < script.cpu_flop_rate([]) < 1e13  # the committed float32 rows of this CPU
+
+
+def test_the_inference_clock_times_forward_passes_without_gradients(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_TRAINING_LOG", str(tmp_path / "log.jsonl"))
+    model = net()
+    clock = dryrun.InferenceClock()
+    try:
+        model(torch.randn(1, 1, 8, 8))  # with gradients: training, not counted
+        with torch.no_grad():
+            model(torch.randn(1, 1, 8, 8))  # one outermost call (nested modules inside)
+        with torch.inference_mode():
+            model(torch.randn(1, 1, 8, 8))
+    finally:
+        record = clock.close()
+    assert record["inference_calls"] == 2 and record["inference_seconds"] > 0
+    with torch.no_grad():
+        model(torch.randn(1, 1, 8, 8))  # the hooks are gone
+    assert clock.calls == 2
+    assert json.loads((tmp_path / "log.jsonl").read_text())["inference_calls"] == 2
 
 
 def test_the_readme_columns_are_written_from_the_rows(tmp_path):

@@ -88,7 +88,9 @@ def run_one(notebook: Path, timeout: int, full: bool, out: Path | None = None) -
     nbformat.write(nb, out / notebook.name)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # kB on Linux
     runs = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    return {"seconds": seconds, "peak_rss_bytes": peak, "error": error, "runs": runs}
+    entry = {"seconds": seconds, "peak_rss_bytes": peak, "error": error, "runs": runs}
+    (out / f"{notebook.stem}.json").write_text(json.dumps(entry))  # kept if the parent stops
+    return entry
 
 
 def cpu_flop_rate(runs: list[dict]) -> float:
@@ -205,6 +207,9 @@ def main() -> None:
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # the per-notebook child
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)  # its folder (tests)
     parser.add_argument("--readme", action="store_true", help="write the README's columns")
+    parser.add_argument(
+        "--collect", action="store_true", help="no run: the results of runs already in _build/"
+    )
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one, args.timeout, args.full, args.out)))
@@ -221,7 +226,14 @@ def main() -> None:
     rows, runs = [], []
     for path in paths:
         print(f"[{'full' if args.full else 'dryrun'}] {path.name} ...", flush=True)
-        entry = run_child(path, args.timeout, args.full)
+        saved = (OUT.with_name("fullrun") if args.full else OUT) / f"{path.stem}.json"
+        if args.collect and not saved.exists():
+            continue
+        entry = (
+            json.loads(saved.read_text())
+            if args.collect
+            else run_child(path, args.timeout, args.full)
+        )
         if args.full:
             rows.append(full_row(path.stem, entry, gpu))
         else:

@@ -249,11 +249,13 @@ def _log_run(profile: dict, run: steps.Run) -> None:
 
     # The first step warms up (allocations, kernel choice): the others time a plain step.
     timed = (run.step_seconds or [])[1:] or run.step_seconds
+    fetched = (run.fetch_seconds or [])[1:] or run.fetch_seconds  # the first starts the workers
     peak = torch.cuda.max_memory_allocated(run.device) if run.device.type == "cuda" else None
     log_run(
         {
             **profile,
             "seconds_per_step": sum(timed) / len(timed) if timed else None,
+            "data_seconds_per_step": sum(fetched) / len(fetched) if fetched else None,
             "steps_run": len(run.step_seconds or []),
             "train_seconds": profile["seconds"] + sum(run.step_seconds or []),
             "device": str(run.device),

@@ -105,6 +105,7 @@ class Run:
         self.max_batches = DRYRUN_STEPS if is_dryrun() else None
         # Seconds of each training step, when the run is logged (course_utils.dryrun).
         self.step_seconds: list[float] | None = [] if logging_requested() else None
+        self.fetch_seconds: list[float] | None = [] if logging_requested() else None  # data
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -144,8 +145,11 @@ def train_epoch(run: Run, loader, desc: str, progress: bool) -> float:
     if run.max_batches is not None and n_batches is not None:
         n_batches = min(n_batches, run.max_batches)
     bar = tqdm(total=n_batches, desc=desc, leave=False, unit="batch", disable=not progress)
+    waited = time.perf_counter()
     for step, batch in enumerate(itertools.islice(loader, run.max_batches)):
         started = time.perf_counter()
+        if run.fetch_seconds is not None:
+            run.fetch_seconds.append(started - waited)  # the loader's time for this batch
         x, y, extra = run.to_device(batch)
         with run.autocast():
             loss = run.loss_fn(run.model(x), y, *extra)
@@ -167,6 +171,7 @@ def train_epoch(run: Run, loader, desc: str, progress: bool) -> float:
         bar.update(1)
         if progress and step % 10 == 0:  # .item() waits for the GPU: not every batch
             bar.set_postfix(loss=f"{(total / count).item():.4g}")
+        waited = time.perf_counter()
     bar.close()
     if count == 0:
         raise ValueError("train_loader yielded no batches")

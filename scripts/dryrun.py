@@ -41,6 +41,7 @@ OUT = ROOT / "_build" / "dryrun"
 RESULTS = ROOT / "benchmarks" / "results" / "dryrun_cpu.json"
 THROUGHPUT = ROOT / "benchmarks" / "results" / "train_throughput_cpu.json"
 CLASSROOM_GPU_BYTES = 16 * 2**30
+DATA_WORKERS = 4  # loader processes assumed on the GPU machine (full mode's loaders use 4-8)
 GIB = 2**30
 
 
@@ -108,15 +109,21 @@ def estimate(runs: list[dict], seconds: float, mfu: float, peak_flops: float) ->
 
     GPU time: the dry run's own time here, less what its networks spent training and predicting
     on this CPU, plus the full run's training FLOPs and the predictions' FLOPs (their seconds
-    here times this CPU's FLOP rate) at ``mfu`` of ``peak_flops``.
+    here times this CPU's FLOP rate) at ``mfu`` of ``peak_flops``, plus the time the steps wait
+    for their batches where the loader (its time a batch here, over ``DATA_WORKERS``
+    processes) is slower than the GPU.
     """
     training = [r for r in runs if "flops" in r]
     inference = sum(r.get("inference_seconds", 0.0) for r in runs)
-    flops = cpu_seconds = memory = spent = 0.0
+    flops = cpu_seconds = memory = spent = waiting = 0.0
     for run in training:
         steps = run["epochs"] * (run["batches_per_epoch"] or 0)
         val = run["epochs"] * run["val_batches_per_epoch"]
         flops += steps * run["flops"] + val * run["forward_flops"]
+        # A step waits for its batch when the loader's workers are slower than the GPU.
+        compute = run["flops"] / (mfu * peak_flops)
+        data = (run.get("data_seconds_per_step") or 0.0) / DATA_WORKERS
+        waiting += steps * max(0.0, data - compute)
         cpu_seconds += steps * (run["seconds_per_step"] or run["seconds"])
         spent += run.get("train_seconds", run["seconds"])
         need = 4 * run["parameter_bytes"] + run["activation_bytes"] + run["batch_bytes"]
@@ -128,7 +135,8 @@ def estimate(runs: list[dict], seconds: float, mfu: float, peak_flops: float) ->
         "training_pflop": flops / 1e15,
         "inference_cpu_min": inference / 60,
         "full_training_cpu_h": cpu_seconds / 3600,
-        "gpu_min_estimate": (rest + (flops + predicting) / (mfu * peak_flops)) / 60,
+        "gpu_min_estimate": (rest + waiting + (flops + predicting) / (mfu * peak_flops)) / 60,
+        "data_bound_min": waiting / 60,
         "gpu_training_gib": memory / GIB,
         "fits_16gb_gpu": memory < CLASSROOM_GPU_BYTES,
     }
@@ -256,8 +264,9 @@ def main() -> None:
             "mode": "COURSE_MODE=full COURSE_DRYRUN=1",
             "gpu_time": "the dry run's time here, less its networks' training and prediction "
             f"time, plus the full run's training FLOPs and the predictions' FLOPs at "
-            f"{args.mfu:.0%} of an {h100['label']}'s bfloat16 peak ({h100['bf16']} TFLOP/s): "
-            "an estimate",
+            f"{args.mfu:.0%} of an {h100['label']}'s bfloat16 peak ({h100['bf16']} TFLOP/s), "
+            f"plus the steps' wait for batches slower than that on {DATA_WORKERS} loader "
+            "processes: an estimate",
             "gpu_memory": "4 x weights (Adam) + float32 activations of a full batch + the batch",
         }
         title = "Full mode, dry run on the CPU, with estimates of the GPU run"

@@ -111,6 +111,7 @@ def test_outside_a_dry_run_fit_trains_everything_and_logs_when_asked(monkeypatch
     fit(net(), train, loss_fn=nn.BCEWithLogitsLoss(), epochs=3, progress=False)
     (record,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert record["steps_run"] == 18 and record["epochs"] == 3 and record["device"] == "cpu"
+    assert record["data_seconds_per_step"] > 0 and record["train_seconds"] > 0
     assert record["cuda_peak_bytes"] is None and record["flops"] > 0
 
 
@@ -193,7 +194,11 @@ def test_the_estimate_swaps_cpu_network_time_for_gpu_flops():
     assert est["full_training_cpu_h"] == pytest.approx(2000 / 3600)
     assert est["inference_cpu_min"] == pytest.approx(20 / 60)
     assert est["gpu_training_gib"] == pytest.approx((4e6 + 2e9 + 1e6) / 2**30)
-    assert est["fits_16gb_gpu"] and est["training_runs"] == 1
+    assert est["fits_16gb_gpu"] and est["training_runs"] == 1 and est["data_bound_min"] == 0
+    # A loader slower than the GPU: each step waits for its batch.
+    slow = {**run, "data_seconds_per_step": 4.0 * script.DATA_WORKERS}
+    waited = script.estimate([slow], seconds=60.0, mfu=0.5, peak_flops=1e15)["data_bound_min"]
+    assert waited == pytest.approx(1000 * (4.0 - 3e12 / 5e14) / 60)
     empty = script.estimate([], seconds=30.0, mfu=0.5, peak_flops=1e15)
     assert empty["gpu_min_estimate"] == 0.5 and empty["gpu_training_gib"] == 0
 

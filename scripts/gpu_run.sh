@@ -21,8 +21,8 @@ log() { echo "[gpu_run $(date +%H:%M:%S)] $*"; }
 
 if [ "${1:-}" = "--rehearse" ]; then
     log "rehearsal on the CPU: nothing it measures is a GPU figure, and it writes no GPU file"
-    log "1. one notebook in the full-mode dry run"
-    $PY scripts/dryrun.py notebooks/00_setup_and_data.ipynb
+    log "1. one notebook in the full-mode dry run (results kept in _build/rehearse only)"
+    $PY scripts/dryrun.py --one notebooks/00_setup_and_data.ipynb --out "$PWD/_build/rehearse"
     log "2. throughput, smoke sizes"
     $PY benchmarks/train_throughput.py --quick
     log "3. post-processing, the CPU on both sides"

@@ -560,7 +560,9 @@ print(
     f"true polygons AP@0.5: {strict.loc[0.5, 'true polygons']:.3f} with the border band, "
     f"{band_ap:.3f} without"
 )
-assert band_ap > strict.loc[0.5, "true polygons"] + 0.02 and n_on_border >= n_missed - 2
+# Nearly every nucleus the true polygons miss touches the image border (a share: the dry run of
+# full mode, 48 images, missed 204 with 194 on the border; fast mode 21 with 20).
+assert band_ap > strict.loc[0.5, "true polygons"] + 0.02 and n_on_border >= 0.9 * n_missed
 fall = strict.loc[0.5] - strict.loc[0.9]
 print(f"AP@0.5 - AP@0.9: {fall.round(3).to_dict()}")
 assert fall["true polygons"] < 0.05

@@ -100,26 +100,20 @@ def native_bf16(device: Any) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 8
 
 
-def amp_dtype(amp: Any, device: Any, *, cpu_bf16: bool = False):
+def amp_dtype(amp: Any, device: Any):
     """The autocast dtype for ``amp`` on ``device`` (a ``torch.device``), or ``None`` for none.
 
-    ``"auto"``: on CUDA, bfloat16 on GPUs with native support (compute capability 8.0, Ampere,
-    or newer; ROCm), else float16; on the CPU, bfloat16 when ``cpu_bf16`` is set and the CPU
-    computes it natively (AVX512-BF16 or AMX, ``course_utils.env.cpu_has_bf16``), else none;
-    none on MPS. bfloat16 has the range of float32 and needs no loss scaling; float16 does
-    (``train.fit`` adds a GradScaler for it). Turing GPUs such as the T4 only *emulate*
-    bfloat16, slowly, so they get float16. ``True`` forces it on any device (bfloat16 off CUDA).
-    Shared by ``train.fit`` (``cpu_bf16=True``) and ``predict.predict_tiled``.
+    ``"auto"``: on CUDA only; bfloat16 on GPUs with native support (compute capability 8.0,
+    Ampere, or newer; ROCm), else float16. bfloat16 has the range of float32 and needs no loss
+    scaling; float16 does (``train.fit`` adds a GradScaler for it). Turing GPUs such as the T4
+    only *emulate* bfloat16, slowly, so they get float16. ``True`` forces it on any device
+    (bfloat16 off CUDA). Shared by ``train.fit`` and ``predict.predict_tiled``.
     """
     import torch
 
     if not (amp is None or isinstance(amp, bool) or amp in ("auto", "bf16", "fp16")):
         raise ValueError(f"amp must be 'auto', True, False, 'bf16' or 'fp16', got {amp!r}")
     cuda = device.type == "cuda"
-    if amp == "auto" and device.type == "cpu" and cpu_bf16:
-        from ..env import cpu_has_bf16
-
-        return torch.bfloat16 if cpu_has_bf16() else None
     if amp is False or amp is None or (amp == "auto" and not cuda):
         return None
     if amp is True or amp == "auto":

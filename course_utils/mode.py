@@ -15,7 +15,7 @@ and ``topdown.train_maskrcnn`` train at most :data:`DRYRUN_STEPS` epochs of
 :data:`DRYRUN_STEPS` batches, and :func:`pick_steps` caps the length of a loop a notebook
 writes by hand. ``fit`` still sees the full run's epochs and batches, and logs them
 (:mod:`course_utils.dryrun`) for the estimates of ``scripts/dryrun.py``. Every full-mode code
-path then runs on a CPU (in minutes to an hour a notebook: the full test splits are predicted),
+path then runs on a CPU (minutes to hours a notebook: full test splits are predicted there),
 so that a shape, memory or data error on a path only full mode takes shows up before a class
 meets it. A dry run cannot reach full-mode scores: :func:`course_utils.checks.check_result`
 reports the score claims it cannot check instead of asserting them.

@@ -151,7 +151,7 @@ def fit(
     Introduced in notebook 02b.
     """
     epochs = check_int(epochs, "epochs", minimum=1)
-    planned, logged = epochs, logging_requested() or is_dryrun()
+    planned, logged = epochs, logging_requested()
     if is_dryrun():
         epochs = min(epochs, DRYRUN_STEPS)
     seed = check_int(seed, "seed", minimum=0)

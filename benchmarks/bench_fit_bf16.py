@@ -54,7 +54,6 @@ def main() -> None:
     if not cpu_has_bf16():
         print("skipped: this CPU has no native bfloat16 (the comparison would time emulation)")
         return
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     data = {
         "train": cu.data.load_split("bbbc039", "train", n=args.n_train),
         "val": cu.data.load_split("bbbc039", "val", n=args.n_val),

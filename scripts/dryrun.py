@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from course_utils.dryrun import training_memory
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 OUT = ROOT / "_build" / "dryrun"
@@ -128,8 +130,7 @@ def estimate(runs: list[dict], seconds: float, mfu: float, peak_flops: float) ->
         waiting += steps * max(0.0, data - compute)
         cpu_seconds += steps * (run["seconds_per_step"] or run["seconds"])
         spent += run.get("train_seconds", run["seconds"])
-        need = 4 * run["parameter_bytes"] + run["activation_bytes"] + run["batch_bytes"]
-        memory = max(memory, need)
+        memory = max(memory, training_memory(run, run["batch_bytes"]))
     predicting = inference * cpu_flop_rate(training) if inference else 0.0
     rest = max(0.0, seconds - spent - inference)
     return {

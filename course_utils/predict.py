@@ -201,7 +201,8 @@ def predict_tiled(
         the image are handled by repeated mirroring.
     amp : "auto", bool, "bf16" or "fp16"
         Mixed precision; ``"auto"`` is on for CUDA only (bfloat16 on Ampere or newer, else
-        float16), as in ``train.fit``.
+        float16). Unlike ``train.fit`` it stays off on the CPU: predictions there are float32,
+        as the notebooks' checks against reference packages expect.
 
     Returns
     -------

@@ -95,7 +95,7 @@ class Run:
             )
         self.scheduler = scheduler
         self.per_batch = isinstance(scheduler, PER_BATCH_SCHEDULERS)
-        self.amp_dtype = amp_dtype(amp, self.device)
+        self.amp_dtype = amp_dtype(amp, self.device, cpu_bf16=True)
         # Loss scaling only for float16: bfloat16 has the exponent range of float32.
         use_scaler = self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)

@@ -113,14 +113,48 @@ def test_dataloader_workers(monkeypatch):
 
 def test_amp_dtype_off_the_gpu_and_forced():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert amp_dtype("auto", cpu) is None  # no mixed precision on the CPU unless asked
+    assert amp_dtype("auto", cpu) is None  # prediction: float32 on the CPU unless asked
+    assert amp_dtype("gpu", cpu, cpu_bf16=True) is None
+    assert amp_dtype("auto", torch.device("mps"), cpu_bf16=True) is None
     assert amp_dtype(False, cuda) is None and amp_dtype(None, cuda) is None
     assert amp_dtype(True, cpu) == torch.bfloat16
     assert amp_dtype("fp16", cpu) == torch.float16
     assert amp_dtype("bf16", cuda) == torch.bfloat16  # a forced dtype is not second-guessed
-    for bad in ("fp8", "BF16", 1, 0.5):
+    for bad in ("fp8", "BF16", "cpu", 1, 0.5):
         with pytest.raises(ValueError, match="amp"):
             amp_dtype(bad, cpu)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_trains_in_bf16_on_cpus_that_compute_it_natively(monkeypatch, native):
+    # Training (cpu_bf16=True, as train.fit asks) gets bfloat16 where the CPU has it natively,
+    # never emulated; prediction (the default) stays float32.
+    monkeypatch.setattr(env, "cpu_has_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert amp_dtype("auto", cpu, cpu_bf16=True) == (torch.bfloat16 if native else None)
+    assert amp_dtype("auto", cpu) is None
+    assert amp_dtype("gpu", cpu, cpu_bf16=True) is None
+
+
+def test_fit_and_train_method_take_the_cpu_bf16_choice_of_the_method(monkeypatch):
+    from course_utils import methods, train_steps
+    from course_utils.methods import training
+
+    monkeypatch.setattr(env, "cpu_has_bf16", lambda: True)
+    seen = []
+    monkeypatch.setattr(training, "train_patches", lambda *a, **k: seen.append(k["amp"]))
+    image, labels = np.zeros((32, 32), np.float32), np.zeros((32, 32), np.int32)
+    labels[8:16, 8:16] = 1
+    for name in ("unet_3class", "stardist"):
+        methods.train_method(name, [image], [labels], budget="fast", epochs=1)
+    methods.train_method("stardist", [image], [labels], budget="fast", epochs=1, amp="bf16")
+    assert seen == ["auto", "gpu", "bf16"]  # StarDist's record keeps it float32 on the CPU
+    assert methods.get("stardist").amp == "gpu"
+    model = torch.nn.Conv2d(1, 1, 3)
+    options = dict(optimizer=None, lr=1e-3, scheduler=None, channels_last=False, loss_fn=None)
+    options.update(metrics={}, grad_clip=None, seed=0, monitor="train_loss")
+    run = train_steps.Run(model, device="cpu", amp="auto", **options)
+    assert run.amp_dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize(

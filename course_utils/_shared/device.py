@@ -100,22 +100,32 @@ def native_bf16(device: Any) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 8
 
 
-def amp_dtype(amp: Any, device: Any):
+def amp_dtype(amp: Any, device: Any, *, cpu_bf16: bool = False):
     """The autocast dtype for ``amp`` on ``device`` (a ``torch.device``), or ``None`` for none.
 
-    ``"auto"``: on CUDA only; bfloat16 on GPUs with native support (compute capability 8.0,
+    ``"auto"``: on CUDA, bfloat16 on GPUs with native support (compute capability 8.0,
     Ampere, or newer; ROCm), else float16. bfloat16 has the range of float32 and needs no loss
     scaling; float16 does (``train.fit`` adds a GradScaler for it). Turing GPUs such as the T4
-    only *emulate* bfloat16, slowly, so they get float16. ``True`` forces it on any device
+    only *emulate* bfloat16, slowly, so they get float16. On the CPU, ``"auto"`` gives
+    bfloat16 only with ``cpu_bf16=True`` (training: ``train.fit``) and a CPU that computes it
+    natively (:func:`course_utils.env.cpu_has_bf16`); prediction stays float32 there.
+    ``"gpu"``: as ``"auto"`` on CUDA, off elsewhere (a method that loses accuracy in bfloat16
+    on the CPU, see ``benchmarks/bench_fit_bf16.py``). ``True`` forces it on any device
     (bfloat16 off CUDA). Shared by ``train.fit`` and ``predict.predict_tiled``.
     """
     import torch
 
-    if not (amp is None or isinstance(amp, bool) or amp in ("auto", "bf16", "fp16")):
-        raise ValueError(f"amp must be 'auto', True, False, 'bf16' or 'fp16', got {amp!r}")
-    cuda = device.type == "cuda"
-    if amp is False or amp is None or (amp == "auto" and not cuda):
+    if not (amp is None or isinstance(amp, bool) or amp in ("auto", "gpu", "bf16", "fp16")):
+        raise ValueError(f"amp must be 'auto', 'gpu', True, False, 'bf16' or 'fp16', got {amp!r}")
+    if amp is False or amp is None:
         return None
-    if amp is True or amp == "auto":
+    if device.type == "cpu" and amp == "auto":
+        from ..env import cpu_has_bf16  # env imports this module
+
+        return torch.bfloat16 if cpu_bf16 and cpu_has_bf16() else None
+    cuda = device.type == "cuda"
+    if amp in ("auto", "gpu") and not cuda:
+        return None
+    if amp in (True, "auto", "gpu"):
         amp = "fp16" if cuda and not native_bf16(device) else "bf16"
     return torch.bfloat16 if amp == "bf16" else torch.float16

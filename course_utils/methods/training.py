@@ -102,7 +102,8 @@ def train_method(
         A name of the training data, and more facts for ``model.meta``.
     train_options
         To :func:`train_patches` and ``fit`` (``dataset_options``, ``num_workers``,
-        ``device``, ``progress``, ``amp``, ``time_limit``, ...).
+        ``device``, ``progress``, ``amp``, ``time_limit``, ...); ``amp`` defaults to the
+        record's.
 
     Returns
     -------
@@ -146,7 +147,7 @@ def train_method(
             optimizer=torch.optim.Adam(trainable, lr=plan.lr),
             meta=facts,
             checkpoint_dir=checkpoint_dir,
-            **train_options,
+            **{"amp": record.amp, **train_options},
         )
     finally:
         for p in model.parameters():

@@ -453,8 +453,9 @@ for x, y in tqdm(train_loader, desc="hand-written loop, one epoch"):
 print(f"loss: first batch {losses[0]:.3f}, last batch {losses[-1]:.3f}")
 
 # %% [markdown]
-# The same loop, with validation after every epoch, a history, checkpoints and mixed precision on
-# a GPU, is `cu.train.fit`. We continue training the same model with it.
+# The same loop, with validation after every epoch, a history, checkpoints and mixed precision
+# (on a GPU, and on CPUs that compute bfloat16 natively) is `cu.train.fit`. We continue
+# training the same model with it.
 
 # %%
 history = cu.train.fit(

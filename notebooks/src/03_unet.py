@@ -764,10 +764,9 @@ print("Dice = 2 IoU / (1 + IoU) on every image:", dice_rule_holds)
 #   at larger learning rates and needs no careful initialisation;
 # - **Adam** (Kingma & Ba 2015) rather than SGD with high momentum (used for all runs here;
 #   the cells below compare the two);
-# - **mixed precision**: on a GPU, `fit(amp="auto")` runs the forward pass in bfloat16 (or float16
-#   with loss scaling), about twice as fast, with the weights kept in float32. Recent server CPUs
-#   compute bfloat16 natively too, and there `fit` uses it (1.3-1.6x faster for the course's
-#   U-Nets, `benchmarks/bench_fit_bf16.py`); other CPUs would only emulate it, so it is off.
+# - **mixed precision**: `fit(amp="auto")` runs the forward pass in bfloat16 (or float16 with
+#   loss scaling) on a GPU, about twice as fast, with float32 weights; also on CPUs that compute
+#   bfloat16 natively (1.3-1.6x faster here; off on CPUs that would only emulate it).
 #
 # `cu.models.UNet` has these as arguments (normalisation, residual blocks, upsampling mode).
 #
@@ -894,7 +893,6 @@ print(recipe_checks)
 # One column per setting, one entry per variant, in this order:
 variants = ["original", "original + weight map", "modern", "modern 3-class"]
 changed = ["-", "loss", "padding, norm, patch, tiling, AMP", "target, loss, post-processing"]
-# fit(amp="auto") uses mixed precision on a GPU and on a CPU that computes bfloat16 natively
 amp_used = device.type == "cuda" or (device.type == "cpu" and cu.env.cpu_has_bf16())
 table = pd.DataFrame(
     {

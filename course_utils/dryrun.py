@@ -7,8 +7,8 @@ and backward passes (``torch.utils.flop_counter``), the bytes of the activations
 backward pass, and the bytes of the weights. With the steps the full run would take, these
 estimate its time on a GPU and its GPU memory (``scripts/dryrun.py`` does the sums).
 
-When ``COURSE_TRAINING_LOG`` names a file, every run of ``fit`` (dry or not) appends one JSON
-line to it (:func:`log_run`): the profile, the steps asked for, the seconds a step measured,
+When ``COURSE_TRAINING_LOG`` names a file, every run of ``fit`` and of
+``topdown.train_maskrcnn`` (dry or not) appends one JSON line to it (:func:`log_run`): the profile, the steps asked for, the seconds a step measured,
 and on CUDA the peak memory; ``scripts/gpu_run.sh`` records a real full-mode run this way.
 """
 
@@ -30,6 +30,7 @@ __all__ = [
     "log_run",
     "logging_requested",
     "profile_step",
+    "timing_fields",
     "training_memory",
 ]
 
@@ -115,6 +116,25 @@ def training_memory(profile: dict[str, float], batch_bytes: float = 0.0) -> floa
     so this is an upper bound of the run with it), and the batch itself.
     """
     return 4 * profile["parameter_bytes"] + profile["activation_bytes"] + batch_bytes
+
+
+def timing_fields(
+    profile: dict[str, float], step_seconds: list[float], fetch_seconds: list[float], device: Any
+) -> dict[str, Any]:
+    """The measured part of a logged run: seconds a step and a batch's wait (the first of each
+    left out: it warms up, or starts the loader's workers), steps run, training seconds with
+    the profiled step, the device and, on CUDA, the peak memory."""
+    timed = step_seconds[1:] or step_seconds
+    fetched = fetch_seconds[1:] or fetch_seconds
+    cuda = torch.device(device).type == "cuda"
+    return {
+        "seconds_per_step": sum(timed) / len(timed) if timed else None,
+        "data_seconds_per_step": sum(fetched) / len(fetched) if fetched else None,
+        "steps_run": len(step_seconds),
+        "train_seconds": profile["seconds"] + sum(step_seconds),
+        "device": str(device),
+        "cuda_peak_bytes": torch.cuda.max_memory_allocated(device) if cuda else None,
+    }
 
 
 def log_run(record: dict[str, Any]) -> Path | None:

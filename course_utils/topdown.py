@@ -20,6 +20,7 @@ Introduced in notebook 10b.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ from .checkpoint import (
     save_training_state,
 )
 from .data import PatchDataset
+from .dryrun import log_run, logging_requested, profile_step, timing_fields
 from .mode import DRYRUN_STEPS, is_dryrun
 from .models import MaskRCNNNet
 
@@ -132,7 +134,7 @@ def train_maskrcnn(
     """
     if not isinstance(model, MaskRCNNNet):
         raise TypeError(f"model must be a MaskRCNNNet, got {type(model).__name__}")
-    steps = check_int(steps, "steps", minimum=1)
+    steps = planned = check_int(steps, "steps", minimum=1)
     if is_dryrun():  # a dry run of full mode (course_utils.mode) trains a few steps only
         steps = min(steps, DRYRUN_STEPS)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
@@ -149,7 +151,10 @@ def train_maskrcnn(
         images, labels, patch_size, length=steps * batch_size, augment=augment, seed=seed
     )
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    losses = _train_steps(model.to(device), loader, lr, steps, device, progress)
+    clock = _StepLog(planned) if logging_requested() else None
+    losses = _train_steps(model.to(device), loader, lr, steps, device, progress, clock)
+    if clock is not None:
+        clock.write(device)
     if folder is not None:
         meta = describe(
             model, {"method": "maskrcnn", "data": data, "steps": steps, "losses": losses}
@@ -163,26 +168,73 @@ def train_maskrcnn(
     return losses
 
 
-def _train_steps(model: MaskRCNNNet, loader, lr: float, steps: int, device, progress: bool):
+class _StepLog:
+    """A Mask R-CNN run for ``$COURSE_TRAINING_LOG`` (``course_utils.dryrun``), as ``fit``
+    logs its runs: one profiled step, the seconds of each step and each wait for a batch, and
+    the ``planned`` steps (in a dry run, those of the full run)."""
+
+    def __init__(self, planned: int) -> None:
+        self.planned, self.steps, self.waits = planned, [], []
+        self.record: dict[str, Any] | None = None
+
+    def profile(self, model: MaskRCNNNet, x: torch.Tensor, targets: list) -> None:
+        if self.record is not None:
+            return
+        cuda = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # the RPN samples: leave the run as it was
+            profile = profile_step(
+                _WithTargets(model, targets), x, None, [], lambda out, _: sum(out.values())
+            )
+        self.record = {**profile, "network": type(model).__name__, "method": "maskrcnn"}
+        self.record.update(batch_shape=list(x.shape), batch_bytes=float(x.nbytes), epochs=1)
+        self.record.update(batches_per_epoch=self.planned, val_batches_per_epoch=0, amp=None)
+
+    def write(self, device) -> None:
+        if self.record is not None:
+            log_run({**self.record, **timing_fields(self.record, self.steps, self.waits, device)})
+
+
+class _WithTargets(torch.nn.Module):
+    """``model(x, targets)`` as a one-argument network (for ``dryrun.profile_step``)."""
+
+    def __init__(self, model: MaskRCNNNet, targets: list) -> None:
+        super().__init__()
+        self.model, self.targets = model, targets
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(x, self.targets)
+
+
+def _train_steps(
+    model: MaskRCNNNet, loader, lr: float, steps: int, device, progress: bool, clock=None
+):
     """AdamW with a one-cycle schedule and gradient clipping, one step per batch; the model is
-    left in eval mode. Returns the loss of every step."""
+    left in eval mode. Returns the loss of every step; ``clock`` (a ``_StepLog``) times them."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=steps, pct_start=0.2
     )
-    losses = []
+    losses, waited = [], time.perf_counter()
     for x, y in tqdm(loader, desc="Mask R-CNN", disable=not progress, leave=False):
         targets = [
             {k: v.to(device) for k, v in detection_targets(lab.numpy()).items()} for lab in y
         ]
-        loss = sum(model(x.to(device), targets).values())
+        x = x.to(device)
+        if clock is not None:
+            clock.profile(model, x, targets)
+        started = time.perf_counter()  # the batch and its targets are data time
+        loss = sum(model(x, targets).values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)  # early steps of a fresh RPN
         optimizer.step()
         schedule.step()
         losses.append(float(loss.detach()))
+        if clock is not None:
+            clock.steps.append(time.perf_counter() - started)
+            clock.waits.append(started - waited)
+        waited = time.perf_counter()
     model.eval()
     return losses
 

@@ -248,24 +248,11 @@ def _train_epochs(
 
 def _log_run(profile: dict, run: steps.Run) -> None:
     """One JSON line for this run in ``$COURSE_TRAINING_LOG`` (course_utils.dryrun)."""
-    from .dryrun import log_run
+    from .dryrun import log_run, timing_fields
 
-    # The first step warms up (allocations, kernel choice): the others time a plain step.
-    timed = (run.step_seconds or [])[1:] or run.step_seconds
-    fetched = (run.fetch_seconds or [])[1:] or run.fetch_seconds  # the first starts the workers
-    peak = torch.cuda.max_memory_allocated(run.device) if run.device.type == "cuda" else None
-    log_run(
-        {
-            **profile,
-            "seconds_per_step": sum(timed) / len(timed) if timed else None,
-            "data_seconds_per_step": sum(fetched) / len(fetched) if fetched else None,
-            "steps_run": len(run.step_seconds or []),
-            "train_seconds": profile["seconds"] + sum(run.step_seconds or []),
-            "device": str(run.device),
-            "amp": None if run.amp_dtype is None else str(run.amp_dtype).removeprefix("torch."),
-            "cuda_peak_bytes": peak,
-        }
-    )
+    timing = timing_fields(profile, run.step_seconds or [], run.fetch_seconds or [], run.device)
+    amp = None if run.amp_dtype is None else str(run.amp_dtype).removeprefix("torch.")
+    log_run({**profile, **timing, "amp": amp})
 
 
 def _check_monitor(monitor: str, metrics: Mapping, *, has_val: bool) -> str:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from course_utils import methods, topdown
+from course_utils import methods, mode, topdown
 from course_utils.data import synthetic_nuclei
 from course_utils.models import NETWORKS, MaskRCNNNet
 
@@ -131,6 +133,35 @@ def test_training_proposals_detections_and_checkpoint(nuclei, tmp_path):
         topdown.predict_detections(model, np.stack([image, image]))
     with pytest.raises(TypeError, match="MaskRCNNNet"):
         topdown.train_maskrcnn(torch.nn.Conv2d(1, 1, 1), [image], [labels], steps=1)
+
+
+def test_a_logged_maskrcnn_run_records_the_full_run_and_trains_as_an_unlogged_one(
+    nuclei, monkeypatch, tmp_path
+):
+    # What scripts/dryrun.py sums for notebook 10b: the full run's steps and one profiled
+    # step; profiling (its RPN draws random anchors) must not change the run itself.
+    image, labels = nuclei
+    monkeypatch.setenv("COURSE_MODE", "full")
+    monkeypatch.setenv("COURSE_DRYRUN", "1")
+    monkeypatch.delenv("COURSE_TRAINING_LOG", raising=False)
+    log, runs = tmp_path / "runs.jsonl", []
+    for logged in (False, True):
+        if logged:
+            monkeypatch.setenv("COURSE_TRAINING_LOG", str(log))
+        torch.manual_seed(0)
+        model = MaskRCNNNet(1, **TINY)
+        runs.append(
+            topdown.train_maskrcnn(
+                model, [image], [labels], steps=50, patch_size=48, progress=False, device="cpu"
+            )
+        )
+    assert runs[0] == runs[1] and len(runs[0]) == mode.DRYRUN_STEPS
+    (record,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert record["method"] == "maskrcnn" and record["network"] == "MaskRCNNNet"
+    assert record["epochs"] == 1 and record["batches_per_epoch"] == 50
+    assert record["steps_run"] == mode.DRYRUN_STEPS and record["batch_shape"] == [2, 1, 48, 48]
+    assert record["flops"] > record["forward_flops"] > 0 and record["activation_bytes"] > 0
+    assert record["seconds_per_step"] > 0 and record["data_seconds_per_step"] > 0
 
 
 def _ellipse_labels():

@@ -8,8 +8,9 @@ backward pass, and the bytes of the weights. With the steps the full run would t
 estimate its time on a GPU and its GPU memory (``scripts/dryrun.py`` does the sums).
 
 When ``COURSE_TRAINING_LOG`` names a file, every run of ``fit`` and of
-``topdown.train_maskrcnn`` (dry or not) appends one JSON line to it (:func:`log_run`): the profile, the steps asked for, the seconds a step measured,
-and on CUDA the peak memory; ``scripts/gpu_run.sh`` records a real full-mode run this way.
+``topdown.train_maskrcnn`` (dry or not) appends one JSON line to it (:func:`log_run`): the
+profile, the steps asked for, the seconds a step measured, and on CUDA the peak memory;
+``scripts/gpu_run.sh`` records a real full-mode run this way.
 """
 
 from __future__ import annotations

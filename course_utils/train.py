@@ -94,9 +94,10 @@ def fit(
     amp : "auto", "gpu", bool, "bf16" or "fp16"
         Mixed precision. ``"auto"``: on CUDA bfloat16 on GPUs that have it natively (Ampere
         or newer), else float16 with a gradient scaler (e.g. a T4); bfloat16 on CPUs that
-        compute it natively (``course_utils.env.cpu_has_bf16``: 1.3-1.6x faster, scores
-        within the seed spread, ``benchmarks/bench_fit_bf16.py``); off on other CPUs and MPS.
-        ``"gpu"``: on CUDA only (a method's record says so where bfloat16 costs it accuracy).
+        compute it natively (``course_utils.env.cpu_has_bf16``: 1.3-1.8x faster for the four
+        methods, scores within the seed spread, ``benchmarks/bench_fit_bf16.py``); off on
+        other CPUs and MPS.
+        ``"gpu"``: as ``"auto"`` on CUDA, float32 on every CPU.
         ``True`` or a dtype name forces it (a scaler only ever for float16).
     channels_last : "auto" or bool
         NHWC memory layout (faster convolutions on CUDA); ``"auto"``: on CUDA only.

@@ -136,25 +136,18 @@ def test_amp_auto_trains_in_bf16_on_cpus_that_compute_it_natively(monkeypatch, n
     assert amp_dtype("gpu", cpu, cpu_bf16=True) is None
 
 
-def test_fit_and_train_method_take_the_cpu_bf16_choice_of_the_method(monkeypatch):
-    from course_utils import methods, train_steps
-    from course_utils.methods import training
+@pytest.mark.parametrize(("amp", "expected"), [("auto", torch.bfloat16), ("gpu", None)])
+def test_fit_trains_in_bf16_on_a_native_cpu_unless_told_gpu_only(monkeypatch, amp, expected):
+    from course_utils import train_steps
 
     monkeypatch.setattr(env, "cpu_has_bf16", lambda: True)
-    seen = []
-    monkeypatch.setattr(training, "train_patches", lambda *a, **k: seen.append(k["amp"]))
-    image, labels = np.zeros((32, 32), np.float32), np.zeros((32, 32), np.int32)
-    labels[8:16, 8:16] = 1
-    for name in ("unet_3class", "stardist"):
-        methods.train_method(name, [image], [labels], budget="fast", epochs=1)
-    methods.train_method("stardist", [image], [labels], budget="fast", epochs=1, amp="bf16")
-    assert seen == ["auto", "gpu", "bf16"]  # StarDist's record keeps it float32 on the CPU
-    assert methods.get("stardist").amp == "gpu"
-    model = torch.nn.Conv2d(1, 1, 3)
     options = dict(optimizer=None, lr=1e-3, scheduler=None, channels_last=False, loss_fn=None)
     options.update(metrics={}, grad_clip=None, seed=0, monitor="train_loss")
-    run = train_steps.Run(model, device="cpu", amp="auto", **options)
-    assert run.amp_dtype == torch.bfloat16
+    run = train_steps.Run(torch.nn.Conv2d(1, 1, 3), device="cpu", amp=amp, **options)
+    assert run.amp_dtype == expected
+    with run.autocast():  # the step runs in what amp_dtype says
+        out = run.model(torch.zeros(1, 1, 8, 8))
+    assert out.dtype == (expected or torch.float32)
 
 
 @pytest.mark.parametrize(

@@ -109,8 +109,8 @@ def amp_dtype(amp: Any, device: Any, *, cpu_bf16: bool = False):
     only *emulate* bfloat16, slowly, so they get float16. On the CPU, ``"auto"`` gives
     bfloat16 only with ``cpu_bf16=True`` (training: ``train.fit``) and a CPU that computes it
     natively (:func:`course_utils.env.cpu_has_bf16`); prediction stays float32 there.
-    ``"gpu"``: as ``"auto"`` on CUDA, off elsewhere (a method that loses accuracy in bfloat16
-    on the CPU, see ``benchmarks/bench_fit_bf16.py``). ``True`` forces it on any device
+    ``"gpu"``: as ``"auto"`` on CUDA, off elsewhere (float32 training on every CPU).
+    ``True`` forces it on any device
     (bfloat16 off CUDA). Shared by ``train.fit`` and ``predict.predict_tiled``.
     """
     import torch

@@ -90,9 +90,6 @@ class Method:
     tuning : mapping of str to sequence
         The values of each post-processing option to try on validation images
         (``course_utils.methods.tune_postprocess``).
-    amp : str
-        ``train.fit``'s mixed precision for this method: ``"auto"``, or ``"gpu"`` where
-        bfloat16 on the CPU costs accuracy (``benchmarks/bench_fit_bf16.py``).
     """
 
     name: str
@@ -110,7 +107,6 @@ class Method:
     target_args: tuple[str, ...] = ()
     prepare: Callable[[nn.Module, Sequence[np.ndarray]], None] | None = None
     tuning: Mapping[str, tuple] = field(default_factory=dict)
-    amp: str = "auto"
 
     def config(self, mode: str | None = None, **overrides: Any) -> dict[str, Any]:
         """Constructor arguments in ``mode`` (default: the current one), updated by
@@ -323,7 +319,6 @@ METHODS: Mapping[str, Method] = _frozen(
             patch_size=_frozen({"fast": 128, "full": 256}),
             checkpoint="06_stardist",
             prepare=outputs.start_distances,
-            amp="gpu",  # CPU bfloat16: AP@0.5 -0.029 (seed spread 0.020) for 1.1x speed
         ),
         "affinities": Method(
             name="affinities",

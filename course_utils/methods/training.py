@@ -102,8 +102,7 @@ def train_method(
         A name of the training data, and more facts for ``model.meta``.
     train_options
         To :func:`train_patches` and ``fit`` (``dataset_options``, ``num_workers``,
-        ``device``, ``progress``, ``amp``, ``time_limit``, ...); ``amp`` defaults to the
-        record's.
+        ``device``, ``progress``, ``amp``, ``time_limit``, ...).
 
     Returns
     -------
@@ -147,7 +146,7 @@ def train_method(
             optimizer=torch.optim.Adam(trainable, lr=plan.lr),
             meta=facts,
             checkpoint_dir=checkpoint_dir,
-            **{"amp": record.amp, **train_options},
+            **train_options,
         )
     finally:
         for p in model.parameters():

@@ -792,7 +792,6 @@ def train_stardist(folder, dist_weight, epochs):
             opt, max_lr=LR, total_steps=epochs * STEPS_PER_EPOCH, pct_start=0.15
         ),
         device=device,
-        amp=STARDIST.amp,  # mixed precision on a GPU only: bfloat16 on a CPU cost StarDist AP
         checkpoint_dir=cu.train.checkpoint_dir(folder),
         seed=0,
         meta={

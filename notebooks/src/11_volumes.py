@@ -404,7 +404,6 @@ history = cu.train.fit(
     star,
     torch.utils.data.DataLoader(crops, batch_size=2, num_workers=WORKERS),
     loss_fn=cu.methods.get("stardist").loss,
-    amp=cu.methods.get("stardist").amp,  # as the 2-D StarDist record: bfloat16 on a GPU only
     epochs=1,
     lr=3e-3,
     channels_last=False,
@@ -454,7 +453,6 @@ history = cu.train.fit(
     star,
     torch.utils.data.DataLoader(fine_crops, batch_size=2, num_workers=WORKERS),
     loss_fn=cu.methods.get("stardist").loss,
-    amp=cu.methods.get("stardist").amp,  # as the 2-D StarDist record: bfloat16 on a GPU only
     epochs=1,
     lr=1e-3,
     channels_last=False,

@@ -94,7 +94,7 @@ def fit(
     amp : "auto", "gpu", bool, "bf16" or "fp16"
         Mixed precision. ``"auto"``: on CUDA bfloat16 on GPUs that have it natively (Ampere
         or newer), else float16 with a gradient scaler (e.g. a T4); bfloat16 on CPUs that
-        compute it natively (``course_utils.env.cpu_has_bf16``: 1.3-1.8x faster for the four
+        compute it natively (``course_utils.env.cpu_has_bf16``: 1.3-1.6x faster for the four
         methods, scores within the seed spread, ``benchmarks/bench_fit_bf16.py``); off on
         other CPUs and MPS.
         ``"gpu"``: as ``"auto"`` on CUDA, float32 on every CPU.

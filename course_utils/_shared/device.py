@@ -110,8 +110,8 @@ def amp_dtype(amp: Any, device: Any, *, cpu_bf16: bool = False):
     bfloat16 only with ``cpu_bf16=True`` (training: ``train.fit``) and a CPU that computes it
     natively (:func:`course_utils.env.cpu_has_bf16`); prediction stays float32 there.
     ``"gpu"``: as ``"auto"`` on CUDA, off elsewhere (float32 training on every CPU).
-    ``True`` forces it on any device
-    (bfloat16 off CUDA). Shared by ``train.fit`` and ``predict.predict_tiled``.
+    ``True`` forces it on any device (bfloat16 off CUDA). Shared by ``train.fit`` and
+    ``predict.predict_tiled``.
     """
     import torch
 

@@ -34,7 +34,8 @@ import zoo_cards  # beside this script, which Python puts first on the module se
 import zoo_generalist
 
 import course_utils as cu
-from course_utils import distributed, env
+from course_utils import distributed
+from course_utils._shared.device import amp_dtype
 from course_utils.data import augment as aug
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,7 +226,7 @@ def train(method: str, data: dict, args, device) -> tuple[Path, dict]:
         "this_session_s": time.perf_counter() - started,
         "finished": done,
         "world_size": distributed.world_size(),
-        "amp": str(_amp(args.amp, device)),
+        "amp": _amp_name(_amp(args.amp, device), device),
     }
     return folder, info
 
@@ -237,11 +238,15 @@ def model_name(method: str, args) -> str:
 
 
 def _amp(choice: str, device) -> str | bool:
-    if choice != "auto":
-        return choice == "on"
-    if device.type == "cpu" and env.cpu_has_bf16():
-        return "bf16"
-    return "auto"
+    """``fit``'s ``amp``: its own default for "auto" (bfloat16 on CPUs that compute it
+    natively, as ``fit`` decides), else on or off."""
+    return "auto" if choice == "auto" else choice == "on"
+
+
+def _amp_name(amp: str | bool, device) -> str:
+    """What ``fit`` trained in, for the card: "bf16", "fp16" or "off"."""
+    dtype = amp_dtype(amp, device, cpu_bf16=True)
+    return "off" if dtype is None else {"bfloat16": "bf16", "float16": "fp16"}[str(dtype)[6:]]
 
 
 def choose_and_score(method: str, folder: Path, data: dict, device, args) -> dict:

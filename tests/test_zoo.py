@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from course_utils import methods, segment, zoo
+from course_utils import env, methods, segment, zoo
 from course_utils.data import DataUnavailableError, load_split
 from course_utils.metrics import matching_dataset
 
@@ -211,6 +211,8 @@ def test_the_training_script_runs_end_to_end(tmp_path):
     card = json.loads((out / "unet_3class.json").read_text())
     assert card["command"].startswith("python scripts/train_zoo.py --methods unet_3class")
     assert card["train_diameter_px"] == 24.0 and card["steps"] == 1
+    # The card names the precision fit trained in (its own default: bfloat16 on such CPUs).
+    assert card["mixed_precision"] == ("bf16" if env.cpu_has_bf16() else "off")
     assert "random_affine(scale=(0.5, 2.0)" in card["augmentation"]
     assert set(card["data"]["training"]) == {"bbbc039", "dsb2018", "kromp2020"}
     assert set(card["test_by_dataset"]) == {"bbbc039", "dsb2018", "kromp2020"}

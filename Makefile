@@ -8,9 +8,9 @@ export JUPYTER_PATH := $(CURDIR)/$(VENV)/share/jupyter
 JOBS ?= 2
 
 # Builds and tests draw static figures: nobody is there to move a slider.
-course site test test-fast dryrun: export COURSE_STATIC_FIGURES = 1
+course site test test-fast dryrun timings: export COURSE_STATIC_FIGURES = 1
 
-.PHONY: help setup notebooks course site book test test-fast dryrun gpu-run lab bench zoo clean
+.PHONY: help setup notebooks course site book test test-fast dryrun timings gpu-run lab bench zoo clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ test-fast: setup  ## unit tests only (no notebooks, no website)
 
 dryrun: setup  ## full mode with training cut short, every notebook, on any machine (README's times)
 	OMP_NUM_THREADS=$(JOBS) $(PY) scripts/dryrun.py --readme $(NOTEBOOKS)
+
+timings: setup  ## fast mode, every notebook, timed one at a time (the README's fast column)
+	OMP_NUM_THREADS=$(JOBS) $(PY) scripts/dryrun.py --fast --readme $(NOTEBOOKS)
 
 gpu-run: setup  ## on an NVIDIA GPU: full mode end to end, timed, into benchmarks/results/
 	scripts/gpu_run.sh

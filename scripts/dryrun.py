@@ -20,6 +20,10 @@ map. Executed notebooks go to ``_build/dryrun/``. Run with ``make dryrun``.
 ``--full`` runs full mode itself instead (on a GPU machine: ``scripts/gpu_run.sh``): the same
 measurements, plus each training run's GPU peak memory, achieved TFLOP/s and share of the
 GPU's bfloat16 peak, into ``benchmarks/results/fullrun_<gpu>.json``; nothing is estimated.
+
+``--fast`` runs fast mode on the CPU (what CI and a student without a GPU run): each notebook's
+time and peak memory into ``benchmarks/results/fastrun_cpu.json`` and, with ``--readme``, the
+course map's "fast" column.
 """
 
 from __future__ import annotations
@@ -45,38 +49,40 @@ THROUGHPUT = ROOT / "benchmarks" / "results" / "train_throughput_cpu.json"
 CLASSROOM_GPU_BYTES = 16 * 2**30
 DATA_WORKERS = 4  # loader processes assumed on the GPU machine (full mode's loaders use 4-8)
 GIB = 2**30
+MODES = ("dryrun", "full", "fast")  # the mode names the folder in _build/ and the results file
 
 
-def run_one(notebook: Path, timeout: int, full: bool, out: Path | None = None) -> dict:
-    """Execute ``notebook`` in a dry run (or, ``full``, in full mode itself) in a kernel that is
-    this process's child; its time, peak memory, error and logged training runs."""
+def run_one(notebook: Path, timeout: int, mode: str, out: Path | None = None) -> dict:
+    """Execute ``notebook`` in ``mode`` (one of ``MODES``: the dry run, full mode itself, fast
+    mode) in a kernel that is this process's child; its time, peak memory, error and logged
+    training runs."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
-    out = out or (OUT.with_name("fullrun") if full else OUT)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    out = out or folder(mode)
     out.mkdir(parents=True, exist_ok=True)
     log = out / f"{notebook.stem}.runs.jsonl"
     log.unlink(missing_ok=True)
     checkpoints = out / "checkpoints" / notebook.stem
     subprocess.run(["rm", "-rf", str(checkpoints)], check=True)
     os.environ.update(
-        COURSE_MODE="full",
-        COURSE_DRYRUN="0" if full else "1",
-        COURSE_TRAINING_LOG=str(log),
+        COURSE_MODE="fast" if mode == "fast" else "full",
+        COURSE_DRYRUN="1" if mode == "dryrun" else "0",
+        COURSE_TRAINING_LOG=str(log) if mode != "fast" else "",
         COURSE_CHECKPOINTS=str(checkpoints),
         COURSE_STATIC_FIGURES="1",
     )
-    if not full:
+    if mode != "full":
         os.environ.setdefault("COURSE_DEVICE", "cpu")
     nb = nbformat.read(notebook, as_version=4)
     # The time the networks spend predicting (course_utils.dryrun.InferenceClock), logged last.
+    # Fast mode is timed as a student runs it: no clock, no training log.
     clock = "from course_utils.dryrun import InferenceClock\n_dryrun_clock = InferenceClock()"
-    nb.cells = [
-        nbformat.v4.new_code_cell(clock),
-        *nb.cells,
-        nbformat.v4.new_code_cell("_dryrun_clock.close()"),
-    ]
+    first, last = ("pass", "pass") if mode == "fast" else (clock, "_dryrun_clock.close()")
+    nb.cells = [nbformat.v4.new_code_cell(first), *nb.cells, nbformat.v4.new_code_cell(last)]
     client = NotebookClient(
         nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": "notebooks"}}
     )
@@ -156,24 +162,36 @@ def readme_cells(row: dict) -> tuple[str, str]:
     return dry, gpu
 
 
-def write_readme(rows: list[dict], readme: Path = ROOT / "README.md") -> None:
-    """Fill the two last columns of the README's course map from ``rows``."""
+def fast_cell(row: dict) -> str:
+    """The README's fast-mode cell of one notebook."""
+    return "fails in fast mode" if row.get("error") else f"{round(row['seconds'])} s"
+
+
+def write_readme(rows: list[dict], readme: Path = ROOT / "README.md", fast: bool = False) -> None:
+    """Fill the README's course map from ``rows``: the two last columns from a dry run's rows,
+    or (``fast``) the fast-mode column from a fast run's."""
     by_name = {row["notebook"]: row for row in rows}
     lines = readme.read_text().splitlines()
     for i, line in enumerate(lines):
-        cells = line.split(" | ")
+        cells = line.removesuffix(" |").split(" | ")
         name = cells[0].removeprefix("| ").strip("`")
         if name in by_name and len(cells) == 6:
-            lines[i] = " | ".join([*cells[:4], *readme_cells(by_name[name])]) + " |"
+            row = by_name[name]
+            cells[3:] = [fast_cell(row), *cells[4:]] if fast else [cells[3], *readme_cells(row)]
+            lines[i] = " | ".join(cells) + " |"
     readme.write_text("\n".join(lines) + "\n")
 
 
-def run_child(path: Path, timeout: int, full: bool) -> dict:
+def folder(mode: str) -> Path:
+    """Where a run in ``mode`` keeps its executed notebooks and saved results."""
+    return OUT if mode == "dryrun" else OUT.with_name(f"{mode}run")
+
+
+def run_child(path: Path, timeout: int, mode: str) -> dict:
     """Run one notebook in a process of its own (its peak memory is its kernel's alone)."""
     command = [sys.executable, __file__, "--one", str(path), "--timeout", str(timeout)]
-    child = subprocess.run(
-        command + (["--full"] if full else []), capture_output=True, text=True, check=False
-    )
+    flag = {"dryrun": [], "full": ["--full"], "fast": ["--fast"]}[mode]
+    child = subprocess.run(command + flag, capture_output=True, text=True, check=False)
     if child.returncode != 0:  # the runner itself broke: say so, and go on with the others
         print(child.stderr[-3000:], file=sys.stderr)
         return {"seconds": 0.0, "peak_rss_bytes": 0, "error": "the runner failed", "runs": []}
@@ -210,10 +228,49 @@ def full_row(name: str, entry: dict, gpu: dict | None) -> dict:
     }
 
 
-def main() -> None:
+def fast_row(name: str, entry: dict) -> dict:
+    """One notebook's row of a fast-mode run."""
+    return {
+        "notebook": name,
+        "seconds": entry["seconds"],
+        "peak_gib": entry["peak_rss_bytes"] / GIB,
+        "error": entry["error"],
+    }
+
+
+def results_header(mode: str, mfu: float, device, name: str | None) -> dict:
+    """The results file's header of a run in ``mode``."""
+    from _common import device_slug, header, peak_tflops
+
+    if mode == "full":
+        title = "Full mode, every notebook, measured"
+        settings = {"mode": "COURSE_MODE=full"}
+        return header("fullrun", title, device_slug(device), accelerator=name, settings=settings)
+    if mode == "fast":
+        threads = os.environ.get("OMP_NUM_THREADS", "all cores")
+        settings = {"mode": "COURSE_MODE=fast", "threads": threads}
+        return header("fastrun", "Fast mode, every notebook, on the CPU", settings=settings)
+    h100 = peak_tflops("h100")
+    settings = {
+        "mode": "COURSE_MODE=full COURSE_DRYRUN=1",
+        "gpu_time": "the dry run's time here, less its networks' training and prediction "
+        f"time, plus the full run's training FLOPs and the predictions' FLOPs at "
+        f"{mfu:.0%} of an {h100['label']}'s bfloat16 peak ({h100['bf16']} TFLOP/s), "
+        f"plus the steps' wait for batches slower than that on {DATA_WORKERS} loader "
+        "processes: an estimate",
+        "gpu_memory": "4 x weights (Adam) + float32 activations of a full batch + the batch",
+    }
+    return header(
+        "dryrun", "Full mode, dry run on the CPU, with estimates of the GPU run", settings=settings
+    )
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", help="default: every numbered notebook")
-    parser.add_argument("--full", action="store_true", help="real full mode (a GPU machine)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--full", action="store_true", help="real full mode (a GPU machine)")
+    which.add_argument("--fast", action="store_true", help="fast mode (the README's fast column)")
     parser.add_argument("--mfu", type=float, default=0.35, help="share of the GPU's peak")
     parser.add_argument("--timeout", type=int, default=7200, help="seconds a cell")
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # the per-notebook child
@@ -223,11 +280,18 @@ def main() -> None:
         "--collect", action="store_true", help="no run: the results of runs already in _build/"
     )
     args = parser.parse_args()
+    args.mode = "full" if args.full else "fast" if args.fast else "dryrun"
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    mode = args.mode
     if args.one:
-        print(json.dumps(run_one(args.one, args.timeout, args.full, args.out)))
+        print(json.dumps(run_one(args.one, args.timeout, mode, args.out)))
         return
     import torch
-    from _common import device_slug, header, peak_tflops, write_results
+    from _common import peak_tflops, write_results
 
     device = torch.device("cuda" if args.full and torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
@@ -237,48 +301,28 @@ def main() -> None:
     )
     rows, runs = [], []
     for path in paths:
-        print(f"[{'full' if args.full else 'dryrun'}] {path.name} ...", flush=True)
-        saved = (OUT.with_name("fullrun") if args.full else OUT) / f"{path.stem}.json"
+        print(f"[{mode}] {path.name} ...", flush=True)
+        saved = folder(mode) / f"{path.stem}.json"
         if args.collect and not saved.exists():
             continue
         entry = (
-            json.loads(saved.read_text())
-            if args.collect
-            else run_child(path, args.timeout, args.full)
+            json.loads(saved.read_text()) if args.collect else run_child(path, args.timeout, mode)
         )
-        if args.full:
+        if mode == "full":
             rows.append(full_row(path.stem, entry, gpu))
+        elif mode == "fast":
+            rows.append(fast_row(path.stem, entry))
         else:
             rows.append(dry_row(path.stem, entry, args.mfu, peak_tflops("h100")))
         runs += [{"notebook": path.stem, **run} for run in entry["runs"]]
         status = f"FAILED: {entry['error']}" if entry["error"] else "ok"
         print(f"  {path.name}: {entry['seconds']:.0f} s, {status}", flush=True)
-    if args.full:
-        title = "Full mode, every notebook, measured"
-        head = header(
-            "fullrun",
-            title,
-            device_slug(device),
-            accelerator=name,
-            settings={"mode": "COURSE_MODE=full"},
-        )
-    else:
-        h100 = peak_tflops("h100")
-        settings = {
-            "mode": "COURSE_MODE=full COURSE_DRYRUN=1",
-            "gpu_time": "the dry run's time here, less its networks' training and prediction "
-            f"time, plus the full run's training FLOPs and the predictions' FLOPs at "
-            f"{args.mfu:.0%} of an {h100['label']}'s bfloat16 peak ({h100['bf16']} TFLOP/s), "
-            f"plus the steps' wait for batches slower than that on {DATA_WORKERS} loader "
-            "processes: an estimate",
-            "gpu_memory": "4 x weights (Adam) + float32 activations of a full batch + the batch",
-        }
-        title = "Full mode, dry run on the CPU, with estimates of the GPU run"
-        head = header("dryrun", title, settings=settings)
-    path = write_results(head, rows, extra_tables={"training runs": runs}, merge_on=("notebook",))
+    head = results_header(mode, args.mfu, device, name)
+    extra = {"training runs": runs} if mode != "fast" else None
+    path = write_results(head, rows, extra_tables=extra, merge_on=("notebook",))
     print(f"wrote {path}")
-    if args.readme and not args.full:
-        write_readme(json.loads(RESULTS.read_text())["rows"])  # merged with earlier runs
+    if args.readme and mode != "full":  # the rows merged with earlier runs
+        write_readme(json.loads(path.read_text())["rows"], fast=mode == "fast")
     failed = [row["notebook"] for row in rows if row["error"]]
     if failed:
         sys.exit(f"failed in {failed}: see the executed notebooks in _build/")

@@ -253,6 +253,18 @@ def test_the_readme_columns_are_written_from_the_rows(tmp_path):
     assert lines[1].endswith("| 42 s | 4.2 min, 3.0 GiB | ~7 min (estimate), training 5.5 GiB |")
     assert lines[2].endswith("| 23 s | fails in the dry run | - |")
     assert lines[0].endswith("| dry | gpu |")
+    # A fast run fills the fast column alone.
+    fast = [
+        {"notebook": "03_unet", "seconds": 37.4, "error": None},
+        {"notebook": "04_aug", "error": "x"},
+    ]
+    script.write_readme(fast, readme, fast=True)
+    lines = readme.read_text().splitlines()
+    assert lines[1] == (
+        "| `03_unet` | U-Net | Ronneberger 2015 | 37 s | 4.2 min, 3.0 GiB "
+        "| ~7 min (estimate), training 5.5 GiB |"
+    )
+    assert lines[2].endswith("| fails in fast mode | fails in the dry run | - |")
 
 
 def data_mirror() -> Path | None:
@@ -262,16 +274,26 @@ def data_mirror() -> Path | None:
 
 
 # The cheapest notebooks of the dry run, kept working here; `make dryrun` runs every notebook
-# (about an hour on 2 cores: see the README's course map).
+# (hours on 2 cores: see the README's course map). The fast run times what CI runs.
 @pytest.mark.skipif(data_mirror() is None, reason="no BBBC039 mirror (COURSE_DATA_MIRROR)")
-@pytest.mark.parametrize("name", ["00_setup_and_data", "02_cnn_building_blocks"])
-def test_cheap_notebooks_run_in_the_dry_run(name, tmp_path):
+@pytest.mark.parametrize(
+    ("name", "mode"),
+    [
+        ("00_setup_and_data", "dryrun"),
+        ("02_cnn_building_blocks", "dryrun"),
+        ("00_setup_and_data", "fast"),
+    ],
+)
+def test_cheap_notebooks_run_in_the_dry_run_and_in_fast_mode(name, mode, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "JUPYTER_PATH": str(ROOT / ".venv/share/jupyter")}
     command = [sys.executable, str(ROOT / "scripts/dryrun.py"), "--one"]
     command += [str(ROOT / "notebooks" / f"{name}.ipynb"), "--out", str(tmp_path)]
+    command += ["--fast"] if mode == "fast" else []
     child = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     assert child.returncode == 0, child.stderr[-2000:]
     result = json.loads(child.stdout.strip().splitlines()[-1])
     assert result["error"] is None, result["error"]
     assert result["seconds"] > 0 and result["peak_rss_bytes"] > 0
-    assert (tmp_path / f"{name}.ipynb").exists()
+    executed = (tmp_path / f"{name}.ipynb").read_text()
+    if name == "00_setup_and_data":  # it prints the mode it ran in
+        assert f"mode = {'fast' if mode == 'fast' else 'full'}" in executed

@@ -9,7 +9,8 @@
 #      and of each training run on the GPU, achieved TFLOP/s and the share of the GPU's peak;
 #   2. training throughput of the course's networks (images/s, TFLOP/s, MFU in bf16);
 #   3. post-processing on the GPU against the CPU (same calls, outputs compared);
-#   4. the model zoo's full-mode training (budget zoo-gpu) into checkpoints/zoo-gpu, scored;
+#   4. the model zoo's full-mode training (budget zoo-gpu) into checkpoints/zoo-gpu, scored:
+#      the generalists, then the whole-cell model (notebook 10b);
 #   5. benchmarks/RESULTS.md written again from every results file.
 # A step that fails stops the run (set -e); the results written until then stay.
 set -euo pipefail
@@ -31,6 +32,9 @@ if [ "${1:-}" = "--rehearse" ]; then
     $PY scripts/train_zoo.py --methods stardist --budget gpu --epochs 1 --patches 8 \
         --n-train 2 --n-val 2 --n-test 2 --out "$PWD/_build/rehearse/models" \
         --checkpoints "$PWD/_build/rehearse/checkpoints" --device cpu
+    $PY scripts/train_zoo.py --data usiigaci --methods cellpose --budget gpu --epochs 1 \
+        --patches 8 --n-train 4 --n-val 1 --n-test 1 --out "$PWD/_build/rehearse/models" \
+        --checkpoints "$PWD/_build/rehearse/checkpoints" --device cpu
     log "rehearsal done"
     exit 0
 fi
@@ -49,6 +53,8 @@ $PY benchmarks/bench_postprocess_device.py --device cuda
 log "4. the zoo's full-mode training"
 $PY scripts/train_zoo.py --budget gpu --device cuda --checkpoints "$PWD/checkpoints/zoo-gpu" \
     --out "$PWD/_build/zoo-gpu"
+$PY scripts/train_zoo.py --budget gpu --device cuda --checkpoints "$PWD/checkpoints/zoo-gpu" \
+    --out "$PWD/_build/zoo-gpu" --data usiigaci --methods cellpose
 log "5. RESULTS.md"
 $PY benchmarks/make_results.py
 log "done: see benchmarks/RESULTS.md"

@@ -159,6 +159,13 @@ BUDGETS: Mapping[str, Mapping[str, Budget]] = MappingProxyType(
                 100, batch_size=16, lr=3e-3, schedule="onecycle", patches_per_epoch=1600
             ),
         },
+        # Notebook 11: volumes, batches of 2 crops (fast: 40 steps; full: 4,000).
+        "volumes-fast": {
+            "*": Budget(1, batch_size=2, lr=3e-3, schedule="onecycle", patches_per_epoch=80)
+        },
+        "volumes-full": {
+            "*": Budget(10, batch_size=2, lr=3e-3, schedule="onecycle", patches_per_epoch=800)
+        },
         # A user's fine-tuning: a small learning rate, so that a pretrained network moves little.
         "fine-tune": {"*": Budget(10, batch_size=8, lr=5e-4, patches_per_image=32)},
         # Notebook 08: fine-tuning on Kromp, the same optimiser steps for every run (20 / 600).

@@ -386,5 +386,6 @@ def get(method: str | Method) -> Method:
     if isinstance(method, Method):
         return method
     if method not in METHODS:
-        raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}.")
+        volumes = " (3-D methods: course_utils.volumes.VOLUME_METHODS)"
+        raise ValueError(f"method must be one of {tuple(METHODS)}{volumes}, got {method!r}.")
     return METHODS[method]

@@ -27,6 +27,7 @@ from ..history import History
 from ..scale import median_diameter
 from ..train import checkpoint_dir as checkpoint_path
 from ..train import fit
+from ..volumes.methods import is_volume_method
 from .budgets import Budget
 from .budgets import budget as resolve_budget
 from .records import Method, get
@@ -115,6 +116,8 @@ def train_method(
 
     Introduced in notebook 07b.
     """
+    if is_volume_method(method):  # a (Z, Y, X) method: crops, anisotropy (volumes.training)
+        return _train_volumes(method, images, labels, locals(), train_options)
     record = get(method)
     changes = {"epochs": epochs, "patches_per_epoch": patches_per_epoch, "lr": lr}
     changes.update(batch_size=batch_size, schedule=schedule, patch_size=patch_size)
@@ -153,6 +156,22 @@ def train_method(
             p.requires_grad_(True)
     model.meta = {**dict(getattr(start, "meta", None) or {}), **facts}
     return model, history
+
+
+def _train_volumes(method, images, labels, args: dict, options: dict):
+    """``train_method`` for a 3-D method; the 2-D-only arguments must be left unset."""
+    from ..volumes.training import train_volume_method
+
+    for name in ("recipe", "channels", "augment", "patch_size"):
+        if args[name] is not None:
+            raise ValueError(
+                f"{name} does not apply to the 3-D method {method!r} (see "
+                "course_utils.volumes.training.train_volume_method; patch=(z, y, x) sets the crop)"
+            )
+    keys = ("budget", "start", "freeze", "seed", "config", "val_images", "val_labels")
+    keys += ("checkpoint_dir", "data", "meta", "epochs", "patches_per_epoch", "batch_size", "lr")
+    given = {k: args[k] for k in (*keys, "schedule")}
+    return train_volume_method(method, images, labels, **given, **options)
 
 
 def _network(record, start, images, val_images, channels, config, seed) -> nn.Module:

@@ -3,7 +3,9 @@
 - ``targets``: 3-D training targets (three classes; StarDist-3D's probability and distances);
 - ``patches``: ``VolumePatches``, random augmented 3-D crops with their targets;
 - ``predict``: ``predict_volume`` (tiled), ``classes_to_labels_3d``, ``stardist3d_to_labels``;
-- ``baseline``: ``watershed_3d``, a classical baseline that honours the voxel size.
+- ``baseline``: ``watershed_3d``, a classical baseline that honours the voxel size;
+- ``methods``: the 3-D records ``unet3d`` and ``stardist3d`` (:data:`VOLUME_METHODS`), trained
+  through ``methods.train_method`` (``training.train_volume_method``).
 
 The networks are ``models.UNet3D`` and ``models.StarDist3DNet``; the 3-D post-processing is in
 ``postprocess`` (``non_maximum_suppression_3d``, ``polyhedra_to_label``, ``flows_to_masks_3d``,
@@ -12,6 +14,9 @@ The networks are ``models.UNet3D`` and ``models.StarDist3DNet``; the 3-D post-pr
 
 from . import pretrained as pretrained
 from .baseline import watershed_3d as watershed_3d
+from .methods import VOLUME_METHODS as VOLUME_METHODS
+from .methods import VolumeMethod as VolumeMethod
+from .methods import get_volume_method as get_volume_method
 from .patches import VolumePatches as VolumePatches
 from .planes import cellpose_three_views as cellpose_three_views
 from .planes import plane_outputs as plane_outputs
@@ -22,3 +27,4 @@ from .predict import stardist3d_to_labels as stardist3d_to_labels
 from .targets import boundary_classes_3d as boundary_classes_3d
 from .targets import edt_prob_3d as edt_prob_3d
 from .targets import stardist3d_targets as stardist3d_targets
+from .training import train_volume_method as train_volume_method

@@ -62,6 +62,7 @@ def load_pretrained(path: str | Path | None = None) -> tuple[torch.nn.Module, np
     net = build_network(meta["network"], meta["network_args"])
     net.load_state_dict({k: v.float() for k, v in state["model"].items()})
     rays = rays_golden_spiral(meta["n_rays"], meta["anisotropy"])
+    net.meta = meta  # its anisotropy: the record (volumes.methods) reads and fine-tunes it
     return net.eval(), rays, meta
 
 

@@ -423,6 +423,7 @@ if mode == "fast":
     cu.glue("pretrained_steps", int(star_meta["training"].split()[0]), "d")
 else:
     star_meta = {"postprocess": {"prob_thresh": 0.5, "nms_thresh": 0.4}}
+    star.meta = {"anisotropy": list(aniso3)}  # the voxel its rays were made for
     cu.glue("pretrained_steps", STEPS, "d")
 THRESH, NMS_THRESH = (star_meta["postprocess"][k] for k in ("prob_thresh", "nms_thresh"))
 
@@ -443,19 +444,26 @@ print(f"StarDist-3D trained on synthetic stacks: AP@0.5 / 0.75 = {ap(truth, synt
 # The synthetic stacks are not GoNuclear: real nuclei have texture, other sizes and other
 # noise. Notebook 08's recipe carries over: more steps on labelled crops of *your* data, here
 # {glue:text}`fine_steps` steps on the other GoNuclear crop (never the test one).
+#
+# The library keeps StarDist-3D's recipe as a record, as it keeps the 2-D methods' (notebook
+# 07b): `cu.methods.train_method("stardist3d", ...)` cuts the crops, computes the targets from
+# the network's own rays and voxel, and runs the loop we wrote above; `start=` continues a
+# trained network. From here on we call it.
 
 # %%
 train_x, train_y, _ = cu.data.load_volumes("go_nuclear", "train")
-fine_crops = vol.VolumePatches(
-    train_x, train_y, PATCH, lambda y: vol.stardist3d_targets(y, rays, aniso3), 2 * FINE_STEPS
-)
-history = cu.train.fit(
-    star,
-    torch.utils.data.DataLoader(fine_crops, batch_size=2, num_workers=WORKERS),
-    loss_fn=cu.methods.get("stardist").loss,
+star, history = cu.methods.train_method(
+    "stardist3d",
+    train_x,
+    train_y,
+    start=star,
+    patch=PATCH,
     epochs=1,
+    batch_size=2,
+    patches_per_epoch=2 * FINE_STEPS,
     lr=1e-3,
-    channels_last=False,
+    schedule="constant",
+    num_workers=WORKERS,
 )
 fine_tuned = stardist_3d(star, stack)
 scores[("StarDist-3D, fine-tuned", "honoured")] = ap(truth, fine_tuned)

@@ -10,15 +10,16 @@ same code runs in two minutes on a laptop CPU (``fast``) and gives real results 
 
 A second variable, ``COURSE_DRYRUN=1`` (full mode only), makes a *dry run* of full mode on any
 machine: every size stays the full one (data, networks, patches, tiles, evaluation over the full
-test splits, every method), and only training is cut short: ``train.fit`` (and so every budget)
-and ``topdown.train_maskrcnn`` train at most :data:`DRYRUN_STEPS` epochs of
-:data:`DRYRUN_STEPS` batches, and :func:`pick_steps` caps the length of a loop a notebook
-writes by hand. ``fit`` still sees the full run's epochs and batches, and logs them
-(:mod:`course_utils.dryrun`) for the estimates of ``scripts/dryrun.py``. Every full-mode code
-path then runs on a CPU (minutes to hours a notebook: full test splits are predicted there),
-so that a shape, memory or data error on a path only full mode takes shows up before a class
-meets it. A dry run cannot reach full-mode scores: :func:`course_utils.checks.check_result`
-reports the score claims it cannot check instead of asserting them.
+test splits, every method), and only training is cut short: ``train.fit`` (and so every run of
+a budget, which keeps its full length) and ``topdown.train_maskrcnn`` train at most
+:data:`DRYRUN_STEPS` epochs of :data:`DRYRUN_STEPS` batches, and :func:`pick_steps` caps the
+length of a loop a notebook writes by hand. ``fit`` still sees the full run's epochs and
+batches, and logs them (:mod:`course_utils.dryrun`) for the estimates of
+``scripts/dryrun.py``. Every full-mode code path then runs on a CPU (minutes to hours a
+notebook: full test splits are predicted there), so that a shape, memory or data error on a
+path only full mode takes shows up before a class meets it. A dry run cannot reach full-mode
+scores: :func:`course_utils.checks.check_result` reports the score claims it cannot check
+instead of asserting them.
 
 Introduced in notebook 00.
 """

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import course_utils as cu
 from course_utils import dryrun, mode
 from course_utils.checks import ExerciseError, check_result
-from course_utils.methods import budget
+from course_utils.methods import budget, train_method
 from course_utils.train import checkpoint_dir, fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,9 +116,29 @@ def test_outside_a_dry_run_fit_trains_everything_and_logs_when_asked(monkeypatch
     assert record["cuda_peak_bytes"] is None and record["flops"] > 0
 
 
-def test_budgets_are_capped_in_a_dry_run(dry):
-    assert budget("zoo-gpu").epochs == mode.DRYRUN_STEPS
-    assert budget("full", epochs=1).epochs == 1
+def test_a_budget_keeps_the_full_run_and_fit_logs_it(dry, monkeypatch, tmp_path):
+    # The budget is the full one; fit trains DRYRUN_STEPS epochs and logs the full run's
+    # epochs, which the GPU estimate multiplies (a capped budget would log 2 of 30 epochs).
+    assert budget("zoo-gpu").epochs == 100 and budget("full", epochs=1).epochs == 1
+    log = tmp_path / "runs.jsonl"
+    monkeypatch.setenv("COURSE_TRAINING_LOG", str(log))
+    images = [np.random.default_rng(i).random((64, 64), dtype=np.float32) for i in range(2)]
+    labels = [np.pad(np.ones((20, 20), np.int32), 22) for _ in range(2)]
+    _, history = train_method(
+        "unet_3class",
+        images,
+        labels,
+        budget="full",
+        patches_per_epoch=8,
+        batch_size=4,
+        patch_size=32,
+        config={"base_channels": 4},
+        progress=False,
+    )
+    assert budget("full", "unet_3class").epochs == 30
+    assert len(history.records) == mode.DRYRUN_STEPS
+    (record,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert record["epochs"] == 30 and record["batches_per_epoch"] == 2
 
 
 def test_profile_counts_the_flops_and_activations_of_a_convolution():

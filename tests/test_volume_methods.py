@@ -33,7 +33,7 @@ def test_a_record_builds_its_network_for_the_voxel():
     assert get_volume_method(record) is record and set(VOLUME_METHODS) == {"unet3d", "stardist3d"}
 
 
-@pytest.mark.parametrize("bad", [0, -2.0, float("nan"), (2.2, 1.0), "z"])
+@pytest.mark.parametrize("bad", [0, -2.0, float("nan"), (2.2, 1.0), "z", True, (2.2, 1.0, 2.0)])
 def test_a_bad_anisotropy_is_refused(bad):
     with pytest.raises(ValueError, match="anisotropy"):
         get_volume_method("unet3d").build(bad, mode="fast")
@@ -151,14 +151,20 @@ def test_segment_is_the_pipeline_written_by_hand():
         ({"labels": "float"}, "integer"),
         ({"labels": "negative"}, "negative"),
         ({"val_images": "one"}, "both"),
+        ({"augment": "flip"}, "augment does not apply"),
+        ({"recipe": "sparse"}, "recipe does not apply"),
+        ({"patch": 16}, "three positive ints"),
+        ({"patch": (16, 64)}, "three positive ints"),
+        ({"patch": (16, 64, 48)}, "y and x must be equal"),
+        ({"patch": (15, 64, 64)}, "divisible"),
+        ({"budget": "kromp"}, "2-D patch side"),
     ],
 )
 def test_train_method_refuses_what_cannot_apply_to_volumes(change, match, stacks):
     images, labels = stacks
     kwargs = {"anisotropy": 2.2, "epochs": 1, "patches_per_epoch": 2, "progress": False}
-    kwargs.update(
-        {k: v for k, v in change.items() if k in ("anisotropy", "channels", "patch_size")}
-    )
+    passed = ("anisotropy", "channels", "patch_size", "augment", "recipe", "patch", "budget")
+    kwargs.update({k: v for k, v in change.items() if k in passed})
     if change.get("labels") == "float":
         labels = [y.astype(np.float32) for y in labels]
     if change.get("labels") == "negative":
@@ -181,3 +187,24 @@ def test_segment_refuses_a_plane_nan_and_unknown_options():
     model.meta = {}
     with pytest.raises(ValueError, match="anisotropy"):
         record.segment(model, np.zeros((16, 64, 64), np.float32))
+
+
+def test_validation_stacks_are_scored_and_the_budget_follows_the_mode(stacks):
+    images, labels = stacks
+    model, history = methods.train_method(
+        "stardist3d",
+        images[:1],
+        labels[:1],
+        anisotropy=2.2,
+        val_images=images[1:],
+        val_labels=labels[1:],
+        epochs=1,
+        patches_per_epoch=4,
+        freeze="encoder",
+        progress=False,
+    )
+    assert np.isfinite(history.records[-1]["val_loss"])
+    assert methods.budget("volumes", "stardist3d", mode="full").epochs == 10
+    assert methods.budget("volumes", "unet3d", mode="fast").patches(1) == 80
+    with pytest.raises(ValueError, match="mode must be one of"):
+        get_volume_method("unet3d").config("Full")

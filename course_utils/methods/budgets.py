@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .._shared.validate import check_int, check_real
-from ..mode import DRYRUN_STEPS, get_mode, is_dryrun
+from ..mode import get_mode
 
 __all__ = ["BUDGETS", "SCHEDULES", "Budget", "budget"]
 
@@ -187,7 +187,11 @@ BUDGETS: Mapping[str, Mapping[str, Budget]] = MappingProxyType(
         },
         # The zoo's full-mode networks on a GPU (patch: the record's full-mode one).
         "zoo-gpu": {
-            "*": Budget(100, batch_size=16, lr=1e-3, schedule="onecycle", patches_per_epoch=3200)
+            "*": Budget(100, batch_size=16, lr=1e-3, schedule="onecycle", patches_per_epoch=3200),
+            # The whole-cell model: one level deeper, as on the CPU (cells three diameters long).
+            "cellpose_cells": Budget(
+                100, 16, 1e-3, "onecycle", patches_per_epoch=3200, config={"depth": 4}
+            ),
         },
     }
 )
@@ -201,8 +205,9 @@ def budget(
     ``name``: a key of :data:`BUDGETS`; a name without its mode (``"sparse"``) means the current
     mode's (``"sparse-fast"``); ``None`` is the mode itself (``"fast"`` or ``"full"``); a
     :class:`Budget` is taken as it is. A run without an entry of its own gets the ``"*"`` one.
-    ``changes`` replace fields (``epochs=3``; ``None`` values are ignored). In a dry run of full
-    mode (:mod:`course_utils.mode`) the epochs are capped at ``DRYRUN_STEPS``.
+    ``changes`` replace fields (``epochs=3``; ``None`` values are ignored). A dry run of full
+    mode (:mod:`course_utils.mode`) gets the full budget: ``train.fit`` cuts the training short
+    and logs the full run's length for the estimates.
     Raises ``KeyError`` naming the budgets there are.
 
     Introduced in notebook 07b.
@@ -218,7 +223,4 @@ def budget(
     runs = BUDGETS[key]
     if run not in runs and "*" not in runs:
         raise KeyError(f"budget {key!r} has no entry for {run!r}: it has {sorted(runs)}")
-    chosen = runs.get(run, runs.get("*")).replace(**changes)
-    if is_dryrun() and chosen.epochs > DRYRUN_STEPS:
-        chosen = chosen.replace(epochs=DRYRUN_STEPS)
-    return chosen
+    return runs.get(run, runs.get("*")).replace(**changes)

@@ -71,10 +71,15 @@ def train_method(
 
     Every training run of the course comes through here: a fresh network (notebook 07b, the
     zoo), a pretrained one (``start``: ``course_utils.fine_tune``), or sparse labels
-    (``recipe``: ``sparse.train_sparse``). Random patches of ``images`` (float32 (H, W) or
-    (C, H, W), normalised) and ``labels`` (int (H, W); -1 unknown with a sparse ``recipe``) are
-    augmented by ``augment``, turned into targets and fed to ``train.fit`` (Adam) by
-    :func:`train_patches`.
+    (``recipe``: ``sparse.train_sparse``). A 3-D method (``"unet3d"``, ``"stardist3d"``:
+    ``course_utils.volumes.VOLUME_METHODS``) takes (Z, Y, X) stacks, ``anisotropy=`` (z step /
+    in-plane step) and ``patch=(z, y, x)``, and the ``"volumes"`` budget by default: see
+    ``course_utils.volumes.training.train_volume_method`` (``recipe``, ``channels``,
+    ``augment`` and ``patch_size`` do not apply there).
+
+    Random patches of 2-D ``images`` (float32 (H, W) or (C, H, W), normalised) and ``labels``
+    (int (H, W); -1 unknown with a sparse ``recipe``) are augmented by ``augment``, turned into
+    targets and fed to ``train.fit`` (Adam) by :func:`train_patches`.
 
     Parameters
     ----------
@@ -117,7 +122,12 @@ def train_method(
     Introduced in notebook 07b.
     """
     if is_volume_method(method):  # a (Z, Y, X) method: crops, anisotropy (volumes.training)
-        return _train_volumes(method, images, labels, locals(), train_options)
+        given = {"recipe": recipe, "channels": channels, "augment": augment}
+        given.update(patch_size=patch_size, budget=budget, start=start, freeze=freeze, seed=seed)
+        given.update(config=config, val_images=val_images, val_labels=val_labels, data=data)
+        given.update(checkpoint_dir=checkpoint_dir, meta=meta, epochs=epochs, lr=lr)
+        given.update(patches_per_epoch=patches_per_epoch, batch_size=batch_size, schedule=schedule)
+        return _train_volumes(method, images, labels, given, train_options)
     record = get(method)
     changes = {"epochs": epochs, "patches_per_epoch": patches_per_epoch, "lr": lr}
     changes.update(batch_size=batch_size, schedule=schedule, patch_size=patch_size)
@@ -163,15 +173,12 @@ def _train_volumes(method, images, labels, args: dict, options: dict):
     from ..volumes.training import train_volume_method
 
     for name in ("recipe", "channels", "augment", "patch_size"):
-        if args[name] is not None:
+        if args.pop(name) is not None:
             raise ValueError(
                 f"{name} does not apply to the 3-D method {method!r} (see "
                 "course_utils.volumes.training.train_volume_method; patch=(z, y, x) sets the crop)"
             )
-    keys = ("budget", "start", "freeze", "seed", "config", "val_images", "val_labels")
-    keys += ("checkpoint_dir", "data", "meta", "epochs", "patches_per_epoch", "batch_size", "lr")
-    given = {k: args[k] for k in (*keys, "schedule")}
-    return train_volume_method(method, images, labels, **given, **options)
+    return train_volume_method(method, images, labels, **args, **options)
 
 
 def _network(record, start, images, val_images, channels, config, seed) -> nn.Module:

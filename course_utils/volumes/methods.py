@@ -63,16 +63,21 @@ def anisotropy_of(model: nn.Module) -> tuple[float, float, float]:
 
 
 def voxel_factors(anisotropy: Any) -> tuple[float, float, float]:
-    """(z, y, x) voxel factors from a number (z step / in-plane step) or three numbers; a
-    ``ValueError`` for anything else (zero, negative, NaN, two numbers, text)."""
+    """(z, y, x) voxel factors from a number (z step / in-plane step) or three numbers with
+    y == x; a ``ValueError`` for anything else (zero, negative, NaN, a bool, two numbers,
+    text, y != x)."""
     try:
         values = np.atleast_1d(np.asarray(anisotropy, dtype=float))
     except (TypeError, ValueError):
+        values = np.array([np.nan])
+    if isinstance(anisotropy, bool) or np.asarray(anisotropy).dtype == bool:
         values = np.array([np.nan])
     if values.shape == (1,):
         values = np.array([values[0], 1.0, 1.0])
     if values.shape != (3,) or not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise ValueError(f"anisotropy must be a positive number or (z, y, x), got {anisotropy!r}")
+    if values[1] != values[2]:
+        raise ValueError(f"anisotropy {anisotropy!r}: y and x must be equal (square pixels)")
     return tuple(float(v) for v in values)  # type: ignore[return-value]
 
 
@@ -151,7 +156,10 @@ class VolumeMethod:
 
     def config(self, mode: str | None = None, **overrides: Any) -> dict[str, Any]:
         """The network's arguments in ``mode`` (default: the current one), with ``overrides``."""
-        return {**self.configs[mode or get_mode()], **overrides}
+        mode = mode or get_mode()
+        if mode not in self.configs:
+            raise ValueError(f"mode must be one of {tuple(self.configs)}, got {mode!r}")
+        return {**self.configs[mode], **overrides}
 
     def patch(self, mode: str | None = None) -> tuple[int, int, int]:
         """The training crop (z, y, x) in ``mode``."""
@@ -213,7 +221,7 @@ VOLUME_METHODS: Mapping[str, VolumeMethod] = MappingProxyType(
             configs=_frozen(
                 {
                     "fast": {"in_channels": 1, "out_channels": 3, "base_channels": 8, "depth": 2},
-                    "full": {"in_channels": 1, "out_channels": 3, "base_channels": 32, "depth": 3},
+                    "full": {"in_channels": 1, "out_channels": 3, "base_channels": 32, "depth": 2},
                 }
             ),
             targets=_unet_targets,
@@ -229,7 +237,7 @@ VOLUME_METHODS: Mapping[str, VolumeMethod] = MappingProxyType(
             configs=_frozen(
                 {
                     "fast": {"in_channels": 1, "n_rays": 64, "base_channels": 8, "depth": 2},
-                    "full": {"in_channels": 1, "n_rays": 96, "base_channels": 32, "depth": 3},
+                    "full": {"in_channels": 1, "n_rays": 64, "base_channels": 32, "depth": 2},
                 }
             ),
             targets=_stardist_targets,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,8 +29,8 @@ __all__ = ["train_volume_method"]
 
 
 def _check_stacks(images: Sequence[Any], labels: Sequence[Any], name: str) -> None:
-    """Stacks and integer, non-negative label stacks of the same shapes (VolumePatches checks
-    the rest: (Z, Y, X), finite values, the crop fits)."""
+    """As many stacks as integer, non-negative label stacks (``VolumePatches`` checks the rest:
+    (Z, Y, X), equal shapes, finite values, the crop fits)."""
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"{name}: need as many stacks as label stacks (>= 1)")
     for k, y in enumerate(labels):
@@ -66,6 +67,33 @@ def _network(
     return start
 
 
+def _plan(record: VolumeMethod, budget: Any, changes: dict):
+    """The budget of a 3-D run: a ``volumes-*`` one by default; a 2-D patch side is refused."""
+    from ..methods.budgets import budget as resolve_budget
+
+    plan = resolve_budget(budget or "volumes", record.name, **changes)
+    if plan.patch_size is not None:
+        raise ValueError(
+            f"budget {budget!r} sets a 2-D patch side ({plan.patch_size} px): a 3-D method takes "
+            "patch=(z, y, x); use the 'volumes' budget or a Budget without patch_size"
+        )
+    return plan
+
+
+def _check_crop(patch: Any, model: nn.Module) -> tuple[int, int, int]:
+    """The crop (z, y, x): three positive ints, y == x (crops are turned in-plane), each a
+    multiple of what the network's pooling needs."""
+    values = tuple(np.atleast_1d(np.asarray(patch)))
+    if len(values) != 3 or any(not isinstance(v, (int, np.integer)) or v < 1 for v in values):
+        raise ValueError(f"patch must be three positive ints (z, y, x), got {patch!r}")
+    if values[1] != values[2]:
+        raise ValueError(f"patch {values}: y and x must be equal (crops are turned in-plane)")
+    divisor = model.backbone.divisor() if hasattr(model, "backbone") else model.divisor()
+    if any(v % d for v, d in zip(values, divisor)):
+        raise ValueError(f"patch {values} must be divisible by {divisor} (the network's pooling)")
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
 def train_volume_method(
     method: str | VolumeMethod,
     images: Sequence[np.ndarray],
@@ -97,20 +125,21 @@ def train_volume_method(
     ``progress``, ``amp``, ...). Returns the network in eval mode with ``meta`` (method,
     anisotropy, crop, budget, ``data``, ``meta``) and the history.
     """
-    from ..methods.budgets import budget as resolve_budget
     from ..methods.training import freeze_parameters
 
     record = get_volume_method(method)
     keys = ("epochs", "patches_per_epoch", "batch_size", "lr", "schedule")
     changes = {k: changes_and_fit_options.pop(k, None) for k in keys}
-    plan = resolve_budget(budget or "volumes", record.name, **changes)
+    plan = _plan(record, budget, changes)
     _check_stacks(images, labels, "images/labels")
     if (val_images is None) != (val_labels is None):
         raise ValueError("give both val_images and val_labels, or neither.")
+    if val_images is not None:
+        _check_stacks(val_images, val_labels, "val_images/val_labels")
     model = _network(record, start, anisotropy, {**plan.config, **(config or {})}, seed)
+    crop = _check_crop(patch or record.patch(), model)
     if start is None and record.prepare is not None:
         record.prepare(model, [np.asarray(y) for y in labels])
-    crop = tuple(patch or record.patch())
     facts = {
         "method": record.name,
         "anisotropy": list(anisotropy_of(model)),
@@ -119,19 +148,15 @@ def train_volume_method(
         "budget": plan.as_dict(),
         **(meta or {}),
     }
-
-    def crops(x, y, n, seed_, augment):
-        return VolumePatches(
-            x, y, crop, lambda lab: record.targets(lab, model), n, seed=seed_, augment=augment
-        )
-
-    loader = dict(batch_size=plan.batch_size, num_workers=num_workers)
-    train = DataLoader(crops(images, labels, plan.patches(len(images)), seed, True), **loader)
+    targets = partial(record.targets, model=model)  # picklable for loader processes
+    loader = partial(DataLoader, batch_size=plan.batch_size, num_workers=num_workers)
+    n = plan.patches(len(images))
+    train = loader(VolumePatches(images, labels, crop, targets, n, seed=seed))
     val = None
     if val_images is not None:
-        _check_stacks(val_images, val_labels, "val_images/val_labels")
-        n_val = max(plan.batch_size, plan.patches(len(images)) // 8)
-        val = DataLoader(crops(val_images, val_labels, n_val, seed + 1, False), **loader)
+        n_val = max(plan.batch_size, n // 8)
+        val_crops = VolumePatches(val_images, val_labels, crop, targets, n_val, seed + 1, False)
+        val = loader(val_crops)
     trainable = freeze_parameters(model, freeze)
     try:
         history = fit(

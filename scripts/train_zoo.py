@@ -246,7 +246,11 @@ def _amp(choice: str, device) -> str | bool:
 def _amp_name(amp: str | bool, device) -> str:
     """What ``fit`` trained in, for the card: "bf16", "fp16" or "off"."""
     dtype = amp_dtype(amp, device, cpu_bf16=True)
-    return "off" if dtype is None else {"bfloat16": "bf16", "float16": "fp16"}[str(dtype)[6:]]
+    return (
+        "off"
+        if dtype is None
+        else {"bfloat16": "bf16", "float16": "fp16"}[str(dtype).removeprefix("torch.")]
+    )
 
 
 def choose_and_score(method: str, folder: Path, data: dict, device, args) -> dict:

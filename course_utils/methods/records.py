@@ -17,7 +17,6 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from .. import losses
+from .._shared.frozen import frozen
 from ..mode import get_mode
 from ..models import NETWORKS, build_network
 from ..predict import network_outputs
@@ -43,13 +43,6 @@ __all__ = ["METHODS", "NUCLEUS_METHODS", "Method", "get"]
 #: Network arguments that fix what the outputs mean: a network with other values cannot be
 #: read by the record's post-processing.
 _OUTPUT_ARGS = ("out_channels", "n_classes")
-
-
-def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A read-only view of ``mapping``, nested mappings included."""
-    return MappingProxyType(
-        {k: _frozen(v) if isinstance(v, Mapping) else v for k, v in mapping.items()}
-    )
 
 
 @dataclass(frozen=True)
@@ -210,14 +203,14 @@ class Method:
         return self.outputs_to_labels(out, np.shape(image)[-2:], grid=grid, **options)
 
 
-METHODS: Mapping[str, Method] = _frozen(
+METHODS: Mapping[str, Method] = frozen(
     {
         "unet_weighted": Method(
             name="unet_weighted",
             title="U-Net 2-class + weight map",
             notebook="03",
             network="UNetOriginal",
-            configs=_frozen(
+            configs=frozen(
                 {
                     "fast": {"depth": 3, "base_channels": 8},
                     "full": {"depth": 4, "base_channels": 64},
@@ -226,8 +219,8 @@ METHODS: Mapping[str, Method] = _frozen(
             targets=unet_2class_targets,
             loss=losses.unet_weighted_loss,
             to_labels=outputs.foreground_labels,
-            predict=_frozen({"fast": {"tile_size": 380}, "full": {"tile_size": 572}}),
-            patch_size=_frozen({"fast": 188, "full": 428}),
+            predict=frozen({"fast": {"tile_size": 380}, "full": {"tile_size": 572}}),
+            patch_size=frozen({"fast": 188, "full": 428}),
             checkpoint="03_unet_weighted",
         ),
         "unet_3class": Method(
@@ -235,7 +228,7 @@ METHODS: Mapping[str, Method] = _frozen(
             title="U-Net 3-class",
             notebook="03",
             network="UNet",
-            configs=_frozen(
+            configs=frozen(
                 {
                     "fast": {"out_channels": 3, "depth": 3, "base_channels": 8},
                     "full": {"out_channels": 3, "depth": 4, "base_channels": 64},
@@ -244,15 +237,15 @@ METHODS: Mapping[str, Method] = _frozen(
             targets=unet_3class_targets,
             loss=losses.unet_3class_loss,
             to_labels=outputs.class_labels,
-            postprocess=_frozen({"expand": 2}),
-            tuning=_frozen({"expand": (1, 2, 3)}),
-            predict=_frozen(
+            postprocess=frozen({"expand": 2}),
+            tuning=frozen({"expand": (1, 2, 3)}),
+            predict=frozen(
                 {
                     "fast": {"tile_size": 256, "overlap": 32},
                     "full": {"tile_size": 512, "overlap": 64},
                 }
             ),
-            patch_size=_frozen({"fast": 128, "full": 256}),
+            patch_size=frozen({"fast": 128, "full": 256}),
             checkpoint="03_unet_3class",
         ),
         "cellpose": Method(
@@ -260,7 +253,7 @@ METHODS: Mapping[str, Method] = _frozen(
             title="Cellpose-style",
             notebook="05",
             network="CellposeNet",
-            configs=_frozen(
+            configs=frozen(
                 {
                     "fast": {"in_channels": 1, "base_channels": 8, "depth": 3},
                     "full": {"in_channels": 1, "base_channels": 32, "depth": 3},
@@ -269,19 +262,19 @@ METHODS: Mapping[str, Method] = _frozen(
             targets=cellpose_targets,
             loss=losses.cellpose_loss,
             to_labels=outputs.flow_labels,
-            postprocess=_frozen(
+            postprocess=frozen(
                 {"cellprob_threshold": 0.0, "flow_threshold": 0.4, "min_size": 15, "niter": 200}
             ),
-            tuning=_frozen(
+            tuning=frozen(
                 {"cellprob_threshold": (-1.0, -0.5, 0.0, 0.5, 1.0), "flow_threshold": (0.4, 0.6)}
             ),
-            predict=_frozen(
+            predict=frozen(
                 {
                     "fast": {"tile_size": 256, "overlap": 64},
                     "full": {"tile_size": 256, "overlap": 64},
                 }
             ),
-            patch_size=_frozen({"fast": 128, "full": 256}),
+            patch_size=frozen({"fast": 128, "full": 256}),
             checkpoint="05_cellpose",
         ),
         "stardist": Method(
@@ -289,7 +282,7 @@ METHODS: Mapping[str, Method] = _frozen(
             title="StarDist-style",
             notebook="06",
             network="StarDistNet",
-            configs=_frozen(
+            configs=frozen(
                 {
                     "fast": {
                         "in_channels": 1,
@@ -311,12 +304,12 @@ METHODS: Mapping[str, Method] = _frozen(
             target_args=("n_rays", "grid"),
             loss=losses.stardist_loss,
             to_labels=outputs.polygon_labels,
-            postprocess=_frozen({"prob_thresh": 0.5, "nms_thresh": 0.4}),
-            tuning=_frozen(
+            postprocess=frozen({"prob_thresh": 0.5, "nms_thresh": 0.4}),
+            tuning=frozen(
                 {"prob_thresh": (0.3, 0.4, 0.5, 0.6, 0.7), "nms_thresh": (0.3, 0.4, 0.5)}
             ),
-            predict=_frozen({"fast": {"tile_size": None}, "full": {"tile_size": None}}),
-            patch_size=_frozen({"fast": 128, "full": 256}),
+            predict=frozen({"fast": {"tile_size": None}, "full": {"tile_size": None}}),
+            patch_size=frozen({"fast": 128, "full": 256}),
             checkpoint="06_stardist",
             prepare=outputs.start_distances,
         ),
@@ -325,7 +318,7 @@ METHODS: Mapping[str, Method] = _frozen(
             title="Affinities + grouping",
             notebook="10",
             network="UNet",
-            configs=_frozen(
+            configs=frozen(
                 {
                     "fast": {
                         "in_channels": 1,
@@ -344,7 +337,7 @@ METHODS: Mapping[str, Method] = _frozen(
             targets=affinity_targets,
             loss=losses.affinity_loss,
             to_labels=outputs.affinity_labels,
-            postprocess=_frozen(
+            postprocess=frozen(
                 {
                     "threshold": 0.5,
                     "foreground_threshold": 0.5,
@@ -353,20 +346,20 @@ METHODS: Mapping[str, Method] = _frozen(
                     "min_size": 15,
                 }
             ),
-            tuning=_frozen(
+            tuning=frozen(
                 {
                     "method": ("watershed", "components"),
                     "threshold": (0.3, 0.5, 0.7),
                     "seed_threshold": (0.8, 0.9, 0.95),
                 }
             ),
-            predict=_frozen(
+            predict=frozen(
                 {
                     "fast": {"tile_size": 512, "overlap": 64},
                     "full": {"tile_size": 512, "overlap": 64},
                 }
             ),
-            patch_size=_frozen({"fast": 128, "full": 256}),
+            patch_size=frozen({"fast": 128, "full": 256}),
             checkpoint="10_affinities",
         ),
     }

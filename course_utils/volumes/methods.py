@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .. import losses
+from .._shared.frozen import frozen
 from ..mode import get_mode
 from .predict import classes_to_labels_3d, predict_volume, stardist3d_to_labels
 from .targets import boundary_classes_3d, stardist3d_targets
@@ -206,19 +207,13 @@ class VolumeMethod:
         return self.to_labels(outputs, model, **{**self.postprocess, **postprocess})
 
 
-def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(
-        {k: _frozen(v) if isinstance(v, Mapping) else v for k, v in mapping.items()}
-    )
-
-
 VOLUME_METHODS: Mapping[str, VolumeMethod] = MappingProxyType(
     {
         "unet3d": VolumeMethod(
             name="unet3d",
             title="3-D U-Net (3 classes)",
             network="UNet3D",
-            configs=_frozen(
+            configs=frozen(
                 {
                     "fast": {"in_channels": 1, "out_channels": 3, "base_channels": 8, "depth": 2},
                     "full": {"in_channels": 1, "out_channels": 3, "base_channels": 32, "depth": 2},
@@ -227,14 +222,14 @@ VOLUME_METHODS: Mapping[str, VolumeMethod] = MappingProxyType(
             targets=_unet_targets,
             loss=losses.unet_3class_loss,  # the 2-D record's: cross-entropy works in 3-D
             to_labels=_unet_labels,
-            postprocess=_frozen({"expand": 2, "min_size": 20}),
-            patches=_frozen({"fast": (16, 64, 64), "full": (32, 96, 96)}),
+            postprocess=frozen({"expand": 2, "min_size": 20}),
+            patches=frozen({"fast": (16, 64, 64), "full": (32, 96, 96)}),
         ),
         "stardist3d": VolumeMethod(
             name="stardist3d",
             title="StarDist-3D",
             network="StarDist3DNet",
-            configs=_frozen(
+            configs=frozen(
                 {
                     "fast": {"in_channels": 1, "n_rays": 64, "base_channels": 8, "depth": 2},
                     "full": {"in_channels": 1, "n_rays": 64, "base_channels": 32, "depth": 2},
@@ -243,8 +238,8 @@ VOLUME_METHODS: Mapping[str, VolumeMethod] = MappingProxyType(
             targets=_stardist_targets,
             loss=losses.stardist_loss,
             to_labels=_stardist_labels,
-            postprocess=_frozen({"prob_thresh": 0.5, "nms_thresh": 0.4}),
-            patches=_frozen({"fast": (16, 64, 64), "full": (32, 96, 96)}),
+            postprocess=frozen({"prob_thresh": 0.5, "nms_thresh": 0.4}),
+            patches=frozen({"fast": (16, 64, 64), "full": (32, 96, 96)}),
             prepare=_start_distances,
         ),
     }

@@ -54,6 +54,14 @@ AUGMENT = aug.compose(
 )
 
 
+def _positive(text: str) -> float:
+    """An argparse type: a finite number above zero."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -92,6 +100,14 @@ def parse_args(argv):
         help="override the global batch (split over the torchrun processes)",
     )
     p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
+    p.add_argument("--patch", type=int, default=None, help="override the patch side (px)")
+    p.add_argument(
+        "--cell-diameter",
+        type=_positive,
+        default=CELL_DIAMETER,
+        help="the whole-cell run (--data usiigaci): median cell diameter (px) its training "
+        "images are shown at",
+    )
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers")
     p.add_argument(
         "--rescore",
@@ -143,6 +159,8 @@ def load_data(args) -> dict:
     Training and validation images at the diameter of :data:`DATA` (or as they are, for BBBC039
     alone); test images and ``val_as_is`` always as they are."""
     sets, validation, diameter, _ = DATA[args.data]
+    if args.data == "usiigaci":
+        diameter = args.cell_diameter
     counts = {"train": args.n_train, "val": args.n_val, "test": args.n_test}
     out: dict = {"test": {}, "val_as_is": {}, "sources": []}
     train: tuple[list, list, list] = ([], [], [])
@@ -192,7 +210,7 @@ def train(method: str, data: dict, args, device) -> tuple[Path, dict]:
         epochs=args.epochs,
         patches_per_epoch=args.patches,
     )
-    plan = plan.replace(patch_size=plan.patch_size or record.patch("full"))
+    plan = plan.replace(patch_size=args.patch or plan.patch_size or record.patch("full"))
     workers = args.workers if args.workers is not None else cu.env.dataloader_workers(full=8)
     started = time.perf_counter()
     model, history = cu.methods.train_method(
@@ -303,7 +321,7 @@ def data_description(data: dict, args) -> str | dict:
         return {
             "training": zoo_generalist.training_counts(data, {"usiigaci": 1.0}, data["sources"]),
             "objects": "whole cells (phase contrast, NIH/3T3 fibroblasts)",
-            "shown_at_diameter_px": CELL_DIAMETER,
+            "shown_at_diameter_px": args.cell_diameter,
             "validation": "Usiigaci validation split (checkpoint, thresholds, size model)",
             "test": "Usiigaci test split through course_utils.segment(image, 'cellpose', "
             "model=..., diameter=None) with the library's defaults",

@@ -230,8 +230,9 @@ def test_the_training_script_runs_end_to_end(tmp_path):
 
 
 def test_the_training_script_trains_a_whole_cell_model(tmp_path):
-    # --data usiigaci: one dataset of whole cells, shown at a 30 px cell diameter, scored on its
-    # own test split; the index lists it apart from the nuclei models, beside their baseline.
+    # --data usiigaci: one dataset of whole cells, shown at the cell diameter asked for, scored
+    # on its own test split; the index lists it apart from the nuclei models, beside their
+    # baseline.
     if not os.environ.get("COURSE_DATA_MIRROR"):
         pytest.skip("needs the data mirror")
     out = tmp_path / "zoo"
@@ -239,12 +240,14 @@ def test_the_training_script_trains_a_whole_cell_model(tmp_path):
     tiny[1] = "4"  # the size model needs windows of four images
     cmd = [sys.executable, str(ROOT / "scripts" / "train_zoo.py"), "--data", "usiigaci"]
     cmd += ["--methods", "unet_3class", *tiny, "--out", str(out), "--checkpoints", str(tmp_path)]
+    cmd += ["--cell-diameter", "36", "--patch", "96"]
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     card = json.loads((out / "unet_3class_usiigaci.json").read_text())
-    assert card["train_diameter_px"] == pytest.approx(30.0, abs=0.5)  # labels resized to 30 px
+    assert card["train_diameter_px"] == pytest.approx(36.0, abs=0.5)  # labels resized to 36 px
+    assert card["data"]["shown_at_diameter_px"] == 36.0 and card["patch"] == 96
     assert "scale=(0.7, 1.4)" in card["augmentation"]
     assert "whole cells" in card["data"]["objects"] and set(card["data"]["training"]) == {
         "usiigaci"
@@ -254,6 +257,14 @@ def test_the_training_script_trains_a_whole_cell_model(tmp_path):
     index = (out / "README.md").read_text()
     assert "## Whole cells" in index and "`unet_3class_usiigaci`" in index
     assert "classical watershed" in index and "## The generalists on each dataset" not in index
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "nan", "inf"])
+def test_the_training_script_refuses_a_cell_diameter_that_is_not_positive(value):
+    # Refused while reading the command line, before any data is read or trained on.
+    cmd = [sys.executable, str(ROOT / "scripts" / "train_zoo.py"), "--data", "usiigaci"]
+    done = subprocess.run([*cmd, "--cell-diameter", value], capture_output=True, text=True)
+    assert done.returncode == 2 and "must be a positive number" in done.stderr
 
 
 @pytest.mark.skipif(not (COMMITTED / "README.md").exists(), reason="no zoo committed")

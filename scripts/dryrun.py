@@ -15,7 +15,8 @@ full-size step, seconds a step here, the steps of the full run). From these it e
 
 Results go to ``benchmarks/results/dryrun_cpu.json`` (``benchmarks/make_results.py`` puts them
 into RESULTS.md); ``--readme`` writes the dry-run and estimate columns of the README's course
-map. Executed notebooks go to ``_build/dryrun/``. Run with ``make dryrun``.
+map, and the estimates into the instructors' table (docs/instructors.md). Executed notebooks
+go to ``_build/dryrun/``. Run with ``make dryrun``.
 
 ``--full`` runs full mode itself instead (on a GPU machine: ``scripts/gpu_run.sh``): the same
 measurements, plus each training run's GPU peak memory, achieved TFLOP/s and share of the
@@ -23,7 +24,7 @@ GPU's bfloat16 peak, into ``benchmarks/results/fullrun_<gpu>.json``; nothing is 
 
 ``--fast`` runs fast mode on the CPU (what CI and a student without a GPU run): each notebook's
 time and peak memory into ``benchmarks/results/fastrun_cpu.json`` and, with ``--readme``, the
-course map's "fast" column.
+course map's "fast" column and the instructors' run times.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ THROUGHPUT = ROOT / "benchmarks" / "results" / "train_throughput_cpu.json"
 CLASSROOM_GPU_BYTES = 16 * 2**30
 DATA_WORKERS = 4  # loader processes assumed on the GPU machine (full mode's loaders use 4-8)
 GIB = 2**30
+INSTRUCTORS = ROOT / "docs" / "instructors.md"
 MODES = ("dryrun", "full", "fast")  # the mode names the folder in _build/ and the results file
 
 
@@ -180,6 +182,32 @@ def write_readme(rows: list[dict], readme: Path = ROOT / "README.md", fast: bool
             cells[3:] = [fast_cell(row), *cells[4:]] if fast else [cells[3], *readme_cells(row)]
             lines[i] = " | ".join(cells) + " |"
     readme.write_text("\n".join(lines) + "\n")
+
+
+def clock_time(seconds: float) -> str:
+    """37.4 -> "37 s", 123 -> "2 min 3 s": the instructors' run times."""
+    whole = round(seconds)
+    return f"{whole} s" if whole < 60 else f"{whole // 60} min {whole % 60} s"
+
+
+def write_instructors(rows: list[dict], kit: Path = INSTRUCTORS, fast: bool = False) -> None:
+    """Fill the instructors' "time per notebook" table from ``rows``: its fast-mode run column
+    from a fast run's rows, or (a dry run's) its full-mode column with the GPU estimates."""
+    by_name = {row["notebook"]: row for row in rows}
+    lines = kit.read_text().splitlines()
+    for i, line in enumerate(lines):
+        link = re.match(r"\| \[[^]]+\]\(\.\./notebooks/(\w+)\.ipynb\) \|", line)
+        cells = line.removesuffix(" |").split(" | ")
+        if not link or link.group(1) not in by_name or len(cells) != 5:
+            continue
+        row = by_name[link.group(1)]
+        if fast:
+            cells[1] = "fails in fast mode" if row.get("error") else clock_time(row["seconds"])
+        else:
+            estimate = f"~{max(1, round(row['gpu_min_estimate']))} min on an H100 (estimate)"
+            cells[2] = "fails in the dry run" if row.get("error") else estimate
+        lines[i] = " | ".join(cells) + " |"
+    kit.write_text("\n".join(lines) + "\n")
 
 
 def folder(mode: str) -> Path:
@@ -322,7 +350,9 @@ def main() -> None:
     path = write_results(head, rows, extra_tables=extra, merge_on=("notebook",))
     print(f"wrote {path}")
     if args.readme and mode != "full":  # the rows merged with earlier runs
-        write_readme(json.loads(path.read_text())["rows"], fast=mode == "fast")
+        merged = json.loads(path.read_text())["rows"]
+        write_readme(merged, fast=mode == "fast")
+        write_instructors(merged, fast=mode == "fast")
     failed = [row["notebook"] for row in rows if row["error"]]
     if failed:
         sys.exit(f"failed in {failed}: see the executed notebooks in _build/")

@@ -288,6 +288,44 @@ def test_the_readme_columns_are_written_from_the_rows(tmp_path):
     assert lines[2].endswith("| fails in fast mode | fails in the dry run | - |")
 
 
+def test_the_instructors_run_times_are_written_from_the_rows(tmp_path):
+    # The instructors' table takes the fast run's times and the dry run's GPU estimates; a
+    # notebook missing from the rows keeps what the table said.
+    script = load_script()
+    kit = tmp_path / "instructors.md"
+    head = "| notebook | run, fast | run, full | teaching time | exercises |\n"
+    kit.write_text(
+        head
+        + "| [03 · The U-Net](../notebooks/03_unet.ipynb) | 42 s | old | 90 min | 3 |\n"
+        + "| [04 · Aug](../notebooks/04_aug.ipynb) | 23 s | old | 70 min | 2 |\n"
+        + "| [05 · Flows](../notebooks/05_flows.ipynb) | 60 s | old | 80 min | 4 |\n"
+    )
+    fast = [
+        {"notebook": "03_unet", "seconds": 123.4, "error": None},
+        {"notebook": "04_aug", "seconds": 9.0, "error": "AssertionError"},
+    ]
+    script.write_instructors(fast, kit, fast=True)
+    dry = [{"notebook": "03_unet", "gpu_min_estimate": 20.9, "error": None}]
+    script.write_instructors(dry, kit)
+    lines = kit.read_text().splitlines()
+    assert lines[0] == head.strip()
+    assert lines[1] == (
+        "| [03 · The U-Net](../notebooks/03_unet.ipynb) | 2 min 3 s "
+        "| ~21 min on an H100 (estimate) | 90 min | 3 |"
+    )
+    assert (
+        lines[2]
+        == "| [04 · Aug](../notebooks/04_aug.ipynb) | fails in fast mode | old | 70 min | 2 |"
+    )
+    assert lines[3].endswith("| 60 s | old | 80 min | 4 |")
+    assert [script.clock_time(s) for s in (0.4, 59.6, 60, 3599)] == [
+        "0 s",
+        "1 min 0 s",
+        "1 min 0 s",
+        "59 min 59 s",
+    ]
+
+
 def data_mirror() -> Path | None:
     """The BBBC039 mirror the notebooks read (tests never download)."""
     root = os.environ.get("COURSE_DATA_MIRROR")

@@ -17,6 +17,9 @@
   do not have are kept, in every table.
 - ``print_table(rows, columns=None)``: the rows (dicts) as an aligned text table.
 - ``make_labels(size, seed=0) -> (labels, source)``: touching synthetic nuclei.
+- ``real_labels(dataset, size) -> (labels, source) or None``: a (size, size) tile of a dataset's
+  test label images side by side (ids kept apart); DSB2018's smallest nuclei first (dense small
+  nuclei). None without the data on this machine (benchmarks never download).
 
 A script run as ``python benchmarks/bench_x.py`` has its own folder first on the module search
 path, so ``from _common import median_time, ...`` works as it is; ``course_utils`` is installed.
@@ -156,6 +159,44 @@ def make_labels(size: int, seed: int = 0) -> tuple[np.ndarray, str]:
 
     _, labels = synthetic_nuclei((size, size), seed=seed)
     return labels, "synthetic_nuclei"
+
+
+def tile_labels(images: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """Label images laid out in rows, left to right, cropped to (size, size), int32; each
+    image's ids are shifted past the ones before it. Raises ValueError when they cannot fill
+    the square."""
+    out = np.zeros((size, size), np.int32)
+    queue, top, offset = list(images), 0, 0
+    while top < size:
+        left = height = 0
+        while left < size:
+            if not queue:
+                raise ValueError(f"{len(images)} label images do not fill {size} x {size}")
+            piece = np.asarray(queue.pop(0))[: size - top, : size - left].astype(np.int64)
+            out[top : top + piece.shape[0], left : left + piece.shape[1]] = np.where(
+                piece > 0, piece + offset, 0
+            )
+            offset += int(piece.max(initial=0))
+            left, height = left + piece.shape[1], max(height, piece.shape[0])
+        top += height
+    return out
+
+
+def real_labels(dataset: str, size: int) -> tuple[np.ndarray, str] | None:
+    """A (size, size) tile of ``dataset``'s test label images (see :func:`tile_labels`), or None
+    when the dataset is not on this machine. DSB2018's images go smallest nuclei first."""
+    from course_utils import data, scale
+
+    try:
+        _, labels = data.load_split(dataset, "test", download=False)
+    except FileNotFoundError as err:  # DataUnavailableError included
+        print(f"{dataset}: not on this machine ({err.__class__.__name__}); skipped")
+        return None
+    if dataset == "dsb2018":
+        labels = sorted(labels, key=scale.median_diameter)
+    tile = tile_labels(labels, size)
+    diameter = scale.median_diameter(tile)
+    return tile, f"{dataset} test labels tiled, median diameter {diameter:.0f} px"
 
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's data sheets: (words the CUDA device name must

@@ -1,7 +1,9 @@
 """StarDist speed: course_utils vs stardist's compiled code, on the CPU, on the same inputs.
 
 Inputs: synthetic touching nuclei (``course_utils.data.synthetic_nuclei``, via
-``_common.make_labels``), 512x512 (~150 nuclei) and 1024x1024 (~600).
+``_common.make_labels``), 512x512 (~150 nuclei) and 1024x1024 (~600); and real label images
+(``_common.real_labels``): 1024x1024 tiles of the BBBC039 test masks and of the DSB2018 test
+labels with the smallest nuclei (dense small nuclei), where the data is on this machine.
 
 - ``star_dist``: labels -> (H, W, 32) radial distances
   (``course_utils.targets.star_dist`` vs ``stardist.geometry.star_dist``, C++/OpenMP);
@@ -12,9 +14,10 @@ Inputs: synthetic touching nuclei (``course_utils.data.synthetic_nuclei``, via
 - ``polygons_to_label``: the kept polygons -> labels (vs ``stardist.geometry``, skimage).
 
 Both sides run in this process, one after the other, on the same arrays. The reference uses
-OpenMP with ``--threads`` threads (default 2, set before it is loaded); ours is single-threaded
-numba. The outputs are compared too (largest distance difference; share of kept polygons both
-keep; F1 at IoU 0.5 of the rendered labels), so a fast wrong answer cannot pass.
+OpenMP with ``--threads`` threads (default 2, set before it is loaded); ours is numba, its
+``star_dist`` on as many threads, NMS and rendering single-threaded. The outputs are compared
+too (largest distance difference; share of kept polygons both keep; F1 at IoU 0.5 of the
+rendered labels), so a fast wrong answer cannot pass.
 ``--torch`` adds the PyTorch ``star_dist`` (on CUDA when there is one, else the CPU).
 
 Usage: ``python benchmarks/bench_stardist.py [--quick] [--repeats N] [--threads N] [--torch]``;
@@ -27,8 +30,9 @@ import argparse
 import os
 import sys
 
+import numba
 import numpy as np
-from _common import header, make_labels, median_time, print_table, write_results
+from _common import header, make_labels, median_time, print_table, real_labels, write_results
 
 
 def nms_inputs(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +63,7 @@ def _row(size, n_obj, step, ours, ref, agreement, measure, source, repeats, **ex
     }
 
 
-def bench_one(size: int, repeats: int, with_torch: bool) -> list[dict]:
+def bench_one(labels: np.ndarray, source: str, repeats: int, with_torch: bool) -> list[dict]:
     from stardist.geometry import polygons_to_label as sd_p2l
     from stardist.geometry import star_dist as sd_star_dist
     from stardist.matching import matching
@@ -68,7 +72,7 @@ def bench_one(size: int, repeats: int, with_torch: bool) -> list[dict]:
     from course_utils.postprocess import non_maximum_suppression, polygons_to_label
     from course_utils.targets import star_dist
 
-    labels, source = make_labels(size)
+    size = labels.shape[0]
     n_obj = len(np.unique(labels[labels > 0]))
     ours = median_time(lambda: star_dist(labels, 32), repeats)
     ref = median_time(lambda: sd_star_dist(labels, 32), repeats)
@@ -151,16 +155,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # Read by OpenMP when stardist's compiled library is loaded, so it must be set before.
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     try:
         import stardist.geometry  # noqa: F401
         import stardist.nms  # noqa: F401
     except ImportError:
         sys.exit("stardist is not installed: pip install 'course_utils[reference]'")
-    sizes = [128] if args.quick else [512, 1024]
+    cases = [make_labels(size) for size in ([128] if args.quick else [512, 1024])]
+    if not args.quick:
+        cases += [c for c in (real_labels(d, 1024) for d in ("bbbc039", "dsb2018")) if c]
     rows = []
-    for size in sizes:
-        repeats = args.repeats or (2 if args.quick else (5 if size <= 512 else 3))
-        rows += bench_one(size, repeats, args.torch)
+    for labels, source in cases:
+        repeats = args.repeats or (2 if args.quick else (5 if labels.shape[0] <= 512 else 3))
+        rows += bench_one(labels, source, repeats, args.torch)
     columns = ["size", "n_nuclei", "step", "ours_s", "stardist_s", "ratio", "ours_cpu_s"]
     print_table(rows, columns + ["stardist_cpu_s", "agreement"])
     bad = [
@@ -176,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
             "ratio = stardist / ours (> 1: ours faster)",
             "inputs": "nms: edt_prob and star_dist of the labels plus noise (0.5 px, 0.025); "
             "polygons_to_label: the polygons stardist's NMS kept",
-            "threads": f"stardist: OpenMP, {args.threads}; course_utils: 1 (numba)",
+            "threads": f"stardist: OpenMP, {args.threads}; course_utils: numba, star_dist on "
+            f"{numba.get_num_threads()} threads, NMS and rendering on 1",
             "note": "shared 2-core machine: other jobs ran at the same time, numbers are noisy",
         }
         title = "StarDist on the CPU: course_utils vs stardist's compiled code"

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -316,3 +317,29 @@ def test_flows3d_benchmark_runs_and_agrees_with_cellpose():
     for step in ("labels->flows", "flows->masks", "stitching"):
         assert step in done.stdout
     assert "agreement" in done.stdout and "test volume" in done.stdout
+
+
+def test_tile_labels_fills_the_square_and_keeps_ids_apart():
+    common = _load("_common")
+    a = np.zeros((3, 4), np.int32)
+    a[0, 0], a[2, 3] = 1, 2
+    b = np.full((2, 3), 5, np.int32)
+    tile = common.tile_labels([a, b, a, b, a], 6)
+    assert tile.shape == (6, 6) and tile.dtype == np.int32
+    # Row 1: a (ids 1, 2), then b cut to 2 columns (id 5 + 2); row 2 starts under a's 3 rows.
+    assert tile[0, 0] == 1 and tile[2, 3] == 2 and (tile[:2, 4:] == 7).all()
+    assert tile[3, 0] == 7 + 1 and (tile[3:5, 4:6] == 7 + 2 + 5).all()
+    objects = [np.unique(t[t > 0]) for t in (tile[:3, :4], tile[:2, 4:], tile[3:, :4])]
+    assert len(np.unique(np.concatenate(objects))) == sum(map(len, objects))  # no id shared
+    with pytest.raises(ValueError, match="do not fill"):
+        common.tile_labels([a], 6)
+
+
+@pytest.mark.reference
+def test_stardist_benchmark_runs_and_agrees_with_stardist():
+    # The script exits non-zero when our outputs and stardist's disagree.
+    pytest.importorskip("stardist.geometry")
+    cmd = [sys.executable, str(BENCH / "bench_stardist.py"), "--quick"]
+    done = subprocess.run(cmd, cwd=BENCH, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "star_dist" in done.stdout and "polygons_to_label" in done.stdout

@@ -113,14 +113,14 @@ def _flat_offsets(off_r: np.ndarray, off_c: np.ndarray, shape: tuple[int, int]) 
     return flat
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _star_dist_kernel(
     padded, flat, off_r, off_c, dist_tab, grid_y, grid_x, out
 ):  # pragma: no cover
     width = padded.shape[1]
     lab = padded.ravel()
     n_rays = off_r.shape[0]
-    for i in range(out.shape[0]):
+    for i in numba.prange(out.shape[0]):  # rows in parallel: each writes its own output row
         for j in range(out.shape[1]):
             r0 = i * grid_y
             c0 = j * grid_x

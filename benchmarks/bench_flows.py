@@ -27,9 +27,15 @@ import os
 import sys
 
 import numpy as np
-from _common import header, make_labels, median_time, print_table, write_results
-
-MALLOC = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
+from _common import (
+    MALLOC,
+    header,
+    make_labels,
+    median_time,
+    print_table,
+    reexec_with_malloc_tuning,
+    write_results,
+)
 
 
 def _row(size, n_cells, step, ours, ref, agreement, source, repeats) -> dict:
@@ -73,13 +79,6 @@ def bench_one(size: int, repeats: int) -> list[dict]:
     return rows
 
 
-def _reexec_with_malloc_tuning() -> None:
-    if all(os.environ.get(k) == v for k, v in MALLOC.items()):
-        return
-    env = {**os.environ, **MALLOC}
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one tiny size, no results file")
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if not args.default_malloc:
-        _reexec_with_malloc_tuning()
+        reexec_with_malloc_tuning()
     try:
         import cellpose.dynamics  # noqa: F401
         import stardist.matching  # noqa: F401

@@ -32,9 +32,15 @@ import sys
 from typing import Any
 
 import numpy as np
-from _common import header, median_time, print_table, write_results
+from _common import (
+    MALLOC,
+    header,
+    median_time,
+    print_table,
+    reexec_with_malloc_tuning,
+    write_results,
+)
 
-MALLOC = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
 #: Smallest agreement accepted per step (flows: largest difference, so the largest accepted).
 MIN_AGREEMENT = {"flows->masks": 0.98, "stitching": 1.0}
 MAX_FLOW_DIFF = 1e-4
@@ -122,13 +128,6 @@ def bench_one(name: str, labels: np.ndarray, repeats: int) -> list[dict]:
     return rows
 
 
-def _reexec_with_malloc_tuning() -> None:
-    if all(os.environ.get(k) == v for k, v in MALLOC.items()):
-        return
-    env = {**os.environ, **MALLOC}
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
-
-
 def _disagreements(rows: list[dict]) -> list[dict]:
     bad = [r for r in rows if r["step"] == "labels->flows" and r["agreement"] > MAX_FLOW_DIFF]
     return bad + [r for r in rows if r["agreement"] < MIN_AGREEMENT.get(r["step"], -1.0)]
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     if not args.default_malloc:
-        _reexec_with_malloc_tuning()
+        reexec_with_malloc_tuning()
     try:
         import cellpose.dynamics  # noqa: F401
         import stardist.matching  # noqa: F401

@@ -17,11 +17,14 @@ Both sides run in this process, one after the other, on the same arrays. The ref
 OpenMP with ``--threads`` threads (default 2, set before it is loaded); ours is numba, its
 ``star_dist`` on as many threads, NMS and rendering single-threaded. The outputs are compared
 too (largest distance difference; share of kept polygons both keep; F1 at IoU 0.5 of the
-rendered labels), so a fast wrong answer cannot pass.
+rendered labels), so a fast wrong answer cannot pass. Both return new arrays of (H, W, 32)
+float32 (128 MB at 1024^2): the script re-executes itself with glibc's allocator keeping large
+blocks (``_common.MALLOC``) unless ``--default-malloc`` is given, so that page faults of
+fresh memory, costly on this machine, do not drown the kernels; the JSON records which.
 ``--torch`` adds the PyTorch ``star_dist`` (on CUDA when there is one, else the CPU).
 
-Usage: ``python benchmarks/bench_stardist.py [--quick] [--repeats N] [--threads N] [--torch]``;
-writes ``benchmarks/results/stardist_cpu.json`` (not with ``--quick``).
+Usage: ``python benchmarks/bench_stardist.py [--quick] [--repeats N] [--threads N] [--torch]
+[--default-malloc]``; writes ``benchmarks/results/stardist_cpu.json`` (not with ``--quick``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,16 @@ import sys
 
 import numba
 import numpy as np
-from _common import header, make_labels, median_time, print_table, real_labels, write_results
+from _common import (
+    MALLOC,
+    header,
+    make_labels,
+    median_time,
+    print_table,
+    real_labels,
+    reexec_with_malloc_tuning,
+    write_results,
+)
 
 
 def nms_inputs(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +164,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per case")
     parser.add_argument("--threads", type=int, default=2, help="OpenMP threads of stardist")
     parser.add_argument("--torch", action="store_true", help="also time the torch star_dist")
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="keep glibc's default allocator settings"
+    )
     args = parser.parse_args(argv)
+    if not args.default_malloc:
+        reexec_with_malloc_tuning()
     # Read by OpenMP when stardist's compiled library is loaded, so it must be set before.
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
@@ -185,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
             "polygons_to_label: the polygons stardist's NMS kept",
             "threads": f"stardist: OpenMP, {args.threads}; course_utils: numba, star_dist on "
             f"{numba.get_num_threads()} threads, NMS and rendering on 1",
-            "note": "shared 2-core machine: other jobs ran at the same time, numbers are noisy",
+            "malloc": "glibc default" if args.default_malloc else MALLOC,
         }
         title = "StarDist on the CPU: course_utils vs stardist's compiled code"
         packages = ("stardist", "numba")

@@ -639,12 +639,9 @@ weight_gap = max(
 )
 loss_gap = abs(dense_history.records[-1]["train_loss"] - sparse_history.records[-1]["train_loss"])
 LOSS_TOL, WEIGHT_TOL = cu.pick(fast=(1e-5, 1e-4), full=(1e-3, 1e-2))
-print(
-    f"8 steps each: training losses differ by {loss_gap:.2g}, weights by at most {weight_gap:.2g}"
-)
-verified["a fully annotated sparse run = the dense run"] = (
-    loss_gap < LOSS_TOL and weight_gap < WEIGHT_TOL
-)
+print(f"8 steps each: losses differ by {loss_gap:.2g}, weights by at most {weight_gap:.2g}")
+same_run = loss_gap < LOSS_TOL and weight_gap < WEIGHT_TOL
+verified["a fully annotated sparse run = the dense run"] = same_run
 assert verified["a fully annotated sparse run = the dense run"], (loss_gap, weight_gap)
 
 # %%
@@ -673,12 +670,9 @@ def train_and_score(method, fraction, background, select="random"):
         progress=False,
         data=f"bbbc039 train ({N_TRAIN}), {fraction:g} {select}, background {background}",
     )
-    with warnings.catch_warnings():
-        # A network that never saw background calls everything a nucleus; flows_to_masks then
-        # warns that its flow check drops most masks. Expected here.
-        warnings.simplefilter("ignore", UserWarning)
-        # labels of the test images, scores at IoU 0.5, and the mean probability on the
-        # test background (what it predicts where there is no nucleus)
+    with warnings.catch_warnings():  # never shown background, a network calls it all nucleus:
+        warnings.simplefilter("ignore", UserWarning)  # flows_to_masks warns of failed flows
+        # the test labels, scores at IoU 0.5 and the mean probability on the test background
         preds, scores = cu.methods.evaluate(method, model, test_images, test_labels, device=device)
     first_predictions[(method, fraction, background, select)] = preds[0]
     counts[(method, fraction, background, select)] = cu.uncertainty.image_counts(test_labels, preds)
@@ -875,7 +869,8 @@ share_at_5 = ap("cellpose", "band", 0.05) / max(dense_ap("cellpose"), 1e-9)
 by_rule = by_selection[SELECTION_FRACTIONS[0]]  # AP of each selection rule
 selection_spread = float(by_rule.max() - by_rule.min())
 for method, fractions in FRACTIONS_OF.items():
-    print(f"{cu.methods.get(method).title}, dense annotation: AP@0.5 {dense_ap(method):.3f}")
+    title, dense = cu.methods.get(method).title, dense_ap(method)  # NaN: no dense run in this mode
+    print(f"{title}, dense annotation:", "not run" if np.isnan(dense) else f"AP@0.5 {dense:.3f}")
     for f in fractions:
         print(
             f"  {f:6.0%} of the nuclei: with background {ap(method, 'band', f):.3f}, "
@@ -895,6 +890,8 @@ bg_gain = cu.uncertainty.bootstrap_difference(at_5["band"], at_5["none"], "ap")
 cu.glue("bg_gain", f"{bg_gain.estimate:+.2f} [{bg_gain.low:+.2f}, {bg_gain.high:+.2f}]")
 cu.glue("n_test", N_TEST, "d")
 print(f"Cellpose-style, {SELECTION_FRACTIONS[0]:.0%} by each rule: {by_rule.round(3).to_dict()}")
+for rule in ("random", "dim", "bright"):
+    cu.glue(f"rule_{rule}", by_rule[rule], ".2f")
 
 # %% [markdown]
 # In plain words (the lecture, Sugawara 2023, found the same on its data sets):
@@ -923,8 +920,9 @@ print(f"Cellpose-style, {SELECTION_FRACTIONS[0]:.0%} by each rule: {by_rule.roun
 #   limit it more than the annotation does: the curve is flat.)
 # - **Which nuclei matters.** The same number of annotated nuclei gave very different networks:
 #   the dimmest nuclei of BBBC039 are mostly small fragments ({glue:text}`dim_border` of them
-#   cut by the image border), and a network trained on them finds almost nothing; the
-#   brightest are a narrow sample too; a random choice did best.
+#   cut by the image border), and a network trained on them misses most nuclei (AP@0.5
+#   {glue:text}`rule_dim` against {glue:text}`rule_random` for 5 % drawn at random); the
+#   brightest are a narrow sample too ({glue:text}`rule_bright`); a random choice did best.
 #
 # So, for an annotator:
 #
@@ -958,15 +956,15 @@ print(f"Cellpose-style, {SELECTION_FRACTIONS[0]:.0%} by each rule: {by_rule.roun
 # The checks below fail if a hand-built piece stops matching the library or the lesson breaks.
 
 # %%
-# Floors: fast mode measured with SEED = 0 and 1, floors well below; full mode: 5 % with
-# background within 90 % of dense, the rest estimated. StarDist's AP without background is a
-# gamble in short runs (section 7): fast mode checks its probability gap only.
+# Floors: fast mode measured with SEED = 0 and 1, floors well below; full mode estimated.
+# StarDist without background is a gamble in short runs (section 7): fast mode checks P only.
 MIN_DENSE_AP = cu.pick(fast=0.6, full=0.8)  # the dense Cellpose-style run must learn
 MIN_GAP, MIN_GAP_EACH = cu.pick(fast=(0.4, 0.1), full=(0.3, 0.1))  # AP with - without bg
 AP_GAP_METHODS = cu.pick(fast=["cellpose"], full=["cellpose", "stardist"])
 MIN_PROB_GAP = 0.2  # P(nucleus) on the background: without - with background annotation
 MIN_SHARE_AT_5 = cu.pick(fast=0.75, full=0.9)  # AP at 5 % with background / dense AP
 MIN_SELECTION_SPREAD = cu.pick(fast=0.3, full=0.1)  # best - worst selection rule at 5 %
+MAX_DIM_SHARE = 0.5  # AP of the dimmest 5 % / of a random 5 % (fast, 2 threads: 0.29)
 print(f"{len(verified)} hand-built steps matched course_utils:")
 print("\n".join(("  ✓ " if ok else "  ✗ ") + name for name, ok in verified.items()))
 assert len(verified) >= 6 and all(verified.values()), verified
@@ -990,11 +988,13 @@ if STARDIST_DENSE:  # full mode: the same target for StarDist
 print(f"AP spread between the selection rules: {selection_spread:.2f} (min {MIN_SELECTION_SPREAD})")
 check(selection_spread > MIN_SELECTION_SPREAD, "which nuclei are annotated matters")
 # The text's claims: without background the Cellpose-style network returns almost nothing (no
-# masks spilling over the image); random selection did best, the dimmest nuclei teach almost
-# nothing, and they are small and more often cut by the border; the brightest hardly larger.
+# masks spilling over the image); random selection did best, the dimmest nuclei teach under half
+# as much, and they are small and more often cut by the border; the brightest hardly larger.
 no_fp, no_fn = (ap("cellpose", "none", 0.05, column=c) for c in ("FP", "FN"))
 check(ap("cellpose", "none", 0.05) < 0.2 and no_fp < no_fn / 5, "no background: almost no masks")
-check(by_rule.idxmax() == "random" and by_rule["dim"] < 0.2, "random best, dimmest teach little")
+dim_share = by_rule["dim"] / max(by_rule["random"], 1e-9)
+print(f"AP of the dimmest 5 % / random 5 %: {dim_share:.2f} (max {MAX_DIM_SHARE})")
+check(by_rule.idxmax() == "random" and dim_share < MAX_DIM_SHARE, "dimmest teach under half")
 area, border = summary["area (pixels)"], summary["share cut by the border"]
 assert area["bright"] < 1.2 * area["random"] and area["dim"] < area["random"] / 2, summary
 assert border["dim"] > border["random"], summary

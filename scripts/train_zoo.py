@@ -338,21 +338,6 @@ def data_description(data: dict, args) -> str | dict:
     }
 
 
-def baseline(data: dict, n: int | None = None) -> dict:
-    """The classical baseline of notebook 01 (``cu.classical.BASELINE``) on the nuclei test
-    images (the generalist's first ``n`` when ``data`` has no nuclei: the whole-cell run)."""
-    if "bbbc039" not in data["test"]:
-        data = {"test": {name: cu.data.load_split(name, "test", n=n) for name in SHARES}}
-    images, labels = data["test"]["bbbc039"]
-    preds = [cu.classical.baseline(x) for x in images]
-    stats = cu.metrics.matching_dataset(labels, preds, [0.5, 0.75])
-    scores = {"ap50": stats[0].accuracy, "ap75": stats[1].accuracy, "f1_50": stats[0].f1}
-    found = {"min_distance": cu.classical.BASELINE["min_distance"], "test": _rounded(scores)}
-    if len(data["test"]) > 1:
-        found["by_dataset"] = zoo_generalist.baseline_datasets(data["test"])
-    return found
-
-
 def rescore(method: str, data: dict, args) -> None:
     """Score a zoo model again through ``segment`` with the library as it is now: its scores
     per dataset and diameter estimates, written back into its checkpoint and card."""
@@ -376,7 +361,7 @@ def main(argv=None) -> int:
     if args.rescore:
         for method in args.methods:
             rescore(method, data, args)
-        zoo_cards.write_index(args.out, baseline(data, args.n_test))
+        zoo_cards.write_index(args.out, zoo_generalist.baseline(data["test"], SHARES, args.n_test))
         if args.out.resolve() == (ROOT / "models").resolve():
             zoo_cards.sync_readme(ROOT / "README.md", args.out / "README.md")
         return 0
@@ -404,7 +389,7 @@ def main(argv=None) -> int:
         zoo_cards.write_model(args.out, model_name(method, args), result["model"], card)
         print(f"{method}: test AP@0.5 {card['test']['ap50']:.3f} ({card['checkpoint']})")
     if distributed.is_main_process():
-        zoo_cards.write_index(args.out, baseline(data, args.n_test))
+        zoo_cards.write_index(args.out, zoo_generalist.baseline(data["test"], SHARES, args.n_test))
         if args.out.resolve() == (ROOT / "models").resolve():
             zoo_cards.sync_readme(ROOT / "README.md", args.out / "README.md")
     return 1 if unfinished else 0

@@ -151,6 +151,17 @@ def baseline_datasets(tests: dict) -> dict:
     return found
 
 
+def baseline(tests: dict, datasets, n: int | None = None) -> dict:
+    """The classical baseline (notebook 01, ``cu.classical.BASELINE``) on the nuclei test images:
+    BBBC039's as ``test``, every dataset's as ``by_dataset`` when there are several. ``tests``
+    without nuclei (the whole-cell run): the first ``n`` test images of each of ``datasets``."""
+    if "bbbc039" not in tests:
+        tests = {name: cu.data.load_split(name, "test", n=n) for name in datasets}
+    by_dataset = baseline_datasets(tests)
+    found = {"min_distance": cu.classical.BASELINE["min_distance"], "test": by_dataset["bbbc039"]}
+    return {**found, "by_dataset": by_dataset} if len(tests) > 1 else found
+
+
 def training_counts(data: dict, shares: dict, sources: list[str]) -> dict:
     """Images and nuclei of each training set, with its share of the patches."""
     counts: dict = {}

@@ -35,7 +35,6 @@ import zoo_generalist
 
 import course_utils as cu
 from course_utils import distributed
-from course_utils._shared.device import amp_dtype
 from course_utils.data import augment as aug
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,9 +53,9 @@ AUGMENT = aug.compose(
 )
 
 
-def _positive(text: str) -> float:
-    """An argparse type: a finite number above zero."""
-    value = float(text)
+def _positive(text: str, kind: type = float) -> float:
+    """An argparse type: a finite number (of ``kind``) above zero."""
+    value = kind(text)
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
@@ -100,13 +99,14 @@ def parse_args(argv):
         help="override the global batch (split over the torchrun processes)",
     )
     p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
-    p.add_argument("--patch", type=int, default=None, help="override the patch side (px)")
+    p.add_argument(
+        "--patch", type=lambda t: int(_positive(t, int)), help="override the patch side (px)"
+    )
     p.add_argument(
         "--cell-diameter",
         type=_positive,
-        default=CELL_DIAMETER,
-        help="the whole-cell run (--data usiigaci): median cell diameter (px) its training "
-        "images are shown at",
+        help=f"the whole-cell run (--data usiigaci): median cell diameter (px) its training "
+        f"images are shown at (default {CELL_DIAMETER:g})",
     )
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers")
     p.add_argument(
@@ -122,7 +122,11 @@ def parse_args(argv):
         help="mixed precision; auto: fit's default, and bfloat16 on CPUs that "
         "compute it natively (AVX512-BF16 or AMX), 1.5-2x faster there",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.cell_diameter is not None and args.data != "usiigaci":
+        p.error("--cell-diameter applies to the whole-cell run (--data usiigaci) only")
+    args.cell_diameter = args.cell_diameter or CELL_DIAMETER
+    return args
 
 
 #: The generalist's training data: each dataset's share of the training patches, so that three
@@ -244,7 +248,7 @@ def train(method: str, data: dict, args, device) -> tuple[Path, dict]:
         "this_session_s": time.perf_counter() - started,
         "finished": done,
         "world_size": distributed.world_size(),
-        "amp": _amp_name(_amp(args.amp, device), device),
+        "amp": zoo_cards.precision_name(_amp(args.amp, device), device),
     }
     return folder, info
 
@@ -259,16 +263,6 @@ def _amp(choice: str, device) -> str | bool:
     """``fit``'s ``amp``: its own default for "auto" (bfloat16 on CPUs that compute it
     natively, as ``fit`` decides), else on or off."""
     return "auto" if choice == "auto" else choice == "on"
-
-
-def _amp_name(amp: str | bool, device) -> str:
-    """What ``fit`` trained in, for the card: "bf16", "fp16" or "off"."""
-    dtype = amp_dtype(amp, device, cpu_bf16=True)
-    return (
-        "off"
-        if dtype is None
-        else {"bfloat16": "bf16", "float16": "fp16"}[str(dtype).removeprefix("torch.")]
-    )
 
 
 def choose_and_score(method: str, folder: Path, data: dict, device, args) -> dict:

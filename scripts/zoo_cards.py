@@ -16,6 +16,7 @@ import torch
 
 import course_utils as cu
 from course_utils import distributed, env
+from course_utils._shared.device import amp_dtype
 
 CARD_COLUMNS = (
     "method",
@@ -317,6 +318,14 @@ def write_manifest(out: Path) -> None:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             entries.append(f"{path.name}\t{path.stat().st_size}\t{digest}")
     _atomic_write(out / "MANIFEST.tsv", ("\n".join(entries) + "\n").encode())
+
+
+def precision_name(amp: str | bool, device) -> str:
+    """What ``fit`` trains in with ``amp`` on ``device``, for the card: "bf16", "fp16" or "off"."""
+    dtype = amp_dtype(amp, device, cpu_bf16=True)
+    if dtype is None:
+        return "off"
+    return {"bfloat16": "bf16", "float16": "fp16"}[str(dtype).removeprefix("torch.")]
 
 
 if __name__ == "__main__":  # python scripts/zoo_cards.py: the README's table from the index

@@ -259,12 +259,23 @@ def test_the_training_script_trains_a_whole_cell_model(tmp_path):
     assert "classical watershed" in index and "## The generalists on each dataset" not in index
 
 
-@pytest.mark.parametrize("value", ["0", "-3", "nan", "inf"])
-def test_the_training_script_refuses_a_cell_diameter_that_is_not_positive(value):
+BAD = ["0", "-3", "nan", "inf"]  # not a positive, finite number
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        *[(["--data", "usiigaci", "--cell-diameter", v], "must be a positive") for v in BAD],
+        (["--data", "usiigaci", "--patch", "0"], "must be a positive"),
+        (["--data", "usiigaci", "--patch", "-64"], "must be a positive"),
+        (["--cell-diameter", "40"], "applies to the whole-cell run"),
+    ],
+)
+def test_the_training_script_refuses_options_that_cannot_apply(options, message):
     # Refused while reading the command line, before any data is read or trained on.
-    cmd = [sys.executable, str(ROOT / "scripts" / "train_zoo.py"), "--data", "usiigaci"]
-    done = subprocess.run([*cmd, "--cell-diameter", value], capture_output=True, text=True)
-    assert done.returncode == 2 and "must be a positive number" in done.stderr
+    cmd = [sys.executable, str(ROOT / "scripts" / "train_zoo.py"), *options]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
 @pytest.mark.skipif(not (COMMITTED / "README.md").exists(), reason="no zoo committed")

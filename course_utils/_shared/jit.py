@@ -17,7 +17,7 @@ import numba
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
-__all__ = ["numba", "use_numba"]
+__all__ = ["numba", "one_thread_in_workers", "use_numba"]
 
 
 def use_numba(device) -> bool:
@@ -28,3 +28,16 @@ def use_numba(device) -> bool:
     ...)``).
     """
     return device.type == "cpu"
+
+
+def one_thread_in_workers() -> None:
+    """Inside a DataLoader worker, give numba's parallel kernels one thread (no-op elsewhere).
+
+    The workers are the parallelism there (torch gives each one thread for the same reason):
+    eight workers whose targets each start a thread per core would fight over the cores. The
+    training datasets call it for every item; it costs a lookup once it has been set.
+    """
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is not None and numba.get_num_threads() > 1:
+        numba.set_num_threads(1)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._shared.jit import one_thread_in_workers
 from .._shared.relabel import relabel_consecutive
 from .._shared.validate import check_image, check_int, check_labels
 from .augment import UNKNOWN, with_unknown
@@ -244,6 +245,7 @@ class PatchDataset(Dataset):
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} patches")
         index %= self.length
+        one_thread_in_workers()  # the targets' numba kernels
         rng = np.random.default_rng([self.seed, self.epoch, index])
         x, y = self._crop(index, rng)
         if self.augment is not None:

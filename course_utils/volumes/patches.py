@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._shared.jit import one_thread_in_workers
 from .._shared.validate import check_int
 
 __all__ = ["VolumePatches"]
@@ -86,6 +87,7 @@ class VolumePatches(torch.utils.data.Dataset):
         return self.n
 
     def __getitem__(self, i: int) -> tuple[Any, ...]:
+        one_thread_in_workers()  # the targets' numba kernels
         rng = np.random.default_rng((self.seed, self.epoch, int(i)))
         k = int(rng.integers(len(self.images)))
         image, labels = self.images[k], self.labels[k]

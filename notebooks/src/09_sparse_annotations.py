@@ -920,7 +920,7 @@ for rule in ("random", "dim", "bright"):
 #   limit it more than the annotation does: the curve is flat.)
 # - **Which nuclei matters.** The same number of annotated nuclei gave very different networks:
 #   the dimmest nuclei of BBBC039 are mostly small fragments ({glue:text}`dim_border` of them
-#   cut by the image border), and a network trained on them misses most nuclei (AP@0.5
+#   cut by the image border), and a network trained on them scores far lower (AP@0.5
 #   {glue:text}`rule_dim` against {glue:text}`rule_random` for 5 % drawn at random); the
 #   brightest are a narrow sample too ({glue:text}`rule_bright`); a random choice did best.
 #

@@ -53,7 +53,7 @@ AUGMENT = aug.compose(
 )
 
 
-def _positive(text: str, kind: type = float) -> float:
+def _positive(text: str, kind: type = float) -> float | int:
     """An argparse type: a finite number (of ``kind``) above zero."""
     value = kind(text)
     if not 0 < value < float("inf"):
@@ -99,9 +99,7 @@ def parse_args(argv):
         help="override the global batch (split over the torchrun processes)",
     )
     p.add_argument("--lr", type=float, default=None, help="override the peak learning rate")
-    p.add_argument(
-        "--patch", type=lambda t: int(_positive(t, int)), help="override the patch side (px)"
-    )
+    p.add_argument("--patch", type=lambda t: _positive(t, int), help="override the patch side (px)")
     p.add_argument(
         "--cell-diameter",
         type=_positive,

@@ -67,15 +67,20 @@ def unet_3class_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def cellpose_loss(out: torch.Tensor, flows: torch.Tensor, cellprob: torch.Tensor) -> torch.Tensor:
-    """``MSE(out[:, :2], flows) / 2 + BCE(out[:, 2], cellprob)``, as Cellpose trains.
+    """``MSE(out[:, :n], flows) / 2 + BCE(out[:, n], cellprob)``, as Cellpose trains.
 
-    ``out`` (B, 3, H, W): flow y, flow x and the cell-probability logit; ``flows``
-    (B, 2, H, W) = ``FLOW_SCALE`` x the unit flows; ``cellprob`` (B, H, W), 1 inside cells.
-    The flows are learned everywhere, also on the background (target 0).
+    In 2-D ``out`` (B, 3, H, W) holds flow y, flow x and the cell-probability logit, ``flows``
+    (B, 2, H, W) = ``FLOW_SCALE`` x the unit flows and ``cellprob`` (B, H, W) is 1 inside cells.
+    In 3-D (notebook 11) each has a z axis after the channels and there are ``n = 3`` flows
+    (z, y, x): ``out`` (B, 4, Z, Y, X), ``flows`` (B, 3, Z, Y, X). The flows are learned
+    everywhere, also on the background (target 0).
     """
     out = out.float()
-    flow_loss = F.mse_loss(out[:, :2], flows) / 2
-    return flow_loss + F.binary_cross_entropy_with_logits(out[:, 2], cellprob)
+    n = flows.shape[1]
+    if out.shape[1] != n + 1:
+        raise ValueError(f"out has {out.shape[1]} channels; {n} flows need {n + 1}")
+    flow_loss = F.mse_loss(out[:, :n], flows) / 2
+    return flow_loss + F.binary_cross_entropy_with_logits(out[:, n], cellprob)
 
 
 def stardist_loss(

@@ -60,15 +60,19 @@ def test_three_class_loss_is_cross_entropy():
     )
 
 
-def test_cellpose_loss_of_silent_and_perfect_outputs():
+@pytest.mark.parametrize("space", [(8, 8), (4, 8, 8)])  # 2-D, and 3-D with a third flow
+def test_cellpose_loss_of_silent_and_perfect_outputs(space):
     gen = _gen()
-    flows = 5 * (2 * torch.rand(1, 2, 8, 8, generator=gen) - 1)
-    cellprob = (torch.rand(1, 8, 8, generator=gen) > 0.5).float()
-    silent = torch.zeros(1, 3, 8, 8)
+    n = len(space)
+    flows = 5 * (2 * torch.rand(1, n, *space, generator=gen) - 1)
+    cellprob = (torch.rand(1, *space, generator=gen) > 0.5).float()
+    silent = torch.zeros(1, n + 1, *space)
     expected = (flows.double() ** 2).mean().item() / 2 + np.log(2)
     assert losses.cellpose_loss(silent, flows, cellprob).item() == pytest.approx(expected, 1e-5)
     perfect = torch.cat([flows, 40 * cellprob[:, None] - 20], dim=1)
     assert losses.cellpose_loss(perfect, flows, cellprob).item() == pytest.approx(0, abs=1e-6)
+    with pytest.raises(ValueError, match=f"{n} flows need {n + 1}"):
+        losses.cellpose_loss(silent[:, 1:], flows, cellprob)
 
 
 def test_losses_compute_in_float32_under_half_precision_outputs():

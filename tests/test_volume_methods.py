@@ -14,6 +14,7 @@ from course_utils.volumes import VOLUME_METHODS, get_volume_method, pretrained
 from course_utils.volumes.methods import anisotropy_of, rays_of, voxel_factors
 from course_utils.volumes.patches import VolumePatches
 from course_utils.volumes.predict import predict_volume, stardist3d_to_labels
+from course_utils.volumes.targets import cellpose3d_targets
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,11 @@ def test_a_record_builds_its_network_for_the_voxel():
     assert model.config["n_rays"] == 64 and rays_of(model).shape == (64, 3)
     cubes = record.build((1.0, 1.0, 1.0), mode="fast")  # z is pooled too when voxels are cubes
     assert cubes.config["pooling"][0][0] == 2 and model.config["pooling"][0][0] == 1
-    assert get_volume_method(record) is record and set(VOLUME_METHODS) == {"unet3d", "stardist3d"}
+    assert get_volume_method(record) is record and set(VOLUME_METHODS) == {
+        "unet3d",
+        "stardist3d",
+        "cellpose3d",
+    }
 
 
 @pytest.mark.parametrize("bad", [0, -2.0, float("nan"), (2.2, 1.0), "z", True, (2.2, 1.0, 2.0)])
@@ -42,12 +47,12 @@ def test_a_bad_anisotropy_is_refused(bad):
 
 def test_unknown_names_point_at_the_records():
     with pytest.raises(ValueError, match="unet3d"):
-        get_volume_method("cellpose3d")
+        get_volume_method("mesmer3d")
     with pytest.raises(ValueError, match="VOLUME_METHODS"):
         methods.get("stardist3d")
 
 
-@pytest.mark.parametrize("name", ["unet3d", "stardist3d"])
+@pytest.mark.parametrize("name", ["unet3d", "stardist3d", "cellpose3d"])
 def test_train_method_trains_a_3d_record_and_its_checkpoint_rebuilds_it(name, stacks, tmp_path):
     images, labels = stacks
     model, history = methods.train_method(
@@ -105,6 +110,30 @@ def test_the_record_trains_exactly_the_loop_written_by_hand(stacks):
     )
     for (key, a), b in zip(ours.state_dict().items(), hand.state_dict().values()):
         torch.testing.assert_close(a, b, msg=key)
+
+
+def test_cellpose3d_targets_followed_give_the_nuclei_back():
+    _, truth = synthetic_nuclei_3d((24, 64, 64), seed=3)
+    flows, prob = cellpose3d_targets(truth)
+    assert flows.shape == (3, *truth.shape) and flows.dtype == prob.dtype == np.float32
+    np.testing.assert_array_equal(prob, truth > 0)
+    assert np.abs(flows).max() == pytest.approx(5.0, rel=1e-3)  # FLOW_SCALE x unit vectors
+    record = get_volume_method("cellpose3d")
+    outputs = np.concatenate([flows, np.where(truth > 0, 5.0, -5.0)[None]]).astype(np.float32)
+    found = record.to_labels(outputs, record.build(2.2, mode="fast"), **record.postprocess)
+    assert average_precision([truth], [found], (0.5,), volume=True)[0] > 0.9
+    empty_flows, empty_prob = cellpose3d_targets(np.zeros((8, 16, 16), np.int32))
+    assert not empty_flows.any() and not empty_prob.any()
+
+
+def test_a_network_of_another_record_is_refused():
+    unet = get_volume_method("unet3d").build(2.2, mode="fast")
+    with pytest.raises(ValueError, match="'cellpose3d' needs 4"):
+        get_volume_method("cellpose3d").check_network(unet, "start")
+    with pytest.raises(ValueError, match="'unet3d' needs 3"):
+        get_volume_method("unet3d").segment(
+            get_volume_method("cellpose3d").build(2.2), np.zeros((16, 64, 64), np.float32)
+        )
 
 
 def test_fine_tuning_the_pretrained_model_keeps_its_voxel(stacks):

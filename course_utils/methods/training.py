@@ -71,11 +71,11 @@ def train_method(
 
     Every training run of the course comes through here: a fresh network (notebook 07b, the
     zoo), a pretrained one (``start``: ``course_utils.fine_tune``), or sparse labels
-    (``recipe``: ``sparse.train_sparse``). A 3-D method (``"unet3d"``, ``"stardist3d"``:
-    ``course_utils.volumes.VOLUME_METHODS``) takes (Z, Y, X) stacks, ``anisotropy=`` (z step /
-    in-plane step) and ``patch=(z, y, x)``, and the ``"volumes"`` budget by default: see
-    ``course_utils.volumes.training.train_volume_method`` (``recipe``, ``channels``,
-    ``augment`` and ``patch_size`` do not apply there).
+    (``recipe``: ``sparse.train_sparse``). A 3-D method (``"unet3d"``, ``"stardist3d"``,
+    ``"cellpose3d"``: ``course_utils.volumes.VOLUME_METHODS``) takes (Z, Y, X) stacks,
+    ``anisotropy=`` (z step / in-plane step) and ``patch=(z, y, x)``, and the ``"volumes"``
+    budget by default: see ``course_utils.volumes.training.train_volume_method`` (``recipe``,
+    ``channels``, ``augment`` and ``patch_size`` do not apply there).
 
     Random patches of 2-D ``images`` (float32 (H, W) or (C, H, W), normalised) and ``labels``
     (int (H, W); -1 unknown with a sparse ``recipe``) are augmented by ``augment``, turned into

@@ -1,4 +1,4 @@
-"""3-D methods as records: StarDist-3D and the 3-D U-Net, trained through ``train_method``.
+"""3-D methods as records: the 3-D U-Net, StarDist-3D and Cellpose-3D, through ``train_method``.
 
 A :class:`VolumeMethod` holds what a 2-D :class:`~course_utils.methods.Method` holds (the
 network and its arguments per mode, the targets, the loss, the step from outputs to labels and
@@ -15,6 +15,8 @@ method         network            targets -> loss                      outputs -
                                   (``boundary_classes_3d``) -> CE       foreground
 ``stardist3d`` ``StarDist3DNet``  probability + distances along rays   3-D NMS, polyhedra
                                   -> BCE + weighted MAE                (``stardist3d_to_labels``)
+``cellpose3d`` ``UNet3D``         3-D flows (z, y, x) + cell           flows followed
+               (4 outputs)        probability -> MSE + BCE             (``flows_to_masks_3d``)
 =============  =================  ===================================  ========================
 
 ``course_utils.methods.train_method("stardist3d", stacks, labels, anisotropy=2.2)`` trains one
@@ -39,7 +41,7 @@ from .. import losses
 from .._shared.frozen import frozen
 from ..mode import get_mode
 from .predict import classes_to_labels_3d, predict_volume, stardist3d_to_labels
-from .targets import boundary_classes_3d, stardist3d_targets
+from .targets import boundary_classes_3d, cellpose3d_targets, stardist3d_targets
 
 __all__ = [
     "VOLUME_METHODS",
@@ -97,6 +99,10 @@ def _stardist_targets(labels: np.ndarray, model: nn.Module) -> tuple[np.ndarray,
     return stardist3d_targets(labels, rays_of(model), anisotropy_of(model))
 
 
+def _cellpose_targets(labels: np.ndarray, model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    return cellpose3d_targets(labels)
+
+
 def _unet_labels(outputs: Any, model: nn.Module, **postprocess: Any) -> np.ndarray:
     return classes_to_labels_3d(outputs, **postprocess)
 
@@ -105,6 +111,12 @@ def _stardist_labels(outputs: Any, model: nn.Module, **postprocess: Any) -> np.n
     logits, dist = outputs
     anisotropy = anisotropy_of(model)
     return stardist3d_to_labels(logits, dist, rays_of(model), anisotropy=anisotropy, **postprocess)
+
+
+def _cellpose_labels(outputs: Any, model: nn.Module, **postprocess: Any) -> np.ndarray:
+    from ..postprocess.flows3d import flows_to_masks_3d
+
+    return flows_to_masks_3d(outputs[:3], outputs[3], device="cpu", **postprocess)
 
 
 def _start_distances(model: nn.Module, labels: Sequence[np.ndarray]) -> None:
@@ -182,10 +194,17 @@ class VolumeMethod:
         return model
 
     def check_network(self, model: Any, name: str = "model") -> nn.Module:
-        """``model`` if it is this method's network with an anisotropy; a ``ValueError`` else."""
+        """``model`` if it is this method's network (class and outputs) with an anisotropy; a
+        ``ValueError`` else."""
         if type(model).__name__ != self.network:
             raise ValueError(
                 f"{name} is a {type(model).__name__}, not the {self.network} of {self.name!r}"
+            )
+        outputs = self.configs["fast"].get("out_channels")  # UNet3D serves two records
+        if outputs is not None and model.config.get("out_channels") != outputs:
+            raise ValueError(
+                f"{name} has {model.config.get('out_channels')} outputs; {self.name!r} needs "
+                f"{outputs} (is it another method's network?)"
             )
         anisotropy_of(model)
         return model
@@ -241,6 +260,22 @@ VOLUME_METHODS: Mapping[str, VolumeMethod] = MappingProxyType(
             postprocess=frozen({"prob_thresh": 0.5, "nms_thresh": 0.4}),
             patches=frozen({"fast": (16, 64, 64), "full": (32, 96, 96)}),
             prepare=_start_distances,
+        ),
+        "cellpose3d": VolumeMethod(
+            name="cellpose3d",
+            title="Cellpose-3D",
+            network="UNet3D",
+            configs=frozen(
+                {
+                    "fast": {"in_channels": 1, "out_channels": 4, "base_channels": 8, "depth": 2},
+                    "full": {"in_channels": 1, "out_channels": 4, "base_channels": 32, "depth": 2},
+                }
+            ),
+            targets=_cellpose_targets,
+            loss=losses.cellpose_loss,  # the 2-D record's, with a third flow
+            to_labels=_cellpose_labels,
+            postprocess=frozen({"cellprob_threshold": 0.0, "min_size": 15}),
+            patches=frozen({"fast": (16, 64, 64), "full": (32, 96, 96)}),
         ),
     }
 )

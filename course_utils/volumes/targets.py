@@ -1,4 +1,4 @@
-"""Training targets from 3-D instance labels: three classes, and StarDist-3D's two maps.
+"""Training targets from 3-D instance labels: three classes, StarDist-3D's and Cellpose's maps.
 
 The 2-D targets of notebooks 03 and 06 carried over to volumes. Two things change: the
 neighbourhood is 3-D (6 face neighbours), and the object probability of StarDist-3D measures
@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 from .._shared.relabel import relabel_consecutive
 from ..targets.stardist3d import labels_3d, star_distances_3d
 
-__all__ = ["boundary_classes_3d", "edt_prob_3d", "stardist3d_targets"]
+__all__ = ["boundary_classes_3d", "cellpose3d_targets", "edt_prob_3d", "stardist3d_targets"]
 
 
 def boundary_classes_3d(labels: Any) -> np.ndarray:
@@ -95,3 +95,21 @@ def stardist3d_targets(
     prob = edt_prob_3d(labels, anisotropy)[None]
     dist = np.moveaxis(star_distances_3d(labels, rays), -1, 0)
     return prob, np.ascontiguousarray(dist)
+
+
+def cellpose3d_targets(labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Cellpose's 3-D targets: ``FLOW_SCALE`` x the flows (3, Z, Y, X) and the cell
+    probability (Z, Y, X), both float32 (``losses.cellpose_loss``).
+
+    The flows (``targets.flows_3d``, on the CPU) diffuse on the voxel grid as it is: on
+    anisotropic stacks they point to each nucleus's centre in voxels, which is what following
+    them (``postprocess.flows_to_masks_3d``) needs.
+
+    Introduced in notebook 11.
+    """
+    from ..targets.flows import FLOW_SCALE
+    from ..targets.flows3d import flows_3d
+
+    labels = np.asarray(labels)
+    flows = FLOW_SCALE * flows_3d(labels, device="cpu")
+    return flows.astype(np.float32), (labels > 0).astype(np.float32)

@@ -282,7 +282,10 @@ VOLUME_METHODS: Mapping[str, VolumeMethod] = MappingProxyType(
 
 
 def get_volume_method(method: str | VolumeMethod) -> VolumeMethod:
-    """The record of ``method`` (a name of :data:`VOLUME_METHODS`, or a record as is)."""
+    """The record of ``method`` (a name of :data:`VOLUME_METHODS`, or a record as is).
+
+    Introduced in notebook 11.
+    """
     if isinstance(method, VolumeMethod):
         return method
     if method not in VOLUME_METHODS:

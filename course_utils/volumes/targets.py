@@ -103,9 +103,7 @@ def cellpose3d_targets(labels: Any) -> tuple[np.ndarray, np.ndarray]:
 
     The flows (``targets.flows_3d``, on the CPU) diffuse on the voxel grid as it is: on
     anisotropic stacks they point to each nucleus's centre in voxels, which is what following
-    them (``postprocess.flows_to_masks_3d``) needs.
-
-    Introduced in notebook 11.
+    them (``postprocess.flows_to_masks_3d``) needs. The ``cellpose3d`` record's targets.
     """
     from ..targets.flows import FLOW_SCALE
     from ..targets.flows3d import flows_3d

@@ -9,8 +9,8 @@
 #   3-D;
 # - **StarDist-3D** (Weigert et al. 2020): rays on a golden spiral, distances measured by hand,
 #   star-convex polyhedra, and how many rays a nucleus needs;
-# - **Cellpose in 3-D** (Stringer et al. 2021): flows from 3-D masks, and the 2-D model run
-#   plane by plane with its masks **stitched** across planes;
+# - **Cellpose in 3-D** (Stringer et al. 2021): flows from 3-D masks, a network trained on
+#   them, and the 2-D model run plane by plane with its masks **stitched** across planes;
 # - how all of them score on real nuclei in a stack (GoNuclear, Vijayan et al. 2024), against a
 #   classical 3-D watershed, with and without the anisotropy.
 #
@@ -37,8 +37,9 @@ rng = cu.env.seed_everything(0)
 # Sizes come from `cu.pick(fast=..., full=...)`. A 3-D network needs far more training than a
 # classroom CPU gives in minutes: fast mode trains each network for a few dozen steps to show
 # the loop, then starts from a StarDist-3D model the course trained on synthetic stacks
-# (`scripts/train_volume_model.py`, its whole description in its file). Full mode (a GPU)
-# trains every network from scratch at real sizes; it has not been measured yet.
+# (`scripts/train_volume_model.py`, its whole description in its file); Cellpose-3D, which has
+# no such start, gets a few hundred steps on a real crop. Full mode (a GPU) trains every
+# network from scratch at real sizes; it has not been measured yet.
 
 # %%
 mode = cu.get_mode()
@@ -48,6 +49,7 @@ PATCH = cu.pick(fast=(16, 64, 64), full=(32, 96, 96))
 BASE = cu.pick(fast=8, full=32)  # channels of the first level
 STEPS = cu.pick(fast=40, full=4000)  # training steps of each network (batch 2)
 FINE_STEPS = cu.pick(fast=100, full=1000)  # fine-tuning steps on the GoNuclear train crop
+CP_FINE_STEPS = cu.pick(fast=300, full=1000)  # Cellpose-3D's (it has no pretrained start)
 N_RAYS = 64
 WORKERS = cu.env.dataloader_workers(full=8)  # processes that cut crops and compute targets
 metrics_at = (0.5, 0.75)
@@ -532,8 +534,57 @@ for ax, (name, cut, (u, v)) in zip(
     ax.set(title=f"3-D flows, {name} cut", xlabel="x (voxels)", ylabel=name[1].lower())
 
 # %% [markdown]
-# The true flows give back the nuclei at AP@0.75 {glue:text}`flows_ceiling`. Cellpose also
-# segments stacks with its **2-D** model, in two ways:
+# The true flows give back the nuclei at AP@0.75 {glue:text}`flows_ceiling`: the
+# representation fits these nuclei.
+#
+# ### Training Cellpose in 3-D
+# A network that predicts these flows is the 3-D U-Net of section 3 with four outputs per voxel
+# (dz, dy, dx and the cell probability), trained with notebook 05's loss with a third flow. The
+# flows diffuse on the voxel grid as it is, so they point to each centre in voxels, which is
+# what following them needs; the voxel size enters through the pooling. The library keeps this
+# recipe as the record `cellpose3d`, trained through `cu.methods.train_method` like
+# StarDist-3D: {glue:text}`steps` steps on the synthetic stacks, then
+# {glue:text}`cp_fine_steps` on the other GoNuclear crop (more than StarDist-3D's: the course
+# has no pretrained Cellpose-3D model to start from). Its flows are followed at Cellpose's
+# default threshold (a cell probability logit of 0).
+
+# %%
+cp3d_record = vol.get_volume_method("cellpose3d")
+on_crops = dict(patch=PATCH, epochs=1, batch_size=2, num_workers=WORKERS)
+cp3d, _ = cu.methods.train_method(
+    "cellpose3d", syn_x, syn_y, anisotropy=ANISOTROPY, patches_per_epoch=2 * STEPS, **on_crops
+)
+cp_syn = ap(truth, cp3d_record.segment(cp3d, stack))
+cp3d, _ = cu.methods.train_method(
+    "cellpose3d",
+    train_x,
+    train_y,
+    start=cp3d,
+    lr=2e-3,
+    schedule="onecycle",
+    patches_per_epoch=2 * CP_FINE_STEPS,
+    **on_crops,
+)
+cp3d_pred = cp3d_record.segment(cp3d, stack)
+cp_ft = ap(truth, cp3d_pred)
+scores[("Cellpose-3D, synthetic only", "honoured")] = cp_syn
+scores[("Cellpose-3D, fine-tuned", "honoured")] = cp_ft
+print(f"Cellpose-3D, synthetic only: AP@0.5 / 0.75 = {cp_syn}; fine-tuned: {cp_ft}")
+for name, value in (("cp_syn", cp_syn), ("cp_ft", cp_ft)):
+    cu.glue(f"{name}_50", value[0], ".2f")
+    cu.glue(f"{name}_75", value[1], ".2f")
+cu.glue("cp_fine_steps", CP_FINE_STEPS, "d")
+cu.glue("cp_vs_ws", "above" if cp_ft[0] > scores[("3-D watershed", "honoured")][0] else "below")
+fig = fv.orthogonal_views(stack, cp3d_pred, anisotropy=ANISOTROPY, title="Cellpose-3D")
+
+# %% [markdown]
+# After {glue:text}`steps` synthetic steps alone, Cellpose-3D scores AP@0.5
+# {glue:text}`cp_syn_50` on the test crop; after {glue:text}`cp_fine_steps` more on the other
+# crop, {glue:text}`cp_ft_50` (AP@0.75 {glue:text}`cp_ft_75`), {glue:text}`cp_vs_ws` the
+# watershed's {glue:text}`ws_aniso_50`. With so few steps on one crop the score can move a lot
+# from one seed to the next (try `seed=1` in both calls): a start, not a trained model.
+#
+# Cellpose also segments stacks with its **2-D** model, in two ways:
 # - run the 2-D network on the XY, XZ and YZ planes, average the three 2-D flow fields into
 #   3-D flows and follow those (`do_3D` in cellpose);
 # - segment each XY plane on its own and **stitch** the 2-D masks across planes: a mask of
@@ -668,10 +719,14 @@ cu.glue("views_50", views_ap[0], ".2f")
 table = pd.DataFrame(scores, index=["AP@0.5", "AP@0.75"]).T
 table.index.names = ["method", "voxel size"]
 print(table.round(3))
+watershed_50 = scores[("3-D watershed", "honoured")][0]
+above = [f"{m} ({v[0]:.2f})" for (m, _), v in scores.items() if v[0] > watershed_50]
+cu.glue("above_watershed", ", ".join(above) or "none")
 
 # %% [markdown]
-# On this crop the answer is the classical one: the voxel-aware watershed (AP@0.5
-# {glue:text}`ws_aniso_50`) beats every network that fast mode trains or borrows.
+# On this crop the voxel-aware watershed (AP@0.5 {glue:text}`ws_aniso_50`) is the score to
+# beat, and it takes no training. The networks above it in this run:
+# {glue:text}`above_watershed`.
 # - **Voxel size**: every method that measures distances must know it. The same watershed
 #   gains {glue:text}`ws_iso_50` -> {glue:text}`ws_aniso_50` from it; StarDist-3D's rays and
 #   probabilities use it, and the 3-D U-Net pools z only once the voxels are near cubes. A
@@ -679,9 +734,10 @@ print(table.round(3))
 #   {glue:text}`sd_cubes_50` on the stack resampled to cubes.
 # - **Data**: 3-D labels are expensive; synthetic stacks teach a network what nuclei look like,
 #   and steps on one labelled crop of your own data adapt it (here AP@0.5
-#   {glue:text}`sd_syn_50` -> {glue:text}`sd_ft_50`). A 3-D network needs far more training
-#   than a classroom CPU gives: until it has had it, a voxel-aware classical baseline is the
-#   one to beat.
+#   {glue:text}`sd_syn_50` -> {glue:text}`sd_ft_50` for StarDist-3D, {glue:text}`cp_syn_50`
+#   -> {glue:text}`cp_ft_50` for Cellpose-3D). A 3-D network needs far more training than a
+#   classroom CPU gives: until it has had it, a voxel-aware classical baseline is the one to
+#   beat.
 # - **A 2-D model on a stack** needs no 3-D training. Run over three views it did better than
 #   plane by plane and stitched ({glue:text}`views_50` against {glue:text}`stitched_50`); both
 #   stay far from what a model trained on such stacks should reach.
@@ -729,9 +785,8 @@ check(cubes_ap[0] < 0.5 * best[0], "the network collapses off its training voxel
 assert aniso_rays.loc[96, "AP@0.5"] - aniso_rays.loc[64, "AP@0.5"] < 0.02, "64 rays: no plateau"
 assert plan[0] == (1, 2, 2) and memory.iloc[2, 1] * 2 > 16, "the memory text no longer holds"
 assert 1.0 < extent[0] * voxel[0] / (extent[1] * voxel[1]) < 1.6 and extent[0] < extent[1]
-networks = [v[0] for (m, _), v in scores.items() if m != "3-D watershed"]
-if mode == "fast":  # section 7: the watershed beats every network fast mode trains or borrows
-    assert max(networks) < ws_aniso[0], "update section 7: a network now beats the watershed"
+cp_gain = cp_ft[0] - cp_syn[0]
+check(cp_gain > 0.05, f"Cellpose-3D: fine-tuning on the other crop helps ({cp_gain:+.2f})")
 if mode == "fast":  # the text says that fast mode's network does not reach the watershed
     assert best[0] < ws_aniso[0], "update the text: the network now beats the watershed"
 print("all checks passed")

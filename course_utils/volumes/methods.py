@@ -116,7 +116,7 @@ def _stardist_labels(outputs: Any, model: nn.Module, **postprocess: Any) -> np.n
 def _cellpose_labels(outputs: Any, model: nn.Module, **postprocess: Any) -> np.ndarray:
     from ..postprocess.flows3d import flows_to_masks_3d
 
-    return flows_to_masks_3d(outputs[:3], outputs[3], device="cpu", **postprocess)
+    return flows_to_masks_3d(outputs[:3], outputs[3], **postprocess)  # on CUDA where there is one
 
 
 def _start_distances(model: nn.Module, labels: Sequence[np.ndarray]) -> None:

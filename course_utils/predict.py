@@ -23,6 +23,7 @@ from torch import nn
 
 from ._shared.device import amp_dtype, model_device
 from ._shared.validate import check_finite, check_image, check_int
+from .mode import is_dryrun
 from .models import UNetOriginal, unet_output_size
 
 __all__ = ["network_outputs", "predict_tiled", "tile_grid"]
@@ -117,7 +118,9 @@ def _as_chw(image) -> np.ndarray:
 
 
 def _autocast(amp, device: torch.device):
-    dtype = amp_dtype(amp, device)
+    # A dry run of full mode predicts as the GPU it stands for does: under bfloat16 autocast,
+    # where this CPU computes it natively (its scores are those of untrained networks anyway).
+    dtype = amp_dtype(amp, device, cpu_bf16=is_dryrun())
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -202,7 +205,9 @@ def predict_tiled(
     amp : "auto", bool, "bf16" or "fp16"
         Mixed precision; ``"auto"`` is on for CUDA only (bfloat16 on Ampere or newer, else
         float16). Unlike ``train.fit`` it stays off on the CPU: predictions there are float32,
-        as the notebooks' checks against reference packages expect.
+        as the notebooks' checks against reference packages expect; only a dry run of full
+        mode (:func:`course_utils.mode.is_dryrun`) predicts in bfloat16 on a CPU that computes
+        it natively, as the GPU it stands for does.
 
     Returns
     -------

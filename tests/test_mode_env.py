@@ -228,3 +228,22 @@ def test_cpu_model_and_bf16_read_cpuinfo(monkeypatch, tmp_path):
     assert env.cpu_model() == "Old CPU" and not env.cpu_has_bf16()
     monkeypatch.setattr(env, "CPUINFO", tmp_path / "missing")  # no /proc: platform's answer
     assert isinstance(env.cpu_model(), str) and not env.cpu_has_bf16()
+
+
+@pytest.mark.parametrize(("dryrun", "expected"), [("1", torch.bfloat16), ("0", torch.float32)])
+def test_prediction_runs_in_bf16_on_a_native_cpu_only_in_a_dry_run(monkeypatch, dryrun, expected):
+    # A dry run of full mode predicts as the GPU it stands for (bf16 autocast); any other run
+    # predicts in float32 on the CPU, as the checks against the reference packages expect.
+    from course_utils import predict
+
+    monkeypatch.setattr(env, "cpu_has_bf16", lambda: True)
+    monkeypatch.setenv("COURSE_MODE", "full")
+    monkeypatch.setenv("COURSE_DRYRUN", dryrun)
+    seen = []
+    net = torch.nn.Conv2d(1, 1, 3, padding=1)
+    net.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    out = predict.predict_tiled(net, np.ones((40, 40), np.float32), tile_size=32, overlap=8)
+    assert seen and set(seen) == {expected}
+    assert out.dtype == np.float32  # gathered as float32 either way
+    assert predict.network_outputs(net, np.ones((40, 40), np.float32)).dtype == np.float32
+    assert seen[-1] == expected  # the whole-image path too

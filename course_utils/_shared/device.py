@@ -108,7 +108,8 @@ def amp_dtype(amp: Any, device: Any, *, cpu_bf16: bool = False):
     scaling; float16 does (``train.fit`` adds a GradScaler for it). Turing GPUs such as the T4
     only *emulate* bfloat16, slowly, so they get float16. On the CPU, ``"auto"`` gives
     bfloat16 only with ``cpu_bf16=True`` (training: ``train.fit``) and a CPU that computes it
-    natively (:func:`course_utils.env.cpu_has_bf16`); prediction stays float32 there.
+    natively (:func:`course_utils.env.cpu_has_bf16`); prediction stays float32 there, except
+    in a dry run of full mode (``predict`` asks with ``cpu_bf16`` set there).
     ``"gpu"``: as ``"auto"`` on CUDA, off elsewhere (float32 training on every CPU).
     ``True`` forces it on any device (bfloat16 off CUDA). Shared by ``train.fit`` and
     ``predict.predict_tiled``.

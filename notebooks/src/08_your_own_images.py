@@ -43,13 +43,14 @@ rng = cu.env.seed_everything(0)
 
 # %% [markdown]
 # Sizes come from `cu.pick(fast=..., full=...)`. Fast mode works on crops and trains for a few
-# dozen steps on the CPU (a few minutes in all); full mode uses whole images, all methods
-# and real fine-tuning runs (a GPU helps; about 30 minutes).
+# dozen steps on the CPU (a few minutes in all); full mode uses every test image, all methods
+# and real fine-tuning runs (a GPU helps: the README's course map gives the time). The scale
+# experiment works on crops in both modes: at 4x a whole image would have 16 times the pixels.
 
 # %%
 SHOWN = cu.pick(fast=["cellpose", "stardist"], full=list(cu.methods.NUCLEUS_METHODS))
 N_BBBC = cu.pick(fast=2, full=48)  # BBBC039 test images
-CROP = cu.pick(fast=192, full=None)  # side of the crops of the scale experiment (None: whole)
+CROP = cu.pick(fast=192, full=256)  # side of the crops of the scale experiment
 FACTORS = cu.pick(fast=[0.25, 0.5, 1.0, 2.0, 4.0], full=[0.25, 0.35, 0.5, 0.7, 1, 1.4, 2, 2.8, 4])
 # factors outside the zoo's training zoom (0.5x to 2x): where the diameter is estimated
 ESTIMATE_FACTORS = cu.pick(fast=[0.25, 4.0], full=[0.25, 0.35, 2.8, 4])
@@ -301,10 +302,7 @@ print(fields, f"(nuclei of {TRAINED_AT} px)")
 # **Predict, then run.** Will the curve of AP against the scale factor be symmetric around 1?
 
 # %%
-crops = [
-    (x[:CROP, :CROP], y[:CROP, :CROP]) if CROP else (x, y)
-    for x, y in zip(bbbc_test, bbbc_test_labels)
-]
+crops = [(x[:CROP, :CROP], y[:CROP, :CROP]) for x, y in zip(bbbc_test, bbbc_test_labels)]
 
 
 def resized(factor):
@@ -354,9 +352,10 @@ for m in SHOWN:
 # training, the scores range over {glue:text}`scale_cellpose_band` (Cellpose-style) and
 # {glue:text}`scale_stardist_band` (StarDist-style): on a few small crops a handful of nuclei
 # moves a score by several points, so differences inside the band say little (full mode uses
-# whole images). At both ends the networks fall below the band: {glue:text}`scale_cellpose_small`
-# and {glue:text}`scale_stardist_small` at a quarter of the size, {glue:text}`scale_cellpose_large`
-# and {glue:text}`scale_stardist_large` at 4x. The two ends fail for different reasons.
+# a crop of each of the 48 test images). At both ends the networks fall below the band:
+# {glue:text}`scale_cellpose_small` and {glue:text}`scale_stardist_small` at a quarter of the
+# size, {glue:text}`scale_cellpose_large` and {glue:text}`scale_stardist_large` at 4x. The two
+# ends fail for different reasons.
 # Enlarged nuclei are bigger than anything seen in training, yet all their information is still
 # in the image: resizing it back can recover the score (below). Shrunk nuclei have lost pixels:
 # enlarging them brings them to a familiar size but cannot restore the lost detail. The

@@ -426,7 +426,23 @@ for f in tqdm(ESTIMATE_FACTORS, desc="estimating diameters"):
         )
 estimates = pd.DataFrame(estimates)
 estimates["error %"] = 100 * (estimates["estimated (px)"] / estimates["true (px)"] - 1)
-estimates.round({"true (px)": 1, "estimated (px)": 1, "error %": 1})
+close = estimates["error %"].abs() < 25  # False where there is no estimate (NaN)
+cu.glue("estimate_within", f"{close.sum()} of {len(estimates)}")
+cu.glue("estimate_none", int(estimates["estimated (px)"].isna().sum()), "d")
+estimates.groupby("factor").agg(
+    crops=("error %", "size"),
+    **{
+        "median |error| %": ("error %", lambda e: e.abs().median()),
+        "within 25 %": ("error %", lambda e: int((e.abs() < 25).sum())),
+        "no estimate": ("estimated (px)", lambda d: int(d.isna().sum())),
+    },
+).round(1)
+
+# %% [markdown]
+# The estimate lands within 25% of the true median diameter on {glue:text}`estimate_within`
+# crops; on {glue:text}`estimate_none` no pass found three whole nuclei, so there is no
+# estimate (`estimate_diameter` returns `nan`, and `segment` warns and segments the image as it
+# is). Look at the full table, `estimates`: at which factors are the misses?
 
 # %% [markdown]
 # With the estimate, resize each image so that its nuclei have the training diameter, segment,
@@ -442,6 +458,7 @@ rescaled_ap = {}
 for f in tqdm(ESTIMATE_FACTORS, desc="segment with the estimated diameter"):
     data = resized(f)
     found = estimates.loc[estimates["factor"] == f, "estimated (px)"]  # the same as diameter=None
+    found = [d if np.isfinite(d) else None for d in found]  # no estimate: segment decides
     rescaled_ap[f] = ap50(
         [y for _, y in data],
         [cu.segment(x, "cellpose", d, model=zoo["cellpose"]) for (x, _), d in zip(data, found)],
@@ -817,7 +834,8 @@ for f in ESTIMATE_FACTORS:
         f"{compare.loc[f, 'rescaled to the estimated diameter']:.3f} rescaled"
     )
 assert compare["rescaled to the estimated diameter"].mean() > compare["as it is"].mean() + 0.05
-assert (estimates["error %"].abs() < 25).all(), estimates
+assert close.mean() >= 0.85, estimates  # the diameter estimate holds on most crops
+assert (estimates.groupby("factor")["error %"].apply(lambda e: e.abs().median()) < 15).all()
 # Fine-tuning on the most annotated images beats the zoo as it is and training from scratch.
 n = N_TUNED[-1]
 fine, scratch = tuning["fine-tuned from the zoo"][n], tuning["from scratch"][n]

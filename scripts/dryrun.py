@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 from course_utils.dryrun import training_memory
+from course_utils.env import cpu_has_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -106,13 +107,16 @@ def run_one(notebook: Path, timeout: int, mode: str, out: Path | None = None) ->
     return entry
 
 
-def cpu_flop_rate(runs: list[dict]) -> float:
-    """FLOP/s this CPU reached in training steps: the notebook's own runs, else the float32
-    rate of the course's networks in ``benchmarks/results/train_throughput_cpu.json``."""
+def cpu_flop_rate(runs: list[dict], bf16: bool | None = None) -> float:
+    """FLOP/s this CPU reached in training steps: the notebook's own runs (which ``fit`` and a
+    dry run's predictions both run in bfloat16 on a CPU that computes it natively), else the
+    rate of the course's networks in ``benchmarks/results/train_throughput_cpu.json``, in
+    bfloat16 when ``bf16`` (default: whether this CPU computes it natively), else float32."""
     rates = [r["flops"] / r["seconds_per_step"] for r in runs if r.get("seconds_per_step")]
     if not rates:
+        config = "bf16" if (cpu_has_bf16() if bf16 is None else bf16) else "fp32"
         rows = json.loads(THROUGHPUT.read_text())["rows"]
-        rates = [r["tflops"] * 1e12 for r in rows if r.get("config") == "fp32" and r["tflops"]]
+        rates = [r["tflops"] * 1e12 for r in rows if r.get("config") == config and r["tflops"]]
     return statistics.median(rates)
 
 

@@ -227,7 +227,8 @@ def test_the_estimate_swaps_cpu_network_time_for_gpu_flops():
 def test_the_cpu_rate_falls_back_on_the_throughput_benchmark():
     script = load_script()
     assert script.cpu_flop_rate([{"flops": 4e12, "seconds_per_step": 2.0}]) == 2e12
-    assert 1e9 < script.cpu_flop_rate([]) < 1e13  # the committed float32 rows of this CPU
+    fp32, bf16 = script.cpu_flop_rate([], bf16=False), script.cpu_flop_rate([], bf16=True)
+    assert 1e9 < fp32 < bf16 < 1e13  # the committed rows of this CPU: bf16 is the faster
 
 
 def test_the_inference_clock_times_forward_passes_without_gradients(monkeypatch, tmp_path):

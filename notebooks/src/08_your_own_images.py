@@ -446,9 +446,9 @@ estimates.groupby("factor").agg(
 
 # %% [markdown]
 # The estimate lands within 25% of the true median diameter on {glue:text}`estimate_within`
-# crops; on {glue:text}`estimate_none` no pass found three whole nuclei, so there is no
-# estimate (`estimate_diameter` returns `nan`, and `segment` warns and segments the image as it
-# is). Look at the full table, `estimates`: at which factors are the misses?
+# crops. Crops without an estimate (here {glue:text}`estimate_none`) are those where no pass
+# found three whole nuclei: `estimate_diameter` returns `nan`, and `segment` warns and segments
+# the image as it is. Look at the full table, `estimates`: at which factors are the misses?
 
 # %% [markdown]
 # With the estimate, resize each image so that its nuclei have the training diameter, segment,

@@ -343,11 +343,9 @@ for m in SHOWN:
     cu.glue(f"scale_{m}_band", f"{ap[band].min():.2f}-{ap[band].max():.2f}")
     cu.glue(f"scale_{m}_small", ap[FACTORS.index(0.25)], ".2f")
     cu.glue(f"scale_{m}_large", ap[FACTORS.index(4)], ".2f")
-worse = {
-    m: "4x" if v[FACTORS.index(4)] < v[FACTORS.index(0.25)] else "0.25x"
-    for m, v in scale_ap.items()
-}
-cu.glue("worse_end", ", ".join(f"{m} {end}" for m, end in worse.items() if m in SHOWN))
+small, large = FACTORS.index(0.25), FACTORS.index(4)
+worse = {m: "4x" if scale_ap[m][large] < scale_ap[m][small] else "0.25x" for m in SHOWN}
+cu.glue("worse_end", ", ".join(f"{m} {end}" for m, end in worse.items()))
 
 # %% [markdown]
 # <details><summary>Answer</summary>
